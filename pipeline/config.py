@@ -8,7 +8,7 @@ ConfigStore so that a misspelt key or a wrongly typed value is rejected before a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -38,6 +38,7 @@ class PreprocessConfig:
     """Preprocessing fitted on the training split and applied to both splits."""
 
     name: str = "none"  # none | zscore | whiten
+    id: str | None = None  # short name in file and run names, e.g. "whiten", "zca"; null = name
     eps: float = 0.0  # whiten: added to every eigenvalue before Λ^-1/2
     rel_threshold: float | None = None  # whiten: drop directions with λ_i < rel_threshold · λ_max
     n_components: int | None = None  # whiten: keep the top-k directions (PCA-whitening)
@@ -51,6 +52,7 @@ class ModelConfig:
     """The convex model and its objective."""
 
     name: str = MISSING  # linear | logistic | logistic_mse | softmax
+    id: str | None = None  # short name in run names (the conf/model/ file name); null = name
     l2: float = 1.0e-4  # λ in λ/2 ‖w‖² (bias not penalized)
     fit_intercept: bool = True
     dtype: str = "float64"  # float64 | float32
@@ -61,7 +63,8 @@ class OptimizerConfig:
     """The optimizer and its stopping rule."""
 
     name: str = MISSING  # gd | newton | newton_cg | closed_form
-    lr: Union[float, str] = "auto"  # noqa: UP007  (OmegaConf needs typing.Union); "auto" = 1/L
+    id: str | None = None  # short name in run names (the conf/optimizer/ file name); null = name
+    lr: Any = "auto"  # a float > 0 or "auto" (= 1/L); Any: OmegaConf 2.3 cannot merge a Union node here
     max_iter: int = 100
     tol: float = 1.0e-6  # stop when ‖∇f‖ ≤ tol
     time_budget_s: float | None = None
@@ -106,8 +109,16 @@ class TrainConfig:
     study: str = "default"
     seed: int = 0
     progress: bool | None = None  # null: a bar on a terminal, quiet otherwise
+    fail_on_diverged: bool = True  # a diverged run is saved, then exits non-zero (false: exit 0)
     paths: PathsConfig = field(default_factory=PathsConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+@dataclass
+class EvaluateConfig(TrainConfig):
+    """Evaluate a trained run: the same keys as ``train`` (so every preset applies) name the run."""
+
+    run_dir: str | None = None  # evaluate this run directory instead of the one the groups name
 
 
 def register_configs() -> None:
@@ -115,6 +126,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="prepare_schema", node=PrepareConfig)
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="preprocess", name="preprocess_schema", node=PreprocessConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
@@ -126,3 +138,62 @@ def as_kwargs(node: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+MODELS = ("linear", "logistic", "logistic_mse", "softmax")
+OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form")
+INITS = ("zeros", "random", "saturated")
+DTYPES = ("float64", "float32")
+
+
+def validate_train_config(cfg: Any) -> None:
+    """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError."""
+    import re
+
+    from pipeline.errors import ConfigError
+
+    def bad(key: str, value: Any, want: str) -> ConfigError:
+        return ConfigError(f"{key}={value!r} is invalid: {want}; fix it in conf/ or on the command line")
+
+    m, o = cfg.model, cfg.optimizer
+    if m.name not in MODELS:
+        raise bad("model.name", m.name, f"choose one of {', '.join(MODELS)}")
+    if not m.l2 >= 0.0:
+        raise bad("model.l2", m.l2, "the L2 penalty must be >= 0")
+    if m.dtype not in DTYPES:
+        raise bad("model.dtype", m.dtype, f"choose one of {', '.join(DTYPES)}")
+    if o.name not in OPTIMIZERS:
+        raise bad("optimizer.name", o.name, f"choose one of {', '.join(OPTIMIZERS)}")
+    if isinstance(o.lr, str):
+        if o.lr != "auto":
+            raise bad("optimizer.lr", o.lr, "use a positive number or 'auto' (= 1/L)")
+    elif not (o.lr > 0.0 and o.lr < float("inf")):
+        raise bad("optimizer.lr", o.lr, "the step size must be a positive finite number or 'auto' (= 1/L)")
+    if o.max_iter < 0:
+        raise bad("optimizer.max_iter", o.max_iter, "must be >= 0")
+    if not o.tol >= 0.0:
+        raise bad("optimizer.tol", o.tol, "must be >= 0")
+    if o.time_budget_s is not None and not o.time_budget_s > 0.0:
+        raise bad("optimizer.time_budget_s", o.time_budget_s, "must be > 0 or null")
+    if not 0.0 < o.armijo_c < 1.0:
+        raise bad("optimizer.armijo_c", o.armijo_c, "must lie in (0, 1)")
+    if not 0.0 < o.backtrack < 1.0:
+        raise bad("optimizer.backtrack", o.backtrack, "must lie in (0, 1)")
+    if o.cg_max_iter < 1:
+        raise bad("optimizer.cg_max_iter", o.cg_max_iter, "must be >= 1")
+    if o.init not in INITS:
+        raise bad("optimizer.init", o.init, f"choose one of {', '.join(INITS)}")
+    if not o.init_scale > 0.0:
+        raise bad("optimizer.init_scale", o.init_scale, "must be > 0")
+    if o.name == "closed_form" and m.name != "linear":
+        raise ConfigError(
+            f"optimizer=closed_form solves only least squares (model=linear), not model={m.name}; "
+            "use optimizer=newton or optimizer=newton_cg"
+        )
+    eps = cfg.preprocess.get("eps", 0.0)
+    if eps is not None and not eps >= 0.0:
+        raise bad("preprocess.eps", eps, "the eigenvalue floor must be >= 0")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(cfg.study)):
+        raise bad("study", cfg.study, "use letters, digits, '_', '-' or '.' (it names a directory)")
+    if cfg.seed < 0:
+        raise bad("seed", cfg.seed, "must be >= 0")

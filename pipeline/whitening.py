@@ -1,0 +1,141 @@
+"""Whitening from the uncentered auto-covariance: T = Λ^-1/2 Φᵀ where (1/n) X̃ᵀX̃ = Φ Λ Φᵀ.
+
+Rows of ``X`` are examples, so the lecture's auto-covariance XXᵀ (columns = examples) is
+``X.T @ X`` here. With ``augment=True`` the constant bias feature is appended before the
+eigendecomposition (X̃ = [X, 1]); the transformed inputs z = T x̃ then carry the bias, the model
+is fitted without a separate intercept, and its MSE Hessian (1/n) ZᵀZ = T C Tᵀ is exactly I.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import ConfigError, NumericalError
+
+
+def second_moment(X: np.ndarray, augment: bool = False) -> np.ndarray:
+    """C = (1/n) X̃ᵀX̃ with X̃ = [X, 1] when ``augment`` (the MSE Hessian of a linear model)."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    if not augment:
+        return (X.T @ X) / n
+    C = np.empty((d + 1, d + 1), dtype=np.float64)
+    C[:d, :d] = (X.T @ X) / n
+    mean = X.mean(axis=0)
+    C[:d, d] = mean
+    C[d, :d] = mean
+    C[d, d] = 1.0
+    return C
+
+
+def spectrum(C: np.ndarray) -> np.ndarray:
+    """Eigenvalues of the symmetric matrix ``C``, descending, round-off negatives clipped to 0."""
+    lam = np.linalg.eigvalsh(C)[::-1]
+    return np.clip(lam, 0.0, None)
+
+
+def numerical_rank(lam: np.ndarray) -> int:
+    """Number of eigenvalues above λ_max · dim · machine-ε (as ``numpy.linalg.matrix_rank``)."""
+    if lam.size == 0 or lam[0] <= 0:
+        return 0
+    tol = lam[0] * lam.size * np.finfo(np.float64).eps
+    return int(np.count_nonzero(lam > tol))
+
+
+def condition_number(lam: np.ndarray) -> float:
+    """κ = λ_max / λ_min of a descending spectrum; ``inf`` when it is numerically singular."""
+    if numerical_rank(lam) < lam.size:
+        return float("inf")
+    return float(lam[0] / lam[-1])
+
+
+def condition_number_nonzero(lam: np.ndarray) -> float:
+    """λ_max / (smallest numerically nonzero λ): the conditioning on the column space of X̃.
+
+    For least squares, GD started in that space never leaves it, so this κ sets its rate even
+    when the Hessian is singular (then ``condition_number`` is ``inf``).
+    """
+    r = numerical_rank(lam)
+    return float(lam[0] / lam[r - 1]) if r > 0 else float("inf")
+
+
+@dataclass(frozen=True, eq=False)
+class Whitening:
+    """A fitted whitening map z = T x̃ and the spectrum it came from."""
+
+    T: np.ndarray  # (k, d̃): rows are Λ_k^-1/2 Φ_kᵀ (or Φ_k Λ_k^-1/2 Φ_kᵀ for ZCA, k = d̃)
+    eigenvalues: np.ndarray  # all eigenvalues of C, descending
+    n_kept: int  # eigen-directions kept
+    augment: bool
+
+
+def n_keep(
+    lam: np.ndarray,
+    *,
+    rel_threshold: float | None = None,
+    n_components: int | None = None,
+    explained_variance: float | None = None,
+) -> int:
+    """How many leading eigen-directions to keep (the strictest of the three rules; all when none set)."""
+    k = lam.size
+    if rel_threshold is not None:
+        k = min(k, int(np.count_nonzero(lam >= rel_threshold * lam[0])))
+    if n_components is not None:
+        if n_components > lam.size:
+            raise ConfigError(
+                f"preprocess.n_components={n_components} exceeds the {lam.size} input dimensions; lower it"
+            )
+        k = min(k, int(n_components))
+    if explained_variance is not None:
+        share = np.cumsum(lam) / lam.sum()
+        k = min(k, int(np.searchsorted(share, explained_variance * (1 - 1e-12))) + 1)
+    return k
+
+
+def fit_whitening(
+    X: np.ndarray,
+    *,
+    eps: float = 0.0,
+    rel_threshold: float | None = None,
+    n_components: int | None = None,
+    explained_variance: float | None = None,
+    zca: bool = False,
+    augment: bool = True,
+    C: np.ndarray | None = None,
+) -> Whitening:
+    """Fit T = (Λ_k + ε)^-1/2 Φ_kᵀ from C = (1/n) X̃ᵀX̃ = Φ Λ Φᵀ (ZCA: Φ_k (Λ_k + ε)^-1/2 Φ_kᵀ).
+
+    Directions are dropped by ``rel_threshold`` (λ_i < rel_threshold · λ_max), ``n_components``
+    or ``explained_variance``; ``eps`` is added to the kept eigenvalues. A kept direction whose
+    λ_i + ε is numerically zero (a singular C with nothing dropped and no ε) is a NumericalError.
+    ``C`` may pass a precomputed ``second_moment(X, augment)`` to save the O(n d²) product.
+    """
+    if C is None:
+        C = second_moment(X, augment=augment)
+    lam_asc, Phi_asc = np.linalg.eigh(C)
+    lam, Phi = lam_asc[::-1], Phi_asc[:, ::-1]
+    k = n_keep(
+        lam,
+        rel_threshold=rel_threshold,
+        n_components=n_components,
+        explained_variance=explained_variance,
+    )
+    lam_k = lam[:k] + eps
+    tol = max(lam[0], 0.0) * lam.size * np.finfo(np.float64).eps
+    if k == 0 or lam[0] <= 0:
+        raise NumericalError(
+            "training inputs are all zero; whitening is undefined, use preprocess=none"
+        )
+    if lam_k[-1] <= tol:
+        rank = numerical_rank(np.clip(lam, 0, None))
+        raise NumericalError(
+            f"the training second-moment matrix is singular (rank {rank} of {lam.size}, "
+            f"smallest kept eigenvalue {lam_k[-1]:.3g}); set preprocess.rel_threshold (e.g. 1.0e-6), "
+            "preprocess.eps > 0, preprocess.n_components or preprocess.explained_variance"
+        )
+    T = Phi[:, :k].T / np.sqrt(lam_k)[:, None]  # Λ_k^-1/2 Φ_kᵀ
+    if zca:
+        T = Phi[:, :k] @ T  # Φ_k Λ_k^-1/2 Φ_kᵀ: back in pixel coordinates
+    return Whitening(T=T, eigenvalues=np.clip(lam, 0.0, None), n_kept=k, augment=augment)

@@ -1,0 +1,248 @@
+"""The prepare stage: facts and arrays on disk, the Hydra app end to end, one-line errors, no stray files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.data.datasets import load_dataset
+from pipeline.errors import DataError
+from pipeline.prepare import prepare
+from pipeline.prepared import load_prepared, prepared_path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SYNTH = {
+    "name": "synthetic_regression",
+    "id": "synth-test",
+    "n_samples": 600,
+    "n_features": 10,
+    "condition_number": 1.0e2,
+    "noise": 1.0e-1,
+    "test_fraction": 0.25,
+}
+WHITEN = {
+    "name": "whiten",
+    "id": "whiten",
+    "eps": 0.0,
+    "rel_threshold": None,
+    "n_components": None,
+    "explained_variance": None,
+    "zca": False,
+    "augment": True,
+}
+FACT_KEYS = {
+    "data",
+    "preprocess",
+    "task",
+    "n_classes",
+    "n_train",
+    "n_test",
+    "n_features_in",
+    "n_features_out",
+    "n_kept",
+    "absorbs_bias",
+    "cond_before",
+    "cond_after",
+    "sha256",
+    "seconds",
+}
+
+
+def run_prepare(
+    cwd: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m pipeline.prepare`` in ``cwd`` (so relative outputs land there, not in the repo)."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.prepare", *overrides],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def files_under(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+
+
+def test_prepare_synthetic_in_process(tmp_path: Path) -> None:
+    facts = prepare(SYNTH, WHITEN, seed=5, prepared_dir=tmp_path)
+    path = prepared_path(tmp_path, SYNTH, WHITEN)
+    assert path.name == "synth-test-whiten.npz" and path.with_suffix(".json").is_file()
+    assert FACT_KEYS <= set(facts)
+    assert json.loads(path.with_suffix(".json").read_text()) == facts
+    assert facts["cond_before"] == pytest.approx(100.0, rel=1e-8)  # κ of the bias-augmented Hessian
+    assert facts["cond_after"] == pytest.approx(1.0, abs=1e-6)
+    assert facts["absorbs_bias"] and facts["n_kept"] == facts["n_features_out"] == 11
+    ds, tr, f = load_prepared(path)
+    assert ds.task == "regression" and ds.n_classes is None and ds.X_train.shape == (450, 11)
+    # spectra on disk = eigenvalues of (1/n) X̃ᵀX̃ before and (1/n) ZᵀZ after, recomputed here
+    raw = load_dataset(SYNTH, seed=5)
+    Xa = np.c_[raw.X_train, np.ones(450)]
+    np.testing.assert_allclose(
+        f["spectrum_before"], np.linalg.eigvalsh(Xa.T @ Xa / 450)[::-1], rtol=1e-10
+    )
+    np.testing.assert_allclose(
+        f["spectrum_after"], np.linalg.eigvalsh(ds.X_train.T @ ds.X_train / 450)[::-1], rtol=1e-10
+    )
+    np.testing.assert_allclose(f["spectrum_after"], 1.0, atol=1e-8)
+    # the saved test split went through the train-fitted map
+    np.testing.assert_array_equal(ds.X_test, tr.apply(raw.X_test))
+    np.testing.assert_array_equal(ds.y_test, raw.y_test)
+    # least squares on z without intercept, mapped back, is least squares on [x, 1] (solved independently)
+    w = ds.X_train.T @ ds.y_train / 450  # the normal equations with (1/n) ZᵀZ = I
+    w_x, b_x = tr.input_weights(w, 0.0)
+    coef = np.linalg.lstsq(Xa, raw.y_train, rcond=None)[0]
+    np.testing.assert_allclose(w_x, coef[:10], rtol=1e-7, atol=1e-9)
+    assert b_x == pytest.approx(coef[10], rel=1e-7)
+    np.testing.assert_allclose(coef[:10], ds.meta["w_star"], atol=0.2)  # and near the truth
+
+
+def test_load_prepared_missing(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="run `python -m pipeline.prepare`"):
+        load_prepared(tmp_path / "nothing.npz")
+
+
+def test_cli_synthetic_end_to_end(tmp_path: Path) -> None:
+    res = run_prepare(tmp_path, "data=synthetic_regression", "preprocess=zscore")
+    assert res.returncode == 0, res.stderr
+    line = res.stdout.strip()
+    assert "\n" not in line and "synth-kappa100-zscore.npz" in line and "cond" in line
+    # nothing but the two outputs: no outputs/, no .hydra/, no log file in the working directory
+    assert files_under(tmp_path) == [
+        "data",
+        "data/prepared",
+        "data/prepared/synth-kappa100-zscore.json",
+        "data/prepared/synth-kappa100-zscore.npz",
+    ]
+    facts = json.loads((tmp_path / "data/prepared/synth-kappa100-zscore.json").read_text())
+    assert facts["preprocess"] == "zscore" and not facts["absorbs_bias"]
+    assert facts["cond_before"] == pytest.approx(100.0, rel=1e-6)
+    assert (
+        facts["cond_after"] > 10.0
+    )  # per-axis scaling cannot undo the rotated ellipsoid (whitening can)
+    with np.load(tmp_path / "data/prepared/synth-kappa100-zscore.npz", allow_pickle=False) as z:
+        assert {
+            "X_train",
+            "y_train",
+            "X_test",
+            "y_test",
+            "spectrum_before",
+            "spectrum_after",
+            "transform/kind",
+            "transform/scale",
+            "transform/offset",
+        } <= set(z.files)
+
+
+@pytest.mark.slow
+def test_cli_mnist_whiten(tmp_path: Path, mnist_dir: Path) -> None:
+    t0 = time.perf_counter()
+    res = run_prepare(
+        tmp_path, "data=mnist", "preprocess=whiten", env={"CURVLAB_DATA_DIR": str(mnist_dir)}
+    )
+    print(
+        f"\n{res.stdout.strip()}\n(wall time incl. interpreter start: {time.perf_counter() - t0:.1f} s)"
+    )
+    assert res.returncode == 0, res.stderr
+    ds, tr, facts = load_prepared(tmp_path / "data/prepared/mnist-whiten.npz")
+    assert facts["cond_before"] is None and facts["rank_before"] < 785  # singular before
+    assert facts["cond_after"] == pytest.approx(1.0, abs=1e-6)
+    assert ds.X_train.shape == (60000, facts["n_kept"]) and ds.X_test.shape == (
+        10000,
+        facts["n_kept"],
+    )
+    assert facts["sha256"]["train-images-idx3-ubyte"].startswith("ba891046")
+    # least squares on one-hot targets is Zᵀ Y / n when (1/n) ZᵀZ = I; it must classify the test split
+    W = ds.X_train.T @ np.eye(10)[ds.y_train] / ds.X_train.shape[0]
+    acc = float(np.mean(np.argmax(ds.X_test @ W, axis=1) == ds.y_test))
+    print(f"least-squares test accuracy on whitened MNIST: {acc:.4f}")
+    assert acc > 0.84
+    del ds
+    for f in (tmp_path / "data/prepared").iterdir():  # 356 MB: do not keep it in pytest's tmp dirs
+        f.unlink()
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    err = res.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err and err.startswith("prepare: error: "), err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_cli_bad_config_value_exits_2(tmp_path: Path) -> None:
+    res = run_prepare(tmp_path, "data=synthetic_regression", "data.condition_number=0.5")
+    assert_one_line_error(res, "data.condition_number=0.5")
+    assert files_under(tmp_path) == []
+
+
+def test_cli_singular_whitening_keeps_earlier_result(tmp_path: Path, mnist_dir: Path) -> None:
+    out = tmp_path / "data" / "prepared"
+    out.mkdir(parents=True)
+    (out / "mnist-whiten.npz").write_bytes(b"earlier result")
+    res = run_prepare(
+        tmp_path,
+        "data=mnist",
+        "data.n_train=2000",
+        "data.n_test=100",
+        "preprocess=whiten",
+        "preprocess.rel_threshold=null",
+        env={"CURVLAB_DATA_DIR": str(mnist_dir)},
+    )
+    assert_one_line_error(res, "singular", "preprocess.rel_threshold")
+    assert (out / "mnist-whiten.npz").read_bytes() == b"earlier result"
+    assert files_under(out) == ["mnist-whiten.npz"]  # no temp files left
+
+
+def test_cli_missing_data_exits_2(tmp_path: Path) -> None:
+    res = run_prepare(
+        tmp_path, "data=mnist_binary", env={"CURVLAB_DATA_DIR": str(tmp_path / "absent")}
+    )
+    assert_one_line_error(res, "absent", "directory not found")
+    assert files_under(tmp_path) == []
+
+
+def test_cli_wrong_type_is_rejected_by_hydra(tmp_path: Path) -> None:
+    res = run_prepare(tmp_path, "data=synthetic_regression", "data.noise=loud")
+    assert res.returncode != 0 and "Traceback" not in res.stderr and "data.noise" in res.stderr
+    assert files_under(tmp_path) == []
+
+
+def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.config import as_kwargs, register_configs
+    from pipeline.data.datasets import validate_data_config
+    from pipeline.prepared import prepared_stem
+    from pipeline.preprocessing import validate_preprocess_config
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    datas = sorted(p.stem for p in (REPO_ROOT / "conf" / "data").glob("*.yaml"))
+    pres = sorted(p.stem for p in (REPO_ROOT / "conf" / "preprocess").glob("*.yaml"))
+    assert {"mnist", "mnist_binary", "synthetic_regression"} <= set(datas)
+    assert {"none", "zscore", "whiten"} <= set(pres)
+    stems = set()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        for d in datas:
+            for p in pres:
+                cfg = compose(config_name="prepare", overrides=[f"data={d}", f"preprocess={p}"])
+                data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
+                validate_data_config(data_cfg)
+                validate_preprocess_config(pre_cfg)
+                assert pre_cfg["id"] == p  # file names follow the conf file names
+                stems.add(prepared_stem(data_cfg, pre_cfg))
+    GlobalHydra.instance().clear()
+    assert len(stems) == len(datas) * len(pres)  # no two choices write the same file
