@@ -1,0 +1,141 @@
+"""``python -m pipeline.evaluate``: score a trained run on both splits of its prepared data.
+
+The overrides name the run exactly as for ``train`` (or ``run_dir=...`` names it directly); the
+model is rebuilt from the run's own ``config.yaml`` and ``weights.npz``. Writes
+``evaluation.json`` (accuracies, unpenalized mean losses, per-class accuracy) and, for
+classifiers, ``confusion.csv`` (c×c counts; row i = true class i, column j = predicted class j,
+header = the class labels) beside the weights, and logs ``eval_*`` metrics to the train run's
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import register_configs
+from pipeline.errors import DataError
+from pipeline.runs import (
+    JobContext,
+    job_context,
+    project_path,
+    read_json,
+    run_dir,
+    run_entry,
+    write_csv,
+    write_json,
+)
+
+PROG = "evaluate"
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """C[i, j] = #{k : y_k = i, ŷ_k = j} (int64, rows = true class)."""
+    idx = np.asarray(y_true, dtype=np.int64) * n_classes + np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_accuracy(conf: np.ndarray) -> list[float | None]:
+    """Recall of each class, C[i, i] / Σ_j C[i, j] (None for a class absent from the split)."""
+    support = conf.sum(axis=1)
+    return [float(conf[i, i] / s) if s else None for i, s in enumerate(support)]
+
+
+def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
+    """The run directory: ``run_dir`` if set, else the one ``train`` derives from the overrides."""
+    overrides = [o for o in ctx.overrides if not o.startswith("run_dir=")]
+    given = cfg.get("run_dir")
+    out = project_path(given) if given else run_dir(cfg, overrides)
+    for f in ("weights.npz", "config.yaml", "metrics.json"):
+        if not (out / f).is_file():
+            raise DataError(f"{out / f} not found; train this run first with `python -m pipeline.train "
+                            f"{' '.join(overrides)}` (the same overrides), or pass run_dir=<dir>")
+    return out
+
+
+def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
+    """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
+    from pipeline.losses import make_objective
+    from pipeline.train import load_prepared_for
+
+    ctx = ctx or JobContext()
+    out = locate_run(cfg, ctx)
+    run_cfg = OmegaConf.load(out / "config.yaml")
+    metrics = read_json(out / "metrics.json")
+    dataset, transform, _facts, _ = load_prepared_for(run_cfg)
+    with np.load(out / "weights.npz", allow_pickle=False) as z:
+        w = np.asarray(z["w"])
+    m = run_cfg.model
+    fit_intercept = bool(m.fit_intercept) and not bool(transform.absorbs_bias)
+    n_classes = dataset.n_classes if m.name == "softmax" else None
+    objective = make_objective(str(m.name), dataset.X_train, dataset.y_train, l2=float(m.l2),
+                               fit_intercept=fit_intercept, n_classes=n_classes, dtype=np.dtype(m.dtype))
+    if w.shape != (objective.n_params,):
+        raise DataError(f"{out / 'weights.npz'}: w has shape {w.shape}, the model needs "
+                        f"({objective.n_params},); retrain the run")
+    result: dict[str, Any] = {
+        "run": out.name,
+        "status": metrics.get("status"),
+        "train_loss": float(objective.predict_loss(dataset.X_train, dataset.y_train, w)),
+        "test_loss": float(objective.predict_loss(dataset.X_test, dataset.y_test, w)),
+        "n_train": int(dataset.X_train.shape[0]),
+        "n_test": int(dataset.X_test.shape[0]),
+        "train_accuracy": None,
+        "test_accuracy": None,
+        "per_class_accuracy": None,
+    }
+    conf = None
+    if dataset.task != "regression":
+        c = int(dataset.n_classes or 2)
+        pred_train = np.asarray(objective.predict(dataset.X_train, w))
+        pred_test = np.asarray(objective.predict(dataset.X_test, w))
+        conf = confusion_matrix(dataset.y_test, pred_test, c)
+        result["train_accuracy"] = float(np.mean(pred_train == dataset.y_train))
+        result["test_accuracy"] = float(np.trace(conf) / conf.sum())
+        result["per_class_accuracy"] = per_class_accuracy(conf)
+    if conf is not None:
+        write_csv(out / "confusion.csv", {str(j): conf[:, j] for j in range(conf.shape[1])})
+    write_json(out / "evaluation.json", result)
+    log_to_mlflow(cfg, metrics.get("mlflow_run_id"), result, out)
+    acc = "" if result["test_accuracy"] is None else f"test accuracy {result['test_accuracy']:.4f}, "
+    print(f"{PROG}: {out.name}: {acc}test loss {result['test_loss']:.6g} -> {out / 'evaluation.json'}",
+          flush=True)
+    return result
+
+
+def log_to_mlflow(cfg: DictConfig, run_id: str | None, result: dict[str, Any], out: Path) -> None:
+    """``eval_*`` metrics and evaluation.json onto the train run (a warning if it is not in this store)."""
+    if not cfg.mlflow.enabled or not run_id:
+        return
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import Tracker
+
+    tracker = Tracker(OmegaConf.to_container(cfg.mlflow, resolve=True))  # type: ignore[arg-type]
+    try:
+        tracker.log_metrics(run_id, {f"eval_{k}": v for k, v in result.items()
+                                     if k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+                                     and v is not None})
+        tracker.log_artifacts(run_id, [out / "evaluation.json", out / "confusion.csv"])
+    except MlflowException as err:
+        print(f"{PROG}: warning: MLflow run {run_id} not updated ({str(err).splitlines()[0]})",
+              file=sys.stderr)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> int:
+    """Hydra entry point (see the module docstring)."""
+    ctx = job_context()
+    return run_entry(PROG, lambda: evaluate(cfg, ctx), ctx)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Run directories and the files in them: names derived from the config, atomic writes.
+
+A run lives in ``experiments/<study>/<data.id>-<preprocess.id>-<model.id>-<optimizer.id>[,key=value...]``
+(docs/architecture.md). The ids are the conf/ file names (``optimizer=gd_armijo`` gives
+``gd_armijo``; a null id falls back to ``name``); every non-group override that changes the result
+(``optimizer.lr=0.1``, ``model.l2=0``, ``seed=3`` ...) is appended as ``,key=value`` in key order,
+so the runs of a sweep never overwrite each other. Relative paths are relative to the current
+directory (Hydra does not change it), as in ``pipeline.prepare``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import CurvlabError, report_and_exit
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+GROUPS = ("data", "preprocess", "model", "optimizer")
+# Overrides that change where or how a run is recorded, not what it computes: no name suffix.
+_NOT_IN_NAME = ("study", "progress", "fail_on_diverged", "run_dir", "paths.", "mlflow.", "hydra.",
+                "data.root", "experiment")
+_SAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def project_path(p: str | os.PathLike[str]) -> Path:
+    """A configured path made absolute (relative ones against the current directory)."""
+    return Path(p).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the Hydra runtime knows about this job (empty outside a Hydra app, e.g. compose API)."""
+
+    overrides: tuple[str, ...] = ()
+    multirun: bool = False
+    job_num: int | None = None
+    parent_run_id: str | None = None
+
+
+def job_context() -> JobContext:
+    """Read the group choices, task overrides and sweep state from HydraConfig (inside an app)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return JobContext()
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    return JobContext(
+        overrides=tuple(str(o) for o in hc.overrides.task),
+        multirun=multirun,
+        job_num=int(hc.job.num) if multirun else None,
+        parent_run_id=os.environ.get("CURVLAB_MLFLOW_PARENT_RUN_ID") if multirun else None,
+    )
+
+
+def name_suffix(overrides: Sequence[str]) -> str:
+    """``,key=value`` for each non-group override that changes the result, sorted by key."""
+    parts: dict[str, str] = {}
+    for ov in overrides:
+        key, sep, value = str(ov).partition("=")
+        key = key.lstrip("+~")
+        if not sep or "/" in key or key in GROUPS or key.startswith(_NOT_IN_NAME):
+            continue
+        parts[key] = _SAFE.sub("_", value.strip().strip("'\""))
+    return "".join(f",{k}={parts[k]}" for k in sorted(parts))
+
+
+def group_id(node: Any) -> str:
+    """A group's short name: its ``id``, else its ``name``."""
+    return str(node.get("id") or node.get("name"))
+
+
+def run_name(cfg: Any, overrides: Sequence[str] = ()) -> str:
+    """``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` + the override suffix."""
+    parts = (cfg.data.id, group_id(cfg.preprocess), group_id(cfg.model), group_id(cfg.optimizer))
+    return "-".join(str(p) for p in parts) + name_suffix(overrides)
+
+
+def run_dir(cfg: Any, overrides: Sequence[str] = ()) -> Path:
+    """``<experiments_dir>/<study>/<run name>`` (absolute)."""
+    return project_path(cfg.paths.experiments_dir) / str(cfg.study) / run_name(cfg, overrides)
+
+
+def prepared_path(cfg: Any) -> Path:
+    """``<prepared_dir>/<data.id>-<preprocess.id>.npz`` as written by ``python -m pipeline.prepare``."""
+    return project_path(cfg.paths.prepared_dir) / f"{cfg.data.id}-{group_id(cfg.preprocess)}.npz"
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temp file beside ``path``, then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give it a normal file's mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf → null and numpy scalars → Python (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Strict JSON (non-finite floats written as null), atomically."""
+    text = json.dumps(_json_safe(data), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    write_atomic(path, lambda t: t.write_text(text, encoding="utf-8"))
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file, atomically."""
+    write_atomic(path, lambda t: t.write_text(text, encoding="utf-8"))
+
+
+def write_csv(path: Path, columns: Mapping[str, np.ndarray]) -> None:
+    """Equal-length columns as CSV with a header row (floats in repr precision), atomically."""
+    names = list(columns)
+    arrays = [np.asarray(columns[n]).ravel() for n in names]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(names)
+    w.writerows(zip(*(a.tolist() for a in arrays), strict=True))
+    write_text(path, buf.getvalue())
+
+
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Arrays as an uncompressed ``.npz`` (no pickles), atomically."""
+
+    def _w(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+
+    write_atomic(path, _w)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from disk."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def run_entry(prog: str, fn: Callable[[], Any], ctx: JobContext) -> int:
+    """Run a job body: a CurvlabError is one stderr line and exit 2 (a single run) or a failed
+    sweep job recorded for ``SweepCallback`` (a multirun: the other jobs keep going)."""
+    try:
+        fn()
+    except CurvlabError as err:
+        if not ctx.multirun:
+            report_and_exit(err, prog)
+        msg = " ".join(str(err).split())
+        print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): {msg}", file=sys.stderr)
+        record_sweep_failure(ctx, msg)
+        return 2
+    return 0
+
+
+def record_sweep_failure(ctx: JobContext, msg: str) -> None:
+    """Leave ``<sweep dir>/failed/<job num>.json`` for the end-of-sweep summary."""
+    sweep = os.environ.get("CURVLAB_SWEEP_DIR")
+    if not sweep:
+        return
+    write_json(Path(sweep) / "failed" / f"{ctx.job_num}.json",
+               {"job": ctx.job_num, "overrides": list(ctx.overrides), "message": msg})

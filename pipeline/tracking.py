@@ -1,0 +1,236 @@
+"""MLflow tracking: one run per train job, sweeps grouped under a parent run, safe in parallel.
+
+Store: ``mlflow.tracking_uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<project>/mlflow.db``
+(absolute). Artifacts of a new experiment go to ``mlflow.artifact_root`` (default
+``<project>/mlartifacts``) ``/<study>``. Creating/migrating the SQLite schema and creating an
+experiment happen under an inter-process file lock, and every client call is retried while
+SQLite says "database is locked", so parallel joblib workers lose no runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.runs import PROJECT_ROOT, project_path, read_json
+
+T = TypeVar("T")
+PARENT_ENV = "CURVLAB_MLFLOW_PARENT_RUN_ID"
+SWEEP_ENV = "CURVLAB_SWEEP_DIR"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+_log = logging.getLogger(__name__)
+
+
+def tracking_uri(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
+    """The store URI: config, then ``$MLFLOW_TRACKING_URI``, then the project's SQLite file."""
+    uri = (mlflow_cfg or {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{(PROJECT_ROOT / 'mlflow.db').as_posix()}"
+
+
+def artifact_root(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
+    """Where new experiments keep artifacts: a URI as given, a path made absolute (file URI)."""
+    root = (mlflow_cfg or {}).get("artifact_root") or str(PROJECT_ROOT / "mlartifacts")
+    return root if "://" in root else project_path(root).as_uri()
+
+
+def _with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
+    """Call ``fn``; on SQLite "database is locked" wait (exponential back-off) and retry."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as err:  # MlflowException / sqlalchemy OperationalError
+            if "locked" not in str(err).lower() or i == attempts - 1:
+                raise
+            time.sleep(min(0.1 * 2**i, 5.0))
+    raise AssertionError("unreachable")
+
+
+def _store_lock(uri: str) -> Any:
+    """An inter-process lock for schema creation (a file in the temp dir, keyed by the URI)."""
+    from filelock import FileLock
+
+    key = hashlib.sha1(uri.encode()).hexdigest()[:16]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"curvlab-mlflow-{key}.lock"), timeout=300)
+
+
+def git_commit() -> str:
+    """``HEAD``'s commit (``+dirty`` when the tree has changes), or ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10).stdout
+        return head + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``{"optimizer.lr": "0.1", ...}`` (MLflow params are strings)."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = "null" if v is None else str(v)
+    return out
+
+
+def _chunks(items: Sequence[T], n: int) -> Iterable[Sequence[T]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class Tracker:
+    """Thin, retrying wrapper around ``MlflowClient`` for one store."""
+
+    def __init__(self, mlflow_cfg: Mapping[str, Any] | None = None) -> None:
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.uri = tracking_uri(mlflow_cfg)
+        self.artifact_root = artifact_root(mlflow_cfg)
+        with _store_lock(self.uri):  # first use creates / migrates the schema: once, not racing
+            try:
+                self.client = MlflowClient(tracking_uri=self.uri)
+                _with_retry(lambda: self.client.search_experiments(max_results=1))
+            except Exception as err:
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                raise ConfigError(f"MLflow store {self.uri} is not usable ({first}); fix mlflow.tracking_uri / "
+                                  "MLFLOW_TRACKING_URI or run with mlflow.enabled=false") from None
+
+    def experiment_id(self, name: str) -> str:
+        """The id of experiment ``name``, created (with our artifact location) if missing."""
+        exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+        if exp is not None:
+            return exp.experiment_id
+        with _store_lock(self.uri):
+            exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+            if exp is not None:
+                return exp.experiment_id
+            return _with_retry(lambda: self.client.create_experiment(
+                name, artifact_location=f"{self.artifact_root.rstrip('/')}/{name}"))
+
+    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str],
+                  parent_run_id: str | None = None) -> str:
+        """Create a RUNNING run (a child of ``parent_run_id`` when given); returns its id."""
+        exp_id = self.experiment_id(experiment)
+        all_tags = dict(tags)
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = _with_retry(lambda: self.client.create_run(exp_id, tags=all_tags, run_name=run_name))
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        """Params in batches of ≤ 100 (values cut to MLflow's 6000 characters)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
+            _with_retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+
+    def log_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Tags in batches of ≤ 100."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())]
+        for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
+            _with_retry(lambda c=chunk: self.client.log_batch(run_id, tags=c))
+
+    def log_history(self, run_id: str, history: Mapping[str, np.ndarray],
+                    keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s")) -> int:
+        """Per-iteration metrics (step = ``history['iteration']``) in batches of ≤ 1000; returns the count."""
+        from mlflow.entities import Metric
+
+        steps = np.asarray(history["iteration"], dtype=np.int64)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(s)) for k in keys if k in history
+                   for s, v in zip(steps, np.asarray(history[k], dtype=np.float64), strict=True)]
+        for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+            _with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+        return len(metrics)
+
+    def log_metrics(self, run_id: str, values: Mapping[str, Any], step: int = 0) -> None:
+        """Final scalar metrics (``None`` and non-numbers skipped)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in values.items()
+                 if isinstance(v, int | float | np.number) and not isinstance(v, bool)]
+        for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
+            _with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+
+    def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
+        """Copy files into the run's artifact location."""
+        for p in paths:
+            if Path(p).exists():
+                _with_retry(lambda p=p: self.client.log_artifact(run_id, str(p)))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Mark the run ``FINISHED`` / ``FAILED`` / ``KILLED``."""
+        _with_retry(lambda: self.client.set_terminated(run_id, status=status))
+
+
+# ------------------------------------------------------------------ Hydra multirun
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - Hydra is a hard dependency
+    Callback = object  # type: ignore[misc,assignment]
+
+
+class SweepCallback(Callback):  # type: ignore[misc]
+    """Hydra callback: a parent MLflow run per multirun (jobs become its children) and an
+    end-of-sweep summary that exits non-zero when any job failed."""
+
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+        self.tracker: Tracker | None = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        sweep_dir = project_path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        os.environ[SWEEP_ENV] = str(sweep_dir)  # joblib (loky) workers inherit the environment
+        mlflow_cfg = OmegaConf.select(config, "mlflow")
+        if mlflow_cfg is None or not mlflow_cfg.get("enabled", True) or "study" not in config:
+            return
+        if str(config.hydra.job.name) != "train":  # evaluate logs onto the train runs: no parent
+            return
+        self.tracker = Tracker(OmegaConf.to_container(mlflow_cfg, resolve=True))  # type: ignore[arg-type]
+        overrides = " ".join(str(o) for o in config.hydra.overrides.task)
+        self.parent_run_id = self.tracker.start_run(
+            str(config.study), f"sweep {sweep_dir.name}",
+            {"curvlab.kind": "sweep", "curvlab.overrides": overrides, "curvlab.sweep_dir": str(sweep_dir),
+             "mlflow.source.git.commit": git_commit(), "curvlab.app": str(config.hydra.job.name)})
+        os.environ[PARENT_ENV] = self.parent_run_id
+        (sweep_dir / "mlflow_parent_run_id").write_text(self.parent_run_id + "\n", encoding="utf-8")
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep = os.environ.pop(SWEEP_ENV, None)
+        os.environ.pop(PARENT_ENV, None)
+        failed = sorted(Path(sweep).glob("failed/*.json")) if sweep else []
+        if self.tracker is not None and self.parent_run_id is not None:
+            self.tracker.end_run(self.parent_run_id, "FAILED" if failed else "FINISHED")
+        if failed:
+            jobs = [read_json(p) for p in failed]
+            nums = ", ".join(str(j["job"]) for j in sorted(jobs, key=lambda j: j["job"]))
+            prog = str(config.hydra.job.name)
+            print(f"{prog}: error: {len(jobs)} sweep job(s) failed (job {nums}); see the messages "
+                  f"above and {sweep}/failed/", file=sys.stderr)
+            sys.exit(2)

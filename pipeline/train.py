@@ -1,0 +1,221 @@
+"""``python -m pipeline.train``: fit one model with one optimizer on prepared data.
+
+Reads ``data/prepared/<data.id>-<preprocess>.npz`` (``python -m pipeline.prepare``), minimizes the
+model's objective and writes ``experiments/<study>/<run>/`` = ``config.yaml``, ``history.csv``,
+``weights.npz``, ``metrics.json`` (last), plus one MLflow run. A diverged run (non-finite
+loss/gradient) is saved with ``status: diverged`` and the weights of the last finite iterate,
+its MLflow run is FAILED, and the command exits 2 with one line (``fail_on_diverged=false``: 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import as_kwargs, register_configs, validate_train_config
+from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.progress import IterationBar, show_progress
+from pipeline.runs import (
+    JobContext,
+    group_id,
+    job_context,
+    prepared_path,
+    run_dir,
+    run_entry,
+    write_csv,
+    write_json,
+    write_npz,
+    write_text,
+)
+
+PROG = "train"
+HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size")
+TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
+                 "softmax": "multiclass"}
+OPTIMIZER_OPTIONS = ("lr", "max_iter", "tol", "time_budget_s", "line_search", "armijo_c",
+                     "backtrack", "cg_max_iter")
+STALE_EVALUATION = ("evaluation.json", "confusion.csv")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _prepare_cmd(cfg: Any) -> str:
+    return f"python -m pipeline.prepare data={cfg.data.name} preprocess={cfg.preprocess.name}"
+
+
+def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
+    """The prepared data set named by the config, checked against it, or a DataError saying how to make it."""
+    from pipeline.prepared import load_prepared
+
+    path = prepared_path(cfg)
+    if not path.exists():
+        raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(cfg)}` "
+                        "(with the same data.*/preprocess.* overrides) first, or `dvc repro`")
+    dataset, transform, facts = load_prepared(path)
+    for group in ("data", "preprocess"):
+        made = facts.get(f"{group}_config") or {}
+        want = as_kwargs(cfg[group])
+        for key in sorted(set(made) & set(want) - {"root"}):
+            if made[key] != want[key]:
+                raise DataError(
+                    f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
+                    f"{want[key]!r}; rerun `{_prepare_cmd(cfg)} {group}.{key}={want[key]}` (give it its "
+                    f"own {group}.id to keep both)")
+    return dataset, transform, dict(facts), path
+
+
+def check_model_fits_data(model: str, task: str, data_id: str) -> None:
+    """Each model needs its kind of labels (regression targets, two classes, c classes)."""
+    want = TASK_OF_MODEL[model]
+    if task != want:
+        hint = {"regression": "data=synthetic_regression", "binary": "data=mnist_binary",
+                "multiclass": "data=mnist"}[want]
+        raise ConfigError(f"model={model} needs a {want} data set but data {data_id!r} is {task}; "
+                          f"use {hint} or another model")
+
+
+def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    """Share of correct class predictions, mean(ŷ = y)."""
+    return float(np.mean(np.asarray(pred) == np.asarray(y)))
+
+
+def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
+    """Validate, fit, save and track one run; returns the metrics dict (raises CurvlabError)."""
+    from pipeline.losses import make_objective
+    from pipeline.optimizers import minimize
+    from pipeline.tracking import Tracker, flatten, git_commit
+
+    ctx = ctx or JobContext()
+    validate_train_config(cfg)
+    out_dir = run_dir(cfg, ctx.overrides)
+    dataset, transform, facts, prep_path = load_prepared_for(cfg)
+    check_model_fits_data(cfg.model.name, dataset.task, cfg.data.id)
+
+    m, o = cfg.model, cfg.optimizer
+    fit_intercept = bool(m.fit_intercept) and not bool(transform.absorbs_bias)
+    dtype = np.dtype(m.dtype)
+    n_classes = dataset.n_classes if m.name == "softmax" else None
+    objective = make_objective(m.name, dataset.X_train, dataset.y_train, l2=float(m.l2),
+                               fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype)
+    rng = np.random.default_rng(int(cfg.seed))
+    w0 = objective.init(str(o.init), float(o.init_scale), rng)
+    opt_cfg = as_kwargs(o)
+    options = {k: opt_cfg[k] for k in OPTIMIZER_OPTIONS}
+
+    resolved = as_kwargs(cfg)
+    tracker, run_id = None, None
+    if cfg.mlflow.enabled:
+        tracker = Tracker(resolved["mlflow"])
+        tags = {"curvlab.kind": "train", "curvlab.overrides": " ".join(ctx.overrides),
+                "curvlab.run_dir": str(out_dir), "mlflow.source.git.commit": git_commit(),
+                "curvlab.prepared": str(prep_path), "curvlab.prepared_sha256": sha256_file(prep_path),
+                "curvlab.fit_intercept": str(fit_intercept)}
+        tags.update({f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()})
+        run_id = tracker.start_run(str(cfg.study), out_dir.name, tags, ctx.parent_run_id)
+        tracker.log_params(run_id, flatten(resolved))
+
+    try:
+        t0 = time.perf_counter()
+        desc = f"{out_dir.name}"
+        with IterationBar(int(o.max_iter), desc, show_progress(cfg.progress)) as cb:
+            result = minimize(objective, w0, str(o.name), callback=cb, **options)
+        seconds = time.perf_counter() - t0
+        metrics = summarize(cfg, objective, dataset, result, fit_intercept, seconds, run_id)
+        save_run(out_dir, cfg, objective, result, metrics)
+    except BaseException as err:
+        if tracker is not None and run_id is not None:
+            tracker.end_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+
+    if tracker is not None and run_id is not None:
+        history = {k: np.asarray(v) for k, v in result.history.items()}
+        tracker.log_history(run_id, history)
+        tracker.log_metrics(run_id, {k: metrics[k] for k in (
+            "train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
+            "test_loss", "iterations") if metrics.get(k) is not None})
+        tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
+        tracker.log_artifacts(run_id, [out_dir / "metrics.json", out_dir / "config.yaml",
+                                       out_dir / "history.csv"])
+        tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
+
+    acc = "" if metrics["test_accuracy"] is None else f", test accuracy {metrics['test_accuracy']:.4f}"
+    print(f"{PROG}: {out_dir.name}: {metrics['status']} after {metrics['iterations']} iterations, "
+          f"loss {metrics['train_loss']:.6g}{acc} ({metrics['train_time_s']:.1f} s) -> {out_dir}", flush=True)
+    if metrics["status"] == "diverged" and cfg.fail_on_diverged:
+        raise NumericalError(f"run {out_dir.name} diverged: {result.message}; saved with status "
+                             f"diverged (weights = last finite iterate) in {out_dir}")
+    return metrics
+
+
+def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
+              fit_intercept: bool, seconds: float, run_id: str | None) -> dict[str, Any]:
+    """The metrics.json fields of docs/architecture.md."""
+    w = np.asarray(result.w)
+    loss = np.asarray(result.history["loss"], dtype=np.float64)
+    gnorm = np.asarray(result.history["grad_norm"], dtype=np.float64)
+    finite = np.isfinite(loss)
+    last = int(np.flatnonzero(finite)[-1]) if finite.any() else 0
+    classify = dataset.task != "regression"
+    return {
+        "study": str(cfg.study),
+        "data": str(cfg.data.id),
+        "preprocess": group_id(cfg.preprocess),
+        "model": group_id(cfg.model),
+        "optimizer": group_id(cfg.optimizer),
+        "l2": float(cfg.model.l2),
+        "lr": None if result.lr is None else float(result.lr),
+        "n_params": int(objective.n_params),
+        "fit_intercept": bool(fit_intercept),
+        "status": str(result.status),
+        "converged": result.status == "converged",
+        "message": str(result.message),
+        "iterations": int(result.n_iter),
+        "train_loss": float(loss[last]),
+        "grad_norm": float(gnorm[last]),
+        "train_time_s": float(seconds),
+        "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train) if classify else None,
+        "test_accuracy": accuracy(objective.predict(dataset.X_test, w), dataset.y_test) if classify else None,
+        "test_loss": float(objective.predict_loss(dataset.X_test, dataset.y_test, w)),
+        "mlflow_run_id": run_id,
+    }
+
+
+def save_run(out_dir: Path, cfg: DictConfig, objective: Any, result: Any, metrics: dict[str, Any]) -> None:
+    """Write config.yaml, history.csv, weights.npz, then metrics.json (each atomically)."""
+    w = np.asarray(result.w)
+    if not np.all(np.isfinite(w)):  # the optimizer contract says never; do not save NaN weights
+        raise NumericalError(f"optimizer returned non-finite weights for {out_dir.name}; nothing saved")
+    coef, intercept = objective.unpack(w)
+    for stale in STALE_EVALUATION:  # they describe the weights being replaced
+        (out_dir / stale).unlink(missing_ok=True)
+    write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_csv(out_dir / "history.csv", {k: np.asarray(result.history[k]) for k in HISTORY_COLUMNS})
+    write_npz(out_dir / "weights.npz", {"w": w, "coef": np.asarray(coef), "intercept": np.asarray(intercept)})
+    write_json(out_dir / "metrics.json", metrics)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> int:
+    """Hydra entry point (see the module docstring)."""
+    ctx = job_context()
+    return run_entry(PROG, lambda: train(cfg, ctx), ctx)
+
+
+if __name__ == "__main__":
+    main()

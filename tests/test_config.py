@@ -1,0 +1,136 @@
+"""Hydra configs: every group option composes, presets and budgets apply, bad values are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from repo_copy import REPO_ROOT, run_cmd
+
+from pipeline.config import register_configs, validate_train_config
+from pipeline.errors import ConfigError
+from pipeline.runs import name_suffix, run_dir, run_name
+
+CONF = REPO_ROOT / "conf"
+GROUPS = ("data", "preprocess", "model", "optimizer", "experiment")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schemas() -> None:
+    register_configs()
+
+
+def compose_app(name: str, overrides: list[str]) -> OmegaConf:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def test_the_groups_the_issue_asks_for_exist() -> None:
+    assert {"linear", "logistic", "logistic_mse", "softmax"} <= set(options("model"))
+    assert {"gd", "newton", "newton_cg", "closed_form"} <= set(options("optimizer"))
+    assert {"none", "zscore", "whiten"} <= set(options("preprocess"))
+    assert {"default_softmax", "default_logistic", "default_linear"} <= set(options("experiment"))
+    for preset in (CONF / "experiment").glob("*.yaml"):
+        assert preset.read_text().startswith("# @package _global_"), preset
+
+
+@pytest.mark.parametrize("app", ["train", "evaluate"])
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes_and_validates(app: str, group: str) -> None:
+    for opt in options(group):
+        extra = ["model=linear"] if group == "optimizer" and opt == "closed_form" else []
+        cfg = compose_app(app, [f"{group}={opt}", *extra])
+        if group in ("model", "optimizer", "preprocess"):
+            assert cfg[group].id == opt  # run directories are named by the conf file
+        if group == "data":
+            assert cfg.data.id  # names the prepared file
+        validate_train_config(cfg)
+
+
+def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
+    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=gd"])
+    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == ("default", "mnist", "softmax", 20)
+    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=newton_cg"])
+    assert cfg.optimizer.max_iter == 6 and cfg.optimizer.line_search is True
+    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=gd_armijo"])  # no budget file
+    assert cfg.optimizer.max_iter == 500
+    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=gd", "optimizer.max_iter=7"])
+    assert cfg.optimizer.max_iter == 7  # the command line wins over the budget
+    cfg = compose_app("train", [])
+    assert cfg.study == "scratch" and cfg.optimizer.max_iter == 500
+
+
+def test_swept_keys_have_the_documented_names_and_types() -> None:
+    cfg = compose_app("train", ["optimizer.lr=1.0e-3", "optimizer.max_iter=10", "optimizer.tol=1.0e-9",
+                                "model.l2=0.5", "preprocess=whiten", "preprocess.eps=1.0e-6",
+                                "data.root=/tmp/x", "seed=3"])
+    assert cfg.optimizer.lr == pytest.approx(1.0e-3) and cfg.optimizer.max_iter == 10
+    assert cfg.optimizer.tol == pytest.approx(1.0e-9) and cfg.model.l2 == 0.5
+    assert cfg.preprocess.eps == pytest.approx(1.0e-6) and cfg.data.root == "/tmp/x" and cfg.seed == 3
+    validate_train_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("optimizer.lr=-1", "optimizer.lr"), ("optimizer.lr=fast", "optimizer.lr"),
+     ("optimizer.lr=0", "optimizer.lr"), ("optimizer.max_iter=-1", "optimizer.max_iter"),
+     ("optimizer.tol=-1.0e-3", "optimizer.tol"), ("model.l2=-0.1", "model.l2"),
+     ("optimizer.armijo_c=1.5", "optimizer.armijo_c"), ("optimizer.backtrack=0", "optimizer.backtrack"),
+     ("optimizer.init=ones", "optimizer.init"), ("model.dtype=float16", "model.dtype"),
+     ("study=a/b", "study"), ("preprocess.eps=-1.0e-3", "preprocess.eps"),
+     ("optimizer=closed_form", "closed_form")])
+def test_range_checks_raise_one_line_config_errors(override: str, key: str) -> None:
+    cfg = compose_app("train", [override])
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(cfg)
+    msg = str(info.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
+    cfg = compose_app("train", ["data=synthetic_regression", "preprocess=whiten", "model=linear",
+                                "optimizer=gd_armijo"])
+    ovs = ["optimizer=gd_armijo", "optimizer.lr=0.1", "seed=2", "model.l2=1e-3", "data.root=/a/b",
+           "mlflow.tracking_uri=sqlite:///x.db", "study=s", "progress=false", "+experiment=x"]
+    assert name_suffix(ovs) == ",model.l2=1e-3,optimizer.lr=0.1,seed=2"
+    assert run_name(cfg, ovs) == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
+    assert run_name(cfg) != run_name(cfg, ["optimizer.lr=0.2"])
+    assert run_dir(cfg).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
+    assert name_suffix(["data.n_samples=a/b c"]) == ",data.n_samples=a_b_c"
+
+
+def _no_outputs(cwd: Path) -> None:
+    assert sorted(p.name for p in cwd.iterdir()) == [], "a refused run wrote files"
+
+
+@pytest.mark.parametrize(
+    ("override", "rc", "expect"),
+    [("optimizer.lr=-1", 2, "train: error: optimizer.lr=-1 is invalid"),
+     ("optimizer=adamw", 1, "Could not find 'optimizer/adamw'"),
+     ("model.l2=abc", 1, "Value 'abc' of type 'str' could not be converted to Float")])
+def test_cli_refuses_bad_values_without_traceback_or_files(tmp_path: Path, override: str, rc: int,
+                                                          expect: str) -> None:
+    res = run_cmd(["python", "-m", "pipeline.train", override], cwd=tmp_path, code_root=REPO_ROOT,
+                  extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert res.returncode == rc, res.stderr
+    assert expect in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    if rc == 2:
+        assert len(res.stderr.strip().splitlines()) == 1
+    _no_outputs(tmp_path)
+
+
+def test_cli_missing_prepared_data_says_how_to_make_it(tmp_path: Path) -> None:
+    res = run_cmd(["python", "-m", "pipeline.train", "data=mnist_binary", "preprocess=whiten", "model=logistic"],
+                  cwd=tmp_path, code_root=REPO_ROOT,
+                  extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert res.returncode == 2
+    line = res.stderr.strip()
+    assert "\n" not in line and "python -m pipeline.prepare data=mnist_binary preprocess=whiten" in line
+    _no_outputs(tmp_path)

@@ -1,0 +1,79 @@
+"""Parallel Hydra sweeps (joblib, 2 workers) in a copy of the repo: every job lands in a fresh
+mlflow.db as a child of one parent run; a failing job fails the sweep with one line, not a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from repo_copy import copy_repo, run_cmd
+
+from pipeline.config import as_kwargs, register_configs
+
+TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo copy with the tiny prepared data sets (prepared in-process: fast)."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.prepare import prepare
+
+    root = copy_repo(tmp_path_factory.mktemp("sweep"))
+    register_configs()
+    for pre in ("none", "whiten"):
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose(config_name="prepare", overrides=[*TINY[:3], f"preprocess={pre}"])
+        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, root / "data" / "prepared")
+    return root
+
+
+def runs_by_kind(root: Path, study: str) -> tuple[object, list[object]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("curvlab.kind") == "sweep"]
+    assert len(parents) == 1
+    return parents[0], [r for r in runs if r.data.tags.get("curvlab.kind") == "train"]
+
+
+@pytest.mark.slow
+def test_parallel_sweep_records_every_job_under_one_parent(repo: Path) -> None:
+    assert not (repo / "mlflow.db").exists()  # a fresh store: schema creation races are in play
+    res = run_cmd(["python", "-m", "pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   *TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "study=sweep",
+                   "optimizer.max_iter=200"], cwd=repo)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "n_jobs=2" in res.stdout + res.stderr and "launching 6 jobs" in res.stdout + res.stderr
+    parent, children = runs_by_kind(repo, "sweep")
+    assert len(children) == 6
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {c.info.status for c in children} == {"FINISHED"}
+    dirs = sorted((repo / "experiments" / "sweep").iterdir())
+    assert [d.name for d in dirs] == sorted(
+        f"synth-kappa100-{p}-linear-{o},data.n_features=5,data.n_samples=300,optimizer.max_iter=200"
+        for p in ("none", "whiten") for o in ("gd", "newton", "closed_form"))
+    ids = {json.loads((d / "metrics.json").read_text())["mlflow_run_id"] for d in dirs}
+    assert ids == {c.info.run_id for c in children}
+    sweep_dirs = list((repo / "experiments" / ".hydra" / "multirun").iterdir())
+    assert len(sweep_dirs) == 1
+    assert (sweep_dirs[0] / "mlflow_parent_run_id").read_text().strip() == parent.info.run_id
+    assert not (repo / "multirun").exists() and not (repo / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_job_fails_the_sweep_but_not_the_others(repo: Path) -> None:
+    res = run_cmd(["python", "-m", "pipeline.train", "-m", *TINY, "preprocess=none", "optimizer=gd",
+                   "optimizer.lr=auto,50.0", "study=failing"], cwd=repo)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert "train: error: 1 sweep job(s) failed (job 1)" in res.stderr
+    assert "diverged" in res.stderr
+    parent, children = runs_by_kind(repo, "failing")
+    assert parent.info.status == "FAILED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]

@@ -1,0 +1,129 @@
+"""MLflow tracking: store location, one run per train job with params/tags/step metrics/artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_train import SYNTH, ensure_prepared, make_cfg, read_history
+
+from pipeline import tracking
+from pipeline.errors import NumericalError
+from pipeline.runs import JobContext, run_dir
+from pipeline.tracking import Tracker, artifact_root, flatten, tracking_uri
+from pipeline.train import train
+
+
+def test_store_defaults_to_an_absolute_sqlite_file_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(tracking.__file__).resolve().parents[1]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri({"tracking_uri": None}) == f"sqlite:///{root}/mlflow.db"
+    assert tracking_uri(None).startswith("sqlite:////")  # sqlite:/// + an absolute path
+    assert artifact_root({"artifact_root": None}) == (root / "mlartifacts").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking_uri({"tracking_uri": None}) == "http://tracking.example:5000"
+    assert tracking_uri({"tracking_uri": "sqlite:////x/y.db"}) == "sqlite:////x/y.db"  # config wins
+    assert artifact_root({"artifact_root": "s3://bucket/a"}) == "s3://bucket/a"
+
+
+def test_flatten_gives_dotted_string_params() -> None:
+    assert flatten({"a": {"b": 1, "c": None}, "d": [1, 2]}) == {"a.b": "1", "a.c": "null", "d": "[1, 2]"}
+
+
+def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking._with_retry(flaky) == "ok" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise RuntimeError("no such table: runs")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="no such table"):
+        tracking._with_retry(broken)
+    assert len(calls) == 1
+
+
+class _FakeClient:
+    def __init__(self) -> None:
+        self.batches: list[dict[str, int]] = []
+
+    def log_batch(self, run_id: str, metrics: Any = (), params: Any = (), tags: Any = ()) -> None:
+        self.batches.append({"metrics": len(metrics), "params": len(params), "tags": len(tags)})
+
+
+def test_history_and_params_go_in_batches_within_mlflow_limits() -> None:
+    t = Tracker.__new__(Tracker)
+    t.client = _FakeClient()  # type: ignore[assignment]
+    n = 2600
+    hist = {"iteration": np.arange(n), "loss": np.linspace(1, 0, n), "grad_norm": np.ones(n),
+            "step_size": np.full(n, 0.5), "time_s": np.arange(n) * 1e-3}
+    assert t.log_history("r", hist) == 4 * n
+    t.log_params("r", {f"p{i}": str(i) for i in range(250)})
+    sizes = t.client.batches  # type: ignore[attr-defined]
+    assert sum(b["metrics"] for b in sizes) == 4 * n and max(b["metrics"] for b in sizes) <= 1000
+    assert sum(b["params"] for b in sizes) == 250 and max(b["params"] for b in sizes) <= 100
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.config import register_configs
+
+    register_configs()
+    return tmp_path_factory.mktemp("tracking")
+
+
+def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=gd", "optimizer.max_iter=40",
+                          "optimizer.tol=0.0"], mlflow=True)
+    prep = ensure_prepared(cfg)
+    metrics = train(cfg, JobContext(overrides=("optimizer.max_iter=40", "optimizer.tol=0.0")))
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    run = client.get_run(metrics["mlflow_run_id"])
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.name == "t" and exp.artifact_location == f"{(work / 'art').as_uri()}/t"
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["optimizer.name"] == "gd" and p["optimizer.lr"] == "auto" and p["optimizer.max_iter"] == "40"
+    assert p["model.l2"] == "0.0" and p["data.n_samples"] == "400" and p["seed"] == "0"
+    tags = run.data.tags
+    assert tags["curvlab.overrides"] == "optimizer.max_iter=40 optimizer.tol=0.0"
+    assert len(tags["mlflow.source.git.commit"]) >= 7
+    assert tags["curvlab.prepared_sha256"] == hashlib.sha256(prep.read_bytes()).hexdigest()
+    assert tags["curvlab.status"] == "max_iter" and "mlflow.parentRunId" not in tags
+    out = run_dir(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"])
+    _, hist = read_history(out / "history.csv")
+    steps = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in sorted(steps, key=lambda m: m.step)] == list(range(41))
+    np.testing.assert_allclose([m.value for m in sorted(steps, key=lambda m: m.step)], hist[:, 2])
+    assert run.data.metrics["test_loss"] == pytest.approx(metrics["test_loss"])
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "config.yaml", "history.csv"} <= names
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", str(work))).read_text())
+    assert logged["mlflow_run_id"] == run.info.run_id
+
+
+def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=gd", "optimizer.lr=50.0"], mlflow=True)
+    ensure_prepared(cfg)
+    with pytest.raises(NumericalError):
+        train(cfg)
+    metrics = json.loads((run_dir(cfg) / "metrics.json").read_text())
+    run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["curvlab.status"] == "diverged"

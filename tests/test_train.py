@@ -1,0 +1,181 @@
+"""The train / evaluate stages end to end on the real numerical core, checked against independent solvers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from repo_copy import REPO_ROOT
+
+from pipeline.config import as_kwargs, register_configs
+from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.evaluate import evaluate
+from pipeline.prepare import prepare
+from pipeline.prepared import load_prepared
+from pipeline.progress import IterationBar, show_progress
+from pipeline.runs import JobContext, prepared_path, run_dir
+from pipeline.train import HISTORY_COLUMNS, train
+
+METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "l2", "lr", "n_params", "status",
+               "converged", "message", "iterations", "train_loss", "grad_norm", "train_time_s",
+               "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id"}
+SYNTH = ["data=synthetic_regression", "data.n_samples=400", "data.n_features=5", "model=linear"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    register_configs()
+    return tmp_path_factory.mktemp("train")
+
+
+def make_cfg(work: Path, overrides: list[str], mlflow: bool = False) -> DictConfig:
+    base = [f"paths.prepared_dir={work / 'prepared'}", f"paths.experiments_dir={work / 'experiments'}",
+            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}", f"mlflow.artifact_root={work / 'art'}",
+            f"mlflow.enabled={str(mlflow).lower()}", "progress=false", "study=t"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="train", overrides=base + overrides)
+
+
+def ensure_prepared(cfg: DictConfig) -> Path:
+    path = prepared_path(cfg)
+    if not path.exists():
+        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
+    return path
+
+
+def read_history(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.array(rows[1:], dtype=np.float64)
+
+
+def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None:
+    cfg = make_cfg(work, [*SYNTH, "preprocess=whiten", "optimizer=gd"])
+    prep = ensure_prepared(cfg)
+    metrics = train(cfg)
+    out = run_dir(cfg)
+    assert out.name == "synth-kappa100-whiten-linear-gd"
+    assert set(metrics) >= METRIC_KEYS
+    assert metrics["status"] == "converged" and metrics["converged"] is True
+    assert metrics["iterations"] <= 3  # whitened MSE Hessian = I: GD with ε = 1/L is Newton
+    assert metrics["fit_intercept"] is False  # augmented whitening absorbs the bias
+    assert metrics["train_accuracy"] is None and metrics["test_accuracy"] is None
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    ds, _, _ = load_prepared(prep)
+    w_ls = np.linalg.lstsq(ds.X_train, ds.y_train, rcond=None)[0]  # independent solver
+    with np.load(out / "weights.npz", allow_pickle=False) as z:
+        assert set(z.files) == {"w", "coef", "intercept"}
+        np.testing.assert_allclose(z["w"], w_ls, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(z["coef"], w_ls, rtol=1e-6, atol=1e-8)
+    header, hist = read_history(out / "history.csv")
+    assert header == list(HISTORY_COLUMNS)
+    assert hist[0, 0] == 0 and hist[-1, 0] == metrics["iterations"]
+    assert hist[-1, 2] == pytest.approx(metrics["train_loss"])
+    resid = ds.X_test @ w_ls - ds.y_test
+    assert metrics["test_loss"] == pytest.approx(0.5 * np.mean(resid**2), rel=1e-6)
+    saved = OmegaConf.load(out / "config.yaml")
+    assert saved.optimizer.name == "gd" and saved.data.n_samples == 400 and "hydra" not in saved
+
+
+def test_raw_least_squares_newton_fits_the_intercept(work: Path) -> None:
+    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=newton"])
+    prep = ensure_prepared(cfg)
+    metrics = train(cfg, JobContext(overrides=("optimizer=newton",)))
+    assert metrics["status"] == "converged" and metrics["fit_intercept"] is True
+    ds, _, _ = load_prepared(prep)
+    A = np.hstack([ds.X_train, np.ones((ds.X_train.shape[0], 1))])
+    sol = np.linalg.lstsq(A, ds.y_train, rcond=None)[0]
+    with np.load(run_dir(cfg) / "weights.npz", allow_pickle=False) as z:
+        np.testing.assert_allclose(z["coef"], sol[:-1], rtol=1e-6, atol=1e-8)
+        assert float(z["intercept"]) == pytest.approx(sol[-1], rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.slow
+def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist_dir: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import confusion_matrix
+
+    from pipeline.losses import make_objective
+
+    l2 = 5.0e-2
+    cfg = make_cfg(work, [f"data.root={mnist_dir}", "data=mnist", "data.n_train=1000", "data.n_test=500",
+                          "preprocess=zscore", "model=softmax", f"model.l2={l2}", "optimizer=newton_cg",
+                          "optimizer.tol=1.0e-7"])
+    prep = ensure_prepared(cfg)
+    metrics = train(cfg)
+    assert metrics["status"] == "converged", metrics["message"]
+    ds, _, _ = load_prepared(prep)
+    n = ds.X_train.shape[0]
+    # sklearn: C Σ loss + ½‖W‖² (bias free)  ⇔  mean loss + (λ/2)‖W‖² with C = 1/(nλ)
+    sk = LogisticRegression(C=1.0 / (n * l2), tol=1e-8, max_iter=3000, solver="newton-cg").fit(ds.X_train, ds.y_train)
+    obj = make_objective("softmax", ds.X_train, ds.y_train, l2=l2, fit_intercept=True, n_classes=10,
+                         dtype=np.float64)
+    with np.load(run_dir(cfg) / "weights.npz", allow_pickle=False) as z:
+        w, W = z["w"], z["coef"]
+    f_ours, f_sk = obj.value(w), obj.value(obj.pack(sk.coef_.T, sk.intercept_))
+    assert f_ours <= f_sk + 1e-9 and f_ours == pytest.approx(f_sk, rel=1e-6)
+    np.testing.assert_allclose(W, sk.coef_.T, atol=2e-3)
+    pred = obj.predict(ds.X_test, w)
+    assert metrics["test_accuracy"] == pytest.approx(np.mean(pred == ds.y_test))
+
+    ev = evaluate(cfg)
+    out = run_dir(cfg)
+    assert json.loads((out / "evaluation.json").read_text()) == json.loads(json.dumps(ev))
+    assert ev["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert ev["train_accuracy"] == pytest.approx(metrics["train_accuracy"])
+    assert ev["n_train"] == 1000 and ev["n_test"] == 500
+    header, conf = read_history(out / "confusion.csv")
+    assert header == [str(i) for i in range(10)]
+    np.testing.assert_array_equal(conf, confusion_matrix(ds.y_test, pred, labels=range(10)))
+    np.testing.assert_allclose(ev["per_class_accuracy"], np.diag(conf) / conf.sum(axis=1))
+
+    train(cfg)  # retraining makes the old evaluation stale: it is removed, not left behind
+    assert not (out / "evaluation.json").exists() and not (out / "confusion.csv").exists()
+
+
+def test_diverged_run_is_saved_with_finite_weights_and_refused(work: Path) -> None:
+    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=gd", "optimizer.lr=50.0"])
+    ensure_prepared(cfg)
+    with pytest.raises(NumericalError, match="diverged"):
+        train(cfg)
+    out = run_dir(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["converged"] is False
+    with np.load(out / "weights.npz", allow_pickle=False) as z:
+        assert np.all(np.isfinite(z["w"]))
+    cfg.fail_on_diverged = False
+    assert train(cfg)["status"] == "diverged"
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(work: Path) -> None:
+    cfg = make_cfg(work, [*SYNTH, "preprocess=zscore", "optimizer=gd", "study=refused"], mlflow=True)
+    with pytest.raises(DataError, match="python -m pipeline.prepare data=synthetic_regression preprocess=zscore"):
+        train(cfg)
+    ensure_prepared(cfg)
+    cfg2 = make_cfg(work, [*SYNTH, "preprocess=zscore", "optimizer=gd", "study=refused", "data.noise=0.5"])
+    with pytest.raises(DataError, match="data.noise"):
+        train(cfg2)  # the prepared file was made with another value
+    cfg3 = make_cfg(work, [*SYNTH, "preprocess=zscore", "model=softmax", "study=refused"])
+    with pytest.raises(ConfigError, match="model=softmax needs a multiclass"):
+        train(cfg3)
+    assert not (work / "experiments" / "refused").exists()
+    assert not (work / "mlflow.db").exists()
+
+
+def test_progress_bar_only_on_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert show_progress(None) is False  # pytest's stderr is not a TTY
+    assert show_progress(True) is True and show_progress(False) is False
+    with IterationBar(5, "quiet", enabled=False) as cb:
+        for i in range(1, 6):
+            cb(i, {"loss": 1.0 / i, "grad_norm": 0.1})
+    assert capsys.readouterr().err == ""
+    with IterationBar(5, "shown", enabled=True) as cb:
+        for i in range(1, 6):
+            cb(i, {"loss": 1.0 / i, "grad_norm": 0.1})
+    assert "shown" in capsys.readouterr().err
