@@ -1,0 +1,225 @@
+"""``python -m pipeline.report``: gather finished runs into one DataFrame and write the report.
+
+Sources: the run directories under ``experiments/`` (``report.source=dirs``, default; what DVC
+tracks) or one MLflow experiment (``report.source=mlflow report.experiment=<study>``). Writes
+``reports/index.html`` (opens from disk), ``reports/report.md``, ``reports/figures/*.png`` and
+``reports/tables/*.csv``; f* reference solves are cached in ``reports/cache/``. The page is built
+in a staging folder and moved into place only when complete, so a failure never leaves a
+half-written report. The analytic lecture studies (1–3) are also logged to MLflow, one
+experiment per study, with their figures and tables as artifacts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from pipeline.config import MlflowConfig, PathsConfig, as_kwargs
+from pipeline.errors import ConfigError, user_errors_exit
+
+PROG = "report"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "trained")
+
+
+@dataclass
+class ReferenceOptions:
+    tol: float = 1.0e-10  # ‖∇f(w*)‖ of the reference Newton solve
+    max_iter: int = 100
+    dense_max: int = 2500  # dense Newton (and κ at w*) up to this many parameters, else Newton-CG
+    cg_max_iter: int = 500
+    max_work: float = 1.0e8  # skip the solve when n_train × n_params exceeds this (f* = best run)
+    preconditioner: str = "jacobi"  # Newton-CG's preconditioner (pipeline.optimizers.minimize)
+    time_budget_s: float | None = 60.0  # per reference solve
+
+
+@dataclass
+class TrainedStudies:
+    bad_init: str = "claim4_bad_init"
+    newton_vs_gd: list[str] = field(default_factory=lambda: ["claim5_newton_vs_gd", "default"])
+
+
+@dataclass
+class ReportOptions:
+    source: str = "dirs"  # dirs | mlflow
+    experiment: str | None = None  # source=mlflow: the MLflow experiment (= study) to report
+    studies: list[str] | None = None  # source=dirs: only these experiments/<study>/ (null = all)
+    title: str = "curvlab report"
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
+    tolerances: list[float] = field(default_factory=lambda: [1.0e-4, 1.0e-8])
+    reference: ReferenceOptions = field(default_factory=ReferenceOptions)
+    trained_studies: TrainedStudies = field(default_factory=TrainedStudies)
+    conditioning: Any = MISSING  # {data: <data.id of the prepared files to compare>}
+    gd_paths: Any = MISSING  # claim 1 (see conf/report.yaml)
+    kappa_sweep: Any = MISSING  # claim 2
+    convexity: Any = MISSING  # claim 3
+
+
+@dataclass
+class ReportConfig:
+    report: ReportOptions = field(default_factory=ReportOptions)
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+ConfigStore.instance().store(name="report_schema", node=ReportConfig)
+
+
+def _abs(p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Range checks Hydra cannot do; a one-line ConfigError."""
+    rep = cfg["report"]
+    if rep["source"] not in ("dirs", "mlflow"):
+        raise ConfigError(f"report.source={rep['source']!r} is invalid: use dirs or mlflow")
+    if rep["source"] == "mlflow" and not rep.get("experiment"):
+        raise ConfigError("report.source=mlflow needs report.experiment=<MLflow experiment (study) name>")
+    unknown = sorted(set(rep["sections"]) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"report.sections: unknown {unknown}; choose from {list(SECTIONS)}")
+    tols = rep["tolerances"]
+    if not tols or not all(0.0 < float(t) < 1.0 for t in tols):
+        raise ConfigError(f"report.tolerances={tols} is invalid: give relative tolerances in (0, 1)")
+    for t in rep["gd_paths"]["functions"]:
+        if min(float(t["a"]), float(t["b"])) <= 0:
+            raise ConfigError(f"report.gd_paths: {t.get('name')} needs a, b > 0 (a convex quadratic)")
+    if int(rep["gd_paths"]["n_steps"]) < 1 or int(rep["kappa_sweep"]["max_iter"]) < 1:
+        raise ConfigError("report.gd_paths.n_steps and report.kappa_sweep.max_iter must be >= 1")
+
+
+def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
+    """The RunSet named by report.source, or None when the experiments folder has no runs yet."""
+    from pipeline.reporting.runs import NoRuns, gather_dirs, gather_mlflow
+
+    rep = cfg["report"]
+    if rep["source"] == "mlflow":
+        from pipeline.tracking import tracking_uri
+
+        return gather_mlflow(str(rep["experiment"]), tracking_uri(cfg["mlflow"]), stage_dir / ".mlflow",
+                             local_experiments=_abs(cfg["paths"]["experiments_dir"]))
+    exp = _abs(cfg["paths"]["experiments_dir"])
+    try:
+        return gather_dirs(exp, rep["studies"])
+    except NoRuns:
+        if rep["studies"]:
+            raise
+        return None  # a fresh project: the analytic studies only
+
+
+def publish(stage: Path, dest: Path) -> list[Path]:
+    """Move the staged report into ``dest`` file by file with os.replace; index.html goes last."""
+    dest.mkdir(parents=True, exist_ok=True)
+    moved = []
+    files = sorted(p for p in stage.rglob("*") if p.is_file() and ".mlflow" not in p.parts)
+    files.sort(key=lambda p: p.name == "index.html")
+    for src in files:
+        tgt = dest / src.relative_to(stage)
+        tgt.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, tgt)
+        moved.append(tgt)
+    keep = set(moved)
+    for sub in ("figures", "tables"):  # files of an earlier report that this one no longer has
+        for old in (dest / sub).glob("*"):
+            if old.is_file() and old not in keep:
+                old.unlink()
+    return moved
+
+
+def log_studies(cfg: dict[str, Any], built: Any, dest: Path) -> list[str]:
+    """One MLflow run per analytic study (experiment = study name), figures/tables as artifacts."""
+    from pipeline.tracking import Tracker, git_commit
+
+    tracker = Tracker(cfg["mlflow"])
+    ids = []
+    for st in built.studies:
+        run_id = tracker.start_run(st.name, "report", {"curvlab.kind": "report-study",
+                                                       "mlflow.source.git.commit": git_commit()})
+        tracker.log_params(run_id, {k: str(v) for k, v in st.params.items()})
+        tracker.log_metrics(run_id, st.metrics)
+        tracker.log_artifacts(run_id, [dest / f for f in st.files])
+        tracker.end_run(run_id, "FINISHED")
+        ids.append(run_id)
+    return ids
+
+
+def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Validate, gather, build in a staging folder, publish; returns a summary."""
+    from pipeline.reporting.build import build
+    from pipeline.reporting.render import Section, to_html, to_markdown, write_atomic
+
+    validate(cfg)
+    cfg = {**cfg, "paths": {k: str(_abs(v)) for k, v in cfg["paths"].items()}}
+    dest = Path(cfg["paths"]["reports_dir"])
+    dest.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
+    try:
+        runs = gather(cfg, stage)
+        (dest / "cache").mkdir(exist_ok=True)
+        rep = cfg["report"]
+        sections = [s for s in rep["sections"] if s != "trained"]
+        built = build(stage, {**cfg, "report": {**rep, "sections": sections}},
+                      runs if "trained" in rep["sections"] else None)
+        overview = Section("overview", "Overview",
+                           "Each section below tests one claim from the lecture on first- and "
+                           "second-order optimization; figures and tables are regenerated by "
+                           "`dvc repro` (or `python -m pipeline.report`).")
+        if runs is None:
+            overview.note(f"No trained runs under {cfg['paths']['experiments_dir']}; only the analytic "
+                          "studies are shown. Run `dvc repro` to train the studies.")
+        else:
+            per = runs.runs.groupby("study").size()
+            overview.text(f"Source: {runs.source}; {len(runs)} runs: "
+                          + ", ".join(f"{k} ({v})" for k, v in per.items()) + ".")
+            runs_tab = runs.runs.drop(columns=["run_dir", "message"], errors="ignore")
+            built_rel = "tables/runs.csv"
+            runs_tab.to_csv(stage / built_rel, index=False)
+            overview.text(f"All runs with every metric: [{built_rel}]({built_rel}).")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        subtitle = f"Generated {stamp} by `python -m pipeline.report`."
+        sections_all = [overview, *built.sections]
+        write_atomic(stage / "index.html", to_html(str(rep["title"]), subtitle, sections_all))
+        write_atomic(stage / "report.md", to_markdown(str(rep["title"]), subtitle, sections_all))
+        publish(stage, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    logged = []
+    if cfg["mlflow"]["enabled"] and built.studies:
+        try:
+            logged = log_studies(cfg, built, dest)
+        except Exception as err:  # noqa: BLE001 - the report is written; tracking is an extra
+            msg = " ".join(str(err).split())[:300]
+            print(f"{PROG}: warning: MLflow logging of the studies failed ({msg}); "
+                  "the report itself is complete", file=sys.stderr)
+    return {"index": str(dest / "index.html"), "seconds": time.perf_counter() - t0,
+            "runs": 0 if runs is None else len(runs), "timings": built.timings,
+            "mlflow_runs": logged}
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@user_errors_exit(PROG)
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point (see the module docstring)."""
+    summary = run_report(as_kwargs(cfg))
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items())
+    print(f"report: wrote {summary['index']} ({summary['runs']} runs, {summary['seconds']:.1f} s: "
+          f"{timings}; {len(summary['mlflow_runs'])} MLflow study runs)")
+
+
+if __name__ == "__main__":
+    main()

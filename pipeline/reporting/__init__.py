@@ -1,0 +1,1 @@
+"""The report stage's parts: gather runs, reference optima f*, tables, figures, lecture studies, pages."""

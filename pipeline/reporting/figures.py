@@ -1,0 +1,172 @@
+"""Seaborn/matplotlib (Agg) figures of the report; each function writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+sns.set_theme(style="whitegrid", context="notebook")
+DPI = 110
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def convergence(curves: pd.DataFrame, title: str, path: Path) -> Path:
+    """2×2: f − f* and ‖∇f‖ (log) against iteration and wall time; hue = optimizer, style = preprocess."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), layout="constrained")
+    panels = [("iteration", "subopt", "f − f*"), ("time_s", "subopt", "f − f*"),
+              ("iteration", "grad_norm", "‖∇f‖"), ("time_s", "grad_norm", "‖∇f‖")]
+    for ax, (x, y, ylab) in zip(axes.ravel(), panels, strict=True):
+        data = curves[np.isfinite(curves[y]) & (curves[y] > 0)]
+        sns.lineplot(data=data, x=x, y=y, hue="optimizer", style="preprocess", units="run",
+                     estimator=None, ax=ax, legend=(ax is axes[0, 0]), drawstyle="steps-post")
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration" if x == "iteration" else "wall time [s]")
+        ax.set_ylabel(ylab + " (log scale)")
+        ax.set_title(f"{ylab} vs {'iteration' if x == 'iteration' else 'wall time'}")
+    if axes[0, 0].get_legend() is not None:
+        sns.move_legend(axes[0, 0], "upper right", fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def loss_curves(curves: pd.DataFrame, title: str, path: Path, hue: str = "model") -> Path:
+    """Training loss and ‖∇f‖ (log) against iteration, one line per run (for objectives without f*)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    for ax, (y, lab) in zip(axes, [("loss", "training loss"), ("grad_norm", "‖∇f‖")], strict=True):
+        data = curves[np.isfinite(curves[y]) & (curves[y] > 0)]
+        sns.lineplot(data=data, x="iteration", y=y, hue=hue, style="preprocess", units="run",
+                     estimator=None, ax=ax, legend=(ax is axes[0]))
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(lab + " (log scale)")
+        ax.set_title(f"{lab} vs iteration")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
+    """Heatmap of a c×c confusion matrix (rows = true class, columns = predicted)."""
+    c = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar_kws={"label": "count"}, ax=ax,
+                annot_kws={"fontsize": 7}, xticklabels=range(c), yticklabels=range(c))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def weight_images(W: np.ndarray, title: str, path: Path, side: int = 28) -> Path:
+    """The columns of W (d×c, d = side²) as side×side images, blue < 0 < red, symmetric colour scale."""
+    c = W.shape[1]
+    cols = min(c, 5)
+    rows = int(np.ceil(c / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= c:
+            continue
+        img = W[:, k].reshape(side, side)
+        vmax = float(np.max(np.abs(img))) or 1.0
+        ax.imshow(img, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"class {k}")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def spectra(spec: dict[str, np.ndarray], conds: dict[str, float], title: str, path: Path) -> Path:
+    """Eigenvalues (descending, log scale) of (1/n) X̃ᵀX̃ per preprocessing, κ in the legend."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, ev in spec.items():
+        ev = np.asarray(ev, dtype=np.float64)
+        ev = ev[ev > ev.max() * 1.0e-13]  # numerically zero eigenvalues are not drawn
+        k = conds.get(label)
+        lab = f"{label} (κ = {k:.3g})" if k is not None and np.isfinite(k) else label
+        ax.plot(np.arange(1, ev.size + 1), ev, label=lab)
+    ax.set_yscale("log")
+    ax.set_xlabel("eigenvalue index i (descending)")
+    ax.set_ylabel("λ_i of (1/n) X̃ᵀX̃ (log scale)")
+    ax.set_title(title)
+    ax.legend()
+    return _save(fig, path)
+
+
+def gd_paths(f_grid: tuple[np.ndarray, np.ndarray, np.ndarray],
+             paths: Sequence[tuple[str, np.ndarray]], title: str, path: Path) -> Path:
+    """Level sets of a 2-D function with GD iterates (one panel per learning rate)."""
+    X, Y, Z = f_grid
+    fig, axes = plt.subplots(1, len(paths), figsize=(5 * len(paths), 4.8), squeeze=False)
+    levels = np.quantile(Z, np.linspace(0.0, 0.9, 14))
+    for ax, (label, pts) in zip(axes[0], paths, strict=True):
+        ax.contour(X, Y, Z, levels=np.unique(levels), cmap="viridis", linewidths=0.8)
+        shown = pts[np.all(np.isfinite(pts), axis=1)]
+        inside = (np.abs(shown[:, 0]) <= np.abs(X).max() * 1.5) & (np.abs(shown[:, 1]) <= np.abs(Y).max() * 1.5)
+        shown = shown[np.cumprod(inside).astype(bool)]
+        ax.plot(shown[:, 0], shown[:, 1], "o-", color="tab:red", ms=3, lw=1)
+        ax.plot(shown[:1, 0], shown[:1, 1], "s", color="black", ms=6, label="start")
+        ax.set_xlim(X.min(), X.max())
+        ax.set_ylim(Y.min(), Y.max())
+        ax.set_aspect("equal")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_title(label, fontsize="medium")
+        ax.legend(loc="lower right", fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def iterations_vs_kappa(df: pd.DataFrame, title: str, path: Path) -> Path:
+    """Iterations to tolerance against κ (log–log), hue = preprocessing."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sns.lineplot(data=df, x="kappa_raw", y="iterations", hue="preprocess", style="preprocess",
+                 markers=True, dashes=False, ax=ax, markersize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("condition number κ of the raw data's (1/n) X̃ᵀX̃ (log scale)")
+    ax.set_ylabel("GD iterations to tolerance (log scale)")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def min_eig_maps(maps: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], title: str,
+                 path: Path) -> Path:
+    """λ_min of the Hessian over a grid, one panel per function (≥ 0 everywhere ⇔ convex there)."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.8 * len(maps), 4.6), squeeze=False,
+                             layout="constrained")
+    vmax = max([float(np.max(np.abs(m[3]))) for m in maps] + [1.0e-3])
+    for ax, (label, X, Y, L) in zip(axes[0], maps, strict=True):
+        im = ax.pcolormesh(X, Y, L, cmap="RdBu", vmin=-vmax, vmax=vmax, shading="auto")
+        fig.colorbar(im, ax=ax, label="λ_min(∇²f)")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.set_title(label, fontsize="medium")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def bar_table(df: pd.DataFrame, x: str, y: str, hue: str, title: str, ylabel: str, path: Path,
+              log: bool = False, **kw: Any) -> Path:
+    """Grouped bar chart of one table column."""
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax, **kw)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel(x)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -1,0 +1,154 @@
+"""The report as sections of text, figures and tables, written as HTML (index.html) and markdown."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1180px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{margin-top:2.2em;border-bottom:1px solid #ccd}
+table{border-collapse:collapse;font-size:.82em;margin:.6em 0 1.4em;display:block;overflow-x:auto}
+th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right;white-space:nowrap}
+th{background:#eef}td.t{text-align:left}tr:nth-child(even){background:#f8f8fc}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:.9em;color:#444}.note{background:#fff6dd;border-left:4px solid #e0a800;
+padding:.4em .8em;margin:.6em 0}.warn{background:#fde8e8;border-left:4px solid #c33;padding:.4em .8em}
+nav ul{columns:2}code{background:#f2f2f6;padding:0 .2em}
+"""
+
+
+@dataclass
+class Block:
+    """One piece of a section: ``text``, ``note`` (highlighted), ``figure`` or ``table``."""
+
+    kind: str
+    text: str = ""
+    path: str = ""  # figure: path relative to the report dir; table: the CSV's relative path
+    table: pd.DataFrame | None = None
+    columns: dict[str, str] | None = None  # table column → display name (subset, in order)
+
+
+@dataclass
+class Section:
+    """A titled section with an intro sentence and blocks."""
+
+    key: str
+    title: str
+    intro: str
+    blocks: list[Block] = field(default_factory=list)
+
+    def text(self, s: str) -> None:
+        self.blocks.append(Block("text", s))
+
+    def note(self, s: str) -> None:
+        self.blocks.append(Block("note", s))
+
+    def figure(self, rel_path: str, caption: str) -> None:
+        self.blocks.append(Block("figure", caption, rel_path))
+
+    def table(self, df: pd.DataFrame, csv_rel: str, caption: str,
+              columns: dict[str, str] | None = None) -> None:
+        self.blocks.append(Block("table", caption, csv_rel, df, columns))
+
+
+def fmt(v: Any) -> str:
+    """A cell: floats to 4 significant digits (scientific when tiny/huge), None/NaN as '–'."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v == 0.0 or math.isinf(v):
+            return str(v)
+        return f"{v:.4g}" if 1e-3 <= abs(v) < 1e6 else f"{v:.3e}"
+    return str(v)
+
+
+def _shown(b: Block) -> pd.DataFrame:
+    df = b.table if b.table is not None else pd.DataFrame()
+    if b.columns:
+        df = df[[c for c in b.columns if c in df.columns]].rename(columns=b.columns)
+    return df
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to a temp file beside ``path`` and ``os.replace`` it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _inline(s: str) -> str:
+    """Escape, then turn `code` into <code> and [text](href) into a link."""
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(s))
+    return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', out)
+
+
+def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
+    """A self-contained page (inline CSS, no scripts; figures referenced beside it)."""
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{html.escape(title)}</h1><p>{_inline(subtitle)}</p>", "<nav><ul>"]
+    out += [f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in sections]
+    out.append("</ul></nav>")
+    for s in sections:
+        out.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{_inline(s.intro)}</p>')
+        for b in s.blocks:
+            if b.kind == "text":
+                out.append(f"<p>{_inline(b.text)}</p>")
+            elif b.kind == "note":
+                cls = "warn" if "DISAGREE" in b.text else "note"
+                out.append(f'<p class="{cls}">{_inline(b.text)}</p>')
+            elif b.kind == "figure":
+                out.append(f'<figure><img src="{html.escape(b.path)}" alt="{html.escape(b.text)}">'
+                           f"<figcaption>{_inline(b.text)}</figcaption></figure>")
+            elif b.kind == "table":
+                df = _shown(b)
+                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+                rows = []
+                for rec in df.itertuples(index=False):
+                    cells = "".join(
+                        f'<td{"" if isinstance(v, int | float) and not isinstance(v, bool) else " class=t"}>'
+                        f"{html.escape(fmt(v))}</td>" for v in rec)
+                    rows.append(f"<tr>{cells}</tr>")
+                out.append(f"<p><b>{_inline(b.text)}</b> (<a href=\"{html.escape(b.path)}\">CSV</a>)</p>"
+                           f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        out.append("</section>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for rec in df.itertuples(index=False):
+        lines.append("| " + " | ".join(fmt(v).replace("|", "\\|") for v in rec) + " |")
+    return "\n".join(lines)
+
+
+def to_markdown(title: str, subtitle: str, sections: list[Section]) -> str:
+    """The same content as markdown (figures as image links, tables as pipe tables)."""
+    out = [f"# {title}", "", subtitle, ""]
+    for s in sections:
+        out += [f"## {s.title}", "", s.intro, ""]
+        for b in s.blocks:
+            if b.kind == "text":
+                out += [b.text, ""]
+            elif b.kind == "note":
+                out += [f"> **Note.** {b.text}", ""]
+            elif b.kind == "figure":
+                out += [f"![{b.text}]({b.path})", "", f"*{b.text}*", ""]
+            elif b.kind == "table":
+                out += [f"**{b.text}** ([CSV]({b.path}))", "", _md_table(_shown(b)), ""]
+    return "\n".join(out) + "\n"

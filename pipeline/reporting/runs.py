@@ -1,0 +1,223 @@
+"""Gather finished runs (run directories or an MLflow experiment) into one pandas DataFrame."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.errors import ConfigError, DataError
+
+HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size")
+METRIC_KEYS = (
+    "study", "data", "preprocess", "model", "optimizer", "l2", "lr", "n_params", "status",
+    "converged", "message", "iterations", "train_loss", "grad_norm", "train_time_s",
+    "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id",
+)  # fmt: skip
+EVAL_KEYS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "n_train", "n_test")
+
+
+class NoRuns(DataError):
+    """The experiments folder exists but holds no finished run."""
+
+
+@dataclass
+class RunSet:
+    """Runs as a DataFrame (index = ``run_id`` ``<study>/<run>``) plus per-run histories and files."""
+
+    runs: pd.DataFrame
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirs: dict[str, Path] = field(default_factory=dict)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable JSON ({err}); rerun the stage that wrote it") from err
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object; rerun the stage that wrote it")
+    return data
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """history.csv → DataFrame with float64 columns iteration, time_s, loss, grad_norm, step_size."""
+    try:
+        df = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: unreadable history ({err}); rerun train for this run") from err
+    missing = [c for c in HISTORY_COLUMNS[:4] if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: history lacks columns {missing}; rerun train for this run")
+    for c in HISTORY_COLUMNS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+    return df
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as err:
+        raise DataError(f"{path}: unreadable config ({err}); rerun train for this run") from err
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _row_from_dir(run_dir: Path, run_id: str) -> dict[str, Any]:
+    """One row: metrics.json, completed from evaluation.json where metrics.json lacks a value."""
+    metrics = _read_json(run_dir / "metrics.json")
+    row: dict[str, Any] = {k: metrics.get(k) for k in METRIC_KEYS}
+    row.update({k: v for k, v in metrics.items() if k not in row})
+    eval_path = run_dir / "evaluation.json"
+    row["evaluated"] = eval_path.exists()
+    if eval_path.exists():
+        ev = _read_json(eval_path)
+        for k in EVAL_KEYS:
+            if row.get(k) is None and ev.get(k) is not None:
+                row[k] = ev[k]
+    row["run_id"] = run_id
+    row["run"] = run_dir.name
+    row["run_dir"] = str(run_dir)
+    if row.get("study") is None:
+        row["study"] = run_dir.parent.name
+    return row
+
+
+def _finish(rows: list[dict[str, Any]], histories: dict[str, pd.DataFrame],
+            configs: dict[str, dict[str, Any]], dirs: dict[str, Path], source: str) -> RunSet:
+    df = pd.DataFrame(rows).set_index("run_id", drop=False).sort_index()
+    for c in ("l2", "lr", "train_loss", "grad_norm", "train_time_s", "train_accuracy",
+              "test_accuracy", "test_loss"):
+        df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+    df["iterations"] = pd.to_numeric(df["iterations"], errors="coerce").astype("Int64")
+    df["l2"] = df["l2"].fillna(0.0)
+    return RunSet(df, histories, configs, dirs, source)
+
+
+def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None) -> RunSet:
+    """Every ``<experiments_dir>/<study>/<run>/metrics.json`` (optionally only the given studies)."""
+    root = Path(experiments_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no experiments directory; run `dvc repro` (or pipeline.train) first")
+    wanted = None if studies is None else set(studies)
+    rows, histories, configs, dirs = [], {}, {}, {}
+    for mpath in sorted(root.glob("*/*/metrics.json")):
+        run_dir = mpath.parent
+        if run_dir.parent.name.startswith(".") or run_dir.name.startswith("."):
+            continue
+        if wanted is not None and run_dir.parent.name not in wanted:
+            continue
+        run_id = f"{run_dir.parent.name}/{run_dir.name}"
+        rows.append(_row_from_dir(run_dir, run_id))
+        if (run_dir / "history.csv").exists():
+            histories[run_id] = read_history(run_dir / "history.csv")
+        configs[run_id] = _read_config(run_dir / "config.yaml")
+        dirs[run_id] = run_dir
+    if not rows:
+        which = "" if wanted is None else f" for studies {sorted(wanted)}"
+        raise NoRuns(f"{root}: no finished runs{which}; run `dvc repro` (or pipeline.train) first")
+    return _finish(rows, histories, configs, dirs, f"run directories under {root}")
+
+
+def gather_mlflow(experiment: str, tracking_uri: str | None = None,
+                  download_dir: str | Path | None = None,
+                  local_experiments: str | Path | None = None) -> RunSet:
+    """Runs of one MLflow experiment via ``mlflow.search_runs``; their run-directory files are artifacts.
+
+    Runs without a ``metrics.json`` artifact (sweep parents, report runs) are skipped. Weights and
+    the confusion matrix are read from the local run directory when it still exists.
+    """
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        raise ConfigError(
+            f"MLflow experiment {experiment!r} not found at {mlflow.get_tracking_uri()}; "
+            "set report.experiment to an existing study name (see `mlflow ui`)"
+        )
+    found = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+    if len(found) and "tags.curvlab.kind" in found.columns:
+        found = found[found["tags.curvlab.kind"].fillna("train") == "train"]
+    base = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="curvlab-mlflow-"))
+    rows, histories, configs, dirs = [], {}, {}, {}
+    for _, r in found.iterrows():
+        rid = str(r["run_id"])
+        dst = base / rid
+        dst.mkdir(parents=True, exist_ok=True)
+        local = Path(mlflow.artifacts.download_artifacts(run_id=rid, dst_path=str(dst)))
+        mfiles = sorted(local.rglob("metrics.json"))
+        if not mfiles:
+            continue
+        art_dir = mfiles[0].parent
+        row = _row_from_dir(art_dir, "")
+        run_name = str(r.get("tags.mlflow.runName") or art_dir.name)
+        study = str(row.get("study") or experiment)
+        run_id = f"{study}/{run_name}"
+        for k in EVAL_KEYS:  # evaluate logs eval_<key> metrics to the train run
+            col = f"metrics.eval_{k}"
+            if row.get(k) is None and col in found.columns and pd.notna(r[col]):
+                row[k] = float(r[col])
+        local_dir = Path(local_experiments) / study / run_name if local_experiments else None
+        run_dir = local_dir if local_dir is not None and local_dir.is_dir() else art_dir
+        row.update(run_id=run_id, run=run_name, mlflow_run_id=rid, run_dir=str(run_dir))
+        rows.append(row)
+        if (art_dir / "history.csv").exists():
+            histories[run_id] = read_history(art_dir / "history.csv")
+        configs[run_id] = _read_config(art_dir / "config.yaml")
+        dirs[run_id] = run_dir
+    if not rows:
+        raise DataError(f"MLflow experiment {experiment!r} has no runs with a metrics.json artifact; "
+                        "train some (python -m pipeline.train study=...) first")
+    return _finish(rows, histories, configs, dirs, f"MLflow experiment {experiment!r}")
+
+
+def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """weights.npz of a run (``w``, ``coef``, ``intercept``) or None when absent."""
+    path = Path(run_dir) / "weights.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: np.asarray(z[k]) for k in z.files}
+
+
+def load_confusion(run_dir: Path) -> np.ndarray | None:
+    """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or None."""
+    path = Path(run_dir) / "confusion.csv"
+    if not path.exists():
+        return None
+    rows = [line.split(",") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    def numeric(x: str) -> bool:
+        try:
+            float(x)
+        except ValueError:
+            return False
+        return True
+
+    if rows and (not all(numeric(x) for x in rows[0]) or len(rows) == len(rows[0]) + 1):
+        rows = rows[1:]  # a header row: names, or the class indices 0..c-1
+    try:
+        m = np.asarray([[float(x) for x in r] for r in rows], dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"{path}: not a numeric matrix ({err}); rerun `python -m pipeline.evaluate`") from err
+    if m.ndim == 2 and m.shape[1] == m.shape[0] + 1:  # a leading label column
+        m = m[:, 1:]
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise DataError(f"{path}: confusion matrix is {m.shape}, not square; rerun `python -m pipeline.evaluate`")
+    return m.astype(np.int64)
