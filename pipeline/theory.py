@@ -1,0 +1,266 @@
+"""Theory helpers: convexity checks, curvature constants (L, μ, κ), predicted and fitted GD rates.
+
+Lecture facts these functions compute, so a report can set prediction beside measurement:
+
+* f is convex on a region iff its Hessian is positive semidefinite there (all eigenvalues ≥ 0).
+* With L = sup λ_max(∇²f) and μ = inf λ_min(∇²f) > 0, gradient descent with ε = 1/L satisfies
+  f(w_k) − f* ≤ (1 − μ/L)^k (f(w_0) − f*); κ = L/μ is the condition number.
+* On a quadratic with the optimal fixed step ε = 2/(L + μ):
+  f(w_k) − f* ≤ ((κ − 1)/(κ + 1))^{2k} (f(w_0) − f*).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.sparse import linalg as spla
+
+from pipeline.errors import ConfigError, NumericalError
+from pipeline.losses import Objective
+
+FloatArray = NDArray[np.float64]
+
+
+# ----- the lecture's 2-D examples ---------------------------------------------------------------
+class AnalyticFunction(Objective):
+    """A smooth f: R² → R given by closed-form value, gradient and Hessian (lecture demos)."""
+
+    n_params = 2
+    dtype = np.float64
+
+    def __init__(self, name: str, formula: str, f: Callable[[float, float], float],
+                 g: Callable[[float, float], Sequence[float]],
+                 h: Callable[[float, float], Sequence[Sequence[float]]]) -> None:
+        self.name, self.formula = name, formula
+        self._f, self._g, self._h = f, g, h
+
+    def value_grad(self, w: ArrayLike) -> tuple[float, FloatArray]:
+        """(f(x, y), ∇f(x, y))."""
+        x, y = self._check_w(w)
+        return float(self._f(x, y)), np.asarray(self._g(x, y), dtype=np.float64)
+
+    def hessian(self, w: ArrayLike) -> FloatArray:
+        """∇²f(x, y), 2×2."""
+        x, y = self._check_w(w)
+        return np.asarray(self._h(x, y), dtype=np.float64)
+
+    def lipschitz(self, w: ArrayLike | None = None, method: str = "dense") -> float:
+        """λ_max(∇²f(w)) at w (default the origin); f has constant Hessian only if quadratic."""
+        w = np.zeros(2) if w is None else w
+        return float(np.linalg.eigvalsh(self.hessian(w))[-1])
+
+    def grid(self, xs: ArrayLike, ys: ArrayLike) -> FloatArray:
+        """f on the grid xs × ys (shape (len(ys), len(xs)), for contour plots)."""
+        Xg, Yg = np.meshgrid(np.asarray(xs, float), np.asarray(ys, float))
+        return np.vectorize(self._f)(Xg, Yg).astype(np.float64)
+
+
+def bowl() -> AnalyticFunction:
+    """f = 3x² + 2y² − 2: strongly convex quadratic, H = diag(6, 4), minimum −2 at 0, κ = 1.5."""
+    return AnalyticFunction("bowl", "3x^2 + 2y^2 - 2",
+                            lambda x, y: 3 * x * x + 2 * y * y - 2,
+                            lambda x, y: (6 * x, 4 * y),
+                            lambda x, y: ((6.0, 0.0), (0.0, 4.0)))
+
+
+def trough() -> AnalyticFunction:
+    """f = x² + y + 5: convex (H = diag(2, 0) is PSD) but linear in y, so unbounded below — no minimum."""
+    return AnalyticFunction("trough", "x^2 + y + 5",
+                            lambda x, y: x * x + y + 5,
+                            lambda x, y: (2 * x, 1.0),
+                            lambda x, y: ((2.0, 0.0), (0.0, 0.0)))
+
+
+def quartic() -> AnalyticFunction:
+    """f = x⁴ + xy + x²: H = [[12x² + 2, 1], [1, 0]] has det = −1 < 0 everywhere — never convex."""
+    return AnalyticFunction("quartic", "x^4 + xy + x^2",
+                            lambda x, y: x**4 + x * y + x * x,
+                            lambda x, y: (4 * x**3 + y + 2 * x, x),
+                            lambda x, y: ((12 * x * x + 2, 1.0), (1.0, 0.0)))
+
+
+LECTURE_FUNCTIONS: dict[str, Callable[[], AnalyticFunction]] = {
+    "bowl": bowl, "trough": trough, "quartic": quartic,
+}
+
+
+# ----- convexity --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvexityReport:
+    """Hessian spectra at the probed points; ``psd`` iff every eigenvalue ≥ −tol·max(1, |λ|max)."""
+
+    eigenvalues: FloatArray  # (n_points, p), ascending per point
+    psd: bool
+    min_eigenvalue: float
+    argmin_point: int  # index of the point with the most negative eigenvalue
+    tol: float
+
+    def summary(self) -> str:
+        """One line: PSD or not, and the most negative eigenvalue with where it was found."""
+        verdict = "PSD at all probed points (consistent with convexity)" if self.psd else "NOT PSD (not convex)"
+        return f"{verdict}; smallest eigenvalue {self.min_eigenvalue:.3e} at point {self.argmin_point}"
+
+
+def hessian_eigenvalues(objective: Any, w: ArrayLike) -> FloatArray:
+    """All eigenvalues (ascending) of the dense Hessian ∇²f(w) (symmetrized for rounding)."""
+    H = np.asarray(objective.hessian(np.asarray(w)), dtype=np.float64)
+    return np.linalg.eigvalsh(0.5 * (H + H.T))
+
+
+def check_convexity(objective: Any, points: ArrayLike, tol: float = 1.0e-10) -> ConvexityReport:
+    """Probe ∇²f at each row of ``points`` (k, p): PSD everywhere probed, or the most negative λ.
+
+    PSD at finitely many points is necessary, not sufficient, for convexity; one negative
+    eigenvalue anywhere proves non-convexity."""
+    pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
+    if pts.shape[1] != objective.n_params:
+        raise ConfigError(f"points have {pts.shape[1]} coordinates, the objective has {objective.n_params}")
+    ev = np.array([hessian_eigenvalues(objective, p) for p in pts])
+    mins = ev[:, 0]
+    i = int(np.argmin(mins))
+    scale = max(1.0, float(np.max(np.abs(ev))))
+    return ConvexityReport(eigenvalues=ev, psd=bool(mins[i] >= -tol * scale),
+                           min_eigenvalue=float(mins[i]), argmin_point=i, tol=tol)
+
+
+# ----- curvature constants ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Curvature:
+    """L = λ_max, μ = λ_min of ∇²f (gauge directions excluded), κ = L/μ (inf if μ ≤ 0)."""
+
+    L: float
+    mu: float
+    kappa: float
+    method: str
+
+
+def curvature(objective: Any, w: ArrayLike | None = None, method: str = "auto",
+              tol: float = 1.0e-8) -> Curvature:
+    """L, μ and κ of ∇²f(w) (w = 0 by default), from the dense Hessian or by Lanczos on HVPs.
+
+    Directions along which f is exactly constant (``objective.gauge_directions()``, e.g. a common
+    shift of all softmax biases) are excluded: GD never moves along them.  ``method='auto'``
+    uses the dense Hessian up to 2000 parameters, Lanczos (scipy eigsh) above."""
+    p = objective.n_params
+    w = np.zeros(p) if w is None else np.asarray(w, dtype=np.float64)
+    if method == "auto":
+        method = "dense" if p <= 2000 else "lanczos"
+    U = objective.gauge_directions() if hasattr(objective, "gauge_directions") else np.zeros((0, p))
+    U = np.asarray(U, dtype=np.float64).reshape(-1, p)
+    if method == "dense":
+        H = np.asarray(objective.hessian(w), dtype=np.float64)
+        H = 0.5 * (H + H.T)
+        if U.shape[0]:
+            B = _complement_basis(U)
+            H = B.T @ H @ B
+        ev = np.linalg.eigvalsh(H)
+        lo, hi = float(ev[0]), float(ev[-1])
+    elif method == "lanczos":
+        def mv(v: FloatArray) -> FloatArray:
+            v = np.asarray(v, dtype=np.float64).ravel()
+            return np.asarray(objective.hvp(w, v), dtype=np.float64)
+        op = spla.LinearOperator((p, p), matvec=mv, dtype=np.float64)
+        v0 = np.full(p, 1.0 / math.sqrt(p))
+        hi = float(spla.eigsh(op, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)[0])
+        # smallest eigenvalue: largest of (hi·I − H) restricted to the non-gauge subspace
+        def mv_shift(v: FloatArray) -> FloatArray:
+            v = np.asarray(v, dtype=np.float64).ravel()
+            if U.shape[0]:
+                v = v - U.T @ (U @ v)
+            return hi * v - mv(v)
+        op2 = spla.LinearOperator((p, p), matvec=mv_shift, dtype=np.float64)
+        top = float(spla.eigsh(op2, k=1, which="LA", tol=tol, v0=v0, ncv=min(p, 60),
+                               maxiter=20 * p, return_eigenvectors=False)[0])
+        lo = hi - top
+    else:
+        raise ConfigError(f"curvature method={method!r} is unknown; use auto, dense or lanczos")
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise NumericalError("Hessian eigenvalues are not finite; check the data and w")
+    kappa = hi / lo if lo > 0 else math.inf
+    return Curvature(L=hi, mu=lo, kappa=kappa, method=method)
+
+
+def _complement_basis(U: FloatArray) -> FloatArray:
+    """Orthonormal basis (p, p − k) of the orthogonal complement of the rows of U."""
+    q, _ = np.linalg.qr(np.vstack([U, np.eye(U.shape[1])]).T)
+    return q[:, U.shape[0]:U.shape[1]]
+
+
+# ----- rates ------------------------------------------------------------------------------------
+def gd_rate(L: float, mu: float, lr: float | None = None) -> float:
+    """Per-step contraction ρ of f − f* for GD on an L-smooth μ-strongly convex f.
+
+    lr = 1/L (default): ρ = 1 − μ/L.  For 0 < lr ≤ 1/L: ρ = 1 − μ·lr (from f(w⁺) ≤ f − lr/2‖∇f‖²
+    and the Polyak–Łojasiewicz inequality ‖∇f‖² ≥ 2μ(f − f*))."""
+    _check_L_mu(L, mu)
+    lr = 1.0 / L if lr is None else float(lr)
+    if not 0 < lr <= 1.0 / L * (1 + 1e-12):
+        raise ConfigError(f"gd_rate needs 0 < lr ≤ 1/L = {1.0 / L:.3e}; the bound does not apply to lr = {lr:.3e}")
+    return 1.0 - mu * lr
+
+
+def optimal_step_rate(kappa: float) -> float:
+    """((κ − 1)/(κ + 1))²: per-step contraction of f − f* on a quadratic with ε = 2/(L + μ)."""
+    if not kappa >= 1:
+        raise ConfigError(f"condition number κ = {kappa} must be ≥ 1")
+    if math.isinf(kappa):
+        return 1.0
+    return ((kappa - 1.0) / (kappa + 1.0)) ** 2
+
+
+def predicted_suboptimality(k: ArrayLike, gap0: float, rate: float) -> FloatArray:
+    """The bound f(w_k) − f* ≤ ρ^k (f(w_0) − f*) at iterations k."""
+    return float(gap0) * float(rate) ** np.asarray(k, dtype=np.float64)
+
+
+def iterations_to(eps: float, rate: float) -> float:
+    """Smallest k with ρ^k ≤ eps (relative reduction of f − f*); inf if ρ ≥ 1."""
+    if not 0 < eps < 1:
+        raise ConfigError(f"eps = {eps} must lie in (0, 1)")
+    if rate <= 0:
+        return 1.0
+    if rate >= 1:
+        return math.inf
+    return float(math.ceil(math.log(eps) / math.log(rate)))
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """log(f_k − f*) ≈ log C + k log ρ fitted by least squares on the used points."""
+
+    rate: float
+    C: float
+    n_points: int
+    r2: float
+
+
+def fit_linear_rate(suboptimality: ArrayLike, iterations: ArrayLike | None = None,
+                    floor: float = 1.0e-13, skip: int = 0) -> RateFit:
+    """Fit a linear rate ρ to a measured suboptimality curve f_k − f* (entries ≤ floor — at the
+    precision limit — and the first ``skip`` entries are ignored)."""
+    gap = np.asarray(suboptimality, dtype=np.float64).ravel()
+    k = np.arange(gap.size, dtype=np.float64) if iterations is None else np.asarray(iterations, np.float64).ravel()
+    if k.shape != gap.shape:
+        raise ConfigError("iterations and suboptimality must have the same length")
+    m = (np.arange(gap.size) >= skip) & np.isfinite(gap) & (gap > floor)
+    if m.sum() < 2:
+        raise NumericalError("fewer than 2 suboptimality values above the floor; run more iterations or lower floor")
+    A = np.column_stack([np.ones(int(m.sum())), k[m]])
+    yv = np.log(gap[m])
+    coef, *_ = np.linalg.lstsq(A, yv, rcond=None)
+    resid = yv - A @ coef
+    ss = float(np.sum((yv - yv.mean()) ** 2))
+    r2 = 1.0 - float(resid @ resid) / ss if ss > 0 else 1.0
+    return RateFit(rate=float(math.exp(coef[1])), C=float(math.exp(coef[0])), n_points=int(m.sum()), r2=r2)
+
+
+def _check_L_mu(L: float, mu: float) -> None:
+    if not (np.isfinite(L) and L > 0):
+        raise ConfigError(f"smoothness constant L = {L} must be positive and finite")
+    if not (np.isfinite(mu) and 0 <= mu <= L * (1 + 1e-12)):
+        raise ConfigError(f"strong-convexity constant μ = {mu} must lie in [0, L = {L}]")

@@ -1,0 +1,249 @@
+"""Objectives: gradients and HVPs against finite differences, Hessian structure, stability, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit, logsumexp
+
+from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.losses import MSE_LOGISTIC_CURVATURE, make_objective
+
+MODELS = ["linear", "logistic", "logistic_mse", "softmax"]
+
+
+def _data(model: str, n: int = 60, d: int = 5, seed: int = 0, zero_col: bool = True):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    if zero_col:
+        X[:, 1] = 0.0  # an all-zero feature (exercises the dropped-column path)
+    if model == "linear":
+        y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=n)
+    elif model == "softmax":
+        y = rng.integers(0, 3, size=n)
+    else:
+        y = rng.integers(0, 2, size=n)
+    return X, y
+
+
+def _obj(model: str, fit_intercept: bool = True, dtype=np.float64, l2: float = 0.1, **kw):
+    X, y = _data(model, **kw)
+    return make_objective(model, X, y, l2=l2, fit_intercept=fit_intercept,
+                          n_classes=3 if model == "softmax" else None, dtype=dtype)
+
+
+def _reference_value(model: str, X, y, W, b, l2: float) -> float:
+    """Independent, naive implementation of each objective (no shared code with pipeline.losses)."""
+    n = X.shape[0]
+    z = X @ W + b
+    if model == "linear":
+        data = 0.5 * np.mean((z - y) ** 2)
+    elif model == "logistic":
+        data = np.mean(np.logaddexp(0.0, z) - y * z)
+    elif model == "logistic_mse":
+        data = 0.5 * np.mean((expit(z) - y) ** 2)
+    else:
+        data = np.mean(logsumexp(z, axis=1) - z[np.arange(n), y])
+    return float(data + 0.5 * l2 * np.sum(W**2))
+
+
+def _fd_grad(f, w, eps):
+    E = np.eye(w.size)
+    return np.array([(f(w + eps * e) - f(w - eps * e)) / (2 * eps) for e in E])
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_value_matches_independent_reference(model, fit_intercept):
+    X, y = _data(model)
+    obj = make_objective(model, X, y, l2=0.3, fit_intercept=fit_intercept,
+                         n_classes=3 if model == "softmax" else None)
+    w = np.random.default_rng(1).normal(size=obj.n_params)
+    W, b = obj.unpack(w)
+    assert obj.value(w) == pytest.approx(_reference_value(model, X, y, W, b, 0.3), rel=1e-12)
+    assert obj.predict_loss(X, y, w) == pytest.approx(_reference_value(model, X, y, W, b, 0.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_gradient_and_hvp_match_central_differences_float64(model, fit_intercept):
+    obj = _obj(model, fit_intercept)
+    rng = np.random.default_rng(2)
+    w, v = rng.normal(size=obj.n_params), rng.normal(size=obj.n_params)
+    g = obj.grad(w)
+    np.testing.assert_allclose(g, _fd_grad(obj.value, w, 1e-6), rtol=1e-6, atol=1e-8)
+    hv_fd = (obj.grad(w + 1e-6 * v) - obj.grad(w - 1e-6 * v)) / 2e-6
+    np.testing.assert_allclose(obj.hvp(w, v), hv_fd, rtol=1e-6, atol=1e-8)
+    f, g2 = obj.value_grad(w)
+    assert f == obj.value(w)
+    np.testing.assert_array_equal(g, g2)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_float32_gradient_and_hvp_agree_with_float64_differences(model):
+    """float32 objectives: results in float32, within float32 accuracy of the float64 derivatives."""
+    obj32, obj64 = _obj(model, dtype=np.float32), _obj(model, dtype=np.float64)
+    rng = np.random.default_rng(3)
+    w, v = rng.normal(size=obj64.n_params), rng.normal(size=obj64.n_params)
+    g32 = obj32.grad(w)
+    assert g32.dtype == np.float32
+    g_fd = _fd_grad(obj64.value, w, 1e-6)
+    np.testing.assert_allclose(g32, g_fd, rtol=2e-4, atol=2e-5)
+    hv_fd = (obj64.grad(w + 1e-6 * v) - obj64.grad(w - 1e-6 * v)) / 2e-6
+    np.testing.assert_allclose(obj32.hvp(w, v), hv_fd, rtol=2e-4, atol=2e-5)
+    # and a float32 finite difference of the float32 objective itself (coarse step, loose tolerance)
+    g_fd32 = _fd_grad(lambda u: obj32.value(u), w.astype(np.float32), np.float32(1e-2))
+    np.testing.assert_allclose(g32, g_fd32, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_dense_hessian_symmetric_matches_hvp_and_diagonal(model, fit_intercept):
+    obj = _obj(model, fit_intercept)
+    rng = np.random.default_rng(4)
+    w, v = rng.normal(size=obj.n_params), rng.normal(size=obj.n_params)
+    H = obj.hessian(w)
+    assert H.shape == (obj.n_params, obj.n_params)
+    np.testing.assert_allclose(H, H.T, atol=1e-14)
+    np.testing.assert_allclose(H @ v, obj.hvp(w, v), rtol=1e-12, atol=1e-13)
+    op = obj.hess_operator(w)
+    np.testing.assert_allclose(op.diagonal(), np.diag(H), rtol=1e-12, atol=1e-14)
+    # the float32 fast path used inside Newton-CG: same operator to single precision
+    np.testing.assert_allclose(obj.hess_operator(w, precision="float32").matvec(v), H @ v,
+                               rtol=1e-4, atol=1e-5)
+    # the Hessian columns are the finite differences of the gradient
+    H_fd = np.column_stack([(obj.grad(w + 1e-6 * e) - obj.grad(w - 1e-6 * e)) / 2e-6
+                            for e in np.eye(obj.n_params)])
+    np.testing.assert_allclose(H, H_fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
+def test_convex_models_have_psd_hessians_and_sound_lipschitz_bound(model):
+    obj = _obj(model)
+    rng = np.random.default_rng(5)
+    L = obj.lipschitz()
+    for _ in range(3):
+        ev = np.linalg.eigvalsh(obj.hessian(3 * rng.normal(size=obj.n_params)))
+        assert ev[0] >= -1e-12
+        assert ev[-1] <= L * (1 + 1e-10)
+    if model == "linear":  # constant Hessian: the bound is attained
+        assert L == pytest.approx(np.linalg.eigvalsh(obj.hessian(np.zeros(obj.n_params)))[-1], rel=1e-10)
+        assert obj.lipschitz(method="lanczos") == pytest.approx(L, rel=1e-6)
+
+
+def test_logistic_mse_hessian_is_indefinite_for_confident_mistakes():
+    """Non-convex: a weight vector that is confidently wrong gives a negative curvature direction."""
+    X, y = _data("logistic")
+    obj = make_objective("logistic_mse", X, y, l2=0.0, fit_intercept=True)
+    w_good = make_objective("logistic", X, y, l2=1e-2).init("zeros")
+    # steepest 'wrong' direction: flip the sign of a classifier that fits the data
+    from pipeline.optimizers import minimize
+
+    fit = minimize(make_objective("logistic", X, y, l2=1e-2), w_good, "newton", tol=1e-10)
+    ev = np.linalg.eigvalsh(obj.hessian(-3.0 * fit.w))
+    assert ev[0] < -1e-6
+    # and the curvature bound used for lr = 1/L really bounds |ℓ''|
+    s = expit(np.linspace(-30, 30, 200001))
+    ell2 = np.maximum(np.abs(s**2 * (1 - s) * (2 - 3 * s)), np.abs((1 - s) ** 2 * s * (3 * s - 1)))
+    assert ell2.max() <= MSE_LOGISTIC_CURVATURE * (1 + 1e-9)
+    assert ell2.max() >= MSE_LOGISTIC_CURVATURE * (1 - 1e-6)
+
+
+def test_softmax_stable_for_logits_of_plus_minus_1000():
+    X = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    y = np.array([0, 1, 2])
+    obj = make_objective("softmax", X, y, l2=0.0, fit_intercept=False, n_classes=3)
+    W = np.array([[1000.0, -1000.0, 0.0], [-1000.0, 1000.0, 0.0]])
+    w = obj.pack(W)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        f, g = obj.value_grad(w)
+        hv = obj.hvp(w, np.ones(obj.n_params))
+    # example 0: z = (1000, -1000, 0), class 0 → loss ≈ e^-1000 ≈ 0; example 1 likewise;
+    # example 2: z = (0, 0, 0) → log 3
+    assert f == pytest.approx(np.log(3.0) / 3.0, rel=1e-12)
+    assert np.all(np.isfinite(g)) and np.all(np.isfinite(hv))
+    P = obj.predict_proba(X, w)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0)
+    # a confidently wrong example: loss = 2000 exactly (lse = 1000, z_y = −1000)
+    obj2 = make_objective("softmax", X[:1], np.array([1]), l2=0.0, fit_intercept=False, n_classes=3)
+    assert obj2.value(w) == pytest.approx(2000.0, rel=1e-14)
+
+
+def test_logistic_stable_for_large_margins():
+    X = np.array([[1.0], [1.0]])
+    y = np.array([0, 1])
+    obj = make_objective("logistic", X, y, l2=0.0, fit_intercept=False)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        f, g = obj.value_grad(np.array([800.0]))
+    assert f == pytest.approx(400.0, rel=1e-12)  # (800 + 0)/2
+    assert np.all(np.isfinite(g))
+
+
+def test_bias_is_not_penalized_and_layout_roundtrips():
+    obj = _obj("softmax", l2=0.5)
+    rng = np.random.default_rng(6)
+    w = rng.normal(size=obj.n_params)
+    W, b = obj.unpack(w)
+    assert W.shape == (obj.d, 3) and b.shape == (3,)
+    np.testing.assert_array_equal(obj.pack(W, b), w)
+    obj0 = _obj("softmax", l2=0.0)
+    assert obj.value(w) - obj0.value(w) == pytest.approx(0.25 * np.sum(W**2), rel=1e-12)
+    gb = obj.grad(w).reshape(-1, 3)[-1]
+    np.testing.assert_allclose(gb, obj0.grad(w).reshape(-1, 3)[-1], rtol=0, atol=1e-15)
+    lin = _obj("linear")
+    wl = rng.normal(size=lin.n_params)
+    Wl, bl = lin.unpack(wl)
+    assert Wl.shape == (lin.d,) and isinstance(bl, float) and bl == wl[-1]
+
+
+def test_gauge_direction_of_softmax_bias_is_flat():
+    obj = _obj("softmax")
+    U = obj.gauge_directions()
+    assert U.shape == (1, obj.n_params)
+    w = np.random.default_rng(7).normal(size=obj.n_params)
+    assert obj.value(w + 5.0 * U[0]) == pytest.approx(obj.value(w), rel=1e-13)
+    np.testing.assert_allclose(obj.hvp(w, U[0]), 0.0, atol=1e-14)
+
+
+def test_predict_and_init():
+    obj = _obj("softmax")
+    X, _ = _data("softmax")
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=obj.n_params)
+    Z = obj.predict_margins(X, w)
+    np.testing.assert_array_equal(obj.predict(X, w), Z.argmax(axis=1))
+    assert np.all(obj.init("zeros") == 0)
+    ws = obj.init("saturated", scale=2.0, rng=0)
+    assert np.median(np.abs(obj.margins(ws))) == pytest.approx(20.0, rel=1e-10)
+    lg = _obj("logistic")
+    wl = lg.init("random", rng=1)
+    np.testing.assert_array_equal(lg.predict(X, wl), (lg.predict_margins(X, wl)[:, 0] > 0).astype(int))
+
+
+@pytest.mark.parametrize(
+    "call, err",
+    [
+        (lambda: make_objective("ridge", np.ones((3, 2)), np.ones(3)), ConfigError),
+        (lambda: make_objective("logistic", np.ones((3, 2)), np.array([0, 1, 2])), DataError),
+        (lambda: make_objective("softmax", np.ones((3, 2)), np.array([0, 1, 5]), n_classes=3), DataError),
+        (lambda: make_objective("linear", np.array([[np.nan, 1.0]]), np.ones(1)), DataError),
+        (lambda: make_objective("linear", np.ones((3, 2)), np.ones(4)), DataError),
+        (lambda: make_objective("linear", np.ones((3, 2)), np.ones(3), l2=-1.0), ConfigError),
+        (lambda: make_objective("linear", np.ones((3, 2)), np.ones(3), dtype="float16"), ConfigError),
+        (lambda: make_objective("linear", np.ones((3, 2)), np.ones(3)).value(np.ones(5)), ConfigError),
+        (lambda: make_objective("linear", np.ones(3), np.ones(3)), DataError),
+    ],
+)
+def test_bad_input_raises_one_line_curvlab_error(call, err):
+    with pytest.raises(err) as exc:
+        call()
+    assert "\n" not in str(exc.value) and len(str(exc.value)) > 10
+
+
+def test_dense_hessian_refused_when_too_big(monkeypatch):
+    import pipeline.losses as L
+
+    monkeypatch.setattr(L, "DENSE_HESSIAN_MAX_PARAMS", 5)
+    obj = _obj("softmax")
+    with pytest.raises(NumericalError, match="newton_cg"):
+        obj.hessian(np.zeros(obj.n_params))

@@ -1,0 +1,86 @@
+"""Optima agree with an independent solver: scikit-learn's LogisticRegression (same λ via C = 1/(λn))."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from pipeline.losses import make_objective
+from pipeline.optimizers import minimize
+
+sklearn_lm = pytest.importorskip("sklearn.linear_model")
+
+
+def _sklearn_fit(X, y, lam, solver="newton-cg", tol=1e-12):
+    n = X.shape[0]
+    clf = sklearn_lm.LogisticRegression(C=1.0 / (lam * n), tol=tol, max_iter=10_000, solver=solver)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter at tol = 1e-12
+        clf.fit(X, y)
+    return clf
+
+
+def _relative_gap(obj, w_ours, w_sk):
+    f_ours, f_sk = obj.value(w_ours), obj.value(w_sk)
+    return (f_sk - f_ours) / abs(f_ours), f_ours, f_sk
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_binary_logistic_optimum_matches_sklearn(fit_intercept):
+    rng = np.random.default_rng(0)
+    n, d, lam = 400, 8, 1e-2
+    X = rng.normal(size=(n, d)) + 0.5
+    y = (X @ rng.normal(size=d) + rng.logistic(size=n) > 2.0).astype(int)
+    obj = make_objective("logistic", X, y, l2=lam, fit_intercept=fit_intercept)
+    res = minimize(obj, obj.init("zeros"), "newton", tol=1e-12, line_search=True)
+    assert res.converged
+    clf = sklearn_lm.LogisticRegression(C=1.0 / (lam * n), tol=1e-12, max_iter=10_000,
+                                        fit_intercept=fit_intercept, solver="newton-cg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    w_sk = obj.pack(clf.coef_.ravel(), clf.intercept_[0] if fit_intercept else 0.0)
+    rel, f_ours, f_sk = _relative_gap(obj, res.w, w_sk)
+    assert abs(rel) <= 1e-7 and f_ours <= f_sk + 1e-15
+    np.testing.assert_allclose(res.w, w_sk, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(obj.predict(X, res.w), clf.predict(X))
+
+
+@pytest.mark.parametrize("method", ["newton", "newton_cg"])
+def test_multinomial_optimum_matches_sklearn(method):
+    rng = np.random.default_rng(1)
+    n, d, c, lam = 500, 6, 4, 1e-3
+    X = rng.normal(size=(n, d))
+    y = np.argmax(X @ rng.normal(size=(d, c)) + rng.gumbel(size=(n, c)), axis=1)
+    obj = make_objective("softmax", X, y, l2=lam, n_classes=c)
+    res = minimize(obj, obj.init("zeros"), method, tol=1e-11, line_search=True, max_iter=100)
+    assert res.converged, res.message
+    clf = _sklearn_fit(X, y, lam)
+    w_sk = obj.pack(clf.coef_.T, clf.intercept_)
+    rel, f_ours, f_sk = _relative_gap(obj, res.w, w_sk)
+    assert abs(rel) <= 1e-7 and f_ours <= f_sk + 1e-14
+    # the optimum is unique up to the flat shift of all biases: compare W and centred b
+    W, b = obj.unpack(res.w)
+    np.testing.assert_allclose(W, clf.coef_.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b - b.mean(), clf.intercept_ - clf.intercept_.mean(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_mnist_subsample_softmax_matches_sklearn(mnist_dir):
+    from pipeline.data.datasets import load_dataset
+
+    ds = load_dataset({"name": "mnist", "id": "mnist", "root": str(mnist_dir), "scale": 1.0 / 255.0,
+                       "n_train": 1000, "n_test": 500}, seed=0)
+    lam = 1e-2
+    obj = make_objective("softmax", ds.X_train, ds.y_train, l2=lam, n_classes=10)
+    res = minimize(obj, obj.init("zeros"), "newton_cg", tol=1e-9, line_search=True, max_iter=100)
+    assert res.converged, res.message
+    clf = _sklearn_fit(ds.X_train, ds.y_train, lam, solver="newton-cg", tol=1e-9)
+    w_sk = obj.pack(clf.coef_.T, clf.intercept_)
+    rel, f_ours, f_sk = _relative_gap(obj, res.w, w_sk)
+    assert abs(rel) <= 1e-7
+    acc_ours = float(np.mean(obj.predict(ds.X_test, res.w) == ds.y_test))
+    assert acc_ours == pytest.approx(clf.score(ds.X_test, ds.y_test), abs=0.005)
+    assert acc_ours > 0.8
