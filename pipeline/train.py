@@ -53,7 +53,8 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _prepare_cmd(cfg: Any) -> str:
-    return f"python -m pipeline.prepare data={cfg.data.name} preprocess={cfg.preprocess.name}"
+    return (f"python -m pipeline.prepare data={cfg.data.name} "
+            f"preprocess={cfg.preprocess.get('id') or cfg.preprocess.name}")
 
 
 def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
