@@ -210,6 +210,11 @@ def _stop(it: int, gn: float, tol: float, max_iter: int, clock: _Clock,
     return None
 
 
+def _stalled_msg(it: int, gn: float) -> str:
+    return (f"Armijo line search found no decrease at iteration {it} (‖∇f‖ = {gn:.3e}); "
+            "tol is below the attainable precision — raise tol")
+
+
 def _diverged_msg(it: int, f: float, f0: float) -> str:
     if not np.isfinite(f):
         return (f"loss became non-finite at iteration {it}; the step is too large (lr > 2/L?) — "
@@ -322,8 +327,7 @@ def _newton(obj: Any, w: FloatArray, *, max_iter: int, tol: float, budget: float
             found = _armijo(_ray(obj, w, s), f, slope, 1.0, c1, rho, max_bt)
             if found is None:
                 status = "stalled"
-                msg = (f"Armijo line search found no decrease at iteration {it} (‖∇f‖ = {gn:.3e}); "
-                       "tol is below the attainable precision — raise tol")
+                msg = _stalled_msg(it, gn)
                 break
             t = found[0]
         w_new = w + t * s
@@ -447,8 +451,7 @@ def _newton_cg(obj: Any, w: FloatArray, *, cg_max_iter: int, preconditioner: str
             found = _armijo(phi, f, slope, 1.0, c1, rho, max_bt)
             if found is None:
                 status = "stalled"
-                msg = (f"Armijo line search found no decrease at iteration {it} (‖∇f‖ = {gn:.3e}); "
-                       "tol is below the attainable precision — raise tol")
+                msg = _stalled_msg(it, gn)
                 break
             t = found[0]
         w_new = w + t * s
