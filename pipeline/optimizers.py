@@ -210,6 +210,11 @@ def _stop(it: int, gn: float, tol: float, max_iter: int, clock: _Clock,
     return None
 
 
+def _blew_up(f: float, g: FloatArray, f0: float, div: float) -> bool:
+    """Divergence: f or ∇f non-finite, or f − f₀ > div · max(1, |f₀|)."""
+    return not _finite(f, g) or f - f0 > div * max(1.0, abs(f0))
+
+
 def _stalled_msg(it: int, gn: float) -> str:
     return (f"Armijo line search found no decrease at iteration {it} (‖∇f‖ = {gn:.3e}); "
             "tol is below the attainable precision — raise tol")
@@ -258,7 +263,7 @@ def _gd(obj: Any, w: FloatArray, lr: float | None, *, max_iter: int, tol: float,
         w_new = w - t * g
         f_new, g_new = obj.value_grad(w_new)
         it += 1
-        if not _finite(f_new, g_new) or f_new - f0 > div * max(1.0, abs(f0)):
+        if _blew_up(f_new, g_new, f0, div):
             hist.add(it, f_new, float(np.linalg.norm(g_new)) if np.all(np.isfinite(g_new)) else np.inf, t)
             status, msg = "diverged", _diverged_msg(it, f_new, f0)
             break
@@ -333,7 +338,7 @@ def _newton(obj: Any, w: FloatArray, *, max_iter: int, tol: float, budget: float
         w_new = w + t * s
         f_new, g_new = obj.value_grad(w_new)
         it += 1
-        if not _finite(f_new, g_new) or f_new - f0 > div * max(1.0, abs(f0)):
+        if _blew_up(f_new, g_new, f0, div):
             hist.add(it, f_new, np.inf, t)
             status, msg = "diverged", _diverged_msg(it, f_new, f0)
             break
@@ -461,7 +466,7 @@ def _newton_cg(obj: Any, w: FloatArray, *, cg_max_iter: int, preconditioner: str
         else:
             f_new, g_new = obj.value_grad(w_new)
         it += 1
-        if not _finite(f_new, g_new) or f_new - f0 > div * max(1.0, abs(f0)):
+        if _blew_up(f_new, g_new, f0, div):
             hist.add(it, f_new, np.inf, t)
             status, msg = "diverged", _diverged_msg(it, f_new, f0)
             break

@@ -19,7 +19,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
-_WHITEN_ONLY = {
+WHITEN_DEFAULTS = {  # whiten-only options and their defaults (other kinds must leave them so)
     "eps": 0.0,
     "rel_threshold": None,
     "n_components": None,
@@ -175,7 +175,7 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
             f"preprocess.explained_variance={ev} must lie in (0, 1], e.g. 9.9e-1, or be null"
         )
     if name != "whiten":
-        for key, default in _WHITEN_ONLY.items():
+        for key, default in WHITEN_DEFAULTS.items():
             if key in cfg and cfg[key] != default:
                 raise ConfigError(
                     f"preprocess.{key}={cfg[key]} only applies to preprocess=whiten (this is {name}); "

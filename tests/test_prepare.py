@@ -16,6 +16,7 @@ from pipeline.data.datasets import load_dataset
 from pipeline.errors import DataError
 from pipeline.prepare import prepare
 from pipeline.prepared import load_prepared, prepared_path
+from pipeline.preprocessing import WHITEN_DEFAULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTH = {
@@ -27,16 +28,7 @@ SYNTH = {
     "noise": 1.0e-1,
     "test_fraction": 0.25,
 }
-WHITEN = {
-    "name": "whiten",
-    "id": "whiten",
-    "eps": 0.0,
-    "rel_threshold": None,
-    "n_components": None,
-    "explained_variance": None,
-    "zca": False,
-    "augment": True,
-}
+WHITEN = {"name": "whiten", "id": "whiten", **WHITEN_DEFAULTS}
 FACT_KEYS = {
     "data",
     "preprocess",

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.preprocessing import Transform, fit_preprocess, validate_preprocess_config
+from pipeline.preprocessing import (
+    WHITEN_DEFAULTS,
+    Transform,
+    fit_preprocess,
+    validate_preprocess_config,
+)
 
 
 @pytest.fixture
@@ -98,15 +103,4 @@ def test_bad_preprocess_config(cfg: dict, key: str) -> None:
 
 
 def test_defaults_of_other_kinds_are_accepted() -> None:
-    validate_preprocess_config(
-        {
-            "name": "zscore",
-            "id": "zscore",
-            "eps": 0.0,
-            "rel_threshold": None,
-            "n_components": None,
-            "explained_variance": None,
-            "zca": False,
-            "augment": True,
-        }
-    )
+    validate_preprocess_config({"name": "zscore", "id": "zscore", **WHITEN_DEFAULTS})

@@ -12,18 +12,10 @@ import scipy.linalg
 from pipeline.data.datasets import load_dataset
 from pipeline.errors import ConfigError, NumericalError
 from pipeline.prepare import hessian_after
-from pipeline.preprocessing import Transform, fit_preprocess
+from pipeline.preprocessing import WHITEN_DEFAULTS, Transform, fit_preprocess
 from pipeline.whitening import condition_number, fit_whitening, n_keep, second_moment, spectrum
 
-WHITEN = {
-    "name": "whiten",
-    "eps": 0.0,
-    "rel_threshold": None,
-    "n_components": None,
-    "explained_variance": None,
-    "zca": False,
-    "augment": True,
-}
+WHITEN = {"name": "whiten", **WHITEN_DEFAULTS}
 
 
 def ellipsoidal(n: int = 400, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
