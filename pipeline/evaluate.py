@@ -60,7 +60,7 @@ def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
 
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
-    from pipeline.losses import make_objective
+    from pipeline.objective import run_objective
     from pipeline.train import load_prepared_for
 
     ctx = ctx or JobContext()
@@ -70,11 +70,7 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     dataset, transform, _facts, _ = load_prepared_for(run_cfg)
     with np.load(out / "weights.npz", allow_pickle=False) as z:
         w = np.asarray(z["w"])
-    m = run_cfg.model
-    fit_intercept = bool(m.fit_intercept) and not bool(transform.absorbs_bias)
-    n_classes = dataset.n_classes if m.name == "softmax" else None
-    objective = make_objective(str(m.name), dataset.X_train, dataset.y_train, l2=float(m.l2),
-                               fit_intercept=fit_intercept, n_classes=n_classes, dtype=np.dtype(m.dtype))
+    objective = run_objective(run_cfg, dataset, transform)
     if w.shape != (objective.n_params,):
         raise DataError(f"{out / 'weights.npz'}: w has shape {w.shape}, the model needs "
                         f"({objective.n_params},); retrain the run")

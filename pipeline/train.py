@@ -95,7 +95,7 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 
 def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Validate, fit, save and track one run; returns the metrics dict (raises CurvlabError)."""
-    from pipeline.losses import make_objective
+    from pipeline.objective import run_objective
     from pipeline.optimizers import minimize
     from pipeline.tracking import Tracker, flatten, git_commit
 
@@ -105,12 +105,9 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     dataset, transform, facts, prep_path = load_prepared_for(cfg)
     check_model_fits_data(cfg.model.name, dataset.task, cfg.data.id)
 
-    m, o = cfg.model, cfg.optimizer
-    fit_intercept = bool(m.fit_intercept) and not bool(transform.absorbs_bias)
-    dtype = np.dtype(m.dtype)
-    n_classes = dataset.n_classes if m.name == "softmax" else None
-    objective = make_objective(m.name, dataset.X_train, dataset.y_train, l2=float(m.l2),
-                               fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype)
+    o = cfg.optimizer
+    objective = run_objective(cfg, dataset, transform)
+    fit_intercept = bool(objective.fit_intercept)
     rng = np.random.default_rng(int(cfg.seed))
     w0 = objective.init(str(o.init), float(o.init_scale), rng)
     opt_cfg = as_kwargs(o)

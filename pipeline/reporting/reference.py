@@ -110,7 +110,7 @@ def reference_for(prepared_path: str | Path, model: str, l2: float, fit_intercep
 
     Raises TooLarge when n_train × n_params exceeds ``max_work`` (the caller falls back to the best run).
     """
-    from pipeline.losses import make_objective
+    from pipeline.objective import fits_intercept, run_objective
     from pipeline.prepared import load_prepared
 
     path = Path(prepared_path)
@@ -121,7 +121,7 @@ def reference_for(prepared_path: str | Path, model: str, l2: float, fit_intercep
         try:
             facts = json.loads(facts_path.read_text(encoding="utf-8"))
             outputs = int(facts["n_classes"] or 1) if model == "softmax" else 1
-            bias = 1 if fit_intercept and not facts.get("absorbs_bias") else 0
+            bias = int(fits_intercept({"fit_intercept": fit_intercept}, bool(facts.get("absorbs_bias"))))
             work = float(facts["n_train"]) * (int(facts["n_features_out"]) + bias) * outputs
         except (OSError, ValueError, KeyError, TypeError):
             work = 0.0
@@ -140,9 +140,8 @@ def reference_for(prepared_path: str | Path, model: str, l2: float, fit_intercep
         except (OSError, ValueError, TypeError):
             pass  # a damaged cache entry is recomputed
     ds, transform, _facts = load_prepared(path)
-    fit_b = bool(fit_intercept) and not bool(getattr(transform, "absorbs_bias", False))
-    obj = make_objective(model, ds.X_train, ds.y_train, l2=float(l2), fit_intercept=fit_b,
-                         n_classes=ds.n_classes, dtype="float64")
+    model_cfg = {"name": model, "l2": float(l2), "fit_intercept": bool(fit_intercept), "dtype": "float64"}
+    obj = run_objective({"model": model_cfg}, ds, transform)
     work = float(ds.X_train.shape[0]) * float(obj.n_params)
     if work > max_work:
         raise TooLarge(f"n_train × n_params = {work:.2g} > report.reference.max_work = {max_work:.2g}")

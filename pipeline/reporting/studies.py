@@ -150,8 +150,10 @@ def study_convexity_models(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFram
 
 def study_kappa_sweep(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
     """Claim 2: GD (ε = 1/L) iterations until ‖∇f‖ ≤ tol on least squares vs κ; whitened: one step at ε = 1."""
+    from dataclasses import replace
+
     from pipeline.data.datasets import load_dataset
-    from pipeline.losses import make_objective
+    from pipeline.objective import run_objective
     from pipeline.optimizers import minimize
     from pipeline.preprocessing import fit_preprocess
 
@@ -163,12 +165,11 @@ def study_kappa_sweep(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
         for pre in cfg["preprocess"]:
             pre_cfg = dict(pre)
             tr = fit_preprocess(pre_cfg, ds.X_train)
-            Z = tr.apply(ds.X_train)
-            fit_b = not bool(getattr(tr, "absorbs_bias", False))
-            obj = make_objective("linear", Z, ds.y_train, l2=0.0, fit_intercept=fit_b,
-                                 n_classes=None, dtype="float64")
-            ev = np.linalg.eigvalsh(np.asarray(obj.hessian(np.zeros(obj.n_params)), dtype=np.float64))
             lr = pre_cfg.pop("lr", "auto")
+            model_cfg = {"name": "linear", "l2": 0.0, "fit_intercept": True, "dtype": "float64"}
+            obj = run_objective({"model": model_cfg, "preprocess": pre_cfg},
+                                replace(ds, X_train=tr.apply(ds.X_train)), tr)
+            ev = np.linalg.eigvalsh(np.asarray(obj.hessian(np.zeros(obj.n_params)), dtype=np.float64))
             if kappa_raw is None:
                 kappa_raw = float(ev[-1] / ev[0])  # the first entry is the raw problem
             res = minimize(obj, np.zeros(obj.n_params), "gd", lr=lr, max_iter=int(cfg["max_iter"]),

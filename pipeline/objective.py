@@ -1,0 +1,43 @@
+"""The objective of a run: built once from its config (``model``, ``preprocess``) and its prepared data.
+
+Every stage that needs "the function this run minimizes" (train, evaluate, the reference optima)
+calls ``run_objective``; the rules that turn a config into an objective live here only:
+the intercept is fitted unless the model has none or the transform already absorbs the bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from pipeline.losses import LinearModelObjective, make_objective
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    """``node[key]`` for a dict or DictConfig, ``default`` when absent."""
+    try:
+        return node.get(key, default)
+    except AttributeError:
+        return getattr(node, key, default)
+
+
+def fits_intercept(model_cfg: Mapping[str, Any], absorbs_bias: bool) -> bool:
+    """The model fits a separate intercept b: model.fit_intercept and not a bias absorbed into z."""
+    return bool(_get(model_cfg, "fit_intercept", True)) and not bool(absorbs_bias)
+
+
+def run_objective(cfg: Mapping[str, Any], dataset: Any, transform: Any) -> LinearModelObjective:
+    """f(w) = (1/n) Σ ℓ(y_i, z_iᵀW + b) + λ/2 ‖W‖² on the prepared training split, as the run's config says."""
+    m = cfg["model"]
+    name = str(_get(m, "name"))
+    return make_objective(
+        name,
+        dataset.X_train,
+        dataset.y_train,
+        l2=float(_get(m, "l2", 0.0)),
+        fit_intercept=fits_intercept(m, bool(getattr(transform, "absorbs_bias", False))),
+        n_classes=dataset.n_classes if name == "softmax" else None,
+        dtype=np.dtype(str(_get(m, "dtype", "float64"))),
+    )
