@@ -27,9 +27,8 @@ from pipeline.runs import (
     read_json,
     run_dir,
     run_entry,
-    write_csv,
-    write_json,
 )
+from pipeline.writer import csv_text, json_text, update_dir
 
 PROG = "evaluate"
 
@@ -94,9 +93,12 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         result["train_accuracy"] = float(np.mean(pred_train == dataset.y_train))
         result["test_accuracy"] = float(np.trace(conf) / conf.sum())
         result["per_class_accuracy"] = per_class_accuracy(conf)
+    files = {"evaluation.json": json_text(result)}
     if conf is not None:
-        write_csv(out / "confusion.csv", {str(j): conf[:, j] for j in range(conf.shape[1])})
-    write_json(out / "evaluation.json", result)
+        files["confusion.csv"] = csv_text({str(j): conf[:, j] for j in range(conf.shape[1])})
+    # the run folder gains both files in one swap (a stale confusion.csv goes with the old folder)
+    update_dir(out, {name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
+                     for name, text in files.items()}, drop=("confusion.csv",))
     log_to_mlflow(cfg, metrics.get("mlflow_run_id"), result, out)
     acc = "" if result["test_accuracy"] is None else f"test accuracy {result['test_accuracy']:.4f}, "
     print(f"{PROG}: {out.name}: {acc}test loss {result['test_loss']:.6g} -> {out / 'evaluation.json'}",

@@ -7,9 +7,8 @@ of the MSE Hessian (1/n) X̃ᵀX̃ before / after the transform); the ``.json`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,10 @@ import numpy as np
 from pipeline.data.datasets import Dataset
 from pipeline.errors import DataError
 from pipeline.preprocessing import Transform
+from pipeline.writer import npz_writer, write_group
 
 _PREFIX = "transform/"
+_FACTS_DIGEST = "facts_sha256"  # SHA-256 of the .json written together with this .npz
 _ARRAYS = ("X_train", "y_train", "X_test", "y_test", "spectrum_before", "spectrum_after")
 
 
@@ -41,19 +42,6 @@ def prepared_path(
     return Path(prepared_dir) / f"{prepared_stem(data_cfg, preprocess_cfg)}.npz"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _mkstemp(target: Path) -> tuple[int, str]:
-    """A temp file beside ``target`` with the permissions a plain ``open`` would give (not 0600)."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.chmod(name, 0o666 & ~_umask())
-    return fd, name
-
-
 def save_prepared(
     path: str | Path,
     dataset: Dataset,
@@ -62,10 +50,9 @@ def save_prepared(
     spectrum_after: np.ndarray,
     facts: Mapping[str, Any],
 ) -> None:
-    """Write the ``.npz`` and ``.json`` atomically (temp files in the same folder, then ``os.replace``)."""
+    """Write the ``.npz`` and ``.json`` atomically as a pair (``pipeline.writer.write_group``)."""
     npz = Path(path)
     js = npz.with_suffix(".json")
-    npz.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {
         "X_train": dataset.X_train,
         "y_train": dataset.y_train,
@@ -76,21 +63,13 @@ def save_prepared(
     }
     arrays.update({_PREFIX + k: v for k, v in transform.to_arrays().items()})
     text = json.dumps(dict(facts), indent=2, allow_nan=False) + "\n"
-    tmps: list[str] = []
-    try:
-        fd, tmp_npz = _mkstemp(npz)
-        tmps.append(tmp_npz)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object: np.savez adds no suffix
-        fd, tmp_js = _mkstemp(js)
-        tmps.append(tmp_js)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp_npz, npz)
-        os.replace(tmp_js, js)
-    finally:
-        for t in tmps:
-            Path(t).unlink(missing_ok=True)
+    # the pair belongs together: the .npz carries the digest of the .json written with it
+    arrays[_FACTS_DIGEST] = np.asarray(hashlib.sha256(text.encode("utf-8")).hexdigest())
+    write_group({npz: npz_writer(arrays), js: lambda t: t.write_text(text, encoding="utf-8")})
+
+
+def _short(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]:
@@ -102,22 +81,40 @@ def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]
             raise DataError(
                 f"{f}: prepared data not found; run `python -m pipeline.prepare` (or `dvc repro`) first"
             )
+    redo = "delete it and rerun `python -m pipeline.prepare` (or `dvc repro`)"
     try:
-        facts = json.loads(js.read_text(encoding="utf-8"))
+        raw = js.read_bytes()
+        facts = json.loads(raw.decode("utf-8"))
+    except PermissionError as err:
+        raise DataError(f"{js}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{js}: unreadable prepared facts ({_short(err)}); {redo}") from None
+    if not isinstance(facts, dict):
+        raise DataError(f"{js}: expected a JSON object of facts, found {type(facts).__name__}; {redo}")
+    try:
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(
-            f"{npz}: unreadable prepared data ({err}); delete it and rerun `python -m pipeline.prepare`"
-        ) from None
+    except PermissionError as err:
+        raise DataError(f"{npz}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
+    except Exception as err:  # noqa: BLE001 - BadZipFile, zlib/EOF/ValueError: a damaged file
+        raise DataError(f"{npz}: unreadable prepared data ({_short(err)}); {redo}") from None
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
-        raise DataError(
-            f"{npz}: lacks array {missing[0]}; delete it and rerun `python -m pipeline.prepare`"
+        raise DataError(f"{npz}: lacks array {missing[0]}; {redo}")
+    digest = arrays.pop(_FACTS_DIGEST, None)
+    if digest is not None and str(digest) != hashlib.sha256(raw).hexdigest():
+        raise DataError(f"{js} does not belong to {npz} (written by different prepare runs); {redo}")
+    X_tr, y_tr, X_te, y_te = (arrays[k] for k in ("X_train", "y_train", "X_test", "y_test"))
+    if (X_tr.ndim != 2 or X_te.ndim != 2 or y_tr.shape != (X_tr.shape[0],)
+            or y_te.shape != (X_te.shape[0],) or X_tr.shape[1] != X_te.shape[1]):
+        raise DataError(f"{npz}: inconsistent array shapes X_train {X_tr.shape}, y_train {y_tr.shape}, "
+                        f"X_test {X_te.shape}, y_test {y_te.shape}; {redo}")
+    try:
+        transform = Transform.from_arrays(
+            {k[len(_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PREFIX)}
         )
-    transform = Transform.from_arrays(
-        {k[len(_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PREFIX)}
-    )
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise DataError(f"{npz}: damaged transform arrays ({_short(err)}); {redo}") from None
     dataset = Dataset(
         X_train=arrays["X_train"],
         y_train=arrays["y_train"],

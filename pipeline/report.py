@@ -12,10 +12,8 @@ experiment per study, with their figures and tables as artifacts.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from pipeline.errors import ConfigError, user_errors_exit
 PROG = "report"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "trained")
+REPORT_FILES = ("index.html", "report.md", "figures", "tables")  # what each report replaces
 
 
 @dataclass
@@ -121,25 +120,6 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
         return None  # a fresh project: the analytic studies only
 
 
-def publish(stage: Path, dest: Path) -> list[Path]:
-    """Move the staged report into ``dest`` file by file with os.replace; index.html goes last."""
-    dest.mkdir(parents=True, exist_ok=True)
-    moved = []
-    files = sorted(p for p in stage.rglob("*") if p.is_file() and ".mlflow" not in p.parts)
-    files.sort(key=lambda p: p.name == "index.html")
-    for src in files:
-        tgt = dest / src.relative_to(stage)
-        tgt.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, tgt)
-        moved.append(tgt)
-    keep = set(moved)
-    for sub in ("figures", "tables"):  # files of an earlier report that this one no longer has
-        for old in (dest / sub).glob("*"):
-            if old.is_file() and old not in keep:
-                old.unlink()
-    return moved
-
-
 def log_studies(cfg: dict[str, Any], built: Any, dest: Path) -> list[str]:
     """One MLflow run per analytic study (experiment = study name), figures/tables as artifacts."""
     from pipeline.tracking import Tracker, git_commit
@@ -160,17 +140,18 @@ def log_studies(cfg: dict[str, Any], built: Any, dest: Path) -> list[str]:
 def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate, gather, build in a staging folder, publish; returns a summary."""
     from pipeline.reporting.build import build
-    from pipeline.reporting.render import Section, to_html, to_markdown, write_atomic
+    from pipeline.reporting.render import Section, to_html, to_markdown
+    from pipeline.writer import replace_dir, write_text
 
     validate(cfg)
     cfg = {**cfg, "paths": {k: str(_abs(v)) for k, v in cfg["paths"].items()}}
     dest = Path(cfg["paths"]["reports_dir"])
-    dest.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))
-    try:
+    # the report folder changes as a whole: built in a sibling, swapped in when complete (the
+    # f* cache and anything else in reports/ that the report does not write is carried over)
+    with replace_dir(dest, carry=lambda name: name not in REPORT_FILES) as stage:
         runs = gather(cfg, stage)
-        (dest / "cache").mkdir(exist_ok=True)
+        (dest / "cache").mkdir(parents=True, exist_ok=True)
         rep = cfg["report"]
         sections = [s for s in rep["sections"] if s != "trained"]
         built = build(stage, {**cfg, "report": {**rep, "sections": sections}},
@@ -193,11 +174,9 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         subtitle = f"Generated {stamp} by `python -m pipeline.report`."
         sections_all = [overview, *built.sections]
-        write_atomic(stage / "index.html", to_html(str(rep["title"]), subtitle, sections_all))
-        write_atomic(stage / "report.md", to_markdown(str(rep["title"]), subtitle, sections_all))
-        publish(stage, dest)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        write_text(stage / "index.html", to_html(str(rep["title"]), subtitle, sections_all))
+        write_text(stage / "report.md", to_markdown(str(rep["title"]), subtitle, sections_all))
+        shutil.rmtree(stage / ".mlflow", ignore_errors=True)  # downloaded artifacts, not the report
     logged = []
     if cfg["mlflow"]["enabled"] and built.studies:
         try:

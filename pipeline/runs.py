@@ -1,4 +1,4 @@
-"""Run directories and the files in them: names derived from the config, atomic writes.
+"""Run directories: names derived from the config (files are written by ``pipeline.writer``).
 
 A run lives in ``experiments/<study>/<data.id>-<preprocess.id>-<model.id>-<optimizer.id>[,key=value...]``
 (docs/architecture.md). The ids are the conf/ file names (``optimizer=gd_armijo`` gives
@@ -10,22 +10,20 @@ directory (Hydra does not change it), as in ``pipeline.prepare``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.errors import CurvlabError, report_and_exit
+
+# The write_* helpers moved to pipeline.writer (their one home); these names stay importable from
+# here for code written before the move.
+from pipeline.writer import write_csv, write_json, write_npz, write_text  # noqa: F401
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("data", "preprocess", "model", "optimizer")
@@ -33,8 +31,6 @@ GROUPS = ("data", "preprocess", "model", "optimizer")
 _NOT_IN_NAME = ("study", "progress", "fail_on_diverged", "run_dir", "paths.", "mlflow.", "hydra.",
                 "data.root", "experiment")
 _SAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def project_path(p: str | os.PathLike[str]) -> Path:
@@ -102,66 +98,7 @@ def prepared_path(cfg: Any) -> Path:
     return project_path(cfg.paths.prepared_dir) / f"{cfg.data.id}-{group_id(cfg.preprocess)}.npz"
 
 
-# ---------------------------------------------------------------- atomic writes
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN/inf → null and numpy scalars → Python (strict JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Strict JSON (non-finite floats written as null), atomically."""
-    text = json.dumps(_json_safe(data), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    write_atomic(path, lambda t: t.write_text(text, encoding="utf-8"))
-
-
-def write_text(path: Path, text: str) -> None:
-    """A text file, atomically."""
-    write_atomic(path, lambda t: t.write_text(text, encoding="utf-8"))
-
-
-def write_csv(path: Path, columns: Mapping[str, np.ndarray]) -> None:
-    """Equal-length columns as CSV with a header row (floats in repr precision), atomically."""
-    names = list(columns)
-    arrays = [np.asarray(columns[n]).ravel() for n in names]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(names)
-    w.writerows(zip(*(a.tolist() for a in arrays), strict=True))
-    write_text(path, buf.getvalue())
-
-
-def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Arrays as an uncompressed ``.npz`` (no pickles), atomically."""
-
-    def _w(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-
-    write_atomic(path, _w)
+# ---------------------------------------------------------------- files (written by pipeline.writer)
 
 
 def read_json(path: Path) -> dict[str, Any]:

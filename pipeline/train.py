@@ -28,11 +28,8 @@ from pipeline.runs import (
     prepared_path,
     run_dir,
     run_entry,
-    write_csv,
-    write_json,
-    write_npz,
-    write_text,
 )
+from pipeline.writer import replace_dir, write_csv, write_json, write_npz, write_text
 
 PROG = "train"
 HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size")
@@ -40,7 +37,6 @@ TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "
                  "softmax": "multiclass"}
 OPTIMIZER_OPTIONS = ("lr", "max_iter", "tol", "time_budget_s", "line_search", "armijo_c",
                      "backtrack", "cg_max_iter")
-STALE_EVALUATION = ("evaluation.json", "confusion.csv")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -192,17 +188,20 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
 
 
 def save_run(out_dir: Path, cfg: DictConfig, objective: Any, result: Any, metrics: dict[str, Any]) -> None:
-    """Write config.yaml, history.csv, weights.npz, then metrics.json (each atomically)."""
+    """Replace the run folder as a whole with config.yaml, history.csv, weights.npz, metrics.json.
+
+    The old folder (and its evaluation.json/confusion.csv, which describe the old weights) stays
+    untouched until the new one is complete (``pipeline.writer.replace_dir``).
+    """
     w = np.asarray(result.w)
     if not np.all(np.isfinite(w)):  # the optimizer contract says never; do not save NaN weights
         raise NumericalError(f"optimizer returned non-finite weights for {out_dir.name}; nothing saved")
     coef, intercept = objective.unpack(w)
-    for stale in STALE_EVALUATION:  # they describe the weights being replaced
-        (out_dir / stale).unlink(missing_ok=True)
-    write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    write_csv(out_dir / "history.csv", {k: np.asarray(result.history[k]) for k in HISTORY_COLUMNS})
-    write_npz(out_dir / "weights.npz", {"w": w, "coef": np.asarray(coef), "intercept": np.asarray(intercept)})
-    write_json(out_dir / "metrics.json", metrics)
+    with replace_dir(out_dir) as new:
+        write_text(new / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        write_csv(new / "history.csv", {k: np.asarray(result.history[k]) for k in HISTORY_COLUMNS})
+        write_npz(new / "weights.npz", {"w": w, "coef": np.asarray(coef), "intercept": np.asarray(intercept)})
+        write_json(new / "metrics.json", metrics)
 
 
 register_configs()

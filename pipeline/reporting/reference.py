@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,11 +56,9 @@ def cache_key(data_sha: str, model: str, l2: float, fit_intercept: bool) -> str:
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
+    from pipeline.writer import write_json
+
+    write_json(path, obj)
 
 
 class TooLarge(CurvlabError):

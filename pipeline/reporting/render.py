@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,11 +80,10 @@ def _shown(b: Block) -> pd.DataFrame:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text to a temp file beside ``path`` and ``os.replace`` it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Text written atomically (``pipeline.writer.write_text``)."""
+    from pipeline.writer import write_text
+
+    write_text(path, text)
 
 
 def _inline(s: str) -> str:
