@@ -1,20 +1,36 @@
-"""First- and second-order minimizers: gradient descent, exact Newton, Newton-CG, closed form.
+"""First- and second-order minimizers on one shared iteration loop: gradient descent, exact
+Newton, Newton-CG, closed form.
 
 ``minimize(objective, w0, method, **options) -> OptimizeResult`` (see docs/architecture.md).
-All methods share the stopping rule (‖∇f‖ ≤ tol, ``max_iter``, ``time_budget_s``), the history
-(row 0 = the start point) and the divergence guard: a non-finite loss or gradient — or, for
-steps without line search, a loss grown by ``divergence_factor`` over the start — ends the run
-with ``status='diverged'`` and returns the last finite iterate.
+Each method is a ``_Method`` that knows how to take ONE step (``start`` evaluates the start point,
+``step`` returns the next iterate with f and ∇f there, or a halt); ``_iterate`` is the one loop
+around it, like the ``solve()`` template of scikit-learn's ``_glm/_newton_solver.py``: the
+stopping rule (‖∇f‖ ≤ tol, ``max_iter``, ``time_budget_s``), the divergence guard (a non-finite
+loss or gradient — or a loss grown by ``divergence_factor`` over the start — ends the run with
+``status='diverged'`` and returns the last finite iterate), the history (row 0 = the start
+point), the callback and the clock live there and nowhere else.
 
 The clock (``history['time_s']``) covers the work the method itself needs; evaluations made only
-for logging (the loss of Newton steps without line search) and callbacks are kept out of it.
+for logging and callbacks are kept out of it (``self.clock.paused()``).
+
+``history['passes']`` is the cost axis shared by every method: work in units of ONE PASS over the
+data = one full gradient evaluation, ∇f = (1/n) X̃ᵀ ℓ'(X̃w): a forward product X̃w (½ pass) and a
+backward product X̃ᵀr (½ pass). Hence: a value-only evaluation (Armijo trial) ½; a gradient 1; a
+Hessian-vector product X̃ᵀ(D X̃v) 1 (the same two products); a dense Hessian X̃ᵀDX̃ costs as much
+as ``n_params`` Hessian-vector products (it is n_params columns of them, and its O(n p²) flops
+match), so exact Newton pays p + 1 per iteration and the closed form (one Newton step on least
+squares) p + 1; Newton-CG pays 1 per outer step (X̃s for the line search + X̃ᵀr at the new point)
+plus 1 per CG iteration plus its preconditioner builds (a class-block Gram over m rows costs
+m·(d+1)/(2n)); SGD pays B/n per minibatch of B rows, 1 per epoch. Evaluations made only for the
+history (SGD's full loss and gradient at a logged point) cost nothing here, as on the clock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +48,11 @@ PRECONDITIONERS = ("auto", "block", "jacobi", "none")
 BLOCK_REBUILD_CG = 8
 # ... from at most this many evenly spread rows (a sub-sampled curvature estimate is enough).
 BLOCK_MAX_ROWS = 20_000
-HISTORY_KEYS = ("iteration", "time_s", "loss", "grad_norm", "step_size")
+HISTORY_KEYS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
+# cost of one operation in passes over the data (module docstring)
+FORWARD = 0.5  # X̃w: a value-only evaluation
+GRADIENT = 1.0  # X̃w and X̃ᵀr
+HVP = 1.0  # X̃v and X̃ᵀ(D X̃v)
 # keys of OptimizerConfig that describe the start point, not the method (the caller uses them)
 _IGNORED = ("init", "init_scale", "name")
 
@@ -79,20 +99,29 @@ class _Clock:
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Keep the enclosed (logging-only) work off the clock."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
     def now(self) -> float:
         return self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
 
 class _History:
     def __init__(self, clock: _Clock, callback: Callback | None) -> None:
-        self.rows: list[tuple[float, float, float, float, float]] = []
+        self.rows: list[tuple[float, ...]] = []
         self.clock, self.callback = clock, callback
 
-    def add(self, it: int, loss: float, grad_norm: float, step: float) -> None:
+    def add(self, it: int, passes: float, loss: float, grad_norm: float, step: float) -> None:
         self.clock.pause()
         rec = {"iteration": it, "time_s": self.clock.elapsed, "loss": float(loss),
-               "grad_norm": float(grad_norm), "step_size": float(step)}
-        self.rows.append(tuple(rec.values()))  # type: ignore[arg-type]
+               "grad_norm": float(grad_norm), "step_size": float(step), "passes": float(passes)}
+        self.rows.append(tuple(rec.values()))
         if self.callback is not None:
             self.callback(it, rec)
         self.clock.resume()
@@ -124,6 +153,10 @@ def _check_options(method: str, lr: Any, max_iter: Any, tol: Any, time_budget_s:
         raise ConfigError(f"optimizer.backtrack={backtrack!r} must lie in (0, 1), e.g. 0.5")
     if not (isinstance(cg_max_iter, int | np.integer) and cg_max_iter >= 1):
         raise ConfigError(f"optimizer.cg_max_iter={cg_max_iter!r} must be an integer ≥ 1")
+    return _check_lr(lr)
+
+
+def _check_lr(lr: Any) -> float | None:
     if lr == "auto" or lr is None:
         return None
     if isinstance(lr, str):
@@ -166,37 +199,101 @@ def minimize(objective: Any, w0: Any, method: str, *, lr: float | str = "auto", 
         raise ConfigError(f"w0 has {w.size} entries, the objective has {objective.n_params} parameters")
     if not np.all(np.isfinite(w)):
         raise ConfigError("w0 contains NaN or infinite values; start from a finite point (init=zeros)")
-    common = dict(max_iter=int(max_iter), tol=float(tol), budget=time_budget_s, callback=callback,
-                  line_search=bool(line_search), c1=float(armijo_c), rho=float(backtrack),
-                  max_bt=int(max_backtracks), div=float(divergence_factor))
+    search = _LineSearch(bool(line_search), float(armijo_c), float(backtrack), int(max_backtracks))
+    m: _Method
     if method == "gd":
-        return _gd(objective, w, lr_val, **common)
-    if method == "newton":
-        return _newton(objective, w, **common)
-    if method == "newton_cg":
-        return _newton_cg(objective, w, cg_max_iter=int(cg_max_iter), preconditioner=preconditioner,
-                          hvp_precision=hvp_precision, **common)
-    return _closed_form(objective, w, tol=float(tol), callback=callback)
+        m = _GD(objective, lr_val, search)
+    elif method == "newton":
+        m = _Newton(objective, search)
+    elif method == "newton_cg":
+        m = _NewtonCG(objective, search, int(cg_max_iter), preconditioner, hvp_precision)
+    else:
+        m = _ClosedForm(objective)
+    return _iterate(m, w, max_iter=m.max_iter(int(max_iter)), tol=float(tol), budget=time_budget_s,
+                    callback=callback, div=float(divergence_factor))
 
 
-def _armijo(phi: Callable[[float], float], f0: float, slope: float, t0: float, c1: float,
-            rho: float, max_bt: int) -> tuple[float, float] | None:
-    """Backtracking: the first t = t0·ρ^j with φ(t) ≤ f0 + c1 t slope (slope = ∇fᵀs < 0); None if none."""
-    t = t0
-    for _ in range(max_bt):
-        ft = phi(t)
-        if np.isfinite(ft) and ft <= f0 + c1 * t * slope:
-            return t, ft
-        t *= rho
-    return None
+# ---------------------------------------------------------------- the one iteration loop
 
 
-def _ray(obj: Any, w: FloatArray, s: FloatArray, Z: FloatArray | None = None,
-         Zs: FloatArray | None = None) -> Callable[[float], float]:
-    """φ(t) = f(w + t s); from the margins Z + t·Zs (no pass over X) when they are given."""
-    if Z is not None and Zs is not None:
-        return lambda t: obj.value_from_margins(w + t * s, Z + t * Zs)
-    return lambda t: obj.value(w + t * s)
+@dataclass(frozen=True)
+class _Halt:
+    """A method's way to end the run before taking a step (e.g. a line search found no decrease)."""
+
+    status: str
+    message: str
+
+
+class _Method:
+    """One optimizer's step rule on ``_iterate``: ``start`` evaluates the start point, ``step``
+    returns (w_new, f(w_new), ∇f(w_new), step size) or a ``_Halt``; ``passes`` counts the work
+    (module docstring); ``clock`` is set by the loop (for logging-only evaluations)."""
+
+    lr: float | None = None
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.passes = 0.0
+        self.clock = _Clock()
+
+    def max_iter(self, max_iter: int) -> int:
+        """The iteration limit the loop applies (closed form: one step; SGD: from its epochs)."""
+        return max_iter
+
+    def start(self, w: FloatArray) -> tuple[float, FloatArray]:
+        self.passes += GRADIENT
+        return self.obj.value_grad(w)
+
+    def step(self, w: FloatArray, f: float, g: FloatArray, gn: float,
+             it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
+        raise NotImplementedError
+
+    def finish(self, status: str, message: str) -> tuple[str, str]:
+        """The final (status, message) — a method may add what it learned on the way."""
+        return status, message
+
+    def diverged_message(self, it: int, f: float, f0: float) -> str:
+        return _diverged_msg(it, f, f0)
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+def _iterate(m: _Method, w: FloatArray, *, max_iter: int, tol: float, budget: float | None,
+             callback: Callback | None, div: float) -> OptimizeResult:
+    """The shared loop: stop test → step → divergence check → history row (+ callback), until a
+    stop rule, a halt or divergence; returns the last finite iterate."""
+    clock = _Clock()
+    m.clock = clock
+    hist = _History(clock, callback)
+    f, g = m.start(w)
+    if not _finite(f, g):
+        raise NumericalError("loss or gradient is non-finite at the start point; check the data and w0")
+    f0, gn = f, float(np.linalg.norm(g))
+    hist.add(0, m.passes, f, gn, 0.0)
+    it, status, msg = 0, "max_iter", ""
+    while True:
+        stop = _stop(it, gn, tol, max_iter, clock, budget)
+        if stop:
+            status, msg = stop
+            break
+        out = m.step(w, f, g, gn, it)
+        if isinstance(out, _Halt):
+            status, msg = out.status, out.message
+            break
+        w_new, f_new, g_new, t = out
+        it += 1
+        if _blew_up(f_new, g_new, f0, div):
+            gn_new = float(np.linalg.norm(g_new)) if np.all(np.isfinite(g_new)) else np.inf
+            hist.add(it, m.passes, f_new, gn_new, t)
+            status, msg = "diverged", m.diverged_message(it, f_new, f0)
+            break
+        w, f, g = w_new, f_new, g_new
+        gn = float(np.linalg.norm(g))
+        hist.add(it, m.passes, f, gn, t)
+    status, msg = m.finish(status, msg)
+    return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=m.lr, history=hist.arrays(),
+                          info=m.info())
 
 
 def _stop(it: int, gn: float, tol: float, max_iter: int, clock: _Clock,
@@ -228,49 +325,84 @@ def _diverged_msg(it: int, f: float, f0: float) -> str:
             "use lr=auto or line_search=true; returned the last finite iterate")
 
 
-def _gd(obj: Any, w: FloatArray, lr: float | None, *, max_iter: int, tol: float, budget: float | None,
-        callback: Callback | None, line_search: bool, c1: float, rho: float, max_bt: int,
-        div: float) -> OptimizeResult:
-    info: dict[str, Any] = {}
-    if lr is None:
-        L = float(obj.lipschitz())
-        if not (np.isfinite(L) and L > 0):
-            raise NumericalError(f"smoothness constant L = {L} is not positive; set optimizer.lr explicitly")
-        lr = 1.0 / L
-        info["L"] = L
-    clock = _Clock()
-    hist = _History(clock, callback)
-    f, g = obj.value_grad(w)
-    if not _finite(f, g):
-        raise NumericalError("loss or gradient is non-finite at the start point; check the data and w0")
-    f0, gn = f, float(np.linalg.norm(g))
-    hist.add(0, f, gn, 0.0)
-    it, status, msg = 0, "max_iter", ""
-    while True:
-        stop = _stop(it, gn, tol, max_iter, clock, budget)
-        if stop:
-            status, msg = stop
-            break
-        t = lr
-        if line_search:
-            found = _armijo(_ray(obj, w, -g), f, -gn * gn, lr, c1, rho, max_bt)
-            if found is None:
-                status = "stalled"
-                msg = (f"Armijo line search found no decrease at iteration {it} (‖∇f‖ = {gn:.3e}); "
-                       "tol is below what the floating-point precision allows — raise tol")
-                break
-            t = found[0]
+# ---------------------------------------------------------------- line search
+
+
+@dataclass(frozen=True)
+class _LineSearch:
+    """Armijo backtracking settings; ``enabled=False`` takes the full step t0."""
+
+    enabled: bool
+    c1: float
+    rho: float
+    max_bt: int
+
+    def __call__(self, m: _Method, phi: Callable[[float], float], f0: float, slope: float, t0: float,
+                 trial_cost: float) -> float | None:
+        """The accepted step (t0 without line search), or None; each trial adds ``trial_cost`` passes."""
+        if not self.enabled:
+            return t0
+
+        def counted(t: float) -> float:
+            m.passes += trial_cost
+            return phi(t)
+
+        found = _armijo(counted, f0, slope, t0, self.c1, self.rho, self.max_bt)
+        return None if found is None else found[0]
+
+
+def _armijo(phi: Callable[[float], float], f0: float, slope: float, t0: float, c1: float,
+            rho: float, max_bt: int) -> tuple[float, float] | None:
+    """Backtracking: the first t = t0·ρ^j with φ(t) ≤ f0 + c1 t slope (slope = ∇fᵀs < 0); None if none."""
+    t = t0
+    for _ in range(max_bt):
+        ft = phi(t)
+        if np.isfinite(ft) and ft <= f0 + c1 * t * slope:
+            return t, ft
+        t *= rho
+    return None
+
+
+def _ray(obj: Any, w: FloatArray, s: FloatArray, Z: FloatArray | None = None,
+         Zs: FloatArray | None = None) -> Callable[[float], float]:
+    """φ(t) = f(w + t s); from the margins Z + t·Zs (no pass over X) when they are given."""
+    if Z is not None and Zs is not None:
+        return lambda t: obj.value_from_margins(w + t * s, Z + t * Zs)
+    return lambda t: obj.value(w + t * s)
+
+
+# ---------------------------------------------------------------- gradient descent
+
+
+class _GD(_Method):
+    """w ← w − t ∇f with t = lr (Armijo: the first lr·ρʲ giving sufficient decrease)."""
+
+    def __init__(self, obj: Any, lr: float | None, search: _LineSearch) -> None:
+        super().__init__(obj)
+        self.search, self.extra = search, {}
+        if lr is None:
+            L = float(obj.lipschitz())
+            if not (np.isfinite(L) and L > 0):
+                raise NumericalError(f"smoothness constant L = {L} is not positive; set optimizer.lr explicitly")
+            lr = 1.0 / L
+            self.extra["L"] = L
+        self.lr = lr
+
+    def step(self, w: FloatArray, f: float, g: FloatArray, gn: float,
+             it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
+        t = self.search(self, _ray(self.obj, w, -g), f, -gn * gn, self.lr, FORWARD)
+        if t is None:
+            return _Halt("stalled", _stalled_msg(it, gn))
         w_new = w - t * g
-        f_new, g_new = obj.value_grad(w_new)
-        it += 1
-        if _blew_up(f_new, g_new, f0, div):
-            hist.add(it, f_new, float(np.linalg.norm(g_new)) if np.all(np.isfinite(g_new)) else np.inf, t)
-            status, msg = "diverged", _diverged_msg(it, f_new, f0)
-            break
-        w, f, g = w_new, f_new, g_new
-        gn = float(np.linalg.norm(g))
-        hist.add(it, f, gn, t)
-    return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=lr, history=hist.arrays(), info=info)
+        self.passes += GRADIENT
+        f_new, g_new = self.obj.value_grad(w_new)
+        return w_new, f_new, g_new, t
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.extra)
+
+
+# ---------------------------------------------------------------- Newton
 
 
 def _gauge(obj: Any) -> FloatArray:
@@ -300,55 +432,46 @@ def damped_newton_step(H: FloatArray, g: FloatArray, beta: float = 1.0e-3) -> tu
     raise NumericalError("Hessian could not be made positive definite by damping; the loss is not finite-curvature")
 
 
-def _newton(obj: Any, w: FloatArray, *, max_iter: int, tol: float, budget: float | None,
-            callback: Callback | None, line_search: bool, c1: float, rho: float, max_bt: int,
-            div: float) -> OptimizeResult:
-    clock = _Clock()
-    hist = _History(clock, callback)
-    U = _gauge(obj)
-    f, g = obj.value_grad(w)
-    if not _finite(f, g):
-        raise NumericalError("loss or gradient is non-finite at the start point; check the data and w0")
-    f0, gn = f, float(np.linalg.norm(g))
-    hist.add(0, f, gn, 0.0)
-    it, status, msg, n_damped, max_tau = 0, "max_iter", "", 0, 0.0
-    while True:
-        stop = _stop(it, gn, tol, max_iter, clock, budget)
-        if stop:
-            status, msg = stop
-            break
-        H = np.asarray(obj.hessian(w), dtype=np.float64)
+class _Newton(_Method):
+    """w ← w + t s, s = −(H + τI)⁻¹ ∇f from the dense Hessian (t = 1, or Armijo from 1)."""
+
+    def __init__(self, obj: Any, search: _LineSearch) -> None:
+        super().__init__(obj)
+        self.search, self.U = search, _gauge(obj)
+        self.n_damped, self.max_tau = 0, 0.0
+
+    def step(self, w: FloatArray, f: float, g: FloatArray, gn: float,
+             it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
+        U = self.U
+        self.passes += self.obj.n_params * HVP  # the dense Hessian
+        H = np.asarray(self.obj.hessian(w), dtype=np.float64)
         if U.shape[0]:
             H = H + (float(np.mean(np.abs(np.diag(H)))) or 1.0) * (U.T @ U)
         s, tau = damped_newton_step(H, g)
         if U.shape[0]:
             s -= U.T @ (U @ s)
         s = s.astype(w.dtype, copy=False)
-        n_damped += tau > 0
-        max_tau = max(max_tau, tau)
-        t = 1.0
-        if line_search:
-            slope = float(g @ s)
-            found = _armijo(_ray(obj, w, s), f, slope, 1.0, c1, rho, max_bt)
-            if found is None:
-                status = "stalled"
-                msg = _stalled_msg(it, gn)
-                break
-            t = found[0]
+        self.n_damped += tau > 0
+        self.max_tau = max(self.max_tau, tau)
+        t = self.search(self, _ray(self.obj, w, s), f, float(g @ s), 1.0, FORWARD)
+        if t is None:
+            return _Halt("stalled", _stalled_msg(it, gn))
         w_new = w + t * s
-        f_new, g_new = obj.value_grad(w_new)
-        it += 1
-        if _blew_up(f_new, g_new, f0, div):
-            hist.add(it, f_new, np.inf, t)
-            status, msg = "diverged", _diverged_msg(it, f_new, f0)
-            break
-        w, f, g = w_new, f_new, g_new
-        gn = float(np.linalg.norm(g))
-        hist.add(it, f, gn, t)
-    if n_damped:
-        msg += f"; Hessian not positive definite at {n_damped} iterate(s), damped with τ ≤ {max_tau:.2e}"
-    return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=None, history=hist.arrays(),
-                          info={"n_damped": int(n_damped), "max_tau": max_tau})
+        self.passes += GRADIENT
+        f_new, g_new = self.obj.value_grad(w_new)
+        return w_new, f_new, g_new, t
+
+    def finish(self, status: str, message: str) -> tuple[str, str]:
+        if self.n_damped:
+            message += (f"; Hessian not positive definite at {self.n_damped} iterate(s), "
+                        f"damped with τ ≤ {self.max_tau:.2e}")
+        return status, message
+
+    def info(self) -> dict[str, Any]:
+        return {"n_damped": int(self.n_damped), "max_tau": self.max_tau}
+
+
+# ---------------------------------------------------------------- Newton-CG
 
 
 def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, maxiter: int,
@@ -386,126 +509,148 @@ def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, 
     return x, maxiter, False
 
 
-def _newton_cg(obj: Any, w: FloatArray, *, cg_max_iter: int, preconditioner: str, hvp_precision: str,
-               max_iter: int, tol: float, budget: float | None, callback: Callback | None,
-               line_search: bool, c1: float, rho: float, max_bt: int, div: float) -> OptimizeResult:
-    clock = _Clock()
-    hist = _History(clock, callback)
-    U = _gauge(obj)
-    # Fast path for linear models: Z = X̃w is linear in w, so the line search needs no pass over X
-    # (Z(w + t s) = Z + t X̃s) and the gradient at the accepted point only the backward product.
-    glm = all(hasattr(obj, a) for a in ("margins", "value_from_margins", "value_grad_from_margins",
-                                         "hess_operator"))
-    precision = None if hvp_precision in ("auto", "float64") else "float32"
-    if hvp_precision == "auto" and getattr(obj, "dtype", np.float64) == np.float64 and glm:
-        precision = "float32"  # inner solves are inexact anyway; the gradient stays float64
-    Z = obj.margins(w) if glm else None
-    f, g = obj.value_grad_from_margins(w, Z) if glm else obj.value_grad(w)
-    if not _finite(f, g):
-        raise NumericalError("loss or gradient is non-finite at the start point; check the data and w0")
-    f0, gn = f, float(np.linalg.norm(g))
-    hist.add(0, f, gn, 0.0)
-    it, status, msg, cg_total, n_negcurv = 0, "max_iter", "", 0, 0
-    cg_steps: list[int] = []
-    block: Callable[[FloatArray], FloatArray] | None = None
-    n_builds = 0
-    while True:
-        stop = _stop(it, gn, tol, max_iter, clock, budget)
-        if stop:
-            status, msg = stop
-            break
+class _NewtonCG(_Method):
+    """w ← w + t s with H s = −∇f solved by preconditioned CG to ‖r‖ ≤ min(0.5, √‖∇f‖)‖∇f‖.
+
+    Fast path for linear models: Z = X̃w is linear in w, so the line search needs no pass over X
+    (Z(w + t s) = Z + t X̃s) and the gradient at the accepted point only the backward product."""
+
+    def __init__(self, obj: Any, search: _LineSearch, cg_max_iter: int, preconditioner: str,
+                 hvp_precision: str) -> None:
+        super().__init__(obj)
+        self.search, self.cg_max_iter, self.preconditioner = search, cg_max_iter, preconditioner
+        self.U = _gauge(obj)
+        self.glm = all(hasattr(obj, a) for a in ("margins", "value_from_margins",
+                                                  "value_grad_from_margins", "hess_operator"))
+        precision = None if hvp_precision in ("auto", "float64") else "float32"
+        if hvp_precision == "auto" and getattr(obj, "dtype", np.float64) == np.float64 and self.glm:
+            precision = "float32"  # inner solves are inexact anyway; the gradient stays float64
+        self.precision = precision
+        self.Z: FloatArray | None = None
+        self.cg_steps: list[int] = []
+        self.block: Callable[[FloatArray], FloatArray] | None = None
+        self.n_builds, self.n_negcurv = 0, 0
+
+    def start(self, w: FloatArray) -> tuple[float, FloatArray]:
+        if not self.glm:
+            return super().start(w)
+        self.passes += GRADIENT
+        self.Z = self.obj.margins(w)
+        return self.obj.value_grad_from_margins(w, self.Z)
+
+    def _operator(self, w: FloatArray) -> tuple[Callable[[FloatArray], FloatArray], Any]:
+        obj = self.obj
+        if not self.glm:
+            def matvec(v: FloatArray) -> FloatArray:
+                return np.asarray(obj.hvp(w, v), dtype=np.float64)
+
+            return matvec, None
+        op = obj.hess_operator(w, self.Z, precision=self.precision)
+        minv: Any = None
+        if self.preconditioner == "jacobi" and hasattr(op, "diagonal"):
+            self.passes += FORWARD  # (X̃∘X̃)ᵀ D: one product with the data
+            dg = op.diagonal()
+            minv = np.where(dg > 0, 1.0 / np.maximum(dg, 1e-300), 1.0)
+        elif self.preconditioner == "block" and hasattr(op, "class_block_solver"):
+            self.passes += self._block_cost(None)
+            minv = op.class_block_solver()
+        elif self.preconditioner == "auto" and hasattr(op, "class_block_solver"):
+            if self.cg_steps and self.cg_steps[-1] >= BLOCK_REBUILD_CG:
+                self.passes += self._block_cost(BLOCK_MAX_ROWS)
+                self.block = op.class_block_solver(max_rows=BLOCK_MAX_ROWS)
+                self.n_builds += 1
+            minv = self.block
+        return op.matvec, minv
+
+    def _block_cost(self, max_rows: int | None) -> float:
+        """c Gram matrices over m rows of X̃: c·m·(d+1)² flops = m·(d+1)/(2n) gradients."""
+        n = int(self.obj.n)
+        m = n if max_rows is None else min(n, max_rows)
+        return m * int(self.obj.n_rows) / (2.0 * n)
+
+    def step(self, w: FloatArray, f: float, g: FloatArray, gn: float,
+             it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
+        obj, U, glm = self.obj, self.U, self.glm
         eta = min(0.5, math.sqrt(gn))
-        if glm:
-            op = obj.hess_operator(w, Z, precision=precision)
-            matvec = op.matvec
-            minv = None
-            if preconditioner == "jacobi" and hasattr(op, "diagonal"):
-                dg = op.diagonal()
-                minv = np.where(dg > 0, 1.0 / np.maximum(dg, 1e-300), 1.0)
-            elif preconditioner == "block" and hasattr(op, "class_block_solver"):
-                minv = op.class_block_solver()
-            elif preconditioner == "auto" and hasattr(op, "class_block_solver"):
-                if cg_steps and cg_steps[-1] >= BLOCK_REBUILD_CG:
-                    block = op.class_block_solver(max_rows=BLOCK_MAX_ROWS)
-                    n_builds += 1
-                minv = block
-        else:
-            w_fixed = w
-
-            def matvec(v: FloatArray, w_fixed: FloatArray = w_fixed) -> FloatArray:
-                return np.asarray(obj.hvp(w_fixed, v), dtype=np.float64)
-
-            minv = None
-        s, n_cg, negc = pcg(matvec, -np.asarray(g, dtype=np.float64), eta, cg_max_iter, minv)
-        cg_total += n_cg
-        cg_steps.append(n_cg)
-        n_negcurv += negc
+        matvec, minv = self._operator(w)
+        s, n_cg, negc = pcg(matvec, -np.asarray(g, dtype=np.float64), eta, self.cg_max_iter, minv)
+        self.passes += n_cg * HVP
+        self.cg_steps.append(n_cg)
+        self.n_negcurv += negc
         if U.shape[0]:
             s -= U.T @ (U @ s)
         s = s.astype(w.dtype, copy=False)
         slope = float(g @ s)
         if not slope < 0:
-            status = "stalled"
-            msg = f"CG returned no descent direction at iteration {it} (‖∇f‖ = {gn:.3e}); raise tol"
-            break
-        Zs = obj.margins(s) if glm else None  # X̃ s: one pass over X, then line search for free
-
-        phi = _ray(obj, w, s, Z, Zs) if glm else _ray(obj, w, s)
-        t = 1.0
-        if line_search:
-            found = _armijo(phi, f, slope, 1.0, c1, rho, max_bt)
-            if found is None:
-                status = "stalled"
-                msg = _stalled_msg(it, gn)
-                break
-            t = found[0]
+            return _Halt("stalled", f"CG returned no descent direction at iteration {it} "
+                                    f"(‖∇f‖ = {gn:.3e}); raise tol")
+        if glm:
+            self.passes += FORWARD
+            Zs = obj.margins(s)  # X̃ s: one pass over X, then line search for free
+            phi = _ray(obj, w, s, self.Z, Zs)
+        else:
+            phi = _ray(obj, w, s)
+        t = self.search(self, phi, f, slope, 1.0, 0.0 if glm else FORWARD)
+        if t is None:
+            return _Halt("stalled", _stalled_msg(it, gn))
         w_new = w + t * s
         if glm:
-            Z_new = Z + t * Zs
-            f_new, g_new = obj.value_grad_from_margins(w_new, Z_new)
+            self.passes += GRADIENT - FORWARD  # the backward product only
+            self.Z = self.Z + t * Zs
+            f_new, g_new = obj.value_grad_from_margins(w_new, self.Z)
         else:
+            self.passes += GRADIENT
             f_new, g_new = obj.value_grad(w_new)
-        it += 1
-        if _blew_up(f_new, g_new, f0, div):
-            hist.add(it, f_new, np.inf, t)
-            status, msg = "diverged", _diverged_msg(it, f_new, f0)
-            break
-        w, f, g = w_new, f_new, g_new
-        if glm:
-            Z = Z_new
-        gn = float(np.linalg.norm(g))
-        hist.add(it, f, gn, t)
-    msg += f"; {cg_total} CG iterations in total"
-    if n_negcurv:
-        msg += f", negative curvature met in {n_negcurv} Newton step(s)"
-    return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=None, history=hist.arrays(),
-                          info={"cg_iterations": cg_total, "cg_per_step": cg_steps, "preconditioner_builds": n_builds, "negative_curvature": n_negcurv,
-                                "hvp_precision": precision or "float64"})
+        return w_new, f_new, g_new, t
+
+    def finish(self, status: str, message: str) -> tuple[str, str]:
+        message += f"; {sum(self.cg_steps)} CG iterations in total"
+        if self.n_negcurv:
+            message += f", negative curvature met in {self.n_negcurv} Newton step(s)"
+        return status, message
+
+    def info(self) -> dict[str, Any]:
+        return {"cg_iterations": sum(self.cg_steps), "cg_per_step": list(self.cg_steps),
+                "preconditioner_builds": self.n_builds, "negative_curvature": self.n_negcurv,
+                "hvp_precision": self.precision or "float64"}
 
 
-def _closed_form(obj: Any, w: FloatArray, *, tol: float, callback: Callback | None) -> OptimizeResult:
-    if not hasattr(obj, "closed_form"):
-        raise ConfigError(f"optimizer=closed_form exists only for model=linear (got {getattr(obj, 'model', '?')}); "
-                          "use newton or newton_cg")
-    clock = _Clock()
-    hist = _History(clock, callback)
-    clock.pause()
-    f, g = obj.value_grad(w)  # logging only
-    clock.resume()
-    hist.add(0, f, float(np.linalg.norm(g)), 0.0)
-    w_star = obj.closed_form()
-    clock.pause()
-    f, g = obj.value_grad(w_star)
-    clock.resume()
-    gn = float(np.linalg.norm(g))
-    hist.add(1, f, gn, 1.0)
-    if not _finite(f, g):
-        return OptimizeResult(w=w, status="diverged", message="closed-form solution is non-finite; "
-                              "the normal equations are singular — set model.l2 > 0", n_iter=1, lr=None,
-                              history=hist.arrays())
-    ok = gn <= tol
-    status = "converged" if ok else "stalled"
-    msg = f"normal equations solved by Cholesky; ‖∇f‖ = {gn:.3e}"
-    if not ok:
-        msg += " (ill-conditioned: rounding limits the accuracy; set model.l2 > 0)"
-    return OptimizeResult(w=w_star, status=status, message=msg, n_iter=1, lr=None, history=hist.arrays())
+# ---------------------------------------------------------------- closed form
+
+
+class _ClosedForm(_Method):
+    """One step to the exact minimizer of least squares, the normal equations by Cholesky."""
+
+    def __init__(self, obj: Any) -> None:
+        if not hasattr(obj, "closed_form"):
+            raise ConfigError(f"optimizer=closed_form exists only for model=linear (got "
+                              f"{getattr(obj, 'model', '?')}); use newton or newton_cg")
+        super().__init__(obj)
+        self.gn = math.inf
+
+    def max_iter(self, max_iter: int) -> int:
+        return 1
+
+    def start(self, w: FloatArray) -> tuple[float, FloatArray]:
+        with self.clock.paused():  # logging only
+            return self.obj.value_grad(w)
+
+    def step(self, w: FloatArray, f: float, g: FloatArray, gn: float,
+             it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
+        self.passes += GRADIENT + self.obj.n_params * HVP  # X̃ᵀy and the Gram matrix X̃ᵀX̃
+        w_star = self.obj.closed_form()
+        with self.clock.paused():  # logging only
+            f_new, g_new = self.obj.value_grad(w_star)
+        self.gn = float(np.linalg.norm(g_new))
+        return w_star, f_new, g_new, 1.0
+
+    def diverged_message(self, it: int, f: float, f0: float) -> str:
+        return "closed-form solution is non-finite; the normal equations are singular — set model.l2 > 0"
+
+    def finish(self, status: str, message: str) -> tuple[str, str]:
+        if status == "diverged":
+            return status, message
+        msg = f"normal equations solved by Cholesky; ‖∇f‖ = {self.gn:.3e}"
+        if status == "converged":
+            return status, msg
+        return "stalled", msg + " (ill-conditioned: rounding limits the accuracy; set model.l2 > 0)"

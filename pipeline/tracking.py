@@ -151,7 +151,7 @@ class Tracker:
             _with_retry(lambda c=chunk: self.client.log_batch(run_id, tags=c))
 
     def log_history(self, run_id: str, history: Mapping[str, np.ndarray],
-                    keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s")) -> int:
+                    keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s", "passes")) -> int:
         """Per-iteration metrics (step = ``history['iteration']``) in batches of ≤ 1000; returns the count."""
         from mlflow.entities import Metric
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import as_kwargs, register_configs, validate_train_config
 from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.optimizers import HISTORY_KEYS as HISTORY_COLUMNS
 from pipeline.progress import IterationBar, show_progress
 from pipeline.runs import (
     JobContext,
@@ -32,7 +33,6 @@ from pipeline.runs import (
 from pipeline.writer import replace_dir, write_csv, write_json, write_npz, write_text
 
 PROG = "train"
-HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size")
 TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
                  "softmax": "multiclass"}
 OPTIMIZER_OPTIONS = ("lr", "max_iter", "tol", "time_budget_s", "line_search", "armijo_c",
@@ -139,7 +139,7 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         tracker.log_history(run_id, history)
         tracker.log_metrics(run_id, {k: metrics[k] for k in (
             "train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
-            "test_loss", "iterations") if metrics.get(k) is not None})
+            "test_loss", "iterations", "passes") if metrics.get(k) is not None})
         tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
         tracker.log_artifacts(run_id, [out_dir / "metrics.json", out_dir / "config.yaml",
                                        out_dir / "history.csv"])
@@ -177,6 +177,7 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
         "converged": result.status == "converged",
         "message": str(result.message),
         "iterations": int(result.n_iter),
+        "passes": float(np.asarray(result.history["passes"], dtype=np.float64)[last]),
         "train_loss": float(loss[last]),
         "grad_norm": float(gnorm[last]),
         "train_time_s": float(seconds),

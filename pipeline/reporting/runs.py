@@ -15,7 +15,7 @@ import yaml
 
 from pipeline.errors import ConfigError, DataError
 
-HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size")
+HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
 METRIC_KEYS = (
     "study", "data", "preprocess", "model", "optimizer", "l2", "lr", "n_params", "status",
     "converged", "message", "iterations", "train_loss", "grad_norm", "train_time_s",
