@@ -15,14 +15,31 @@ from omegaconf import MISSING
 
 
 @dataclass
-class DataConfig:
-    """Which data set to load, and from where."""
+class IdxFileConfig:
+    """One IDX file of a data set: its name (without ``.gz``) and the SHA-256 of its decompressed payload."""
 
-    name: str = MISSING  # mnist | mnist_binary | synthetic_regression
+    name: str = MISSING
+    sha256: str = MISSING
+
+
+@dataclass
+class DataConfig:
+    """Which data set to load, and from where. An IDX data set is declared entirely here (conf/data/<name>.yaml)."""
+
+    name: str = MISSING  # the conf/data/ file name: mnist, mnist_binary, fashion_mnist, synthetic_regression, ...
     id: str = MISSING  # short name used in file and run names, e.g. "mnist", "mnist-3v8"
-    root: str | None = None  # dir with the IDX files; else $CURVLAB_DATA_DIR, data/raw/mnist, download
+    format: str = "idx"  # idx (four IDX files) | synthetic_regression
+    title: str | None = None  # idx: the data set's name in messages and the report, e.g. "Fashion-MNIST"
+    folder: str | None = None  # idx: its sub-folder under a parent data folder and data/raw/; null = name
+    root: str | None = None  # dir with the IDX files (or a parent holding <folder>/); else $CURVLAB_DATA_DIR, ...
+    # idx: train_images, train_labels, test_images, test_labels -> {name, sha256}
+    files: dict[str, IdxFileConfig] = field(default_factory=dict)
+    mirrors: list[str] = field(default_factory=list)  # idx: download URLs (folder URLs, file name appended)
+    class_names: list[str] = field(default_factory=list)  # idx: the name of each label value 0, 1, ...
+    classes: list[Any] = field(default_factory=list)  # idx: class k = label value classes[k] (or a list of
+    #   values); [] = every label value is its own class. [3, 8]: the binary 3-vs-8 problem
+    reference_accuracy: dict[str, Any] | None = None  # published test accuracy per model: {softmax: {source, value}}
     scale: float = 1.0 / 255.0  # pixel values are multiplied by this (MNIST -> [0, 1])
-    digits: list[int] = field(default_factory=list)  # mnist_binary: [negative, positive]
     n_train: int | None = None  # subsample the training split (first n after a seeded shuffle)
     n_test: int | None = None
     # synthetic_regression

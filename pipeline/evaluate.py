@@ -2,9 +2,9 @@
 
 The overrides name the run exactly as for ``train`` (or ``run_dir=...`` names it directly); the
 model is rebuilt from the run's own ``config.yaml`` and ``weights.npz``. Writes
-``evaluation.json`` (accuracies, unpenalized mean losses, per-class accuracy) and, for
-classifiers, ``confusion.csv`` (c×c counts; row i = true class i, column j = predicted class j,
-header = the class labels) beside the weights, and logs ``eval_*`` metrics to the train run's
+``evaluation.json`` (accuracies, unpenalized mean losses, class names, per-class accuracy) and,
+for classifiers, ``confusion.csv`` (c×c counts; row i = true class i, column j = predicted class j,
+header = the class names from the data set's config) beside the weights, and logs ``eval_*`` metrics to the train run's
 MLflow run.
 """
 
@@ -45,6 +45,14 @@ def per_class_accuracy(conf: np.ndarray) -> list[float | None]:
     return [float(conf[i, i] / s) if s else None for i, s in enumerate(support)]
 
 
+def class_names_of(meta: dict[str, Any], n_classes: int) -> list[str]:
+    """The prepared data's class names (``meta['class_names']``), else the class indices; unique, one per class."""
+    names = [str(n) for n in (meta.get("class_names") or [])]
+    if len(names) != n_classes or len(set(names)) != n_classes:
+        names = [str(k) for k in range(n_classes)]
+    return names
+
+
 def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
     """The run directory: ``run_dir`` if set, else the one ``train`` derives from the overrides."""
     overrides = [o for o in ctx.overrides if not o.startswith("run_dir=")]
@@ -82,6 +90,7 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         "n_test": int(dataset.X_test.shape[0]),
         "train_accuracy": None,
         "test_accuracy": None,
+        "class_names": None,
         "per_class_accuracy": None,
     }
     conf = None
@@ -92,10 +101,11 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         conf = confusion_matrix(dataset.y_test, pred_test, c)
         result["train_accuracy"] = float(np.mean(pred_train == dataset.y_train))
         result["test_accuracy"] = float(np.trace(conf) / conf.sum())
+        result["class_names"] = class_names_of(dataset.meta, c)
         result["per_class_accuracy"] = per_class_accuracy(conf)
     files = {"evaluation.json": json_text(result)}
     if conf is not None:
-        files["confusion.csv"] = csv_text({str(j): conf[:, j] for j in range(conf.shape[1])})
+        files["confusion.csv"] = csv_text(dict(zip(result["class_names"], conf.T, strict=True)))
     # the run folder gains both files in one swap (a stale confusion.csv goes with the old folder)
     update_dir(out, {name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
                      for name, text in files.items()}, drop=("confusion.csv",))

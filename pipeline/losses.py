@@ -566,7 +566,7 @@ class _BinaryMixin:
         if y.ndim != 1 or y.shape[0] != n:
             raise DataError(f"y has shape {y.shape}, expected ({n},) labels in {{0, 1}}")
         if not np.all((y == 0) | (y == 1)):
-            raise DataError("binary models need labels in {0, 1}; map the two classes to 0 and 1 (data.digits)")
+            raise DataError("binary models need labels in {0, 1}; map the two classes to 0 and 1 (data.classes)")
         return y.astype(self.dtype)[:, None]  # type: ignore[attr-defined]
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:

@@ -19,6 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import as_kwargs, register_configs
+from pipeline.data.catalog import complete
 from pipeline.data.datasets import load_dataset, validate_data_config
 from pipeline.errors import ConfigError, user_errors_exit
 from pipeline.prepared import prepared_path, prepared_stem, preprocess_id, save_prepared
@@ -61,6 +62,7 @@ def prepare(
 ) -> dict[str, Any]:
     """Run the stage on plain dicts; returns the facts written to the ``.json``."""
     t0 = time.perf_counter()
+    data_cfg = complete(data_cfg)  # a partial dict: from conf/data/<name>.yaml (facts record it all)
     validate_data_config(data_cfg)
     validate_preprocess_config(preprocess_cfg)
     for key, value in (

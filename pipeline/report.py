@@ -63,6 +63,7 @@ class ReportOptions:
     gd_paths: Any = MISSING  # claim 1 (see conf/report.yaml)
     kappa_sweep: Any = MISSING  # claim 2
     convexity: Any = MISSING  # claim 3
+    accuracy_data: list[str] = field(default_factory=list)  # data ids given a claim-6-style accuracy section
 
 
 @dataclass

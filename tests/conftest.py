@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests read MNIST from $CURVLAB_DATA_DIR (CI: ../shared/data/mnist) and never download."""
+"""Shared fixtures. Tests read MNIST / Fashion-MNIST from $CURVLAB_DATA_DIR (CI: ../shared/data, one
+sub-folder per data set; a folder holding MNIST's files directly works too) and never download."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mnist_dir() -> Path | None:
-    for cand in (os.environ.get("CURVLAB_DATA_DIR"), str(REPO_ROOT.parent / "shared" / "data" / "mnist")):
-        if cand and (Path(cand) / "train-images-idx3-ubyte.gz").exists():
+def data_dir(folder: str) -> Path | None:
+    """A data set's IDX folder: $CURVLAB_DATA_DIR itself (MNIST only, as before), its <folder>/, else ../shared/data/<folder>."""
+    env = os.environ.get("CURVLAB_DATA_DIR")
+    cands = ([env] if env and folder == "mnist" else []) + ([str(Path(env) / folder)] if env else [])
+    for cand in [*cands, str(REPO_ROOT.parent / "shared" / "data" / folder)]:
+        if (Path(cand) / "train-images-idx3-ubyte.gz").exists():
             return Path(cand).resolve()
     return None
 
@@ -20,9 +24,18 @@ def _mnist_dir() -> Path | None:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """Directory holding the four verified MNIST IDX files (skips when absent)."""
-    d = _mnist_dir()
+    d = data_dir("mnist")
     if d is None:
         pytest.skip("MNIST not found: set CURVLAB_DATA_DIR to a directory with the four IDX .gz files")
+    return d
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """Directory holding the four verified Fashion-MNIST IDX files (skips when absent)."""
+    d = data_dir("fashion-mnist")
+    if d is None:
+        pytest.skip("Fashion-MNIST not found: set CURVLAB_DATA_DIR to a folder holding fashion-mnist/")
     return d
 
 

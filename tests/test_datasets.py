@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.data.catalog import complete
 from pipeline.data.datasets import load_dataset, validate_data_config
-from pipeline.data.mnist import load_mnist
+from pipeline.data.idxsets import load_mnist
 from pipeline.errors import ConfigError
 
 SYNTH = {
@@ -68,7 +69,7 @@ def test_synthetic_subsample() -> None:
 @pytest.mark.parametrize(
     ("override", "key"),
     [
-        ({"name": "cifar"}, "data.name"),
+        ({"format": "cifar"}, "data.format"),
         ({"scale": 0.0}, "data.scale"),
         ({"scale": float("nan")}, "data.scale"),
         ({"condition_number": 0.5}, "data.condition_number"),
@@ -76,14 +77,18 @@ def test_synthetic_subsample() -> None:
         ({"test_fraction": 1.0}, "data.test_fraction"),
         ({"n_samples": 20, "n_features": 30}, "data.n_samples"),
         ({"n_train": 0}, "data.n_train"),
-        ({"name": "mnist_binary", "digits": [3, 3]}, "data.digits"),
-        ({"name": "mnist_binary", "digits": [3, 10]}, "data.digits"),
-        ({"name": "mnist_binary", "digits": [3]}, "data.digits"),
+        ({"name": "mnist_binary", "classes": [3, 3]}, "data.classes"),
+        ({"name": "mnist_binary", "classes": [3, 10]}, "data.classes"),
+        ({"name": "mnist_binary", "classes": [3]}, "data.classes"),
+        ({"name": "mnist_binary", "classes": [3, -1]}, "data.classes"),
+        ({"name": "mnist", "folder": "../up"}, "data.folder"),
+        ({"name": "mnist", "files": {}}, "data.files"),
     ],
 )
 def test_bad_config_values(override: dict, key: str) -> None:
+    base = SYNTH if "name" not in override else complete({"name": override["name"]})
     with pytest.raises(ConfigError) as ei:
-        validate_data_config({**SYNTH, **override})
+        validate_data_config({**base, "format": base.get("format", "synthetic_regression"), **override})
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(key)
 
@@ -111,7 +116,7 @@ def test_mnist_binary_and_subsample(mnist_dir: Path) -> None:
         "name": "mnist_binary",
         "id": "mnist-3v8",
         "root": str(mnist_dir),
-        "digits": [3, 8],
+        "classes": [3, 8],
         "scale": 1.0,
     }
     ds = load_dataset(cfg, seed=0)

@@ -1,4 +1,4 @@
-"""MNIST loader: source order, verified payloads, and one DataError per bad-file case."""
+"""IDX data sets (MNIST as declared in conf/data/mnist.yaml): source order, verified payloads, one DataError per bad file."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.data import mnist
-from pipeline.data.mnist import FILES, SHA256, load_mnist
+from pipeline.data import idxsets
+from pipeline.data.catalog import data_config
+from pipeline.data.idxsets import load_mnist, mnist_spec
 from pipeline.errors import DataError
+
+MNIST = mnist_spec()
+FILES = MNIST.names
+SHA256 = MNIST.sha256
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    mnist._CACHE.clear()
+    idxsets._CACHE.clear()
 
 
 def linked_copy(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> Path:
@@ -35,16 +40,21 @@ def one_line(ei: pytest.ExceptionInfo) -> str:
     return msg
 
 
-def test_sha256sums_file_matches_module(mnist_dir: Path) -> None:
-    sums = mnist_dir / "SHA256SUMS"
+def _sums(folder: Path) -> dict[str, str]:
+    sums = folder / "SHA256SUMS"
     if not sums.exists():
         pytest.skip("no SHA256SUMS beside the data")
-    listed = dict(
-        line.split()[::-1]
-        for line in sums.read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    assert listed == SHA256
+    return dict(line.split()[::-1] for line in sums.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def test_sha256sums_file_matches_config(mnist_dir: Path) -> None:
+    assert _sums(mnist_dir) == SHA256
+    assert SHA256["train-images-idx3-ubyte"].startswith("ba891046e650")  # the digests issue 1 verified
+
+
+def test_fashion_sha256sums_match_config(fashion_dir: Path) -> None:
+    cfg = data_config("fashion_mnist")
+    assert _sums(fashion_dir) == {f["name"]: f["sha256"] for f in cfg["files"].values()}
 
 
 def test_load_from_root(mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,7 +96,7 @@ def test_cache_dir_then_offline_refusal(
 ) -> None:
     monkeypatch.delenv("CURVLAB_DATA_DIR", raising=False)
     cache = tmp_path / "data" / "raw" / "mnist"
-    monkeypatch.setattr(mnist, "cache_dir", lambda: cache)
+    monkeypatch.setattr(idxsets, "cache_dir", lambda folder: cache)
     with pytest.raises(DataError) as ei:  # nothing anywhere and CURVLAB_OFFLINE=1 (conftest)
         load_mnist()
     assert "CURVLAB_OFFLINE=1" in one_line(ei)
@@ -96,8 +106,8 @@ def test_cache_dir_then_offline_refusal(
 
 
 def test_project_root_holds_pyproject() -> None:
-    assert (mnist.project_root() / "pyproject.toml").is_file()
-    assert mnist.cache_dir() == mnist.project_root() / "data" / "raw" / "mnist"
+    assert (idxsets.project_root() / "pyproject.toml").is_file()
+    assert idxsets.cache_dir(MNIST.folder) == idxsets.project_root() / "data" / "raw" / "mnist"
 
 
 def test_uncompressed_files_accepted(mnist_dir: Path, tmp_path: Path) -> None:
@@ -185,13 +195,13 @@ def test_download_tries_mirrors_and_verifies(
         payload[-1] ^= 1
         (bad / f"{name}.gz").write_bytes(gzip.compress(bytes(payload), compresslevel=1))
     dest = tmp_path / "cache"
-    mnist.download(
-        dest, mirrors=(f"file://{tmp_path}/absent/", f"file://{bad}/", f"file://{mnist_dir}/")
+    idxsets.download(
+        MNIST, dest, mirrors=(f"file://{tmp_path}/absent/", f"file://{bad}/", f"file://{mnist_dir}/")
     )
     assert sorted(p.name for p in dest.iterdir()) == sorted(
         f"{n}.gz" for n in FILES
     )  # no temp files
-    monkeypatch.setattr(mnist, "cache_dir", lambda: dest)
+    monkeypatch.setattr(idxsets, "cache_dir", lambda folder: dest)
     assert load_mnist().sha256 == SHA256
 
 
@@ -199,7 +209,7 @@ def test_download_all_mirrors_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("CURVLAB_OFFLINE")
     dest = tmp_path / "cache"
     with pytest.raises(DataError) as ei:
-        mnist.download(dest, mirrors=(f"file://{tmp_path}/a/", f"file://{tmp_path}/b/"))
+        idxsets.download(MNIST, dest, mirrors=(f"file://{tmp_path}/a/", f"file://{tmp_path}/b/"))
     msg = one_line(ei)
     assert "could not download train-images-idx3-ubyte.gz" in msg and "CURVLAB_DATA_DIR" in msg
     assert list(dest.iterdir()) == []

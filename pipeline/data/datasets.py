@@ -1,22 +1,28 @@
-"""Data sets as ``Dataset`` records: MNIST (10 classes), a binary MNIST pair, synthetic regression.
+"""Data sets as ``Dataset`` records: any IDX data set declared in conf/data/ (MNIST, Fashion-MNIST,
+a binary pair of classes, ...) and synthetic regression.
 
-``load_dataset(cfg, seed)`` takes the ``data`` config as a dict (``DataConfig``); everything
-random is drawn from ``numpy.random.default_rng(seed)`` so a (config, seed) pair is reproducible.
+``load_dataset(cfg, seed)`` takes the ``data`` config as a dict (``DataConfig``; a partial dict is
+completed from conf/data/<name>.yaml); everything random is drawn from
+``numpy.random.default_rng(seed)`` so a (config, seed) pair is reproducible.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pipeline.data.mnist import load_mnist
-from pipeline.errors import ConfigError
+from pipeline.data.catalog import complete
+from pipeline.data.idxsets import SPLITS, IdxSpec, load_idx_set
+from pipeline.errors import ConfigError, DataError
 
-NAMES = ("mnist", "mnist_binary", "synthetic_regression")
+FORMATS = ("idx", "synthetic_regression")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 TASKS = ("regression", "binary", "multiclass")
 
 
@@ -33,7 +39,7 @@ class Dataset:
     name: str
     meta: dict[str, Any] = field(
         default_factory=dict
-    )  # JSON-friendly facts (source, digits, w*, ...)
+    )  # JSON-friendly facts (source, class_names, image_shape, w*, ...)
 
     @property
     def n_features(self) -> int:
@@ -45,10 +51,11 @@ def _is_int(v: Any) -> bool:
 
 
 def validate_data_config(cfg: Mapping[str, Any]) -> None:
-    """Check the ranges of a ``data`` config; a bad value is a one-line ConfigError."""
-    name = cfg.get("name")
-    if name not in NAMES:
-        raise ConfigError(f"data.name={name!r} is unknown; use one of {', '.join(NAMES)}")
+    """Check the ranges of a ``data`` config (completed from conf/data/ if partial); a bad value is a one-line ConfigError."""
+    cfg = complete(cfg)
+    fmt = cfg.get("format")
+    if fmt not in FORMATS:
+        raise ConfigError(f"data.format={fmt!r} is unknown; use one of {', '.join(FORMATS)}")
     scale = cfg.get("scale", 1.0 / 255.0)
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ConfigError(
@@ -58,17 +65,9 @@ def validate_data_config(cfg: Mapping[str, Any]) -> None:
         v = cfg.get(key)
         if v is not None and not (_is_int(v) and v >= 1):
             raise ConfigError(f"data.{key}={v} must be a positive integer or null (use all)")
-    if name == "mnist_binary":
-        digits = list(cfg.get("digits") or [])
-        if not (
-            len(digits) == 2
-            and all(_is_int(d) and 0 <= d <= 9 for d in digits)
-            and digits[0] != digits[1]
-        ):
-            raise ConfigError(
-                f"data.digits={digits} must be two distinct digits 0-9 [negative, positive], e.g. [3, 8]"
-            )
-    if name == "synthetic_regression":
+    if fmt == "idx":
+        validate_idx_config(cfg)
+    if fmt == "synthetic_regression":
         n, d = cfg.get("n_samples", 2000), cfg.get("n_features", 20)
         kappa, noise, tf = (
             cfg.get("condition_number", 1.0e2),
@@ -116,24 +115,97 @@ def _subsample(
     return X[idx], y[idx]
 
 
-def _mnist(cfg: Mapping[str, Any], rng: np.random.Generator) -> Dataset:
-    raw = load_mnist(cfg.get("root"))
+def validate_idx_config(cfg: Mapping[str, Any]) -> None:
+    """An IDX data set's declaration: four files with SHA-256s, a folder name, class names and mapping."""
+    files = cfg.get("files") or {}
+    if sorted(files) != sorted(SPLITS):
+        raise ConfigError(f"data.files must name exactly {', '.join(SPLITS)} (got {', '.join(files) or 'none'}); "
+                          "declare each as {name: <file>, sha256: <digest of the decompressed payload>}")
+    for split in SPLITS:
+        f = files[split] or {}
+        if not _SAFE_NAME.fullmatch(str(f.get("name") or "")):
+            raise ConfigError(f"data.files.{split}.name={f.get('name')!r} must be a plain file name "
+                              "(without .gz), e.g. train-images-idx3-ubyte")
+        if not _SHA256.fullmatch(str(f.get("sha256") or "")):
+            raise ConfigError(f"data.files.{split}.sha256={f.get('sha256')!r} must be 64 hex digits, the "
+                              "SHA-256 of the decompressed file (sha256sum after gunzip)")
+    folder = cfg.get("folder")
+    if folder is not None and (not _SAFE_NAME.fullmatch(str(folder)) or str(folder).startswith(".")):
+        raise ConfigError(f"data.folder={folder!r} names a sub-folder; use letters, digits, '-', '_', '.'")
+    names = list(cfg.get("class_names") or [])
+    classes = list(cfg.get("classes") or [])
+    seen: list[int] = []
+    for k, entry in enumerate(classes):
+        values = entry if isinstance(entry, (list, tuple)) else [entry]
+        if not values or not all(_is_int(v) and v >= 0 for v in values):
+            raise ConfigError(f"data.classes[{k}]={entry!r} must be a label value >= 0 or a list of them, "
+                              "e.g. classes: [3, 8]")
+        if names and max(values) >= len(names):
+            raise ConfigError(f"data.classes[{k}]={entry!r}: label {max(values)} has no entry in "
+                              f"data.class_names ({len(names)} names)")
+        if set(values) & set(seen):
+            raise ConfigError(f"data.classes={classes!r} uses label {sorted(set(values) & set(seen))[0]} twice; "
+                              "each label value may belong to one class only")
+        seen += [int(v) for v in values]
+    if len(classes) == 1:
+        raise ConfigError(f"data.classes={classes!r} needs at least two classes, e.g. [3, 8], or [] for all labels")
+
+
+def class_names(cfg: Mapping[str, Any], n_labels: int | None = None) -> list[str]:
+    """Names of the classes a ``data`` config yields: class k = ``classes[k]``'s label names joined by '+'."""
+    names = [str(n) for n in (cfg.get("class_names") or [])]
+    classes = list(cfg.get("classes") or [])
+
+    def label(v: int) -> str:
+        return names[v] if v < len(names) else str(v)
+
+    if classes:
+        return ["+".join(label(int(v)) for v in (e if isinstance(e, (list, tuple)) else [e])) for e in classes]
+    return names if names else [str(v) for v in range(int(n_labels or 0))]
+
+
+def _map_labels(
+    labels: np.ndarray, classes: list[Any], n_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class index of each label (int64) and the mask of examples kept (labels in no class are dropped)."""
+    lut = np.full(n_labels, -1, dtype=np.int64)
+    for k, entry in enumerate(classes):
+        lut[np.asarray(entry if isinstance(entry, (list, tuple)) else [entry], dtype=np.int64)] = k
+    y = lut[labels.astype(np.int64)]
+    return y, y >= 0
+
+
+def _idx(cfg: Mapping[str, Any], rng: np.random.Generator) -> Dataset:
+    raw = load_idx_set(IdxSpec.from_config(cfg), cfg.get("root"))
     scale = float(cfg.get("scale", 1.0 / 255.0))
     Xtr = raw.train_images.reshape(raw.train_images.shape[0], -1)
     Xte = raw.test_images.reshape(raw.test_images.shape[0], -1)
-    ytr = raw.train_labels.astype(np.int64)
-    yte = raw.test_labels.astype(np.int64)
-    meta: dict[str, Any] = {"source": raw.source, "sha256": dict(raw.sha256), "scale": scale}
-    if cfg["name"] == "mnist_binary":
-        neg, pos = (int(d) for d in cfg["digits"])
-        mtr = (ytr == neg) | (ytr == pos)
-        mte = (yte == neg) | (yte == pos)
-        Xtr, ytr = Xtr[mtr], (ytr[mtr] == pos).astype(np.int64)
-        Xte, yte = Xte[mte], (yte[mte] == pos).astype(np.int64)
-        meta["digits"] = [neg, pos]
-        task, n_classes = "binary", 2
+    title = str(cfg.get("title") or cfg["name"])
+    names = list(cfg.get("class_names") or [])
+    top = int(max(raw.train_labels.max(initial=0), raw.test_labels.max(initial=0)))
+    n_labels = max(len(names), top + 1)
+    if names and top >= len(names):
+        raise DataError(f"{raw.source}: {title} has label value {top} but data.class_names lists only "
+                        f"{len(names)} names; add the missing names to its conf/data YAML")
+    classes = list(cfg.get("classes") or [])
+    if classes:
+        ytr, mtr = _map_labels(raw.train_labels, classes, n_labels)
+        yte, mte = _map_labels(raw.test_labels, classes, n_labels)
+        Xtr, ytr, Xte, yte = Xtr[mtr], ytr[mtr], Xte[mte], yte[mte]
+        n_classes = len(classes)
     else:
-        task, n_classes = "multiclass", 10
+        ytr = raw.train_labels.astype(np.int64)
+        yte = raw.test_labels.astype(np.int64)
+        n_classes = n_labels
+    if n_classes < 2 or ytr.size == 0:
+        raise DataError(f"{raw.source}: {title} yields {n_classes} class(es) and {ytr.size} training "
+                        "examples; a classifier needs two classes or more (check data.classes)")
+    task = "binary" if n_classes == 2 else "multiclass"
+    meta: dict[str, Any] = {
+        "source": raw.source, "sha256": dict(raw.sha256), "scale": scale, "title": title,
+        "class_names": class_names(cfg, n_labels), "classes": classes,
+        "image_shape": [int(s) for s in raw.train_images.shape[1:]],
+    }
     Xtr, ytr = _subsample(Xtr, ytr, cfg.get("n_train"), rng, "n_train")
     Xte, yte = _subsample(Xte, yte, cfg.get("n_test"), rng, "n_test")
     # uint8 -> float64 and scaling in one pass each (no Python loop over images)
@@ -185,13 +257,13 @@ def synthetic_regression(
 
 def load_dataset(cfg: Mapping[str, Any], seed: int | None = None) -> Dataset:
     """Load the data set a ``data`` config names; ``seed`` (else ``cfg['seed']``, else 0) fixes all randomness."""
+    cfg = complete(cfg)
     validate_data_config(cfg)
     if seed is None:
         seed = int(cfg.get("seed", 0) or 0)
     rng = np.random.default_rng(seed)
-    name = cfg["name"]
-    if name in ("mnist", "mnist_binary"):
-        return _mnist(cfg, rng)
+    if cfg["format"] == "idx":
+        return _idx(cfg, rng)
     ds = synthetic_regression(
         int(cfg.get("n_samples", 2000)),
         int(cfg.get("n_features", 20)),

@@ -15,11 +15,6 @@ from pipeline.reporting.reference import Reference
 from pipeline.reporting.runs import RunSet
 
 OBJECTIVE_KEYS = ("data", "preprocess", "model", "l2")
-# Published test accuracies on MNIST the accuracy table is set against.
-REFERENCE_POINTS = {
-    "linear": ("linear classifier (1-layer NN), LeCun et al. 1998", 0.88),
-    "softmax": ("multinomial logistic regression, typical", 0.925),
-}
 
 
 def rel_denominator(f_star: float) -> float:
@@ -212,18 +207,26 @@ def speed_table(runs: RunSet, refs: dict[tuple[Any, ...], Reference],
     return pd.DataFrame(rows)
 
 
+def reference_point(runs: RunSet, run_id: str, model: str) -> tuple[str, float] | None:
+    """The published test accuracy for this model on the run's data set (its data YAML's ``reference_accuracy``)."""
+    data = runs.configs.get(run_id, {}).get("data", {})
+    refs = data.get("reference_accuracy") if isinstance(data, dict) else None
+    point = refs.get(model) if isinstance(refs, dict) else None
+    if isinstance(point, dict) and point.get("accuracy") is not None:
+        return str(point.get("source", "")), float(point["accuracy"])
+    return None
+
+
 def accuracy_table(runs: RunSet, data_prefix: str = "mnist") -> pd.DataFrame:
-    """Train/test accuracy and loss per MNIST classification run, with the published reference point."""
+    """Train/test accuracy and loss per classification run on one data set, with the published reference point."""
     df = runs.runs
     sel = df[df["test_accuracy"].notna() & df["data"].astype(str).str.startswith(data_prefix)]
     cols = ["run_id", "study", "data", "model", "optimizer", "preprocess", "l2", "status",
             "iterations", "train_accuracy", "test_accuracy", "train_loss", "test_loss"]
     out = sel[cols].reset_index(drop=True).copy()
-    names = [str(runs.configs.get(r, {}).get("data", {}).get("name", d))
-             for r, d in zip(out["run_id"], out["data"], strict=True)]
     ref_txt, ref_gap = [], []
-    for name, model, acc in zip(names, out["model"], out["test_accuracy"], strict=True):
-        point = REFERENCE_POINTS.get(str(model)) if name == "mnist" else None
+    for rid, model, acc in zip(out["run_id"], out["model"], out["test_accuracy"], strict=True):
+        point = reference_point(runs, str(rid), str(model))
         ref_txt.append(f"{point[0]}: {point[1]:.1%}" if point else "")
         ref_gap.append(float(acc) - point[1] if point else np.nan)
     out["reference"] = ref_txt

@@ -17,7 +17,7 @@ from pipeline.errors import CurvlabError
 from pipeline.reporting import analysis, figures, studies
 from pipeline.reporting.reference import Reference, reference_for
 from pipeline.reporting.render import Section
-from pipeline.reporting.runs import RunSet, load_confusion, load_weights
+from pipeline.reporting.runs import RunSet, class_names, load_confusion, load_weights
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 _METRIC = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -377,27 +377,82 @@ class Builder:
         if len(low):
             s.note(f"{len(low)} softmax run(s) stay below 90 % test accuracy (DISAGREES with the ≈ 92 % "
                    "reference — too few iterations or a subsample?): " + ", ".join(low["run_id"]))
+        self._best_run_details(s, runs, rid)
+        self.sections.append(s)
+
+    def data_set_accuracy(self, runs: RunSet, data_id: str) -> None:
+        """Claim 6 on another IDX data set (report.accuracy_data): accuracy against its published baseline."""
+        acc = analysis.accuracy_table(runs, data_id)
+        acc = acc[acc["data"] == data_id]
+        rid0 = str(acc["run_id"].iloc[0]) if len(acc) else None
+        data = runs.configs.get(rid0, {}).get("data", {}) if rid0 else {}
+        title = str(data.get("title") or data_id) if isinstance(data, dict) else data_id
+        s = Section(f"accuracy-{slug(data_id)}", f"Softmax regression on {title}",
+                    f"The homework on {title}: test accuracy of each classifier against the data set's published "
+                    "linear baseline (its data YAML's reference_accuracy), with the best run's confusion matrix, "
+                    "per-class accuracy and weight images, classes named as in the data set's YAML.")
+        if acc.empty:
+            s.note(f"No evaluated runs on data {data_id!r}; run its study (README: Data and preprocessing).")
+            self.sections.append(s)
+            return
+        rel = self.save_table(acc, f"accuracy-{data_id}")
+        s.table(acc, rel, f"Accuracy and loss on {title} per model × optimizer × preprocessing", {
+            "run_id": "run", "model": "model", "optimizer": "optimizer", "preprocess": "preprocess",
+            "l2": "λ", "iterations": "iterations", "train_accuracy": "train acc", "test_accuracy": "test acc",
+            "reference": "reference point", "test_minus_reference": "test − reference"})
+        best = acc.sort_values("test_accuracy", ascending=False).iloc[0]
+        rid = str(best["run_id"])
+        gap = best["test_minus_reference"]
+        verdict = ("" if not np.isfinite(gap) else
+                   f" — {abs(gap):.1%} {'above' if gap >= 0 else 'below'} the published {best['reference']}"
+                   + (" (agrees)" if gap >= -0.01 else " (DISAGREES: too few iterations or a subsample?)"))
+        s.text(f"Best run: `{rid}` with test accuracy {best['test_accuracy']:.2%}{verdict}.")
+        self._best_run_details(s, runs, rid)
+        self.sections.append(s)
+
+    def _best_run_details(self, s: Section, runs: RunSet, rid: str) -> None:
+        """Confusion matrix, per-class accuracy and weight images of one run, classes by name."""
         run_dir = runs.dirs.get(rid)
         cm = load_confusion(run_dir) if run_dir else None
         if cm is not None:
+            names = class_names(run_dir, cm.shape[0])
             path, crel = self.fig_path(f"confusion-{rid}")
-            figures.confusion(cm, f"Confusion matrix of {rid} (test set)", path)
-            s.figure(crel, f"Confusion matrix of the best run {rid}: rows = true digit, columns = predicted.")
+            figures.confusion(cm, f"Confusion matrix of {rid} (test set)", path, names)
+            s.figure(crel, f"Confusion matrix of the best run {rid}: rows = true class, columns = predicted.")
+            support = cm.sum(axis=1)
+            off = cm.copy()
+            np.fill_diagonal(off, -1)  # the most frequent wrong prediction of each true class
+            per = pd.DataFrame({"class": names, "test_examples": support, "correct": np.diag(cm),
+                                "accuracy": np.diag(cm) / np.maximum(support, 1),
+                                "most_confused_with": [names[j] for j in off.argmax(axis=1)]})
+            s.table(per, self.save_table(per, f"per-class-{rid}"),
+                    f"Per-class test accuracy of {rid} (recall of each class)")
         wts = load_weights(run_dir) if run_dir else None
         if wts is not None and "coef" in wts:
             W = np.asarray(wts["coef"], dtype=np.float64)
             b = wts.get("intercept", np.zeros(W.shape[1] if W.ndim == 2 else 1))
             W_x, how = self._input_weights(runs, rid, W, b)
-            if W_x is not None and W_x.ndim == 2 and W_x.shape[0] == 784:
+            shape = self._image_shape(runs, rid)
+            if W_x is not None and W_x.ndim == 2 and shape and W_x.shape[0] == int(np.prod(shape)):
+                names = class_names(run_dir, W_x.shape[1])
                 path, wrel = self.fig_path(f"weights-{rid}")
-                figures.weight_images(W_x, f"Softmax weight vectors of {rid} as 28×28 images", path)
-                s.figure(wrel, "The ten learned weight vectors w_k (red > 0 votes for class k, blue < 0 "
-                               f"against){how}.")
-        self.sections.append(s)
+                figures.weight_images(W_x, f"Softmax weight vectors of {rid} as {'×'.join(map(str, shape))} images",
+                                      path, shape, names)
+                s.figure(wrel, f"The {W_x.shape[1]} learned weight vectors w_k, titled by class (red > 0 votes "
+                               f"for class k, blue < 0 against){how}.")
+
+    def _image_shape(self, runs: RunSet, rid: str) -> list[int] | None:
+        """The data set's image shape (prepared facts ``meta.image_shape``), else 28×28 for 784 pixels."""
+        js = analysis.prepared_file(runs, rid, self.cfg["paths"]["prepared_dir"]).with_suffix(".json")
+        try:
+            shape = json.loads(js.read_text(encoding="utf-8")).get("meta", {}).get("image_shape")
+        except (OSError, ValueError):
+            shape = None
+        return [int(v) for v in shape] if isinstance(shape, list) and shape else [28, 28]
 
     def _input_weights(self, runs: RunSet, rid: str, W: np.ndarray, b: Any) -> tuple[np.ndarray | None, str]:
         """Weights mapped back to pixel space through the run's transform (A^T W)."""
-        if W.shape[0] == 784 and str(runs.runs.loc[rid, "preprocess"]) == "none":
+        if str(runs.runs.loc[rid, "preprocess"]) == "none":
             return W, ""
         npz = analysis.prepared_file(runs, rid, self.cfg["paths"]["prepared_dir"])
         if not npz.exists():
@@ -451,6 +506,8 @@ def build(out: Path, cfg: Mapping[str, Any], runs: RunSet | None) -> Built:
         b.claim4(runs)
         b.claim5(runs, speed)
         b.claim6(runs)
+        for data_id in cfg["report"].get("accuracy_data") or []:
+            b.data_set_accuracy(runs, str(data_id))
         b.sections.append(conv)
         b.reference_section(refs)
         b.timings["trained_runs"] = time.perf_counter() - t0

@@ -59,21 +59,28 @@ def loss_curves(curves: pd.DataFrame, title: str, path: Path, hue: str = "model"
     return _save(fig, path)
 
 
-def confusion(matrix: np.ndarray, title: str, path: Path) -> Path:
-    """Heatmap of a c×c confusion matrix (rows = true class, columns = predicted)."""
+def confusion(matrix: np.ndarray, title: str, path: Path, labels: Sequence[str] | None = None) -> Path:
+    """Heatmap of a c×c confusion matrix (rows = true class, columns = predicted), axes named by ``labels``."""
     c = matrix.shape[0]
+    names = list(labels) if labels is not None and len(labels) == c else [str(k) for k in range(c)]
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar_kws={"label": "count"}, ax=ax,
-                annot_kws={"fontsize": 7}, xticklabels=range(c), yticklabels=range(c))
+                annot_kws={"fontsize": 7}, xticklabels=names, yticklabels=names)
+    if max(len(n) for n in names) > 2:
+        ax.tick_params(axis="x", labelrotation=45)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+        ax.tick_params(axis="y", labelrotation=0)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
     return _save(fig, path)
 
 
-def weight_images(W: np.ndarray, title: str, path: Path, side: int = 28) -> Path:
-    """The columns of W (d×c, d = side²) as side×side images, blue < 0 < red, symmetric colour scale."""
+def weight_images(W: np.ndarray, title: str, path: Path, shape: Sequence[int] = (28, 28),
+                  names: Sequence[str] | None = None) -> Path:
+    """The columns of W (d×c, d = h·w) as h×w images titled by class name, blue < 0 < red, symmetric scale."""
     c = W.shape[1]
+    names = list(names) if names is not None and len(names) == c else [f"class {k}" for k in range(c)]
     cols = min(c, 5)
     rows = int(np.ceil(c / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.4), squeeze=False)
@@ -81,10 +88,10 @@ def weight_images(W: np.ndarray, title: str, path: Path, side: int = 28) -> Path
         ax.axis("off")
         if k >= c:
             continue
-        img = W[:, k].reshape(side, side)
+        img = W[:, k].reshape(tuple(shape))
         vmax = float(np.max(np.abs(img))) or 1.0
         ax.imshow(img, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"class {k}")
+        ax.set_title(names[k], fontsize="medium")
     fig.suptitle(title)
     return _save(fig, path)
 

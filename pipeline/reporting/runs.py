@@ -197,12 +197,24 @@ def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
         return {k: np.asarray(z[k]) for k in z.files}
 
 
+def class_names(run_dir: Path, n_classes: int) -> list[str]:
+    """The class names evaluate wrote (evaluation.json ``class_names``), else the class indices."""
+    path = Path(run_dir) / "evaluation.json"
+    names = _read_json(path).get("class_names") if path.exists() else None
+    if isinstance(names, list) and len(names) == n_classes:
+        return [str(n) for n in names]
+    return [str(k) for k in range(n_classes)]
+
+
 def load_confusion(run_dir: Path) -> np.ndarray | None:
     """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or None."""
+    import csv
+
     path = Path(run_dir) / "confusion.csv"
     if not path.exists():
         return None
-    rows = [line.split(",") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.reader(fh) if r]
     def numeric(x: str) -> bool:
         try:
             float(x)
