@@ -4,7 +4,13 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install repro test lint bench clean-venv
+# `make mlflow-server`: one MLflow tracking server for this project (its SQLite store and artifact
+# folder) on 127.0.0.1:$(MLFLOW_PORT); point jobs at it with MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT).
+MLFLOW_HOST    ?= 127.0.0.1
+MLFLOW_PORT    ?= 5000
+MLFLOW_WORKERS ?= 2
+
+.PHONY: install repro test lint bench clean-venv mlflow-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +31,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/python benchmarks/bench_softmax_mnist.py
+
+mlflow-server: $(STAMP)
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	  --artifacts-destination $(CURDIR)/mlartifacts --serve-artifacts \
+	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS)
 
 clean-venv:
 	rm -rf $(VENV)

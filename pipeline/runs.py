@@ -46,6 +46,7 @@ class JobContext:
     multirun: bool = False
     job_num: int | None = None
     parent_run_id: str | None = None
+    sweep_dir: str | None = None
 
 
 def job_context() -> JobContext:
@@ -57,12 +58,27 @@ def job_context() -> JobContext:
         return JobContext()
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    sweep = str(project_path(str(hc.sweep.dir))) if multirun else None
     return JobContext(
         overrides=tuple(str(o) for o in hc.overrides.task),
         multirun=multirun,
         job_num=int(hc.job.num) if multirun else None,
-        parent_run_id=os.environ.get("CURVLAB_MLFLOW_PARENT_RUN_ID") if multirun else None,
+        parent_run_id=sweep_parent_run_id(sweep) if sweep else None,
+        sweep_dir=sweep,
     )
+
+
+def sweep_parent_run_id(sweep_dir: str) -> str | None:
+    """The sweep's MLflow parent run: ``$CURVLAB_MLFLOW_PARENT_RUN_ID`` (joblib/submitit-local jobs
+    inherit it), else ``<sweep dir>/mlflow_parent_run_id`` (cluster jobs started without the
+    submitting environment, e.g. SLURM ``--export=NONE``, on the shared file system)."""
+    found = os.environ.get("CURVLAB_MLFLOW_PARENT_RUN_ID")
+    if found:
+        return found
+    path = Path(sweep_dir) / "mlflow_parent_run_id"
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8").strip() or None
 
 
 def name_suffix(overrides: Sequence[str]) -> str:
@@ -126,7 +142,7 @@ def run_entry(prog: str, fn: Callable[[], Any], ctx: JobContext) -> int:
 
 def record_sweep_failure(ctx: JobContext, msg: str) -> None:
     """Leave ``<sweep dir>/failed/<job num>.json`` for the end-of-sweep summary."""
-    sweep = os.environ.get("CURVLAB_SWEEP_DIR")
+    sweep = os.environ.get("CURVLAB_SWEEP_DIR") or ctx.sweep_dir
     if not sweep:
         return
     write_json(Path(sweep) / "failed" / f"{ctx.job_num}.json",

@@ -2,9 +2,13 @@
 
 Store: ``mlflow.tracking_uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<project>/mlflow.db``
 (absolute). Artifacts of a new experiment go to ``mlflow.artifact_root`` (default
-``<project>/mlartifacts``) ``/<study>``. Creating/migrating the SQLite schema and creating an
-experiment happen under an inter-process file lock, and every client call is retried while
-SQLite says "database is locked", so parallel joblib workers lose no runs.
+``<project>/mlartifacts``; with a tracking server, the server's artifact store) ``/<study>``.
+With a local store, creating/migrating the SQLite schema and creating an experiment happen under
+an inter-process file lock, and every client call is retried while SQLite says "database is
+locked", so parallel joblib/submitit jobs lose no runs; a tracking server (``http(s)://``)
+serializes writes itself and needs no lock. Experiments are tagged as model-training experiments
+(the MLflow UI then opens on the runs table) and each train run records its prepared data as an
+MLflow dataset input (name, digest, source path; the arrays stay on disk).
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ PARENT_ENV = "CURVLAB_MLFLOW_PARENT_RUN_ID"
 SWEEP_ENV = "CURVLAB_SWEEP_DIR"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
+# MLflow >= 3 opens an experiment without this tag on its GenAI "Traces" overview; this value
+# selects the classic model-training view (runs table, charts, compare).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+MAX_DATASET_DIGEST = 36  # characters MLflow's store keeps of a dataset digest
 _log = logging.getLogger(__name__)
 
 
@@ -39,9 +48,19 @@ def tracking_uri(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
     return uri or f"sqlite:///{(PROJECT_ROOT / 'mlflow.db').as_posix()}"
 
 
-def artifact_root(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
-    """Where new experiments keep artifacts: a URI as given, a path made absolute (file URI)."""
-    root = (mlflow_cfg or {}).get("artifact_root") or str(PROJECT_ROOT / "mlartifacts")
+def is_server(uri: str) -> bool:
+    """True for a tracking server (``http(s)://``): it serializes writes, no local lock needed."""
+    return uri.split("://", 1)[0].lower() in ("http", "https")
+
+
+def artifact_root(mlflow_cfg: Mapping[str, Any] | None = None) -> str | None:
+    """Where new experiments keep artifacts: a URI as given, a path made absolute (file URI);
+    unset: ``<project>/mlartifacts``, or ``None`` with a tracking server (the server's own store)."""
+    root = (mlflow_cfg or {}).get("artifact_root")
+    if not root:
+        if is_server(tracking_uri(mlflow_cfg)):
+            return None
+        root = str(PROJECT_ROOT / "mlartifacts")
     return root if "://" in root else project_path(root).as_uri()
 
 
@@ -58,9 +77,14 @@ def _with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
 
 
 def _store_lock(uri: str) -> Any:
-    """An inter-process lock for schema creation (a file in the temp dir, keyed by the URI)."""
+    """An inter-process lock for schema creation (a file in the temp dir, keyed by the URI);
+    a no-op for a tracking server."""
+    from contextlib import nullcontext
+
     from filelock import FileLock
 
+    if is_server(uri):
+        return nullcontext()
     key = hashlib.sha1(uri.encode()).hexdigest()[:16]
     return FileLock(str(Path(tempfile.gettempdir()) / f"curvlab-mlflow-{key}.lock"), timeout=300)
 
@@ -113,16 +137,32 @@ class Tracker:
                                   "MLFLOW_TRACKING_URI or run with mlflow.enabled=false") from None
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment ``name``, created (with our artifact location) if missing."""
+        """The id of experiment ``name``, created (with our artifact location and the
+        model-training kind tag) if missing; an older experiment without the tag gets it."""
         exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
-        if exp is not None:
-            return exp.experiment_id
-        with _store_lock(self.uri):
-            exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
-            if exp is not None:
-                return exp.experiment_id
+        if exp is None:
+            with _store_lock(self.uri):
+                exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+                if exp is None:
+                    return self._create_experiment(name)
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            _with_retry(lambda: self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                                               EXPERIMENT_KIND))
+        return exp.experiment_id
+
+    def _create_experiment(self, name: str) -> str:
+        """Create experiment ``name``; another job creating it first (a server: no lock) is fine."""
+        location = None if self.artifact_root is None else f"{self.artifact_root.rstrip('/')}/{name}"
+        try:
             return _with_retry(lambda: self.client.create_experiment(
-                name, artifact_location=f"{self.artifact_root.rstrip('/')}/{name}"))
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+        except Exception as err:
+            if "already exist" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
+            exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str],
                   parent_run_id: str | None = None) -> str:
@@ -173,6 +213,26 @@ class Tracker:
         for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
             _with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
 
+    def log_dataset(self, run_id: str, name: str, sha256: str, source: Path, context: str,
+                    profile: Mapping[str, Any] | None = None) -> None:
+        """Record a file as the run's dataset input: ``name``, digest = its SHA-256 (cut to MLflow's
+        36 characters; the full one is the input tag ``curvlab.sha256``), ``source`` = its path.
+        Metadata only (``mlflow.data.meta_dataset.MetaDataset``): the arrays are not loaded."""
+        import json
+
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        meta = MetaDataset(LocalArtifactDatasetSource(str(source)), name=name,
+                           digest=sha256[:MAX_DATASET_DIGEST]).to_dict()
+        entity = Dataset(name=meta["name"], digest=meta["digest"], source_type=meta["source_type"],
+                         source=meta["source"],
+                         profile=json.dumps(dict(profile), sort_keys=True) if profile else None)
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag("curvlab.sha256", sha256)]
+        _with_retry(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags)]))
+
     def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
         """Copy files into the run's artifact location."""
         for p in paths:
@@ -200,6 +260,11 @@ class SweepCallback(Callback):  # type: ignore[misc]
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
         self.tracker: Tracker | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Launchers that pickle the callbacks (submitit) ship no MLflow client to the jobs: they
+        find the parent through ``$CURVLAB_MLFLOW_PARENT_RUN_ID`` or the sweep folder's file."""
+        return {**self.__dict__, "tracker": None}
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf

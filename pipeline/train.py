@@ -113,13 +113,16 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     tracker, run_id = None, None
     if cfg.mlflow.enabled:
         tracker = Tracker(resolved["mlflow"])
+        prep_sha = sha256_file(prep_path)
         tags = {"curvlab.kind": "train", "curvlab.overrides": " ".join(ctx.overrides),
                 "curvlab.run_dir": str(out_dir), "mlflow.source.git.commit": git_commit(),
-                "curvlab.prepared": str(prep_path), "curvlab.prepared_sha256": sha256_file(prep_path),
+                "curvlab.prepared": str(prep_path), "curvlab.prepared_sha256": prep_sha,
                 "curvlab.fit_intercept": str(fit_intercept)}
         tags.update({f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()})
         run_id = tracker.start_run(str(cfg.study), out_dir.name, tags, ctx.parent_run_id)
         tracker.log_params(run_id, flatten(resolved))
+        tracker.log_dataset(run_id, prep_path.stem, prep_sha, prep_path, "train", {
+            k: facts.get(k) for k in ("n_train", "n_test", "n_features_out", "n_classes", "task")})
 
     try:
         t0 = time.perf_counter()

@@ -96,6 +96,7 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     run = client.get_run(metrics["mlflow_run_id"])
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == "t" and exp.artifact_location == f"{(work / 'art').as_uri()}/t"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # UI: runs table, not traces
     assert run.info.status == "FINISHED"
     p = run.data.params
     assert p["optimizer.name"] == "gd" and p["optimizer.lr"] == "auto" and p["optimizer.max_iter"] == "40"
@@ -105,6 +106,12 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     assert len(tags["mlflow.source.git.commit"]) >= 7
     assert tags["curvlab.prepared_sha256"] == hashlib.sha256(prep.read_bytes()).hexdigest()
     assert tags["curvlab.status"] == "max_iter" and "mlflow.parentRunId" not in tags
+    (inp,) = run.inputs.dataset_inputs  # the prepared file as the run's dataset (metadata only)
+    digest = hashlib.sha256(prep.read_bytes()).hexdigest()
+    assert inp.dataset.name == prep.stem and inp.dataset.digest == digest[:36]
+    assert json.loads(inp.dataset.source) == {"uri": str(prep)} and inp.dataset.source_type == "local"
+    assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "train", "curvlab.sha256": digest}
+    assert json.loads(inp.dataset.profile)["n_train"] == 320
     out = run_dir(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"])
     _, hist = read_history(out / "history.csv")
     steps = client.get_metric_history(run.info.run_id, "loss")

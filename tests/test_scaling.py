@@ -1,0 +1,260 @@
+"""Scaling out with existing engines, in a copy of the repo on tiny synthetic data: Hydra's submitit
+launcher (one process per job), a real ``mlflow server`` (REST API) and the SLURM launcher config."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from repo_copy import BIN, copy_repo, env_for, run_cmd
+
+from pipeline.config import as_kwargs, register_configs
+
+TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
+SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repo copy with the tiny prepared data sets (prepared in-process: fast)."""
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.prepare import prepare
+
+    root = copy_repo(tmp_path_factory.mktemp("scaling"))
+    register_configs()
+    for pre in ("none", "whiten"):
+        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+            cfg = compose(config_name="prepare", overrides=[*TINY[:3], f"preprocess={pre}"])
+        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, root / "data" / "prepared")
+    return root
+
+
+def sweep_runs(root: Path, study: str) -> tuple[Any, list[Any]]:
+    """The one sweep parent of ``study`` in the repo's SQLite store and its train runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("curvlab.kind") == "sweep"]
+    assert len(parents) == 1
+    return parents[0], [r for r in runs if r.data.tags.get("curvlab.kind") == "train"]
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_runs_six_jobs_as_children_of_one_parent(repo: Path) -> None:
+    res = run_cmd(["python", "-m", "pipeline.train", "-m", "hydra/launcher=submitit_local", *SIX,
+                   "study=submitit"], cwd=repo)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Submitit 'local' sweep output dir" in res.stderr + res.stdout
+    parent, children = sweep_runs(repo, "submitit")
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 6 and {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    (sweep,) = (repo / "experiments" / ".hydra" / "multirun").iterdir()
+    jobs = [d for d in (sweep / ".submitit").iterdir() if list(d.glob("*_result.pkl"))]
+    assert len(jobs) == 6  # six submitit jobs, each its own process (job id = its pid)
+    logs = "".join(p.read_text() for d in jobs for p in d.glob("*_log.out"))
+    assert logs.count("train: synth-kappa100-") == 6
+    ids = {json.loads((d / "metrics.json").read_text())["mlflow_run_id"]
+           for d in (repo / "experiments" / "submitit").iterdir()}
+    assert ids == {c.info.run_id for c in children}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
+def test_a_failing_job_is_counted_under_every_launcher(repo: Path, launcher: str) -> None:
+    study = f"failing-{launcher}"
+    res = run_cmd(["python", "-m", "pipeline.train", "-m", f"hydra/launcher={launcher}", *TINY,
+                   "preprocess=none", "optimizer=gd", "optimizer.lr=auto,50.0", f"study={study}"], cwd=repo)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "train: error: 1 sweep job(s) failed (job 1)" in res.stderr
+    parent, children = sweep_runs(repo, study)
+    assert parent.info.status == "FAILED"
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+
+
+def test_a_job_finds_the_parent_in_the_sweep_folder_without_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.runs import sweep_parent_run_id
+
+    monkeypatch.delenv("CURVLAB_MLFLOW_PARENT_RUN_ID", raising=False)
+    assert sweep_parent_run_id(str(tmp_path)) is None
+    (tmp_path / "mlflow_parent_run_id").write_text("abc123\n")
+    assert sweep_parent_run_id(str(tmp_path)) == "abc123"  # e.g. SLURM --export=NONE
+    monkeypatch.setenv("CURVLAB_MLFLOW_PARENT_RUN_ID", "fromenv")
+    assert sweep_parent_run_id(str(tmp_path)) == "fromenv"
+
+
+def test_slurm_launcher_config_becomes_the_sbatch_options_a_user_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """conf/hydra/launcher/slurm.yaml, handed to submitit as hydra-submitit-launcher hands it, gives
+    these sbatch lines (no cluster needed: submitit writes the script before calling sbatch)."""
+    import submitit
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    root = Path(__file__).resolve().parents[1]
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=30",
+            "hydra.launcher.array_parallelism=4", "hydra.job.name=train"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert {k: launcher[k] for k in ("partition", "timeout_min", "cpus_per_task", "mem_gb",
+                                     "array_parallelism")} == {
+        "partition": "cpu", "timeout_min": 30, "cpus_per_task": 2, "mem_gb": 8, "array_parallelism": 4}
+    # BaseSubmititLauncher.launch: generic keys as they are, the others prefixed with the cluster
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    params = {k if k in base else f"slurm_{k}": v for k, v in launcher.items()
+              if k not in ("_target_", "submitit_folder", "max_num_timeout", "name")}
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit only checks that srun exists
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path)
+    executor.update_parameters(name="train", **params)
+    script = _make_sbatch_string(command="python -m x", folder=tmp_path, map_count=6,
+                                 **executor._executor.parameters)
+    for line in ("#SBATCH --partition=cpu", "#SBATCH --time=30", "#SBATCH --cpus-per-task=2",
+                 "#SBATCH --mem=8GB", "#SBATCH --array=0-5%4"):
+        assert line in script.splitlines(), script
+
+
+# ---------------------------------------------------------------- a real MLflow tracking server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rest(url: str, path: str, **query: str) -> dict[str, Any]:
+    """GET ``<url>/api/2.0/mlflow/<path>?query`` as JSON."""
+    q = urllib.parse.urlencode(query)
+    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/{path}?{q}", timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def rest_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[str]:
+    """``make mlflow-server`` in the repo copy on a free 127.0.0.1 port; always stopped."""
+    stamp = repo / ".venv" / ".installed-stamp"  # the copy uses this venv: no install step
+    stamp.parent.mkdir(exist_ok=True)
+    stamp.touch()
+    port = _free_port()
+    log = (repo / "mlflow-server.log").open("w")
+    proc = subprocess.Popen(["make", "--no-print-directory", "mlflow-server", f"MLFLOW_PORT={port}",
+                             f"BIN={BIN}", "MLFLOW_WORKERS=1"], cwd=repo, env=env_for(repo),
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start: {(repo / 'mlflow-server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # make, mlflow server and its workers
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server_sweep(repo: Path, server: str) -> dict[str, Any]:
+    """A parallel sweep of six jobs (joblib, 2 workers) plus one evaluate, all logging to the server."""
+    from pipeline.tracking import _store_lock
+
+    lock = Path(_store_lock(f"sqlite:///{repo / 'mlflow.db'}").lock_file)
+    extra = {"MLFLOW_TRACKING_URI": server}
+    res = run_cmd(["python", "-m", "pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   *SIX, "study=served"], cwd=repo, extra_env=extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ev = run_cmd(["python", "-m", "pipeline.evaluate", *TINY, "preprocess=whiten", "optimizer=newton",
+                  "optimizer.max_iter=200", "study=served"], cwd=repo, extra_env=extra)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    return {"url": server, "lock": lock}
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_against_a_tracking_server_loses_no_run(repo: Path, server_sweep: dict[str, Any]) -> None:
+    url = server_sweep["url"]
+    exp = rest(url, "experiments/get-by-name", experiment_name="served")["experiment"]
+    runs = rest_post(url, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    parents = [r for r, t in zip(runs, tags, strict=True) if t.get("curvlab.kind") == "sweep"]
+    children = [(r, t) for r, t in zip(runs, tags, strict=True) if t.get("curvlab.kind") == "train"]
+    assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
+    assert len(children) == 6 and {r["info"]["status"] for r, _ in children} == {"FINISHED"}
+    assert {t["mlflow.parentRunId"] for _, t in children} == {parents[0]["info"]["run_id"]}
+    # every run directory's run id is one the server holds
+    ids = {json.loads((d / "metrics.json").read_text())["mlflow_run_id"]
+           for d in (repo / "experiments" / "served").iterdir()}
+    assert ids == {r["info"]["run_id"] for r, _ in children}
+    assert not server_sweep["lock"].exists()  # the server serializes writes: no SQLite file lock
+    # artifacts went through the server into the project's artifact folder
+    rid = children[0][0]["info"]["run_id"]
+    files = {f["path"] for f in rest(url, "artifacts/list", run_id=rid).get("files", [])}
+    assert {"metrics.json", "config.yaml", "history.csv"} <= files
+    assert list((repo / "mlartifacts").rglob(f"{rid}/artifacts/metrics.json"))
+    # evaluate logged onto its train run through the same server
+    evaluated = [r for r, _ in children if "eval_test_loss" in {m["key"] for m in r["data"].get("metrics", [])}]
+    assert len(evaluated) == 1
+
+
+@pytest.mark.slow
+def test_rest_api_shows_the_experiment_kind_and_the_dataset_input(repo: Path, server_sweep: dict[str, Any]) -> None:
+    url = server_sweep["url"]
+    exp = rest(url, "experiments/get-by-name", experiment_name="served")["experiment"]
+    assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"
+    run_dir = next((repo / "experiments" / "served").glob("synth-kappa100-whiten-linear-newton,*"))
+    run_id = json.loads((run_dir / "metrics.json").read_text())["mlflow_run_id"]
+    run = rest(url, "runs/get", run_id=run_id)["run"]
+    (inp,) = run["inputs"]["dataset_inputs"]
+    prepared = repo / "data" / "prepared" / "synth-kappa100-whiten.npz"
+    digest = hashlib.sha256(prepared.read_bytes()).hexdigest()
+    ds = inp["dataset"]
+    assert ds["name"] == "synth-kappa100-whiten" and ds["digest"] == digest[:36]
+    assert ds["source_type"] == "local" and json.loads(ds["source"])["uri"] == str(prepared)
+    assert {t["key"]: t["value"] for t in inp["tags"]} == {"mlflow.data.context": "train", "curvlab.sha256": digest}
