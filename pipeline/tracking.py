@@ -89,6 +89,24 @@ def _store_lock(uri: str) -> Any:
     return FileLock(str(Path(tempfile.gettempdir()) / f"curvlab-mlflow-{key}.lock"), timeout=300)
 
 
+def _schema_ready(uri: str) -> bool:
+    """True when ``uri`` is a SQLite file that already holds MLflow's tables: opening it then only
+    reads, and parallel jobs need not queue behind the schema lock (a quick read-only look)."""
+    import sqlite3
+
+    if not uri.startswith("sqlite:///"):
+        return False
+    path = Path(uri[len("sqlite:///"):])
+    if not path.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30) as con:
+            names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error:
+        return False
+    return {"alembic_version", "experiments", "runs"} <= names
+
+
 def git_commit() -> str:
     """``HEAD``'s commit (``+dirty`` when the tree has changes), or ``unknown`` outside git."""
     try:
@@ -127,14 +145,26 @@ class Tracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = tracking_uri(mlflow_cfg)
         self.artifact_root = artifact_root(mlflow_cfg)
-        with _store_lock(self.uri):  # first use creates / migrates the schema: once, not racing
-            try:
-                self.client = MlflowClient(tracking_uri=self.uri)
-                _with_retry(lambda: self.client.search_experiments(max_results=1))
-            except Exception as err:
-                first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-                raise ConfigError(f"MLflow store {self.uri} is not usable ({first}); fix mlflow.tracking_uri / "
-                                  "MLFLOW_TRACKING_URI or run with mlflow.enabled=false") from None
+        from contextlib import nullcontext
+
+        from filelock import Timeout
+
+        # first use creates the schema: once, under the lock; an existing store is only read
+        lock = nullcontext() if _schema_ready(self.uri) else _store_lock(self.uri)
+        try:
+            with lock:
+                try:
+                    self.client = MlflowClient(tracking_uri=self.uri)
+                    _with_retry(lambda: self.client.search_experiments(max_results=1))
+                except Exception as err:
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                    raise ConfigError(f"MLflow store {self.uri} is not usable ({first}); fix "
+                                      "mlflow.tracking_uri / MLFLOW_TRACKING_URI or run with "
+                                      "mlflow.enabled=false") from None
+        except Timeout:
+            raise ConfigError(f"MLflow store {self.uri} stayed locked by other jobs for 300 s; for many "
+                              "parallel jobs start a tracking server (`make mlflow-server`) and set "
+                              "MLFLOW_TRACKING_URI") from None
 
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (with our artifact location and the

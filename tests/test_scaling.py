@@ -207,6 +207,7 @@ def server_sweep(repo: Path, server: str) -> dict[str, Any]:
     from pipeline.tracking import _store_lock
 
     lock = Path(_store_lock(f"sqlite:///{repo / 'mlflow.db'}").lock_file)
+    lock.unlink(missing_ok=True)  # left by the SQLite sweeps above (filelock keeps the file)
     extra = {"MLFLOW_TRACKING_URI": server}
     res = run_cmd(["python", "-m", "pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                    *SIX, "study=served"], cwd=repo, extra_env=extra)

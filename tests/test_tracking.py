@@ -134,3 +134,20 @@ def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
     metrics = json.loads((run_dir(cfg) / "metrics.json").read_text())
     run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["curvlab.status"] == "diverged"
+
+
+def test_only_a_store_without_mlflow_tables_takes_the_schema_lock(tmp_path: Path) -> None:
+    """Parallel jobs on an existing store open it without queueing behind the schema lock."""
+    import sqlite3
+    from contextlib import nullcontext
+
+    from pipeline.tracking import _schema_ready
+
+    db = tmp_path / "m.db"
+    assert not _schema_ready(f"sqlite:///{db}")  # missing: the first job creates it under the lock
+    sqlite3.connect(db).close()
+    assert not _schema_ready(f"sqlite:///{db}")  # empty file: still to be created
+    Tracker({"tracking_uri": f"sqlite:///{db}", "artifact_root": str(tmp_path / "a")})
+    assert _schema_ready(f"sqlite:///{db}")
+    assert not _schema_ready("http://127.0.0.1:5000")  # a server needs no lock at all
+    assert isinstance(tracking._store_lock("http://127.0.0.1:5000"), nullcontext)
