@@ -54,7 +54,7 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
             assert f"{run}/weights.npz" in outs
             metrics = stage["metrics"][0]
             assert _sub(next(iter(metrics)), item) == f"{run}/metrics.json"
-            assert next(iter(metrics.values()))["cache"] is False
+            assert next(iter(metrics.values()))["cache"] is True  # pushed to the DVC remote
             plots = stage["plots"][0]
             assert _sub(next(iter(plots)), item) == f"{run}/history.csv"
             deps = [_sub(d, item) for d in stage["deps"]]
