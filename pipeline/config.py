@@ -62,6 +62,8 @@ class PreprocessConfig:
     explained_variance: float | None = None  # whiten: keep the fewest directions explaining this share
     zca: bool = False  # whiten: rotate back with Φ (ZCA) instead of staying in eigen-coordinates
     augment: bool = True  # whiten: include the constant bias feature before the eigendecomposition
+    ridge: float = 0.0  # whiten: whiten (1/n) X̃ᵀX̃ + ridge·I on the weights (ridge whitening: ${model.l2})
+    penalty_space: str = "input"  # input: λ/2 ‖W_x‖² on input-space weights (same objective); transformed: on W_z
 
 
 @dataclass
@@ -113,6 +115,7 @@ class PathsConfig:
 class PrepareConfig:
     data: DataConfig = MISSING
     preprocess: PreprocessConfig = MISSING
+    model: ModelConfig = MISSING  # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
     seed: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
 

@@ -1,13 +1,15 @@
 """Objectives of the linear models: value, gradient, Hessian-vector product and dense Hessian.
 
 Every model is a generalized linear model on the linear predictor ``Z = X W + 1 bᵀ`` (``Z`` of
-shape ``(n, c)``; ``c = 1`` for the scalar models) with mean loss over the ``n`` examples and an
-L2 penalty on the weights only (the bias is not penalized)::
+shape ``(n, c)``; ``c = 1`` for the scalar models) with mean loss over the ``n`` examples and a
+(generalized Tikhonov) L2 penalty on the weights only (the bias is not penalized)::
 
-    f(w) = (1/n) Σ_i ℓ(y_i, z_i) + λ/2 ‖W‖²
+    f(w) = (1/n) Σ_i ℓ(y_i, z_i) + λ/2 tr(Wᵀ P W)        (P = I unless a penalty matrix is given)
 
 so that, with ``X̃ = [X, 1]`` and ``D = ∂²ℓ/∂z²`` per example,
-``∇f = (1/n) X̃ᵀ ∂ℓ/∂Z + λ [W; 0]`` and ``∇²f v = (1/n) X̃ᵀ (D · X̃ V) + λ [V; 0]``.
+``∇f = (1/n) X̃ᵀ ∂ℓ/∂Z + λ [P W; 0]`` and ``∇²f v = (1/n) X̃ᵀ (D · X̃ V) + λ [P V; 0]``.
+With inputs z = A x + c and P = A Aᵀ the penalty is λ/2 ‖Aᵀ W‖², the ordinary ridge penalty on the
+input-space weights: preprocessing is then a change of coordinates of one and the same objective.
 
 The flat parameter vector ``w`` is the row-major ravel of the ``(d [+1], c)`` matrix ``[W; bᵀ]``:
 ``w = [W.ravel(), b]`` — for the scalar models simply ``[w_1..w_d, b]``.  Design after
@@ -146,11 +148,15 @@ class LinearModelObjective(Objective):
     curvature_bound: float = 1.0  # sup ‖∂²ℓ/∂z²‖, so that L ≤ bound · λ_max((1/n) X̃ᵀX̃) + λ
 
     def __init__(self, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, fit_intercept: bool = True,
-                 n_classes: int | None = None, dtype: Any = np.float64) -> None:
+                 n_classes: int | None = None, dtype: Any = np.float64,
+                 penalty: ArrayLike | None = None) -> None:
         self.dtype = _as_dtype(dtype)
         X = _check_X(X)
         self.n, self.d = X.shape
         self.l2 = _check_l2(l2)
+        self.P = _check_penalty(penalty, self.d)  # (d, d) or None = identity
+        self._P_null: FloatArray | None = None
+        self._P_diag = None if self.P is None else np.ascontiguousarray(np.diag(self.P))
         self.fit_intercept = bool(fit_intercept)
         self.c = self._n_outputs(n_classes)
         self.y = self._prepare_y(y, self.n)
@@ -233,13 +239,27 @@ class LinearModelObjective(Objective):
             out[self.d] = R.sum(axis=0, dtype=np.float64) * scale
         return out.ravel()
 
+    def _penalty_grad(self, w: FloatArray) -> FloatArray:
+        """λ P W (λ W when P = I) as a (d, c) array."""
+        W = np.asarray(w).reshape(self.n_rows, self.c)[: self.d]
+        return self.l2 * W if self.P is None else self.l2 * (self.P @ W.astype(np.float64))
+
     def _add_penalty(self, g: FloatArray, w: FloatArray) -> None:
         if self.l2:
-            g.reshape(self.n_rows, self.c)[: self.d] += self.l2 * w.reshape(self.n_rows, self.c)[: self.d]
+            g.reshape(self.n_rows, self.c)[: self.d] += self._penalty_grad(w)
 
     def _penalty(self, w: FloatArray) -> float:
+        if not self.l2:
+            return 0.0
         W = w.reshape(self.n_rows, self.c)[: self.d]
-        return 0.5 * self.l2 * float(np.dot(W.ravel(), W.ravel())) if self.l2 else 0.0
+        if self.P is None:
+            return 0.5 * self.l2 * float(np.dot(W.ravel(), W.ravel()))
+        W64 = W.astype(np.float64)
+        return 0.5 * self.l2 * float(np.sum(W64 * (self.P @ W64)))
+
+    def penalty_matrix(self) -> FloatArray:
+        """The (d, d) matrix P of the penalty λ/2 tr(Wᵀ P W) (I when none was given)."""
+        return np.eye(self.d) if self.P is None else self.P.copy()
 
     # ----- objective --------------------------------------------------------------------------
     def value_from_margins(self, w: FloatArray, Z: FloatArray) -> float:
@@ -285,7 +305,7 @@ class LinearModelObjective(Objective):
         return self.hess_operator(w).matvec(self._check_w(v, "v"))
 
     def hessian(self, w: ArrayLike) -> FloatArray:
-        """Dense ∇²f(w) = (1/n) X̃ᵀ D X̃ + λ I_W, shape (p, p)."""
+        """Dense ∇²f(w) = (1/n) X̃ᵀ D X̃ + λ (P ⊗ I_c) on the weights, shape (p, p)."""
         w = self._check_w(w)
         if self.n_params > DENSE_HESSIAN_MAX_PARAMS:
             raise NumericalError(
@@ -295,8 +315,12 @@ class LinearModelObjective(Objective):
         curv = self._curvature(self.margins(w))
         H = self._dense_hessian(curv)
         if self.l2:
-            idx = np.arange(self.d * self.c)
-            H[idx, idx] += self.l2
+            k = self.d * self.c
+            if self.P is None:
+                idx = np.arange(k)
+                H[idx, idx] += self.l2
+            else:
+                H[:k, :k] += self.l2 * np.kron(self.P, np.eye(self.c)).astype(self.dtype)
         return H
 
     def _Xtilde_full(self) -> FloatArray:
@@ -331,7 +355,8 @@ class LinearModelObjective(Objective):
                 self._Xsq = self._X * self._X
             Xsq, dc = self._Xsq, self._diag_curv(curv)
         dg = self._backward(dc, 1.0 / self.n, X=Xsq).astype(np.float64)
-        dg.reshape(self.n_rows, self.c)[: self.d] += self.l2
+        pdiag = 1.0 if self._P_diag is None else self._P_diag[:, None]
+        dg.reshape(self.n_rows, self.c)[: self.d] += self.l2 * pdiag
         return dg
 
     def _diag_curv(self, curv: FloatArray) -> FloatArray:
@@ -356,6 +381,35 @@ class LinearModelObjective(Objective):
                 self._lam_max_cov = top_eigenvalue(mv, k)
         return self._lam_max_cov
 
+    def bound_matrix_max(self) -> float:
+        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact for b = 1)."""
+        k_act = self._X.shape[1]
+        rows = self._scatter_rows()
+        Pr = np.zeros((rows.size, rows.size))
+        Pr[:k_act, :k_act] = self.P[np.ix_(rows[:k_act], rows[:k_act])]  # type: ignore[index]
+        # the inactive features only see the penalty: their block of λP adds λ_max of the coupling
+        inactive = np.setdiff1d(np.arange(self.d), rows[:k_act])
+        b, lam = self.curvature_bound, self.l2
+        if rows.size <= 2000 and inactive.size == 0:
+            Xt = self._Xtilde_full().astype(np.float64)
+            M = b * (Xt.T @ Xt) / self.n + lam * Pr
+            return float(sla.eigvalsh(M, subset_by_index=[rows.size - 1, rows.size - 1])[0])
+        P = self.P
+
+        def mv(v: FloatArray) -> FloatArray:
+            x = v[: self.d]
+            u = self._X @ x[rows[:k_act]]
+            if self.fit_intercept:
+                u = u + v[self.d]
+            out = np.zeros_like(v)
+            out[rows[:k_act]] = b * (self._X.T @ u) / self.n
+            if self.fit_intercept:
+                out[self.d] = b * u.sum() / self.n
+            out[: self.d] += lam * (P @ x)  # type: ignore[operator]
+            return out
+
+        return top_eigenvalue(mv, self.n_rows)
+
     def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
         """Smoothness constant L of ∇f.
 
@@ -364,7 +418,9 @@ class LinearModelObjective(Objective):
         ``'lanczos'``: λ_max(∇²f(w)) at w (default 0) by Lanczos on Hessian-vector products.
         """
         if method == "bound":
-            return self.curvature_bound * self.input_second_moment_max() + self.l2
+            if self.P is None or not self.l2:
+                return self.curvature_bound * self.input_second_moment_max() + self.l2
+            return self.bound_matrix_max()
         if method in ("lanczos", "power"):
             w = np.zeros(self.n_params, dtype=self.dtype) if w is None else self._check_w(w)
             op = self.hess_operator(w)
@@ -438,7 +494,7 @@ class HessianOperator:
             U += b
         out = o._backward(o._curv_apply(self.curv, U), 1.0 / o.n, X=self.X).astype(o.dtype)
         if o.l2:
-            out.reshape(o.n_rows, o.c)[: o.d] += o.l2 * np.asarray(v, o.dtype).reshape(o.n_rows, o.c)[: o.d]
+            out.reshape(o.n_rows, o.c)[: o.d] += o._penalty_grad(np.asarray(v, o.dtype))
         return out
 
     __call__ = matvec
@@ -474,7 +530,10 @@ class HessianOperator:
                 G[:k_act, k_act] = G[k_act, :k_act] = Y.T @ sq
                 G[k_act, k_act] = float(np.sum(dk[keep], dtype=np.float64))
             G *= scale
-            G[np.arange(k_act), np.arange(k_act)] += o.l2
+            if o.P is None:
+                G[np.arange(k_act), np.arange(k_act)] += o.l2
+            else:
+                G[:k_act, :k_act] += o.l2 * o.P[np.ix_(rows[:k_act], rows[:k_act])]
             # a tiny ridge keeps M_k positive definite without penalty (λ = 0) or for the bias
             ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
             G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
@@ -494,7 +553,8 @@ class HessianOperator:
             facs.append(Minv_k + np.tril(Minv_k, -1).T)
         Minv = np.stack(facs)  # (c, m, m)
         inactive = np.setdiff1d(np.arange(o.d), rows)
-        lam_inv = 1.0 / o.l2 if o.l2 > 0 else 1.0
+        pd_in = np.ones(inactive.size) if o._P_diag is None else o._P_diag[inactive]
+        lam_inv = (1.0 / np.where(o.l2 * pd_in > 0, o.l2 * pd_in, 1.0))[:, None]
 
         def solve(r: FloatArray) -> FloatArray:
             R = r.reshape(o.n_rows, o.c)
@@ -545,12 +605,26 @@ class LinearRegression(LinearModelObjective):
         return super().lipschitz(w, method="lanczos")
 
     def closed_form(self) -> FloatArray:
-        """argmin f: solve ((1/n) X̃ᵀX̃ + λ I_W) w = (1/n) X̃ᵀ y by Cholesky (lstsq if singular)."""
+        """argmin f: solve ((1/n) X̃ᵀX̃ + λ [P 0; 0 0]) w = (1/n) X̃ᵀ y by Cholesky (lstsq if singular)."""
         Xt = self._Xtilde_full().astype(np.float64)
         A = Xt.T @ Xt / self.n
         k = self._X.shape[1]
-        A[np.arange(k), np.arange(k)] += self.l2
         rhs = Xt.T @ self.y[:, 0].astype(np.float64) / self.n
+        if self.P is not None and not self._all_active:  # the penalty couples the all-zero features in
+            rows = self._scatter_rows()
+            A_full = np.zeros((self.n_rows, self.n_rows))
+            A_full[np.ix_(rows, rows)] = A
+            A_full[: self.d, : self.d] += self.l2 * self.P
+            rhs_full = np.zeros(self.n_rows)
+            rhs_full[rows] = rhs
+            try:
+                return sla.cho_solve(sla.cho_factor(A_full), rhs_full).astype(self.dtype)
+            except sla.LinAlgError:
+                return sla.lstsq(A_full, rhs_full)[0].astype(self.dtype)
+        if self.P is None:
+            A[np.arange(k), np.arange(k)] += self.l2
+        else:
+            A[:k, :k] += self.l2 * self.P
         try:
             sol = sla.cho_solve(sla.cho_factor(A), rhs)
         except sla.LinAlgError:
@@ -687,18 +761,32 @@ class SoftmaxRegression(LinearModelObjective):
 
     def gauge_directions(self) -> FloatArray:
         """Shifting every class's logit by the same amount changes nothing: with an intercept the
-        direction b → b + t·1 (always), and without penalty also W → W + v 1ᵀ for each feature."""
+        direction b → b + t·1 (always), and W → W + u 1ᵀ for every u the penalty does not see
+        (every u without penalty; P u = 0 with a penalty matrix, e.g. a bias absorbed into z)."""
         rows = []
         if self.fit_intercept:
             M = np.zeros((self.n_rows, self.c), self.dtype)
             M[self.d] = 1.0 / np.sqrt(self.c)
             rows.append(M.ravel())
         if self.l2 == 0:
-            for j in range(self.d):
-                M = np.zeros((self.n_rows, self.c), self.dtype)
-                M[j] = 1.0 / np.sqrt(self.c)
-                rows.append(M.ravel())
+            free = np.eye(self.d)
+        else:
+            free = self._penalty_null_space()
+        for u in free:
+            M = np.zeros((self.n_rows, self.c), self.dtype)
+            M[: self.d] = u[:, None] / np.sqrt(self.c)
+            rows.append(M.ravel())
         return np.array(rows, dtype=self.dtype).reshape(len(rows), self.n_params)
+
+    def _penalty_null_space(self) -> FloatArray:
+        """Orthonormal rows spanning {u : P u = 0} (empty when P = I)."""
+        if self.P is None:
+            return np.zeros((0, self.d))
+        if self._P_null is None:
+            ev, V = np.linalg.eigh(self.P)
+            tol = max(float(ev[-1]), 0.0) * self.d * 1.0e-12
+            self._P_null = np.ascontiguousarray(V[:, ev <= tol].T)
+        return self._P_null
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
         return np.argmax(self.predict_margins(X, w), axis=1).astype(np.int64)
@@ -748,10 +836,22 @@ def _check_l2(l2: float) -> float:
     return lam
 
 
+def _check_penalty(P: ArrayLike | None, d: int) -> FloatArray | None:
+    if P is None:
+        return None
+    P = np.asarray(P, dtype=np.float64)
+    if P.shape != (d, d):
+        raise DataError(f"penalty matrix has shape {P.shape}, expected ({d}, {d}) = features × features")
+    if not np.all(np.isfinite(P)):
+        raise DataError("penalty matrix contains NaN or inf; rebuild it from the transform")
+    return np.ascontiguousarray(0.5 * (P + P.T))
+
+
 def make_objective(model: str, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0,
                    fit_intercept: bool = True, n_classes: int | None = None,
-                   dtype: Any = np.float64) -> LinearModelObjective:
-    """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y)."""
+                   dtype: Any = np.float64, penalty: ArrayLike | None = None) -> LinearModelObjective:
+    """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2 tr(Wᵀ P W)."""
     if model not in _CLASSES:
         raise ConfigError(f"model={model!r} is unknown; use one of {', '.join(MODELS)}")
-    return _CLASSES[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype)
+    return _CLASSES[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
+                           penalty=penalty)

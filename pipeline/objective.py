@@ -28,8 +28,16 @@ def fits_intercept(model_cfg: Mapping[str, Any], absorbs_bias: bool) -> bool:
     return bool(_get(model_cfg, "fit_intercept", True)) and not bool(absorbs_bias)
 
 
+def penalty_of(transform: Any) -> np.ndarray | None:
+    """P of the penalty λ/2 tr(Wᵀ P W) on the prepared coordinates (None = I): A Aᵀ when the penalty
+    acts on the input-space weights (``preprocess.penalty_space=input``), so every preprocessing
+    keeps the raw data's objective."""
+    get = getattr(transform, "penalty_matrix", None)
+    return None if get is None else get()
+
+
 def run_objective(cfg: Mapping[str, Any], dataset: Any, transform: Any) -> LinearModelObjective:
-    """f(w) = (1/n) Σ ℓ(y_i, z_iᵀW + b) + λ/2 ‖W‖² on the prepared training split, as the run's config says."""
+    """f(w) = (1/n) Σ ℓ(y_i, z_iᵀW + b) + λ/2 tr(Wᵀ P W) on the prepared training split (P = penalty_of(transform))."""
     m = cfg["model"]
     name = str(_get(m, "name"))
     return make_objective(
@@ -40,4 +48,5 @@ def run_objective(cfg: Mapping[str, Any], dataset: Any, transform: Any) -> Linea
         fit_intercept=fits_intercept(m, bool(getattr(transform, "absorbs_bias", False))),
         n_classes=dataset.n_classes if name == "softmax" else None,
         dtype=np.dtype(str(_get(m, "dtype", "float64"))),
+        penalty=penalty_of(transform),
     )

@@ -85,6 +85,16 @@ def prepare(
     prepared = type(ds)(
         Z_train, ds.y_train, Z_test, ds.y_test, ds.task, ds.n_classes, ds.name, ds.meta
     )
+    ridge = float(preprocess_cfg.get("ridge") or 0.0)
+    ridge_facts: dict[str, Any] = {}
+    if ridge > 0:  # κ of the regularized least-squares Hessian C + λ I_W, before and after (= 1)
+        C_reg = C_aug.copy()
+        dw = C_aug.shape[0] - 1
+        C_reg[np.arange(dw), np.arange(dw)] += ridge
+        ridge_facts = {
+            "cond_before_ridge": _cond(spectrum(C_reg)),
+            "cond_after_ridge": _cond(spectrum(hessian_after(transform, C_reg))),
+        }
     facts: dict[str, Any] = {
         "data": str(data_cfg["id"]),
         "preprocess": preprocess_id(preprocess_cfg),
@@ -100,6 +110,7 @@ def prepare(
         "cond_after": _cond(lam_after),
         "cond_before_nonzero": condition_number_nonzero(lam_before),  # over the nonzero eigenvalues
         "cond_after_nonzero": condition_number_nonzero(lam_after),
+        **ridge_facts,
         "rank_before": numerical_rank(lam_before),
         "rank_after": numerical_rank(lam_after),
         "hessian_dim_before": int(lam_before.size),

@@ -4,6 +4,12 @@ Every preprocessing is an affine map z = A x + c held in a ``Transform``. ``none
 ``zscore`` store A as a diagonal (``scale``) so applying them is an elementwise op; ``whiten``
 stores a dense A and applies as one matmul. With augmented whitening the constant feature is
 inside z (``absorbs_bias``): fit the model without an intercept and its MSE Hessian is I.
+
+``penalty_space`` says where the model's L2 penalty acts: ``input`` (default) on the input-space
+weights W_x = Aᵀ W — the transform then only changes coordinates, the objective (f*, optimum,
+predictions) is the one of the raw data, and the penalty matrix is P = A Aᵀ; ``transformed`` on W
+itself (P = I: another objective for every preprocessing). Ridge whitening (``ridge`` = λ)
+whitens (1/n) X̃ᵀX̃ + λ·[I 0; 0 0], so that the regularized least-squares Hessian in z is I.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
+PENALTY_SPACES = ("input", "transformed")
+DROPPING_KEYS = ("rel_threshold", "n_components", "explained_variance")  # drop data directions
 WHITEN_DEFAULTS = {  # whiten-only options and their defaults (other kinds must leave them so)
     "eps": 0.0,
+    "ridge": 0.0,
     "rel_threshold": None,
     "n_components": None,
     "explained_variance": None,
@@ -42,6 +51,15 @@ class Transform:
         None  # whiten: spectrum of the training second moment, descending
     )
     n_kept: int | None = None  # whiten: eigen-directions kept
+    penalty_space: str = "input"  # input: the penalty acts on W_x = Aᵀ W (P = A Aᵀ); transformed: on W
+
+    def penalty_matrix(self) -> np.ndarray | None:
+        """P of the penalty λ/2 tr(Wᵀ P W) on weights over z: A Aᵀ (``input``), None = I (``transformed``, ``none``)."""
+        if self.penalty_space == "transformed" or (self.matrix is None and self.scale is None):
+            return None
+        if self.matrix is None:
+            return np.diag(self.scale**2)  # type: ignore[operator]
+        return self.matrix @ self.matrix.T
 
     @property
     def n_features_in(self) -> int:
@@ -105,6 +123,7 @@ class Transform:
             "offset": self.offset,
             "absorbs_bias": np.array(self.absorbs_bias),
             "n_features_in": np.array(self.n_features_in, dtype=np.int64),
+            "penalty_space": np.array(self.penalty_space),
         }
         if self.scale is not None:
             d["scale"] = self.scale
@@ -123,6 +142,7 @@ class Transform:
             kind = str(d["kind"][()])
             offset = np.asarray(d["offset"], dtype=np.float64)
             absorbs = bool(d["absorbs_bias"][()])
+            space = str(d["penalty_space"][()])
         except KeyError as err:
             raise DataError(
                 f"stored transform lacks {err}; rerun `python -m pipeline.prepare`"
@@ -141,6 +161,7 @@ class Transform:
             if "eigenvalues" in d
             else None,
             n_kept=int(d["n_kept"][()]) if "n_kept" in d else None,
+            penalty_space=space,
         )
 
 
@@ -161,6 +182,12 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
     eps = _opt_number(cfg, "eps") if "eps" in cfg else 0.0
     if eps is None or eps < 0:
         raise ConfigError(f"preprocess.eps={eps} must be >= 0 (e.g. 1.0e-3; 0 = none)")
+    ridge = _opt_number(cfg, "ridge") if "ridge" in cfg else 0.0
+    if ridge is None or ridge < 0:
+        raise ConfigError(f"preprocess.ridge={ridge} must be >= 0 (ridge whitening: the model's λ, ${{model.l2}})")
+    space = cfg.get("penalty_space", "input")
+    if space not in PENALTY_SPACES:
+        raise ConfigError(f"preprocess.penalty_space={space!r} is unknown; use input or transformed")
     rt = _opt_number(cfg, "rel_threshold")
     if rt is not None and not (0 <= rt < 1):
         raise ConfigError(
@@ -174,6 +201,13 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"preprocess.explained_variance={ev} must lie in (0, 1], e.g. 9.9e-1, or be null"
         )
+    if space == "input" and name == "whiten":
+        for key in DROPPING_KEYS:
+            if cfg.get(key) is not None:
+                raise ConfigError(
+                    f"preprocess.{key}={cfg[key]} drops directions that carry data, which changes the "
+                    "objective under preprocess.penalty_space=input; set it to null (preprocess.ridge "
+                    "keeps whitening well conditioned) or use preprocess.penalty_space=transformed")
     if name != "whiten":
         for key, default in WHITEN_DEFAULTS.items():
             if key in cfg and cfg[key] != default:
@@ -198,14 +232,15 @@ def fit_preprocess(
         raise DataError("training inputs contain NaN or inf; clean the data before preprocessing")
     d = X.shape[1]
     name = cfg.get("name", "none")
+    space = str(cfg.get("penalty_space", "input"))
     if name == "none":
-        return Transform(kind="none", offset=np.zeros(d))
+        return Transform(kind="none", offset=np.zeros(d), penalty_space=space)
     if name == "zscore":
         mu = X.mean(axis=0)
         sigma = X.std(axis=0)
         const = np.ptp(X, axis=0) == 0  # a constant feature is centred, never divided by its std 0
         scale = np.where(const, 1.0, 1.0 / np.where(const, 1.0, sigma))
-        return Transform(kind="zscore", offset=-mu * scale, scale=scale)
+        return Transform(kind="zscore", offset=-mu * scale, scale=scale, penalty_space=space)
     augment = bool(cfg.get("augment", True))
     C = None
     if second_moment_aug is not None:
@@ -213,6 +248,8 @@ def fit_preprocess(
     w = fit_whitening(
         X,
         eps=float(cfg.get("eps", 0.0)),
+        ridge=float(cfg.get("ridge", 0.0)),
+        drop_null_only=space == "input",
         rel_threshold=cfg.get("rel_threshold"),
         n_components=cfg.get("n_components"),
         explained_variance=cfg.get("explained_variance"),
@@ -231,4 +268,5 @@ def fit_preprocess(
         absorbs_bias=augment,
         eigenvalues=w.eigenvalues,
         n_kept=w.n_kept,
+        penalty_space=space,
     )

@@ -98,6 +98,8 @@ def fit_whitening(
     X: np.ndarray,
     *,
     eps: float = 0.0,
+    ridge: float = 0.0,
+    drop_null_only: bool = False,
     rel_threshold: float | None = None,
     n_components: int | None = None,
     explained_variance: float | None = None,
@@ -105,15 +107,23 @@ def fit_whitening(
     augment: bool = True,
     C: np.ndarray | None = None,
 ) -> Whitening:
-    """Fit T = (Λ_k + ε)^-1/2 Φ_kᵀ from C = (1/n) X̃ᵀX̃ = Φ Λ Φᵀ (ZCA: Φ_k (Λ_k + ε)^-1/2 Φ_kᵀ).
+    """Fit T = (Λ_k + ε)^-1/2 Φ_kᵀ from C + ridge·I_W = Φ Λ Φᵀ, C = (1/n) X̃ᵀX̃ (ZCA: Φ_k (Λ_k + ε)^-1/2 Φ_kᵀ).
 
+    ``ridge`` (ridge whitening, = the model's λ) is added on the weight coordinates only (I_W: not
+    on the bias column of an augmented C), so the regularized least-squares Hessian in z is I.
     Directions are dropped by ``rel_threshold`` (λ_i < rel_threshold · λ_max), ``n_components``
-    or ``explained_variance``; ``eps`` is added to the kept eigenvalues. A kept direction whose
+    or ``explained_variance``; ``drop_null_only`` drops exactly the numerically null directions
+    (no data at all) instead. ``eps`` is added to the kept eigenvalues. A kept direction whose
     λ_i + ε is numerically zero (a singular C with nothing dropped and no ε) is a NumericalError.
-    ``C`` may pass a precomputed ``second_moment(X, augment)`` to save the O(n d²) product.
+    ``C`` may pass a precomputed ``second_moment(X, augment)`` to save the O(n d²) product;
+    ``eigenvalues`` of the result are those of C + ridge·I_W.
     """
     if C is None:
         C = second_moment(X, augment=augment)
+    if ridge:
+        C = np.array(C, dtype=np.float64, copy=True)
+        m = C.shape[0] - 1 if augment else C.shape[0]
+        C[np.arange(m), np.arange(m)] += ridge
     lam_asc, Phi_asc = np.linalg.eigh(C)
     lam, Phi = lam_asc[::-1], Phi_asc[:, ::-1]
     k = n_keep(
@@ -122,8 +132,10 @@ def fit_whitening(
         n_components=n_components,
         explained_variance=explained_variance,
     )
-    lam_k = lam[:k] + eps
     tol = max(lam[0], 0.0) * lam.size * np.finfo(np.float64).eps
+    if drop_null_only:
+        k = max(1, int(np.count_nonzero(lam > tol)))
+    lam_k = lam[:k] + eps
     if k == 0 or lam[0] <= 0:
         raise NumericalError(
             "training inputs are all zero; whitening is undefined, use preprocess=none"

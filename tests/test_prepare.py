@@ -148,13 +148,15 @@ def test_cli_mnist_whiten(tmp_path: Path, mnist_dir: Path) -> None:
     assert res.returncode == 0, res.stderr
     ds, tr, facts = load_prepared(tmp_path / "data/prepared/mnist-whiten.npz")
     assert facts["cond_before"] is None and facts["rank_before"] < 785  # singular before
-    assert facts["cond_after"] == pytest.approx(1.0, abs=1e-6)
+    # ridge whitening (λ = model.l2 = 1e-4): nothing dropped, regularized LS Hessian exactly I in z
+    assert facts["n_kept"] == 785 and facts["cond_before_ridge"] > 1.0e4
+    assert facts["cond_after_ridge"] == pytest.approx(1.0, abs=1e-6)
     assert ds.X_train.shape == (60000, facts["n_kept"]) and ds.X_test.shape == (
         10000,
         facts["n_kept"],
     )
     assert facts["sha256"]["train-images-idx3-ubyte"].startswith("ba891046")
-    # least squares on one-hot targets is Zᵀ Y / n when (1/n) ZᵀZ = I; it must classify the test split
+    # ridge least squares on one-hot targets is Zᵀ Y / n when (1/n) ZᵀZ + λP = I; it must classify
     W = ds.X_train.T @ np.eye(10)[ds.y_train] / ds.X_train.shape[0]
     acc = float(np.mean(np.argmax(ds.X_test @ W, axis=1) == ds.y_test))
     print(f"least-squares test accuracy on whitened MNIST: {acc:.4f}")
@@ -182,19 +184,19 @@ def test_cli_bad_config_value_exits_2(tmp_path: Path) -> None:
 def test_cli_singular_whitening_keeps_earlier_result(tmp_path: Path, mnist_dir: Path) -> None:
     out = tmp_path / "data" / "prepared"
     out.mkdir(parents=True)
-    (out / "mnist-whiten.npz").write_bytes(b"earlier result")
+    (out / "mnist-whiten_transformed.npz").write_bytes(b"earlier result")
     res = run_prepare(
         tmp_path,
         "data=mnist",
         "data.n_train=2000",
         "data.n_test=100",
-        "preprocess=whiten",
+        "preprocess=whiten_transformed",
         "preprocess.rel_threshold=null",
         env={"CURVLAB_DATA_DIR": str(mnist_dir)},
     )
     assert_one_line_error(res, "singular", "preprocess.rel_threshold")
-    assert (out / "mnist-whiten.npz").read_bytes() == b"earlier result"
-    assert files_under(out) == ["mnist-whiten.npz"]  # no temp files left
+    assert (out / "mnist-whiten_transformed.npz").read_bytes() == b"earlier result"
+    assert files_under(out) == ["mnist-whiten_transformed.npz"]  # no temp files left
 
 
 def test_cli_missing_data_exits_2(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from pipeline.prepare import hessian_after
 from pipeline.preprocessing import WHITEN_DEFAULTS, Transform, fit_preprocess
 from pipeline.whitening import condition_number, fit_whitening, n_keep, second_moment, spectrum
 
-WHITEN = {"name": "whiten", **WHITEN_DEFAULTS}
+# the whitening mechanics (dropping directions, singular C); penalty_space=input: test_penalty_space.py
+WHITEN = {"name": "whiten", **WHITEN_DEFAULTS, "penalty_space": "transformed"}
 
 
 def ellipsoidal(n: int = 400, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
