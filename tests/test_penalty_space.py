@@ -191,6 +191,7 @@ def binary38():
                          "n_test": 1000}, seed=0)
 
 
+@pytest.mark.slow
 def test_logistic_3v8_same_optimum_as_sklearn_and_affine_invariant_newton(binary38, mnist_dir) -> None:
     lam = 1.0e-4
     out = _solve_all(binary38, "logistic", lam, "newton", tol=1e-9, max_iter=50, line_search=True)
@@ -243,6 +244,7 @@ def _cg_iterations(obj, cap: int, rtol: float = 1e-6) -> int:
     return cap
 
 
+@pytest.mark.slow
 def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnist_dir) -> None:
     register_configs()
     losses = {}
@@ -250,7 +252,7 @@ def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnis
         base = [f"paths.prepared_dir={tmp_path / 'prepared'}", f"paths.experiments_dir={tmp_path / 'exp'}",
                 "mlflow.enabled=false", "progress=false", "data=mnist_binary", f"preprocess={pre}",
                 "model=logistic", "optimizer=newton", "optimizer.tol=1.0e-10",
-                "data.n_train=3000", "data.id=mnist-3v8-3k"]
+                "data.n_train=1000", "data.n_test=500", "data.id=mnist-3v8-1k"]
         with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
             cfg = compose(config_name="train", overrides=base)
         path = prepared_path(cfg)
