@@ -195,7 +195,7 @@ class Builder:
             pre = str(facts.get("preprocess") or js.stem[len(str(c["data"])) + 1:])
             rows.append({"prepared": js.stem, "preprocess": pre, **{k: facts.get(k) for k in (
                 "n_train", "n_features_in", "n_features_out", "n_kept", "cond_before", "cond_after",
-                "cond_before_nonzero", "cond_after_nonzero")}})
+                "cond_before_nonzero", "cond_after_nonzero", "cond_before_ridge", "cond_after_ridge")}})
             npz = js.with_suffix(".npz")
             if npz.exists():
                 with np.load(npz, allow_pickle=False) as z:
@@ -217,7 +217,9 @@ class Builder:
                           "(always-black pixels) are not drawn — they make the raw κ in the table infinite; "
                           "cond_*_nonzero is κ on the non-zero part.")
         s.table(table, self.save_table(table, f"conditioning-{c['data']}"),
-                "Condition numbers before / after each preprocessing (null = infinite: a singular matrix)")
+                "Condition numbers before / after each preprocessing (null = infinite: a singular matrix); "
+                "cond_*_ridge: of the regularized least-squares Hessian (1/n) X̃ᵀX̃ + λ·I_W, which ridge "
+                "whitening maps to I")
         self.sections.append(s)
 
     # -- trained runs --------------------------------------------------------------------------
