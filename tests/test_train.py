@@ -105,7 +105,7 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
 
     l2 = 5.0e-2
     cfg = make_cfg(work, [f"data.root={mnist_dir}", "data=mnist", "data.n_train=1000", "data.n_test=500",
-                          "preprocess=zscore", "model=softmax", f"model.l2={l2}", "optimizer=newton_cg",
+                          "preprocess=zscore_transformed", "model=softmax", f"model.l2={l2}", "optimizer=newton_cg",
                           "optimizer.tol=1.0e-7"])
     prep = ensure_prepared(cfg)
     metrics = train(cfg)
