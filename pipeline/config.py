@@ -42,6 +42,7 @@ class DataConfig:
     scale: float = 1.0 / 255.0  # pixel values are multiplied by this (MNIST -> [0, 1])
     n_train: int | None = None  # subsample the training split (first n after a seeded shuffle)
     n_test: int | None = None
+    val_fraction: float = 0.0  # hold out this share of the training rows (seeded, stratified) for validation
     # synthetic_regression
     n_samples: int = 2000
     n_features: int = 20
@@ -81,7 +82,7 @@ class ModelConfig:
 class OptimizerConfig:
     """The optimizer and its stopping rule."""
 
-    name: str = MISSING  # gd | newton | newton_cg | closed_form
+    name: str = MISSING  # gd | newton | newton_cg | closed_form | sgd
     id: str | None = None  # short name in run names (the conf/optimizer/ file name); null = name
     lr: Any = "auto"  # a float > 0 or "auto" (= 1/L); Any: OmegaConf 2.3 cannot merge a Union node here
     max_iter: int = 100
@@ -93,6 +94,15 @@ class OptimizerConfig:
     cg_max_iter: int = 250  # newton_cg: inner conjugate-gradient iterations per Newton step
     init: str = "zeros"  # zeros | random | saturated (the lecture's bad initialization)
     init_scale: float = 1.0
+    # sgd only (the other optimizers ignore these): lr "auto" = 1/L_B, the minibatch smoothness
+    batch_size: int = 100
+    epochs: int = 5
+    schedule: str = "constant"  # constant | inverse_time (lr/(1 + epoch/tau)) | step
+    tau: float = 1.0  # inverse_time: epochs until the step size has halved
+    step_epochs: int = 1  # step: multiply the step size by step_factor every step_epochs epochs
+    step_factor: float = 0.5
+    momentum: float = 0.0  # heavy ball: v <- momentum v - lr g, w <- w + v
+    log_every: int | None = None  # history row every k minibatches; null = once per epoch
 
 
 @dataclass
@@ -130,6 +140,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool | None = None  # null: a bar on a terminal, quiet otherwise
     fail_on_diverged: bool = True  # a diverged run is saved, then exits non-zero (false: exit 0)
+    score_test: bool = True  # false: test_accuracy/test_loss stay null (tuning trials never see the test set)
+    sweep_metric: str | None = None  # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
     paths: PathsConfig = field(default_factory=PathsConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
@@ -161,7 +173,7 @@ def as_kwargs(node: Any) -> dict[str, Any]:
 
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")
-OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form")
+OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
 INITS = ("zeros", "random", "saturated")
 DTYPES = ("float64", "float32")
 
@@ -205,6 +217,12 @@ def validate_train_config(cfg: Any) -> None:
         raise bad("optimizer.init", o.init, f"choose one of {', '.join(INITS)}")
     if not o.init_scale > 0.0:
         raise bad("optimizer.init_scale", o.init_scale, "must be > 0")
+    if o.name == "sgd":
+        from pipeline.optimizers import SGD_KEYS, check_sgd_options
+
+        check_sgd_options({k: o[k] for k in SGD_KEYS} | {"seed": cfg.seed})
+        if o.line_search:
+            raise bad("optimizer.line_search", o.line_search, "SGD takes no line search; set it to false")
     if o.name == "closed_form" and m.name != "linear":
         raise ConfigError(
             f"optimizer=closed_form solves only least squares (model=linear), not model={m.name}; "

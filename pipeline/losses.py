@@ -141,7 +141,7 @@ class LinearModelObjective(Objective):
     """Mean loss of a linear model on (X, y) plus λ/2 ‖W‖² (bias not penalized).
 
     Subclasses define the per-example loss on the linear predictor Z (n, c):
-    ``_loss_dz(Z) -> (Σ_i ℓ_i, ∂ℓ/∂Z)``, ``_curvature(Z)`` and ``_curv_apply(curv, U)`` (= D·U).
+    ``_loss_dz(Z, y=None) -> (Σ_i ℓ_i, ∂ℓ/∂Z)`` (labels y of the rows of Z, default all), ``_curvature(Z)`` and ``_curv_apply(curv, U)`` (= D·U).
     """
 
     model: str = ""
@@ -179,7 +179,7 @@ class LinearModelObjective(Objective):
     def _prepare_y(self, y: ArrayLike, n: int) -> FloatArray:
         raise NotImplementedError
 
-    def _loss_dz(self, Z: FloatArray) -> tuple[float, FloatArray]:
+    def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
         raise NotImplementedError
 
     def _loss_sum(self, Z: FloatArray) -> float:
@@ -272,6 +272,23 @@ class LinearModelObjective(Objective):
         g = self._backward(dZ, 1.0 / self.n)
         self._add_penalty(g, w)
         return loss / self.n + self._penalty(w), g
+
+    def batch_grad(self, w: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
+        """Minibatch gradient ∇f_B(w) = (1/|B|) X̃_Bᵀ ∂ℓ/∂Z_B + λ[W; 0] over the examples ``rows``."""
+        W, b = self._coef(w)
+        Xb = self._X[rows]
+        Z = Xb @ W
+        if b is not None:
+            Z += b
+        _, dZ = self._loss_dz(Z, self.y[rows])
+        g = self._backward(dZ, 1.0 / rows.shape[0], X=Xb)
+        self._add_penalty(g, w)
+        return g
+
+    def lipschitz_max(self) -> float:
+        """max_i L_i = sup‖ℓ''‖ · max_i ‖x̃_i‖² + λ, the worst smoothness of one example's loss."""
+        sq = np.einsum("ij,ij->i", self._X, self._X, dtype=np.float64)
+        return self.curvature_bound * (float(sq.max()) + float(self.fit_intercept)) + self.l2
 
     def value(self, w: ArrayLike) -> float:
         """f(w) = (1/n) Σ ℓ(y_i, z_i) + λ/2 ‖W‖²."""
@@ -580,8 +597,8 @@ class LinearRegression(LinearModelObjective):
             raise DataError("y contains non-numeric or non-finite targets; clean the data before fitting")
         return y.astype(self.dtype)[:, None]
 
-    def _loss_dz(self, Z: FloatArray) -> tuple[float, FloatArray]:
-        R = Z - self.y
+    def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
+        R = Z - (self.y if y is None else y)
         return 0.5 * float(np.dot(R[:, 0], R[:, 0])), R
 
     def _loss_sum(self, Z: FloatArray) -> float:
@@ -653,7 +670,9 @@ class LogisticRegression(_BinaryMixin, LinearModelObjective):
     model = "logistic"
     curvature_bound = 0.25
 
-    def _loss_dz(self, Z: FloatArray) -> tuple[float, FloatArray]:
+    def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
+        if y is not None:
+            return float(np.sum(-log_expit(Z) + (1.0 - y) * Z, dtype=np.float64)), expit(Z) - y
         return self._loss_sum(Z), expit(Z) - self.y
 
     def _loss_sum(self, Z: FloatArray) -> float:
@@ -679,9 +698,9 @@ class LogisticMSE(_BinaryMixin, LinearModelObjective):
     model = "logistic_mse"
     curvature_bound = MSE_LOGISTIC_CURVATURE
 
-    def _loss_dz(self, Z: FloatArray) -> tuple[float, FloatArray]:
+    def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
         s = expit(Z)
-        r = s - self.y
+        r = s - (self.y if y is None else y)
         return 0.5 * float(np.sum(r * r, dtype=np.float64)), r * s * (1.0 - s)
 
     def _curvature(self, Z: FloatArray) -> FloatArray:
@@ -718,14 +737,15 @@ class SoftmaxRegression(LinearModelObjective):
             raise DataError(f"labels must lie in 0..{self.c - 1} (n_classes={self.c}); found {yi.min()}..{yi.max()}")
         return yi  # type: ignore[return-value]
 
-    def _loss_dz(self, Z: FloatArray) -> tuple[float, FloatArray]:
+    def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
+        y = self.y if y is None else y
         m = Z.max(axis=1, keepdims=True)
         P = np.exp(Z - m)
         s = P.sum(axis=1, keepdims=True)
         P /= s
         lse = m[:, 0] + np.log(s[:, 0])
-        loss = float(np.sum(lse - Z[np.arange(Z.shape[0]), self.y], dtype=np.float64))
-        P[np.arange(Z.shape[0]), self.y] -= 1.0
+        loss = float(np.sum(lse - Z[np.arange(Z.shape[0]), y], dtype=np.float64))
+        P[np.arange(Z.shape[0]), y] -= 1.0
         return loss, P
 
     def _loss_sum(self, Z: FloatArray) -> float:

@@ -40,7 +40,7 @@ from scipy import linalg as sla
 
 from pipeline.errors import ConfigError, NumericalError
 
-METHODS = ("gd", "newton", "newton_cg", "closed_form")
+METHODS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
 STATUSES = ("converged", "max_iter", "time_budget", "diverged", "stalled")
 PRECONDITIONERS = ("auto", "block", "jacobi", "none")
 # 'auto' preconditioner: (re)build the class-block preconditioner before a Newton step when the
@@ -175,7 +175,7 @@ def minimize(objective: Any, w0: Any, method: str, *, lr: float | str = "auto", 
              callback: Callback | None = None, preconditioner: str = "auto",
              hvp_precision: str = "auto", divergence_factor: float = 1.0e12,
              max_backtracks: int = 60, **ignored: Any) -> OptimizeResult:
-    """Minimize ``objective`` from ``w0`` with ``method`` ∈ {gd, newton, newton_cg, closed_form}.
+    """Minimize ``objective`` from ``w0`` with ``method`` ∈ {gd, newton, newton_cg, closed_form, sgd}.
 
     gd: w ← w − ε ∇f (ε = lr, 'auto' = 1/L; Armijo backtracking from ε if ``line_search``).
     newton: w ← w − t (H + τI)⁻¹ ∇f, Cholesky; τ = 0 unless H is not positive definite.
@@ -184,7 +184,13 @@ def minimize(objective: Any, w0: Any, method: str, *, lr: float | str = "auto", 
     models the products run in float32 (gradient and line search stay in the objective's dtype)
     and ``preconditioner='auto'`` uses the class-diagonal Hessian blocks once CG gets expensive.
     closed_form: the exact minimizer of linear regression (reference optimum).
+    sgd: minibatch SGD (options ``SGD_DEFAULTS``: batch_size, epochs, schedule, tau, step_epochs,
+    step_factor, momentum, log_every, seed; lr 'auto' = 1/L_B, ``minibatch_smoothness``);
+    ``max_iter`` and ``line_search`` do not apply, ``tol`` is tested at the logged points.
     """
+    sgd = {k: ignored.pop(k) for k in list(ignored) if k in SGD_DEFAULTS}
+    if sgd and method != "sgd":
+        raise ConfigError(f"option(s) {sorted(sgd)} apply only to optimizer=sgd, not {method!r}; drop them")
     unknown = sorted(set(ignored) - set(_IGNORED))
     if unknown:
         raise ConfigError(f"unknown optimizer option(s) {unknown}; valid: lr, max_iter, tol, time_budget_s, "
@@ -207,6 +213,12 @@ def minimize(objective: Any, w0: Any, method: str, *, lr: float | str = "auto", 
         m = _Newton(objective, search)
     elif method == "newton_cg":
         m = _NewtonCG(objective, search, int(cg_max_iter), preconditioner, hvp_precision)
+    elif method == "sgd":
+        if line_search:
+            raise ConfigError("optimizer.line_search=true does not apply to optimizer=sgd; set it to false")
+        opts = {**SGD_DEFAULTS, **sgd}
+        check_sgd_options(opts)
+        m = _SGD(objective, lr_val, **opts)
     else:
         m = _ClosedForm(objective)
     return _iterate(m, w, max_iter=m.max_iter(int(max_iter)), tol=float(tol), budget=time_budget_s,
@@ -284,7 +296,8 @@ def _iterate(m: _Method, w: FloatArray, *, max_iter: int, tol: float, budget: fl
         w_new, f_new, g_new, t = out
         it += 1
         if _blew_up(f_new, g_new, f0, div):
-            gn_new = float(np.linalg.norm(g_new)) if np.all(np.isfinite(g_new)) else np.inf
+            with np.errstate(over="ignore"):
+                gn_new = float(np.linalg.norm(g_new)) if np.all(np.isfinite(g_new)) else np.inf
             hist.add(it, m.passes, f_new, gn_new, t)
             status, msg = "diverged", m.diverged_message(it, f_new, f0)
             break
@@ -654,3 +667,145 @@ class _ClosedForm(_Method):
         if status == "converged":
             return status, msg
         return "stalled", msg + " (ill-conditioned: rounding limits the accuracy; set model.l2 > 0)"
+
+
+# ---------------------------------------------------------------- stochastic gradient descent
+
+SCHEDULES = ("constant", "inverse_time", "step")
+SGD_DEFAULTS: dict[str, Any] = {"batch_size": 100, "epochs": 5, "schedule": "constant", "tau": 1.0,
+                                "step_epochs": 1, "step_factor": 0.5, "momentum": 0.0,
+                                "log_every": None, "seed": 0}
+SGD_KEYS = tuple(k for k in SGD_DEFAULTS if k != "seed")  # the optimizer.* config keys of sgd
+
+
+def sgd_rate(lr: float, schedule: str, epoch: float, tau: float, step_epochs: int,
+             step_factor: float) -> float:
+    """Step size after ``epoch`` epochs (fractional): constant lr, lr/(1 + epoch/τ) or
+    lr·factor^⌊epoch/step_epochs⌋."""
+    if schedule == "inverse_time":
+        return lr / (1.0 + epoch / tau)
+    if schedule == "step":
+        return lr * step_factor ** math.floor(epoch / step_epochs)
+    return lr
+
+
+def minibatch_smoothness(L: float, L_max: float, n: int, batch_size: int) -> float:
+    """Expected smoothness of a B-minibatch gradient (Gower et al. 2019, sampling without
+    replacement): L_B = n(B−1)/(B(n−1))·L + (n−B)/(B(n−1))·L_max; L_1 = L_max, L_n = L."""
+    B = min(batch_size, n)
+    if n == 1:
+        return L
+    return n * (B - 1) / (B * (n - 1)) * L + (n - B) / (B * (n - 1)) * L_max
+
+
+def check_sgd_options(opts: dict[str, Any]) -> None:
+    """Raise a one-line ConfigError naming the optimizer.<key> of an SGD option out of range."""
+    def bad(key: str, want: str) -> ConfigError:
+        return ConfigError(f"optimizer.{key}={opts[key]!r} {want}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+    if not (is_int(opts["batch_size"]) and opts["batch_size"] >= 1):
+        raise bad("batch_size", "must be an integer ≥ 1")
+    if not (is_int(opts["epochs"]) and opts["epochs"] >= 0):
+        raise bad("epochs", "must be an integer ≥ 0")
+    if opts["schedule"] not in SCHEDULES:
+        raise bad("schedule", f"is unknown; use one of {', '.join(SCHEDULES)}")
+    if not (isinstance(opts["tau"], int | float) and math.isfinite(opts["tau"]) and opts["tau"] > 0):
+        raise bad("tau", "must be a positive number of epochs")
+    if not (is_int(opts["step_epochs"]) and opts["step_epochs"] >= 1):
+        raise bad("step_epochs", "must be an integer ≥ 1")
+    if not (isinstance(opts["step_factor"], int | float) and 0 < opts["step_factor"] <= 1):
+        raise bad("step_factor", "must lie in (0, 1]")
+    if not (isinstance(opts["momentum"], int | float) and 0 <= opts["momentum"] < 1):
+        raise bad("momentum", "must lie in [0, 1)")
+    if opts["log_every"] is not None and not (is_int(opts["log_every"]) and opts["log_every"] >= 1):
+        raise bad("log_every", "must be an integer ≥ 1 (minibatches) or null (once per epoch)")
+    if not (is_int(opts["seed"]) and opts["seed"] >= 0):
+        raise bad("seed", "must be an integer ≥ 0")
+
+
+class _SGD(_Method):
+    """Minibatch SGD: each epoch a fresh permutation (from ``seed``) cut into batches of B rows,
+    v ← μv − η_t ∇f_B(w), w ← w + v (μ = momentum, 0: plain SGD), η_t from the schedule.
+
+    One loop step = one epoch (or ``log_every`` minibatches, never across an epoch's end); the
+    full f and ∇f at the logged point are for the history and the stopping rule only (off the
+    clock, no passes)."""
+
+    def __init__(self, obj: Any, lr: float | None, *, batch_size: int, epochs: int, schedule: str,
+                 tau: float, step_epochs: int, step_factor: float, momentum: float,
+                 log_every: int | None, seed: int) -> None:
+        if not hasattr(obj, "batch_grad"):
+            raise ConfigError("optimizer=sgd needs an objective with minibatch gradients (a linear model)")
+        super().__init__(obj)
+        n = int(obj.n)
+        self.n, self.B = n, min(int(batch_size), n)
+        self.n_batches = -(-n // self.B)
+        self.per_step = self.n_batches if log_every is None else min(int(log_every), self.n_batches)
+        self.steps_per_epoch = -(-self.n_batches // self.per_step)
+        self.epochs = int(epochs)
+        self.schedule, self.tau, self.step_epochs, self.step_factor = schedule, tau, step_epochs, step_factor
+        self.momentum = float(momentum)
+        self.extra: dict[str, Any] = {"batch_size": self.B, "batches_per_epoch": self.n_batches}
+        if lr is None:
+            L, L_max = float(obj.lipschitz()), float(obj.lipschitz_max())
+            L_B = minibatch_smoothness(L, L_max, n, self.B)
+            if not (np.isfinite(L_B) and L_B > 0):
+                raise NumericalError(f"minibatch smoothness L_B = {L_B} is not positive; set optimizer.lr explicitly")
+            lr = 1.0 / L_B
+            self.extra.update(L=L, L_max=L_max, L_B=L_B)
+        self.lr = lr
+        self.rng = np.random.default_rng(int(seed))
+        self.t, self.j, self.rows_read = 0, 0, 0  # updates so far; position in the epoch; rows read
+        self.perm = np.arange(0)
+        self.v: FloatArray | None = None
+
+    def max_iter(self, max_iter: int) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def start(self, w: FloatArray) -> tuple[float, FloatArray]:
+        with self.clock.paused():  # logging only: SGD never needs the full gradient
+            return self.obj.value_grad(w)
+
+    def step(self, w: FloatArray, f: float, g: FloatArray, gn: float,
+             it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
+        obj, B, mu = self.obj, self.B, self.momentum
+        w = w.copy()
+        if mu and self.v is None:
+            self.v = np.zeros_like(w)
+        eta = self.lr
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _ in range(self.per_step):
+                if self.j == 0:
+                    self.perm = self.rng.permutation(self.n)
+                rows = self.perm[self.j * B:(self.j + 1) * B]
+                eta = sgd_rate(self.lr, self.schedule, self.t / self.n_batches, self.tau,
+                               self.step_epochs, self.step_factor)
+                gb = obj.batch_grad(w, rows)
+                if mu:
+                    self.v *= mu
+                    self.v -= eta * gb
+                    w += self.v
+                else:
+                    w -= eta * gb
+                self.rows_read += rows.shape[0]
+                self.passes = self.rows_read / self.n  # exact at epoch ends
+                self.t += 1
+                self.j += 1
+                if self.j == self.n_batches:
+                    self.j = 0
+                    break
+            with self.clock.paused():  # logging only
+                f_new, g_new = obj.value_grad(w)
+        return w, f_new, g_new, eta
+
+    def finish(self, status: str, message: str) -> tuple[str, str]:
+        if status == "max_iter":  # the epochs are the budget: say so in their terms
+            message = (f"{self.epochs} epoch(s) done ({self.t} minibatch updates of ≤ {self.B} rows); "
+                       + message.split(" reached with ", 1)[-1])
+        return status, message
+
+    def info(self) -> dict[str, Any]:
+        return {**self.extra, "updates": self.t, "epochs": self.t / self.n_batches}

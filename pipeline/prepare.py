@@ -9,6 +9,7 @@ exit status 2, nothing written.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 from pipeline.config import as_kwargs, register_configs
 from pipeline.data.catalog import complete
 from pipeline.data.datasets import load_dataset, validate_data_config
+from pipeline.data.split import check_val_fraction, validation_split
 from pipeline.errors import ConfigError, user_errors_exit
 from pipeline.prepared import prepared_path, prepared_stem, preprocess_id, save_prepared
 from pipeline.preprocessing import Transform, fit_preprocess, validate_preprocess_config
@@ -65,6 +67,7 @@ def prepare(
     data_cfg = complete(data_cfg)  # a partial dict: from conf/data/<name>.yaml (facts record it all)
     validate_data_config(data_cfg)
     validate_preprocess_config(preprocess_cfg)
+    val_fraction = check_val_fraction(data_cfg.get("val_fraction"))
     for key, value in (
         ("data.id", data_cfg.get("id")),
         ("preprocess.id", preprocess_id(preprocess_cfg)),
@@ -75,6 +78,11 @@ def prepare(
             )
     out = prepared_path(prepared_dir, data_cfg, preprocess_cfg)
     ds = load_dataset(data_cfg, seed)
+    val: tuple[np.ndarray, np.ndarray] | None = None
+    if val_fraction > 0:  # held out before anything is fitted on the training rows
+        rows, val_rows = validation_split(ds.y_train, val_fraction, seed, ds.task != "regression")
+        val = (ds.X_train[val_rows], ds.y_train[val_rows])
+        ds = dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows])
     C_aug = second_moment(ds.X_train, augment=True)
     transform = fit_preprocess(preprocess_cfg, ds.X_train, second_moment_aug=C_aug)
     Z_train = transform.apply(ds.X_train)
@@ -102,6 +110,7 @@ def prepare(
         "n_classes": ds.n_classes,
         "n_train": int(Z_train.shape[0]),
         "n_test": int(Z_test.shape[0]),
+        "n_val": 0 if val is None else int(val[1].shape[0]),
         "n_features_in": int(ds.X_train.shape[1]),
         "n_features_out": int(Z_train.shape[1]),
         "n_kept": int(transform.n_kept if transform.n_kept is not None else Z_train.shape[1]),
@@ -124,7 +133,8 @@ def prepare(
         "meta": {k: v for k, v in ds.meta.items() if k != "sha256"},
     }
     facts["seconds"] = round(time.perf_counter() - t0, 3)
-    save_prepared(out, prepared, transform, lam_before, lam_after, facts)
+    extra = {} if val is None else {"X_val": transform.apply(val[0]), "y_val": val[1]}
+    save_prepared(out, prepared, transform, lam_before, lam_after, facts, extra)
     return facts
 
 

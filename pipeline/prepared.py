@@ -49,8 +49,10 @@ def save_prepared(
     spectrum_before: np.ndarray,
     spectrum_after: np.ndarray,
     facts: Mapping[str, Any],
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Write the ``.npz`` and ``.json`` atomically as a pair (``pipeline.writer.write_group``)."""
+    """Write the ``.npz`` and ``.json`` atomically as a pair (``pipeline.writer.write_group``);
+    ``extra`` arrays (the validation split ``X_val``, ``y_val``) are stored beside the splits."""
     npz = Path(path)
     js = npz.with_suffix(".json")
     arrays: dict[str, np.ndarray] = {
@@ -62,6 +64,7 @@ def save_prepared(
         "spectrum_after": np.asarray(spectrum_after, dtype=np.float64),
     }
     arrays.update({_PREFIX + k: v for k, v in transform.to_arrays().items()})
+    arrays.update({k: np.asarray(v) for k, v in (extra or {}).items()})
     text = json.dumps(dict(facts), indent=2, allow_nan=False) + "\n"
     # the pair belongs together: the .npz carries the digest of the .json written with it
     arrays[_FACTS_DIGEST] = np.asarray(hashlib.sha256(text.encode("utf-8")).hexdigest())
@@ -70,6 +73,9 @@ def save_prepared(
 
 def _short(err: BaseException) -> str:
     return " ".join(str(err).split())[:200] or type(err).__name__
+
+
+VAL_ARRAYS = ("X_val", "y_val")
 
 
 def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]:
@@ -127,4 +133,7 @@ def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]
     )
     facts["spectrum_before"] = arrays["spectrum_before"]
     facts["spectrum_after"] = arrays["spectrum_after"]
+    for k in VAL_ARRAYS:  # the validation split, when data.val_fraction > 0
+        if k in arrays:
+            facts[k] = arrays[k]
     return dataset, transform, facts

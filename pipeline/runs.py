@@ -14,7 +14,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,15 @@ def run_entry(prog: str, fn: Callable[[], Any], ctx: JobContext) -> int:
         record_sweep_failure(ctx, msg)
         return 2
     return 0
+
+
+def record_trial(ctx: JobContext, metrics: Mapping[str, Any]) -> None:
+    """Leave ``<sweep dir>/trials/<job num>.json`` (overrides + metrics) for the tuning summary."""
+    sweep = os.environ.get("CURVLAB_SWEEP_DIR")
+    if not sweep or ctx.job_num is None:
+        return
+    write_json(Path(sweep) / "trials" / f"{ctx.job_num}.json",
+               {"job": ctx.job_num, "overrides": list(ctx.overrides), "metrics": dict(metrics)})
 
 
 def record_sweep_failure(ctx: JobContext, msg: str) -> None:

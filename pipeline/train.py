@@ -21,12 +21,14 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import as_kwargs, register_configs, validate_train_config
 from pipeline.errors import ConfigError, DataError, NumericalError
 from pipeline.optimizers import HISTORY_KEYS as HISTORY_COLUMNS
+from pipeline.optimizers import SGD_KEYS
 from pipeline.progress import IterationBar, show_progress
 from pipeline.runs import (
     JobContext,
     group_id,
     job_context,
     prepared_path,
+    record_trial,
     run_dir,
     run_entry,
 )
@@ -71,6 +73,9 @@ def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
                     f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
                     f"{want[key]!r}; rerun `{_prepare_cmd(cfg)} {group}.{key}={want[key]}` (give it its "
                     f"own {group}.id to keep both)")
+    if (cfg.data.get("val_fraction") or 0) > 0 and "X_val" not in facts:
+        raise DataError(f"{path} has no validation split but data.val_fraction={cfg.data.val_fraction}; "
+                        f"rerun `{_prepare_cmd(cfg)} data.val_fraction={cfg.data.val_fraction}`")
     return dataset, transform, dict(facts), path
 
 
@@ -89,15 +94,16 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.asarray(pred) == np.asarray(y)))
 
 
-def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
-    """Validate, fit, save and track one run; returns the metrics dict (raises CurvlabError)."""
+def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+    """Validate, fit, save and track one run (in ``out_dir``, default the run directory its config
+    names); returns the metrics dict (raises CurvlabError)."""
     from pipeline.objective import run_objective
     from pipeline.optimizers import minimize
     from pipeline.tracking import Tracker, flatten, git_commit
 
     ctx = ctx or JobContext()
     validate_train_config(cfg)
-    out_dir = run_dir(cfg, ctx.overrides)
+    out_dir = run_dir(cfg, ctx.overrides) if out_dir is None else out_dir
     dataset, transform, facts, prep_path = load_prepared_for(cfg)
     check_model_fits_data(cfg.model.name, dataset.task, cfg.data.id)
 
@@ -108,6 +114,8 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     w0 = objective.init(str(o.init), float(o.init_scale), rng)
     opt_cfg = as_kwargs(o)
     options = {k: opt_cfg[k] for k in OPTIMIZER_OPTIONS}
+    if o.name == "sgd":  # minibatches drawn from the run's seed
+        options |= {k: opt_cfg[k] for k in SGD_KEYS} | {"seed": int(cfg.seed)}
 
     resolved = as_kwargs(cfg)
     tracker, run_id = None, None
@@ -127,10 +135,12 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         desc = f"{out_dir.name}"
-        with IterationBar(int(o.max_iter), desc, show_progress(cfg.progress)) as cb:
+        steps = int(o.epochs) if o.name == "sgd" and o.log_every is None else int(o.max_iter)
+        with IterationBar(steps, desc, show_progress(cfg.progress)) as cb:
             result = minimize(objective, w0, str(o.name), callback=cb, **options)
         seconds = time.perf_counter() - t0
-        metrics = summarize(cfg, objective, dataset, result, fit_intercept, seconds, run_id)
+        val = (facts["X_val"], facts["y_val"]) if "X_val" in facts else None
+        metrics = summarize(cfg, objective, dataset, result, fit_intercept, seconds, run_id, val)
         save_run(out_dir, cfg, objective, result, metrics)
     except BaseException as err:
         if tracker is not None and run_id is not None:
@@ -142,13 +152,16 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         tracker.log_history(run_id, history)
         tracker.log_metrics(run_id, {k: metrics[k] for k in (
             "train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
-            "test_loss", "iterations", "passes") if metrics.get(k) is not None})
+            "test_loss", "iterations", "passes", "val_accuracy", "val_loss")
+            if metrics.get(k) is not None})
         tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
         tracker.log_artifacts(run_id, [out_dir / "metrics.json", out_dir / "config.yaml",
                                        out_dir / "history.csv"])
         tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
 
     acc = "" if metrics["test_accuracy"] is None else f", test accuracy {metrics['test_accuracy']:.4f}"
+    if metrics["val_accuracy"] is not None:
+        acc += f", validation accuracy {metrics['val_accuracy']:.4f}"
     print(f"{PROG}: {out_dir.name}: {metrics['status']} after {metrics['iterations']} iterations, "
           f"loss {metrics['train_loss']:.6g}{acc} ({metrics['train_time_s']:.1f} s) -> {out_dir}", flush=True)
     if metrics["status"] == "diverged" and cfg.fail_on_diverged:
@@ -158,8 +171,12 @@ def train(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
 
 
 def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
-              fit_intercept: bool, seconds: float, run_id: str | None) -> dict[str, Any]:
-    """The metrics.json fields of docs/architecture.md."""
+              fit_intercept: bool, seconds: float, run_id: str | None,
+              val: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """The metrics.json fields of docs/architecture.md (val_* from the validation split, if any)."""
+    has_val = val is not None
+    X_val, y_val = val if val is not None else (None, None)
+    score_test = bool(cfg.get("score_test", True))
     w = np.asarray(result.w)
     loss = np.asarray(result.history["loss"], dtype=np.float64)
     gnorm = np.asarray(result.history["grad_norm"], dtype=np.float64)
@@ -185,8 +202,12 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
         "grad_norm": float(gnorm[last]),
         "train_time_s": float(seconds),
         "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train) if classify else None,
-        "test_accuracy": accuracy(objective.predict(dataset.X_test, w), dataset.y_test) if classify else None,
-        "test_loss": float(objective.predict_loss(dataset.X_test, dataset.y_test, w)),
+        "test_accuracy": accuracy(objective.predict(dataset.X_test, w), dataset.y_test)
+        if classify and score_test else None,
+        "test_loss": float(objective.predict_loss(dataset.X_test, dataset.y_test, w)) if score_test else None,
+        "val_accuracy": accuracy(objective.predict(X_val, w), y_val) if classify and has_val else None,
+        "val_loss": float(objective.predict_loss(X_val, y_val, w)) if has_val else None,
+        "n_val": int(y_val.shape[0]) if has_val else 0,
         "mlflow_run_id": run_id,
     }
 
@@ -212,10 +233,20 @@ register_configs()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> int:
-    """Hydra entry point (see the module docstring)."""
+def main(cfg: DictConfig) -> int | float | None:
+    """Hydra entry point (see the module docstring). In a sweep with ``sweep_metric`` set (a
+    tuning study) it returns that metric for the sweeper (None when the job failed) and leaves
+    ``<sweep dir>/trials/<job>.json`` for ``pipeline.tuning``."""
     ctx = job_context()
-    return run_entry(PROG, lambda: train(cfg, ctx), ctx)
+    metrics: dict[str, Any] = {}
+    code = run_entry(PROG, lambda: metrics.update(train(cfg, ctx)), ctx)
+    key = cfg.get("sweep_metric")
+    if not key:
+        return code
+    if metrics:
+        record_trial(ctx, metrics)
+    value = metrics.get(key)
+    return None if value is None else float(value)  # None: the sweeper records a failed trial
 
 
 if __name__ == "__main__":

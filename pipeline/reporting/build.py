@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipeline.errors import CurvlabError
 from pipeline.reporting import analysis, figures, studies
+from pipeline.reporting.homework import homework
 from pipeline.reporting.reference import Reference, reference_for
 from pipeline.reporting.render import Section
 from pipeline.reporting.runs import RunSet, class_names, load_confusion, load_weights
@@ -522,6 +523,7 @@ def build(out: Path, cfg: Mapping[str, Any], runs: RunSet | None) -> Built:
         b.claim6(runs)
         for data_id in cfg["report"].get("accuracy_data") or []:
             b.data_set_accuracy(runs, str(data_id))
+        homework(b, runs)
         b.sections.append(conv)
         b.reference_section(refs)
         b.timings["trained_runs"] = time.perf_counter() - t0
