@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reporting import figures
-from pipeline.reporting.analysis import REFERENCE_POINTS
 from pipeline.reporting.render import Section
 from pipeline.reporting.runs import RunSet
 
 STUDY = "hw3_sgd"
 COMPARE_STUDY = "default"  # the same objective (raw MNIST pixels, λ = 1e-4) for gd, sgd, newton_cg
 COMPARE = ("gd", "sgd", "newton_cg")
+# published MNIST test accuracy of multinomial logistic regression (the homework's yardstick)
+PUBLISHED_SOFTMAX = ("multinomial logistic regression, typical", 0.925)
 
 
 def trials_figure(trials: pd.DataFrame, path: Path) -> Path:
@@ -79,7 +80,7 @@ def homework(b: Any, runs: RunSet | None) -> None:
                                   for k, v in chosen["best_params"].items())
            + f" (validation accuracy {chosen['best_value']:.2%}).")
     final_path = study / "final" / "metrics.json"
-    ref_name, ref_acc = REFERENCE_POINTS["softmax"]
+    ref_name, ref_acc = PUBLISHED_SOFTMAX
     conv = _converged_reference(b)
     if final_path.exists():
         final = json.loads(final_path.read_text(encoding="utf-8"))
