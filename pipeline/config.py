@@ -112,6 +112,10 @@ class MlflowConfig:
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
     artifact_root: str | None = None  # else <project>/mlartifacts
     enabled: bool = True
+    # an http(s) tracking server that does not answer fails within about
+    # (1 + http_max_retries) × http_timeout_s + the back-off (MLflow's MLFLOW_HTTP_REQUEST_* variables)
+    http_timeout_s: int = 5
+    http_max_retries: int = 2
 
 
 @dataclass
@@ -180,9 +184,9 @@ DTYPES = ("float64", "float32")
 
 def validate_train_config(cfg: Any) -> None:
     """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError."""
-    import re
-
     from pipeline.errors import ConfigError
+
+    check_boundary(cfg)
 
     def bad(key: str, value: Any, want: str) -> ConfigError:
         return ConfigError(f"{key}={value!r} is invalid: {want}; fix it in conf/ or on the command line")
@@ -231,7 +235,122 @@ def validate_train_config(cfg: Any) -> None:
     eps = cfg.preprocess.get("eps", 0.0)
     if eps is not None and not eps >= 0.0:
         raise bad("preprocess.eps", eps, "the eigenvalue floor must be >= 0")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(cfg.study)):
-        raise bad("study", cfg.study, "use letters, digits, '_', '-' or '.' (it names a directory)")
     if cfg.seed < 0:
         raise bad("seed", cfg.seed, "must be >= 0")
+
+
+# ---------------------------------------------------------------- the config boundary
+# Each app checks its composed config here first, once: unknown keys (``+optimizer.lrr=0.1`` is
+# accepted by Hydra's ``+`` but not by the schema), mandatory values left ``???``, and every value
+# that becomes part of a file or folder name. Nothing is written before these pass.
+
+SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+=,-]{0,99}"  # a file/folder name: no '/', no leading '.'
+NAME_KEYS = ("study", "data.id", "preprocess.id", "model.id", "optimizer.id")  # become path parts
+
+
+def _fields(tp: Any) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
+
+
+def schema_keys(cfg: Any, path: str = "") -> list[str]:
+    """The keys the structured schema allows at ``path`` of ``cfg`` ([] where it is free-form)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    node = OmegaConf.select(cfg, path) if path else cfg
+    return _fields(OmegaConf.get_type(node)) if isinstance(node, DictConfig) else []
+
+
+def check_known_keys(cfg: Any, prefix: str = "") -> None:
+    """Reject keys the node's structured schema does not define (``+foo=1``, ``+optimizer.lrr=0.1``)."""
+    import difflib
+
+    from omegaconf import DictConfig, OmegaConf
+
+    from pipeline.errors import ConfigError
+
+    if not isinstance(cfg, DictConfig) or cfg._is_missing() or cfg._is_none():
+        return
+    known = _fields(OmegaConf.get_type(cfg))
+    if not known:  # a free-form node (dict, Any): no schema to check against
+        return
+    for key in cfg.keys():
+        full = f"{prefix}{key}"
+        if key not in known and not (not prefix and key == "hydra"):
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {prefix}{close[0]}? " if close else ""
+            raise ConfigError(
+                f"{full}: unknown config key ({hint}fix the spelling or drop it; "
+                f"{prefix.rstrip('.') or 'the config'} has {', '.join(known)})")
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            check_known_keys(node, f"{full}.")
+
+
+def check_complete(cfg: Any) -> None:
+    """Every mandatory value is set (``data.id=???`` is an error naming the key)."""
+    from omegaconf import OmegaConf
+
+    from pipeline.errors import ConfigError
+
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        raise ConfigError(f"{key} has no value (???); set it on the command line ({key}=<value>) or in conf/")
+
+
+def check_name(key: str, value: Any) -> str:
+    """A config value that becomes a file or folder name: a safe name (not '.'/'..', no '/')."""
+    import re
+
+    from pipeline.errors import ConfigError
+
+    text = str(value)
+    if value is None or not re.fullmatch(SAFE_NAME, text):
+        raise ConfigError(
+            f"{key}={value!r} cannot name a file or folder: use 1-100 letters, digits, '_', '-', '+', "
+            "'=', ',' or '.', starting with a letter or digit (e.g. mnist-3v8)")
+    return text
+
+
+def check_inside(path: Any, root: Any, key: str) -> None:
+    """``path`` (absolute, '..' collapsed) lies strictly inside ``root``; else a ConfigError naming ``key``."""
+    import os
+
+    from pipeline.errors import ConfigError
+
+    p, r = os.path.abspath(path), os.path.abspath(root)
+    if p == r or os.path.commonpath([p, r]) != r:
+        raise ConfigError(f"{key} puts {p} outside {r}; use a plain name")
+
+
+def check_boundary(cfg: Any) -> None:
+    """What every app checks first: known keys, nothing left ???, safe names for path parts."""
+    from omegaconf import OmegaConf
+
+    check_known_keys(cfg)
+    check_complete(cfg)
+    for key in NAME_KEYS:
+        group = key.partition(".")[0]
+        if key == "study" and "study" not in cfg or group != key and group not in cfg:
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None and key.endswith(".id"):  # the id defaults to the name
+            key, value = f"{group}.name", OmegaConf.select(cfg, f"{group}.name", default=None)
+        check_name(key, value)
+
+
+def _register_resolvers() -> None:
+    """``${curvlab.unique:}``: a token unique to this invocation (sweep folders never collide)."""
+    import os
+    import time
+
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("curvlab.unique"):
+        OmegaConf.register_new_resolver(
+            "curvlab.unique", lambda: f"{time.time_ns() % 10**9:09d}-{os.getpid()}", use_cache=True)
+
+
+_register_resolvers()

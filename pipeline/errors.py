@@ -41,7 +41,8 @@ def report_and_exit(err: CurvlabError, prog: str = "curvlab") -> None:
 
 
 def user_errors_exit(prog: str = "curvlab") -> Callable[[F], F]:
-    """Decorator for entry points: a CurvlabError becomes one stderr line and exit status 2."""
+    """Decorator for entry points: a CurvlabError becomes one stderr line and exit status 2; any
+    other exception one line too (``pipeline.cli.exit_with``: 2 for OS/config errors, 1 for bugs)."""
 
     def deco(fn: F) -> F:
         @wraps(fn)
@@ -50,6 +51,10 @@ def user_errors_exit(prog: str = "curvlab") -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             except CurvlabError as err:
                 report_and_exit(err, prog)
+            except Exception as err:  # noqa: BLE001 - one line, never a traceback
+                from pipeline.cli import exit_with
+
+                exit_with(err, prog)
 
         return wrapper  # type: ignore[return-value]
 

@@ -18,13 +18,15 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import register_configs
-from pipeline.errors import DataError
+from pipeline.config import check_boundary, register_configs
+from pipeline.errors import CurvlabError, DataError
 from pipeline.runs import (
     JobContext,
     job_context,
     project_path,
     read_json,
+    read_run_config,
+    read_weights,
     run_dir,
     run_entry,
 )
@@ -71,12 +73,12 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     from pipeline.train import load_prepared_for
 
     ctx = ctx or JobContext()
+    check_boundary(cfg)
     out = locate_run(cfg, ctx)
-    run_cfg = OmegaConf.load(out / "config.yaml")
+    run_cfg = read_run_config(out / "config.yaml")
     metrics = read_json(out / "metrics.json")
+    w = read_weights(out / "weights.npz")
     dataset, transform, _facts, _ = load_prepared_for(run_cfg)
-    with np.load(out / "weights.npz", allow_pickle=False) as z:
-        w = np.asarray(z["w"])
     objective = run_objective(run_cfg, dataset, transform)
     if w.shape != (objective.n_params,):
         raise DataError(f"{out / 'weights.npz'}: w has shape {w.shape}, the model needs "
@@ -130,7 +132,7 @@ def log_to_mlflow(cfg: DictConfig, run_id: str | None, result: dict[str, Any], o
                                      if k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
                                      and v is not None})
         tracker.log_artifacts(run_id, [out / "evaluation.json", out / "confusion.csv"])
-    except MlflowException as err:
+    except (MlflowException, CurvlabError) as err:
         print(f"{PROG}: warning: MLflow run {run_id} not updated ({str(err).splitlines()[0]})",
               file=sys.stderr)
 
@@ -146,4 +148,7 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.cli import run_cli
+    from pipeline.config import EvaluateConfig
+
+    run_cli(PROG, main, EvaluateConfig)

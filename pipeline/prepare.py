@@ -19,7 +19,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.config import as_kwargs, register_configs
+from pipeline.config import as_kwargs, check_boundary, check_name, register_configs
 from pipeline.data.catalog import complete
 from pipeline.data.datasets import load_dataset, validate_data_config
 from pipeline.data.split import check_val_fraction, validation_split
@@ -33,6 +33,7 @@ from pipeline.whitening import (
     second_moment,
     spectrum,
 )
+from pipeline.writer import check_writable
 
 
 def hessian_after(transform: Transform, C_aug: np.ndarray) -> np.ndarray:
@@ -68,22 +69,23 @@ def prepare(
     validate_data_config(data_cfg)
     validate_preprocess_config(preprocess_cfg)
     val_fraction = check_val_fraction(data_cfg.get("val_fraction"))
-    for key, value in (
-        ("data.id", data_cfg.get("id")),
-        ("preprocess.id", preprocess_id(preprocess_cfg)),
-    ):
-        if not value or any(ch in str(value) for ch in "/\\ ") or str(value).startswith("."):
-            raise ConfigError(
-                f"{key}={value!r} names files; use letters, digits, '-', '_' (e.g. mnist-3v8)"
-            )
+    check_name("data.id", data_cfg.get("id"))
+    check_name("preprocess.id", preprocess_id(preprocess_cfg))
     out = prepared_path(prepared_dir, data_cfg, preprocess_cfg)
+    check_writable(out)  # a read-only folder fails now, not after the work
     ds = load_dataset(data_cfg, seed)
     val: tuple[np.ndarray, np.ndarray] | None = None
     if val_fraction > 0:  # held out before anything is fitted on the training rows
         rows, val_rows = validation_split(ds.y_train, val_fraction, seed, ds.task != "regression")
         val = (ds.X_train[val_rows], ds.y_train[val_rows])
         ds = dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows])
-    C_aug = second_moment(ds.X_train, augment=True)
+    with np.errstate(over="ignore", invalid="ignore"):
+        C_aug = second_moment(ds.X_train, augment=True)
+    if not np.isfinite(C_aug).all():  # huge inputs: (1/n) XᵀX overflows float64
+        big = float(np.max(np.abs(ds.X_train))) if np.isfinite(ds.X_train).all() else float("inf")
+        raise ConfigError(
+            f"data.scale={data_cfg.get('scale')}: the training inputs (largest |x| = {big:.3g}) make "
+            "the second moment (1/n) XᵀX overflow float64; use a smaller data.scale, e.g. 3.9215686e-3 (1/255)")
     transform = fit_preprocess(preprocess_cfg, ds.X_train, second_moment_aug=C_aug)
     Z_train = transform.apply(ds.X_train)
     Z_test = transform.apply(ds.X_test)
@@ -161,6 +163,7 @@ def summary(facts: Mapping[str, Any], path: Path, total_s: float | None = None) 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """The stage on a Hydra config (validated, then ``prepare``), printing the summary line."""
     t0 = time.perf_counter()
+    check_boundary(cfg)
     data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
     facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir)
     path = Path(cfg.paths.prepared_dir) / f"{prepared_stem(data_cfg, pre_cfg)}.npz"
@@ -178,4 +181,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.cli import run_cli
+
+    run_cli("prepare", main)

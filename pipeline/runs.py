@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import CurvlabError, report_and_exit
+from pipeline.errors import ConfigError, DataError
 
 # The write_* helpers moved to pipeline.writer (their one home); these names stay importable from
 # here for code written before the move.
@@ -104,36 +104,115 @@ def run_name(cfg: Any, overrides: Sequence[str] = ()) -> str:
     return "-".join(str(p) for p in parts) + name_suffix(overrides)
 
 
+MAX_NAME_BYTES = 240  # a folder name (most file systems allow 255 bytes)
+
+
 def run_dir(cfg: Any, overrides: Sequence[str] = ()) -> Path:
-    """``<experiments_dir>/<study>/<run name>`` (absolute)."""
-    return project_path(cfg.paths.experiments_dir) / str(cfg.study) / run_name(cfg, overrides)
+    """``<experiments_dir>/<study>/<run name>`` (absolute), checked to be a safe path inside it."""
+    from pipeline.config import check_inside, check_name
+
+    root = project_path(cfg.paths.experiments_dir)
+    name = run_name(cfg, overrides)
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"the run name {name[:80]}... is {len(name.encode())} bytes, too long for a "
+                          f"folder name (max {MAX_NAME_BYTES}); override fewer keys or use shorter ids")
+    path = root / check_name("study", cfg.study) / name
+    check_inside(path, root, "study / the group ids")
+    return path
 
 
 def prepared_path(cfg: Any) -> Path:
     """``<prepared_dir>/<data.id>-<preprocess.id>.npz`` as written by ``python -m pipeline.prepare``."""
-    return project_path(cfg.paths.prepared_dir) / f"{cfg.data.id}-{group_id(cfg.preprocess)}.npz"
+    from pipeline.config import check_name
+
+    data_id = check_name("data.id", cfg.data.id)
+    pre_id = check_name("preprocess.id", group_id(cfg.preprocess))
+    return project_path(cfg.paths.prepared_dir) / f"{data_id}-{pre_id}.npz"
 
 
 # ---------------------------------------------------------------- files (written by pipeline.writer)
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from disk."""
-    return json.loads(path.read_text(encoding="utf-8"))
+RETRAIN = "retrain the run (python -m pipeline.train with the same overrides) or delete its folder"
+
+
+def damaged(path: Path | str, what: str, err: BaseException | None = None, fix: str = RETRAIN) -> DataError:
+    """The one-line error for a run file that exists but cannot be used."""
+    why = f" ({' '.join(str(err).split())[:200] or type(err).__name__})" if err is not None else ""
+    return DataError(f"{path}: {what}{why}; {fix}")
+
+
+def read_json(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
+    """A JSON object from disk; missing, unreadable or malformed is a one-line DataError."""
+    try:
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path} not found; {fix}") from None
+    except PermissionError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise damaged(path, "not a valid UTF-8 JSON file", err, fix) from None
+    if not isinstance(data, dict):
+        raise damaged(path, f"expected a JSON object, found {type(data).__name__}", None, fix)
+    return data
+
+
+RUN_CONFIG_GROUPS = ("data", "preprocess", "model", "optimizer")
+
+
+def read_run_config(path: Path | str) -> Any:
+    """A run's ``config.yaml`` as a DictConfig with its groups; else a one-line DataError."""
+    from omegaconf import DictConfig, OmegaConf
+
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise DataError(f"{path} not found; {RETRAIN}") from None
+    except PermissionError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
+    except Exception as err:  # noqa: BLE001 - yaml.YAMLError, UnicodeDecodeError, OmegaConf errors
+        raise damaged(path, "not a valid YAML config", err) from None
+    if not isinstance(cfg, DictConfig) or any(not isinstance(cfg.get(g), DictConfig)
+                                               for g in RUN_CONFIG_GROUPS):
+        raise damaged(path, f"not a run config (needs the groups {', '.join(RUN_CONFIG_GROUPS)})")
+    return cfg
+
+
+def read_weights(path: Path | str) -> Any:
+    """The flat weight vector ``w`` of a run's ``weights.npz``; else a one-line DataError."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            w = np.asarray(z["w"])
+    except FileNotFoundError:
+        raise DataError(f"{path} not found; {RETRAIN}") from None
+    except PermissionError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
+    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ValueError: damaged
+        raise damaged(path, "unreadable weights", err) from None
+    if w.ndim != 1 or not np.issubdtype(w.dtype, np.floating) or not np.isfinite(w).all():
+        raise damaged(path, f"w must be a finite float vector (found {w.dtype} {w.shape})")
+    return w
 
 
 # ---------------------------------------------------------------- entry points
 
 
 def run_entry(prog: str, fn: Callable[[], Any], ctx: JobContext) -> int:
-    """Run a job body: a CurvlabError is one stderr line and exit 2 (a single run) or a failed
-    sweep job recorded for ``SweepCallback`` (a multirun: the other jobs keep going)."""
+    """Run a job body: in a single run, errors propagate to ``pipeline.cli.run_cli`` (one line,
+    exit 2); in a sweep job, any error is one stderr line and a failure recorded for
+    ``SweepCallback`` so the other jobs keep going. SIGINT/SIGTERM raise ``Interrupted`` here too
+    (sweep workers are separate processes), so runs end KILLED and nothing is half-written."""
+    from pipeline.cli import describe, exit_with, install_signal_handlers
+
+    install_signal_handlers()
     try:
         fn()
-    except CurvlabError as err:
+    except Exception as err:  # noqa: BLE001 - a failed sweep job is a line, not a dead sweep
         if not ctx.multirun:
-            report_and_exit(err, prog)
-        msg = " ".join(str(err).split())
+            exit_with(err, prog)  # one line and exit here: Hydra would add its own lines
+        _code, msg = describe(err, prog)
         print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): {msg}", file=sys.stderr)
         record_sweep_failure(ctx, msg)
         return 2

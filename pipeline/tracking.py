@@ -13,6 +13,7 @@ MLflow dataset input (name, digest, source path; the arrays stay on disk).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, CurvlabError
 from pipeline.runs import PROJECT_ROOT, project_path, read_json
 
 T = TypeVar("T")
@@ -40,6 +41,15 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 MAX_DATASET_DIGEST = 36  # characters MLflow's store keeps of a dataset digest
 _log = logging.getLogger(__name__)
+_OPEN_SWEEPS: list[tuple[Tracker, str]] = []  # (tracker, parent run id) of sweeps not ended yet
+
+
+class TrackingError(CurvlabError):
+    """The MLflow store failed while logging (damaged, read-only, unreachable)."""
+
+
+def _first(err: BaseException) -> str:
+    return (" ".join(str(err).split()) or type(err).__name__)[:300]
 
 
 def tracking_uri(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
@@ -65,15 +75,31 @@ def artifact_root(mlflow_cfg: Mapping[str, Any] | None = None) -> str | None:
 
 
 def _with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
-    """Call ``fn``; on SQLite "database is locked" wait (exponential back-off) and retry."""
+    """Call ``fn``; on SQLite "database is locked" wait (exponential back-off) and retry; any
+    other failure is a one-line TrackingError."""
     for i in range(attempts):
         try:
             return fn()
-        except Exception as err:  # MlflowException / sqlalchemy OperationalError
+        except CurvlabError:
+            raise
+        except Exception as err:  # MlflowException / sqlalchemy OperationalError / OSError
             if "locked" not in str(err).lower() or i == attempts - 1:
-                raise
+                raise TrackingError(f"MLflow store failed ({_first(err)}); fix mlflow.tracking_uri / "
+                                    "MLFLOW_TRACKING_URI or rerun with mlflow.enabled=false") from err
             time.sleep(min(0.1 * 2**i, 5.0))
     raise AssertionError("unreachable")
+
+
+def _http_limits(uri: str, mlflow_cfg: Mapping[str, Any] | None) -> None:
+    """A tracking server that does not answer fails in seconds, not after MLflow's default
+    ~2 min timeout × 7 retries (MLFLOW_HTTP_REQUEST_{TIMEOUT,MAX_RETRIES,BACKOFF_FACTOR}; values the
+    user set in the environment win)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    cfg = mlflow_cfg or {}
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.get("http_timeout_s") or 5)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(cfg.get("http_max_retries") or 2)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
 def _store_lock(uri: str) -> Any:
@@ -143,8 +169,12 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # "Creating tables" INFO lines, and the traceback MLflow logs before raising a store error
+        # (the error itself becomes our one line)
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.uri = tracking_uri(mlflow_cfg)
         self.artifact_root = artifact_root(mlflow_cfg)
+        _http_limits(self.uri, mlflow_cfg)
         from contextlib import nullcontext
 
         from filelock import Timeout
@@ -157,7 +187,8 @@ class Tracker:
                     self.client = MlflowClient(tracking_uri=self.uri)
                     _with_retry(lambda: self.client.search_experiments(max_results=1))
                 except Exception as err:
-                    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+                    cause = err.__cause__ if isinstance(err, TrackingError) and err.__cause__ else err
+                    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
                     raise ConfigError(f"MLflow store {self.uri} is not usable ({first}); fix "
                                       "mlflow.tracking_uri / MLFLOW_TRACKING_URI or run with "
                                       "mlflow.enabled=false") from None
@@ -273,6 +304,28 @@ class Tracker:
         """Mark the run ``FINISHED`` / ``FAILED`` / ``KILLED``."""
         _with_retry(lambda: self.client.set_terminated(run_id, status=status))
 
+    def end_running_children(self, parent_run_id: str, status: str) -> int:
+        """Mark the still-RUNNING children of a sweep's parent run ``status``; returns how many."""
+        run = _with_retry(lambda: self.client.get_run(parent_run_id))
+        found = _with_retry(lambda: self.client.search_runs(
+            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
+            "and attributes.status = 'RUNNING'", max_results=1000))
+        for child in found:
+            self.end_run(child.info.run_id, status)
+        return len(found)
+
+
+def close_open_sweeps(status: str) -> None:
+    """End the parent runs of sweeps this process started and did not end (interrupted or
+    crashed), and their still-RUNNING children, with ``status`` (``KILLED`` / ``FAILED``)."""
+    while _OPEN_SWEEPS:
+        tracker, parent = _OPEN_SWEEPS.pop()
+        try:
+            tracker.end_running_children(parent, "KILLED" if status == "KILLED" else "FAILED")
+            tracker.end_run(parent, status)
+        except Exception as err:  # noqa: BLE001 - already on the way out with an error
+            print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
+
 
 # ------------------------------------------------------------------ Hydra multirun
 
@@ -314,6 +367,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
             {"curvlab.kind": "sweep", "curvlab.overrides": overrides, "curvlab.sweep_dir": str(sweep_dir),
              "mlflow.source.git.commit": git_commit(), "curvlab.app": str(config.hydra.job.name)})
         os.environ[PARENT_ENV] = self.parent_run_id
+        _OPEN_SWEEPS.append((self.tracker, self.parent_run_id))
         (sweep_dir / "mlflow_parent_run_id").write_text(self.parent_run_id + "\n", encoding="utf-8")
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
@@ -321,6 +375,9 @@ class SweepCallback(Callback):  # type: ignore[misc]
         os.environ.pop(PARENT_ENV, None)
         failed = sorted(Path(sweep).glob("failed/*.json")) if sweep else []
         if self.tracker is not None and self.parent_run_id is not None:
+            with contextlib.suppress(ValueError):
+                _OPEN_SWEEPS.remove((self.tracker, self.parent_run_id))
+            self.tracker.end_running_children(self.parent_run_id, "FAILED")  # jobs that crashed
             self.tracker.end_run(self.parent_run_id, "FAILED" if failed else "FINISHED")
         if failed:
             jobs = [read_json(p) for p in failed]

@@ -9,6 +9,7 @@ its MLflow run is FAILED, and the command exits 2 with one line (``fail_on_diver
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from pathlib import Path
@@ -32,7 +33,14 @@ from pipeline.runs import (
     run_dir,
     run_entry,
 )
-from pipeline.writer import replace_dir, write_csv, write_json, write_npz, write_text
+from pipeline.writer import (
+    check_writable,
+    replace_dir,
+    write_csv,
+    write_json,
+    write_npz,
+    write_text,
+)
 
 PROG = "train"
 TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
@@ -118,6 +126,7 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
         options |= {k: opt_cfg[k] for k in SGD_KEYS} | {"seed": int(cfg.seed)}
 
     resolved = as_kwargs(cfg)
+    check_writable(out_dir)  # before an MLflow run exists: a read-only folder is one error, no FAILED run
     tracker, run_id = None, None
     if cfg.mlflow.enabled:
         tracker = Tracker(resolved["mlflow"])
@@ -128,11 +137,12 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
                 "curvlab.fit_intercept": str(fit_intercept)}
         tags.update({f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()})
         run_id = tracker.start_run(str(cfg.study), out_dir.name, tags, ctx.parent_run_id)
-        tracker.log_params(run_id, flatten(resolved))
-        tracker.log_dataset(run_id, prep_path.stem, prep_sha, prep_path, "train", {
-            k: facts.get(k) for k in ("n_train", "n_test", "n_features_out", "n_classes", "task")})
 
     try:
+        if tracker is not None and run_id is not None:
+            tracker.log_params(run_id, flatten(resolved))
+            tracker.log_dataset(run_id, prep_path.stem, prep_sha, prep_path, "train", {
+                k: facts.get(k) for k in ("n_train", "n_test", "n_features_out", "n_classes", "task")})
         t0 = time.perf_counter()
         desc = f"{out_dir.name}"
         steps = int(o.epochs) if o.name == "sgd" and o.log_every is None else int(o.max_iter)
@@ -142,22 +152,22 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
         val = (facts["X_val"], facts["y_val"]) if "X_val" in facts else None
         metrics = summarize(cfg, objective, dataset, result, fit_intercept, seconds, run_id, val)
         save_run(out_dir, cfg, objective, result, metrics)
+        if tracker is not None and run_id is not None:  # inside the try: a logging failure ends it FAILED
+            history = {k: np.asarray(v) for k, v in result.history.items()}
+            tracker.log_history(run_id, history)
+            tracker.log_metrics(run_id, {k: metrics[k] for k in (
+                "train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
+                "test_loss", "iterations", "passes", "val_accuracy", "val_loss")
+                if metrics.get(k) is not None})
+            tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
+            tracker.log_artifacts(run_id, [out_dir / "metrics.json", out_dir / "config.yaml",
+                                           out_dir / "history.csv"])
+            tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
     except BaseException as err:
         if tracker is not None and run_id is not None:
-            tracker.end_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            with contextlib.suppress(Exception):  # the store may be what failed: keep the first error
+                tracker.end_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
-
-    if tracker is not None and run_id is not None:
-        history = {k: np.asarray(v) for k, v in result.history.items()}
-        tracker.log_history(run_id, history)
-        tracker.log_metrics(run_id, {k: metrics[k] for k in (
-            "train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
-            "test_loss", "iterations", "passes", "val_accuracy", "val_loss")
-            if metrics.get(k) is not None})
-        tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
-        tracker.log_artifacts(run_id, [out_dir / "metrics.json", out_dir / "config.yaml",
-                                       out_dir / "history.csv"])
-        tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
 
     acc = "" if metrics["test_accuracy"] is None else f", test accuracy {metrics['test_accuracy']:.4f}"
     if metrics["val_accuracy"] is not None:
@@ -178,9 +188,9 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
     X_val, y_val = val if val is not None else (None, None)
     score_test = bool(cfg.get("score_test", True))
     w = np.asarray(result.w)
-    loss = np.asarray(result.history["loss"], dtype=np.float64)
-    gnorm = np.asarray(result.history["grad_norm"], dtype=np.float64)
-    finite = np.isfinite(loss)
+    with np.errstate(all="ignore"):  # loss and gradient of exactly the saved w (a diverged run's
+        f_w, g_w = objective.value_grad(w)  # history ends with the step that blew up, not w)
+    finite = np.isfinite(np.asarray(result.history["loss"], dtype=np.float64))
     last = int(np.flatnonzero(finite)[-1]) if finite.any() else 0
     classify = dataset.task != "regression"
     return {
@@ -197,9 +207,9 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
         "converged": result.status == "converged",
         "message": str(result.message),
         "iterations": int(result.n_iter),
-        "passes": float(np.asarray(result.history["passes"], dtype=np.float64)[last]),
-        "train_loss": float(loss[last]),
-        "grad_norm": float(gnorm[last]),
+        "passes": float(np.asarray(result.history["passes"], dtype=np.float64)[last]),  # work done
+        "train_loss": float(f_w),
+        "grad_norm": float(np.linalg.norm(g_w)),
         "train_time_s": float(seconds),
         "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train) if classify else None,
         "test_accuracy": accuracy(objective.predict(dataset.X_test, w), dataset.y_test)
@@ -250,4 +260,7 @@ def main(cfg: DictConfig) -> int | float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.cli import run_cli
+    from pipeline.config import TrainConfig
+
+    run_cli(PROG, main, TrainConfig)

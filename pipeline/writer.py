@@ -342,6 +342,17 @@ def replace_dir(dest: Path | str, carry: Container[str] | Callable[[str], bool] 
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
+def check_writable(dest: Path | str) -> None:
+    """Fail early (a WriteError) when the folder that will hold ``dest`` cannot take a new entry."""
+    dest = Path(dest).absolute()
+    with _translate(dest):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=dest.parent))
+        probe.rmdir()
+        if dest.exists() and not os.access(dest, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dest))
+
+
 def update_dir(dest: Path | str, files: Mapping[str, Callable[[Path], None]],
                drop: Container[str] = ()) -> None:
     """Add/replace ``files`` (name → ``write(path)``) in ``dest`` and remove ``drop``, as one swap."""

@@ -236,23 +236,27 @@ def test_second_build_uses_the_cache_and_keeps_the_page(built: tuple[Path, dict[
 
 
 @pytest.mark.slow  # the module's MNIST runs take ~15 s to make
-def test_corrupt_run_fails_without_touching_the_published_report(built: tuple[Path, dict[str, Any]],
-                                                                  tmp_path: Path, project: Path) -> None:
+def test_a_damaged_run_is_skipped_with_a_warning_and_listed(built: tuple[Path, dict[str, Any]],
+                                                            tmp_path: Path, project: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
     from pipeline.report import run_report
 
     shutil.copytree(project / "experiments", tmp_path / "experiments")
     shutil.copytree(project / "reports", tmp_path / "reports")
-    before = (tmp_path / "reports" / "index.html").read_bytes()
-    bad = next((tmp_path / "experiments" / "study_t").iterdir()) / "metrics.json"
+    runs = sorted((tmp_path / "experiments" / "study_t").iterdir())
+    bad = runs[0] / "metrics.json"
     bad.write_text("{not json")
     cfg = compose_report_cfg(tmp_path, "report.sections=[trained]")
     cfg["paths"]["prepared_dir"] = str(project / "prepared")
-    with pytest.raises(DataError, match="metrics.json: unreadable JSON"):
-        run_report(cfg)
-    assert (tmp_path / "reports" / "index.html").read_bytes() == before
-    assert not list((tmp_path / "reports").glob(".staging-*"))
+    summary = run_report(cfg)
+    assert summary["runs"] == len(runs) - 1  # the others are rendered
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning: skipped run" in ln]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "not a valid UTF-8 JSON" in warnings[0]
+    page = (tmp_path / "reports" / "index.html").read_text()
+    assert "Skipped 1 damaged run" in page and runs[0].name in page
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".reports")) == []
 
 
 # ---------------------------------------------------------------------------- units

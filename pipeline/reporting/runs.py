@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,20 +36,16 @@ class RunSet:
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirs: dict[str, Path] = field(default_factory=dict)
     source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (run id, why) of damaged runs
 
     def __len__(self) -> int:
         return len(self.runs)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: unreadable JSON ({err}); rerun the stage that wrote it") from err
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object; rerun the stage that wrote it")
-    return data
+    from pipeline.runs import read_json
+
+    return read_json(path, fix="rerun the stage that wrote it")
 
 
 def read_history(path: Path) -> pd.DataFrame:
@@ -59,12 +54,17 @@ def read_history(path: Path) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise DataError(f"{path}: unreadable history ({err}); rerun train for this run") from err
+    except (UnicodeDecodeError, ValueError) as err:
+        raise DataError(f"{path}: unreadable history ({' '.join(str(err).split())[:200]}); "
+                        "rerun train for this run") from None
     missing = [c for c in HISTORY_COLUMNS[:4] if c not in df.columns]
     if missing:
         raise DataError(f"{path}: history lacks columns {missing}; rerun train for this run")
     for c in HISTORY_COLUMNS:
         if c in df.columns:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+    if df.empty or df["iteration"].isna().any():
+        raise DataError(f"{path}: history has no rows or non-numeric iterations; rerun train for this run")
     return df
 
 
@@ -74,9 +74,40 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             cfg = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as err:
-        raise DataError(f"{path}: unreadable config ({err}); rerun train for this run") from err
-    return cfg if isinstance(cfg, dict) else {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        msg = " ".join(str(err).split())[:200]
+        raise DataError(f"{path}: unreadable config ({msg}); rerun train for this run") from None
+    if cfg is not None and not isinstance(cfg, dict):
+        raise DataError(f"{path}: not a run config (a YAML mapping); rerun train for this run")
+    return cfg or {}
+
+
+def _check_weights(run_dir: Path) -> None:
+    """A run's weights.npz and confusion.csv, when present, are readable (the report shows them)."""
+    if (run_dir / "weights.npz").exists():
+        from pipeline.runs import read_weights
+
+        read_weights(run_dir / "weights.npz")
+    load_confusion(run_dir)
+
+
+def _read_run(run_dir: Path, run_id: str, art_dir: Path | None = None) -> tuple[
+        dict[str, Any], pd.DataFrame | None, dict[str, Any]]:
+    """(row, history or None, config) of one run; a DataError names the damaged file."""
+    src = art_dir or run_dir
+    row = _row_from_dir(src, run_id)
+    history = read_history(src / "history.csv") if (src / "history.csv").exists() else None
+    config = _read_config(src / "config.yaml")
+    _check_weights(run_dir)
+    return row, history, config
+
+
+def warn_skipped(prog: str, skipped: list[tuple[str, str]]) -> None:
+    """One stderr warning line per damaged run the report left out."""
+    import sys
+
+    for _run_id, why in skipped:
+        print(f"{prog}: warning: skipped run: {' '.join(why.split())}", file=sys.stderr)
 
 
 def _row_from_dir(run_dir: Path, run_id: str) -> dict[str, Any]:
@@ -100,14 +131,15 @@ def _row_from_dir(run_dir: Path, run_id: str) -> dict[str, Any]:
 
 
 def _finish(rows: list[dict[str, Any]], histories: dict[str, pd.DataFrame],
-            configs: dict[str, dict[str, Any]], dirs: dict[str, Path], source: str) -> RunSet:
+            configs: dict[str, dict[str, Any]], dirs: dict[str, Path], source: str,
+            skipped: list[tuple[str, str]] | None = None) -> RunSet:
     df = pd.DataFrame(rows).set_index("run_id", drop=False).sort_index()
     for c in ("l2", "lr", "train_loss", "grad_norm", "train_time_s", "train_accuracy",
               "test_accuracy", "test_loss"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     df["iterations"] = pd.to_numeric(df["iterations"], errors="coerce").astype("Int64")
     df["l2"] = df["l2"].fillna(0.0)
-    return RunSet(df, histories, configs, dirs, source)
+    return RunSet(df, histories, configs, dirs, source, list(skipped or []))
 
 
 def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None) -> RunSet:
@@ -116,7 +148,7 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
     if not root.is_dir():
         raise DataError(f"{root}: no experiments directory; run `dvc repro` (or pipeline.train) first")
     wanted = None if studies is None else set(studies)
-    rows, histories, configs, dirs = [], {}, {}, {}
+    rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
     for mpath in sorted(root.glob("*/*/metrics.json")):
         run_dir = mpath.parent
         if run_dir.parent.name.startswith(".") or run_dir.name.startswith("."):
@@ -124,15 +156,22 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
         if wanted is not None and run_dir.parent.name not in wanted:
             continue
         run_id = f"{run_dir.parent.name}/{run_dir.name}"
-        rows.append(_row_from_dir(run_dir, run_id))
-        if (run_dir / "history.csv").exists():
-            histories[run_id] = read_history(run_dir / "history.csv")
-        configs[run_id] = _read_config(run_dir / "config.yaml")
+        try:
+            row, history, config = _read_run(run_dir, run_id)
+        except DataError as err:  # a damaged run is left out (and listed), the rest rendered
+            skipped.append((run_id, str(err)))
+            continue
+        rows.append(row)
+        if history is not None:
+            histories[run_id] = history
+        configs[run_id] = config
         dirs[run_id] = run_dir
+    if not rows and skipped:
+        raise NoRuns(f"{root}: every run is damaged (first: {skipped[0][1]})")
     if not rows:
         which = "" if wanted is None else f" for studies {sorted(wanted)}"
         raise NoRuns(f"{root}: no finished runs{which}; run `dvc repro` (or pipeline.train) first")
-    return _finish(rows, histories, configs, dirs, f"run directories under {root}")
+    return _finish(rows, histories, configs, dirs, f"run directories under {root}", skipped)
 
 
 def gather_mlflow(experiment: str, tracking_uri: str | None = None,
@@ -155,8 +194,10 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
     found = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
     if len(found) and "tags.curvlab.kind" in found.columns:
         found = found[found["tags.curvlab.kind"].fillna("train") == "train"]
+    if len(found) and "start_time" in found.columns:  # newest first: a retrained run replaces older ones
+        found = found.sort_values("start_time", ascending=False, kind="stable")
     base = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="curvlab-mlflow-"))
-    rows, histories, configs, dirs = [], {}, {}, {}
+    rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
     for _, r in found.iterrows():
         rid = str(r["run_id"])
         dst = base / rid
@@ -166,10 +207,16 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         if not mfiles:
             continue
         art_dir = mfiles[0].parent
-        row = _row_from_dir(art_dir, "")
+        try:
+            row = _row_from_dir(art_dir, "")
+        except DataError as err:
+            skipped.append((rid, f"MLflow run {rid}: {err}"))
+            continue
         run_name = str(r.get("tags.mlflow.runName") or art_dir.name)
         study = str(row.get("study") or experiment)
         run_id = f"{study}/{run_name}"
+        if run_id in dirs or any(s[0] == run_id for s in skipped):
+            continue  # an older run of the same name: only the latest counts
         for k in EVAL_KEYS:  # evaluate logs eval_<key> metrics to the train run
             col = f"metrics.eval_{k}"
             if row.get(k) is None and col in found.columns and pd.notna(r[col]):
@@ -177,15 +224,22 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         local_dir = Path(local_experiments) / study / run_name if local_experiments else None
         run_dir = local_dir if local_dir is not None and local_dir.is_dir() else art_dir
         row.update(run_id=run_id, run=run_name, mlflow_run_id=rid, run_dir=str(run_dir))
+        try:
+            history = read_history(art_dir / "history.csv") if (art_dir / "history.csv").exists() else None
+            config = _read_config(art_dir / "config.yaml")
+            _check_weights(run_dir)
+        except DataError as err:
+            skipped.append((run_id, f"MLflow run {rid}: {err}"))
+            continue
         rows.append(row)
-        if (art_dir / "history.csv").exists():
-            histories[run_id] = read_history(art_dir / "history.csv")
-        configs[run_id] = _read_config(art_dir / "config.yaml")
+        if history is not None:
+            histories[run_id] = history
+        configs[run_id] = config
         dirs[run_id] = run_dir
     if not rows:
         raise DataError(f"MLflow experiment {experiment!r} has no runs with a metrics.json artifact; "
                         "train some (python -m pipeline.train study=...) first")
-    return _finish(rows, histories, configs, dirs, f"MLflow experiment {experiment!r}")
+    return _finish(rows, histories, configs, dirs, f"MLflow experiment {experiment!r}", skipped)
 
 
 def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
@@ -193,8 +247,13 @@ def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
     path = Path(run_dir) / "weights.npz"
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        return {k: np.asarray(z[k]) for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    except Exception as err:  # noqa: BLE001 - damaged: one line naming the file
+        from pipeline.runs import damaged
+
+        raise damaged(path, "unreadable weights", err) from None
 
 
 def class_names(run_dir: Path, n_classes: int) -> list[str]:
@@ -209,12 +268,17 @@ def class_names(run_dir: Path, n_classes: int) -> list[str]:
 def load_confusion(run_dir: Path) -> np.ndarray | None:
     """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or None."""
     import csv
+    import io
 
     path = Path(run_dir) / "confusion.csv"
     if not path.exists():
         return None
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.reader(fh) if r]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({' '.join(str(err).split())[:200]}); "
+                        "rerun `python -m pipeline.evaluate`") from None
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
     def numeric(x: str) -> bool:
         try:
             float(x)

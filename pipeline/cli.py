@@ -1,0 +1,214 @@
+"""Command-line entry points: every way a command can end badly is ONE line on stderr.
+
+``run_cli(prog, hydra_main)`` runs a ``@hydra.main`` function. Hydra's ``run_and_report``
+prints composition errors over several lines (or a traceback) and exits 1; with
+``HYDRA_FULL_ERROR=1`` it re-raises them instead, so we set it, catch the exception here and
+print ``prog: error: <what> (<how to fix>)`` with exit status 2:
+
+- a config group option that does not exist (``optimizer=adamw``): the options there are;
+- a value of the wrong type (``model.l2=abc``, ``optimizer.max_iter=1.5``), an unknown key
+  (``foo=1``), an unparsable override, a mandatory value left ``???``: the key and the fix;
+- a ``CurvlabError`` raised by a stage: its message;
+- an ``OSError`` (permissions, disk full, a file vanished): the path and the reason.
+
+SIGINT and SIGTERM raise ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread, so every
+``try``/``with`` unwinds: MLflow runs are marked KILLED, temporary folders removed, nothing is
+half-written; the command prints one line and exits 128 + signal (130, 143). A sweep's parent
+MLflow run and its still-running children are marked KILLED (or FAILED) here too.
+
+``CURVLAB_TRACEBACK=1`` (or ``HYDRA_FULL_ERROR=1`` set by the user) re-raises everything with
+its traceback, for debugging.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from pipeline.errors import EXIT_USER_ERROR, CurvlabError
+
+EXIT_INTERNAL = 1
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM received (``signum``); raised where the main thread is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGINT/SIGTERM → ``Interrupted`` in this process's main thread (no-op elsewhere)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, _raise_interrupted)
+        except (ValueError, OSError):  # not the main thread
+            return
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Collapse whitespace; cut very long messages."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _first_line(err: BaseException) -> str:
+    msg = getattr(err, "msg", None) or str(err)
+    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _override_of(err: BaseException) -> str | None:
+    """The command-line override an error is about, when Hydra's message names one."""
+    text = str(err)
+    for marker in ("Error merging override ", "Could not override '", "Could not append to config. An item is already at '",
+                   "Could not delete from config. "):
+        if marker in text:
+            rest = text.split(marker, 1)[1]
+            return rest.split("'")[0].split()[0].rstrip(".") if rest else None
+    return None
+
+
+def schema_fields(schema: type | None, path: str) -> list[str]:
+    """The keys a structured schema (dataclass) defines at ``path`` ('' = top); [] if unknown."""
+    import dataclasses
+    import typing
+
+    tp: Any = schema
+    for part in filter(None, path.split(".")):
+        if not dataclasses.is_dataclass(tp):
+            return []
+        tp = typing.get_type_hints(tp).get(part)
+    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
+
+
+def hydra_error_message(err: BaseException, prog: str, schema: type | None = None) -> str:
+    """``<what> (<how to fix>)`` for an exception from Hydra's composition or OmegaConf."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        InterpolationResolutionError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+    )
+
+    help_cmd = f"`python -m pipeline.{prog} --help` lists them"
+    if isinstance(err, MissingConfigException):
+        missing = str(err.missing_cfg_file or "")
+        options = sorted(o for o in err.options or [] if not str(o).endswith("_schema"))
+        if "/" in missing and options:
+            group, _, name = missing.rpartition("/")
+            close = difflib.get_close_matches(name, options, n=1)
+            hint = f"did you mean {group}={close[0]}? " if close else ""
+            return f"{group}={name}: no such {group} config ({hint}choose one of {', '.join(options)})"
+        return f"{one_line(_first_line(err))} (check the config name; {help_cmd})"
+    if isinstance(err, OverrideParseException):
+        why = one_line(re.split(r"\s+See http", err.message)[0], 200)
+        return (f"cannot parse the override {err.override!r}: {why} "
+                "(write key=value or group=option; quote values with spaces or special characters)")
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else None
+    inner = cause or (err if isinstance(err, OmegaConfBaseException) else None)
+    override = _override_of(err)
+    key = getattr(inner, "full_key", None) or (override.split("=")[0].lstrip("+~") if override else None)
+    if isinstance(inner, MissingMandatoryValue):
+        return f"{key} has no value (???) (set it on the command line, e.g. {key}=<value>, or in conf/)"
+    if isinstance(inner, ConfigKeyError | ConfigAttributeError) or "is not in struct" in str(err):
+        name = (key or "").rpartition(".")[2]
+        parent = (key or "").rpartition(".")[0]
+        known = schema_fields(schema, parent)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {(parent + '.') if parent else ''}{close[0]}? " if close else ""
+        where = f"'{parent}'" if parent else "the config"
+        shown = f"{override}: " if override else ""
+        return (f"{shown}{where} has no key {name!r} ({hint}check the spelling; "
+                f"`python -m pipeline.{prog} --cfg job` prints every key)")
+    if isinstance(inner, InterpolationResolutionError):
+        return f"{key or 'config'}: {one_line(_first_line(inner), 200)} (fix the ${{...}} reference)"
+    if inner is not None:
+        shown = override or key or "config"
+        return (f"{shown}: {one_line(_first_line(inner), 200)} "
+                f"(give {key or 'it'} a value of the right type; `python -m pipeline.{prog} --cfg job` shows the defaults)")
+    return f"{one_line(_first_line(err))} (check the command-line overrides; {help_cmd})"
+
+
+def _os_error_message(err: OSError) -> str:
+    where = err.filename or ""
+    reason = err.strerror or one_line(str(err), 200)
+    return f"{where + ': ' if where else ''}{reason} (check that the path exists and is readable/writable, then rerun)"
+
+
+def _traceback_wanted(user_full_error: bool) -> bool:
+    return user_full_error or os.environ.get("CURVLAB_TRACEBACK") == "1"
+
+
+def describe(ex: Exception, prog: str, schema: type | None = None) -> tuple[int, str]:
+    """(exit status, ``<what> (<how to fix>)``) for an exception that ends a command."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(ex, CurvlabError):
+        return EXIT_USER_ERROR, one_line(str(ex), 600)
+    if isinstance(ex, HydraException | OmegaConfBaseException):
+        return EXIT_USER_ERROR, hydra_error_message(ex, prog, schema)
+    if isinstance(ex, OSError):
+        return EXIT_USER_ERROR, _os_error_message(ex)
+    if type(ex).__module__.startswith("mlflow"):
+        return EXIT_USER_ERROR, (f"MLflow failed ({one_line(_first_line(ex), 300)}); fix mlflow.tracking_uri / "
+                                 "MLFLOW_TRACKING_URI or rerun with mlflow.enabled=false")
+    return EXIT_INTERNAL, (f"internal error {type(ex).__name__}: {one_line(str(ex), 300)} "
+                           "(rerun with CURVLAB_TRACEBACK=1 for the traceback and report it)")
+
+
+def exit_with(ex: Exception, prog: str, schema: type | None = None) -> NoReturn:
+    """Print ``prog: error: ...`` for ``ex`` and exit (inside a Hydra job: Hydra then adds nothing)."""
+    if os.environ.get("CURVLAB_TRACEBACK") == "1":
+        raise ex
+    code, what = describe(ex, prog, schema)
+    print(f"{prog}: error: {what}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def interrupted_line(prog: str, signum: int) -> str:
+    """The one line printed when SIGINT/SIGTERM ends a command."""
+    return (f"{prog}: error: interrupted by {signal.Signals(signum).name}; unfinished MLflow runs are "
+            "marked KILLED and no result folder is half-written (rerun the command)")
+
+
+def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
+    """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 130/143 (signal), 1 (bug)."""
+    from pipeline import tracking
+
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # run_and_report re-raises instead of printing/exit(1)
+    install_signal_handlers()
+    code, line = 0, None
+    try:
+        hydra_main()
+    except SystemExit as ex:  # --help, or a stage that already printed its one line
+        code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+        tracking.close_open_sweeps("FAILED" if code else "FINISHED")
+        raise
+    except KeyboardInterrupt as ex:  # Interrupted (SIGINT/SIGTERM) or a plain Ctrl-C
+        tracking.close_open_sweeps("KILLED")
+        signum = ex.signum if isinstance(ex, Interrupted) else int(signal.SIGINT)
+        code, line = 128 + signum, interrupted_line(prog, signum)
+    except Exception as ex:  # noqa: BLE001 - every way out is one line
+        if _traceback_wanted(user_full_error):
+            raise
+        tracking.close_open_sweeps("FAILED")
+        code, what = describe(ex, prog, schema)
+        line = f"{prog}: error: {what}"
+    if line:
+        print(line, file=sys.stderr, flush=True)
+    sys.exit(code)
