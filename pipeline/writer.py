@@ -343,13 +343,18 @@ def replace_dir(dest: Path | str, carry: Container[str] | Callable[[str], bool] 
 
 
 def check_writable(dest: Path | str) -> None:
-    """Fail early (a WriteError) when the folder that will hold ``dest`` cannot take a new entry."""
+    """Fail early (a WriteError) when ``dest`` could not be created or replaced; creates nothing.
+
+    Probes the nearest existing folder on the way to ``dest`` with a temporary sibling.
+    """
     dest = Path(dest).absolute()
     with _translate(dest):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        probe = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=dest.parent))
+        base = dest.parent
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        probe = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=base))
         probe.rmdir()
-        if dest.exists() and not os.access(dest, os.W_OK | os.X_OK):
+        if dest.exists() and not os.access(dest, os.W_OK | (os.X_OK if dest.is_dir() else 0)):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dest))
 
 
