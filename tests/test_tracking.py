@@ -50,10 +50,10 @@ def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append(1)
         raise RuntimeError("no such table: runs")
 
-    calls.clear()
-    with pytest.raises(RuntimeError, match="no such table"):
+    calls.clear()  # any other store failure: no retry, one-line TrackingError (cause kept)
+    with pytest.raises(tracking.TrackingError, match=r"MLflow store failed \(no such table: runs\)") as ex:
         tracking._with_retry(broken)
-    assert len(calls) == 1
+    assert len(calls) == 1 and isinstance(ex.value.__cause__, RuntimeError)
 
 
 class _FakeClient:
