@@ -199,3 +199,17 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
     assert ev["test_accuracy"] == pytest.approx(metrics["test_accuracy"]) and ev["class_names"] == FASHION_NAMES
     assert (run_dir(cfg) / "confusion.csv").read_text().splitlines()[0] == ",".join(FASHION_NAMES)
     assert min(ev["per_class_accuracy"]) == ev["per_class_accuracy"][FASHION_NAMES.index("Shirt")]  # the hard one
+    # the report's Fashion-MNIST section (report.accuracy_data): the run against the published 84 %, classes by name
+    from pipeline.reporting.build import Builder
+    from pipeline.reporting.runs import gather_dirs
+
+    b = Builder(tmp_path / "rep", {"report": {}, "paths": {"prepared_dir": str(tmp_path / "prepared")}})
+    b.data_set_accuracy(gather_dirs(tmp_path / "exp"), "fashion-mnist")
+    sec = b.sections[-1]
+    assert sec.title == "Softmax regression on Fashion-MNIST"
+    acc, per = (blk.table for blk in sec.blocks if blk.kind == "table")
+    assert acc["reference"].iloc[0].endswith("84.0%")
+    assert acc["test_minus_reference"].iloc[0] == pytest.approx(metrics["test_accuracy"] - 0.84)
+    assert per["class"].tolist() == FASHION_NAMES and per["accuracy"].tolist() == ev["per_class_accuracy"]
+    figs = [blk.path for blk in sec.blocks if blk.kind == "figure"]
+    assert len(figs) == 2 and all((tmp_path / "rep" / f).stat().st_size > 10_000 for f in figs)

@@ -415,7 +415,8 @@ class Builder:
         rid = str(best["run_id"])
         gap = best["test_minus_reference"]
         verdict = ("" if not np.isfinite(gap) else
-                   f" — {abs(gap):.1%} {'above' if gap >= 0 else 'below'} the published {best['reference']}"
+                   f" — {abs(gap) * 100:.1f} points {'above' if gap >= 0 else 'below'} the published "
+                   f"{best['reference']}"
                    + (" (agrees)" if gap >= -0.01 else " (DISAGREES: too few iterations or a subsample?)"))
         s.text(f"Best run: `{rid}` with test accuracy {best['test_accuracy']:.2%}{verdict}.")
         self._best_run_details(s, runs, rid)
