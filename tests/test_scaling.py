@@ -36,7 +36,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     register_configs()
     for pre in ("none", "whiten"):
         with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-            cfg = compose(config_name="prepare", overrides=[*TINY[:3], f"preprocess={pre}"])
+            # model=linear too: ridge whitening reads model.l2 (preprocess.ridge: ${model.l2})
+            cfg = compose(config_name="prepare", overrides=[*TINY, f"preprocess={pre}"])
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, root / "data" / "prepared")
     return root
 
