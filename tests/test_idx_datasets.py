@@ -192,7 +192,7 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
         cfg = compose(config_name="train", overrides=overrides)
         ecfg = compose(config_name="evaluate", overrides=[o for o in overrides if o != "progress=false"])
     facts = prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, prepared_path(cfg).parent)
-    assert facts["n_train"] == 60000 and facts["cond_after"] == pytest.approx(1.0)
+    assert facts["n_train"] == 60000 and facts["cond_after_ridge"] == pytest.approx(1.0)  # ridge whitening: C + λI -> I
     metrics = train(cfg)
     assert metrics["iterations"] == 3 and metrics["test_accuracy"] >= 0.83
     ev = evaluate(ecfg)
