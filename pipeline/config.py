@@ -7,6 +7,7 @@ ConfigStore so that a misspelt key or a wrongly typed value is rejected before a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,8 @@ class PathsConfig:
     prepared_dir: str = "data/prepared"
     experiments_dir: str = "experiments"
     reports_dir: str = "reports"
+    reference_dir: str = "experiments/reference"  # reference optima, <objective id>.json (python -m pipeline.reference)
+    analytic_dir: str = "experiments/analytic"  # the analytic lecture studies (python -m pipeline.analytic)
 
 
 @dataclass
@@ -146,6 +149,9 @@ class TrainConfig:
     fail_on_diverged: bool = True  # a diverged run is saved, then exits non-zero (false: exit 0)
     score_test: bool = True  # false: test_accuracy/test_loss stay null (tuning trials never see the test set)
     sweep_metric: str | None = None  # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
+    # a study's budget per optimizer (its id): optimizer.<key> values the preset gives that optimizer,
+    # e.g. {gd: {max_iter: 300}, newton_cg: {max_iter: 50}}; applied by ``apply_budget``
+    budgets: dict[str, Any] = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
@@ -157,12 +163,33 @@ class EvaluateConfig(TrainConfig):
     run_dir: str | None = None  # evaluate this run directory instead of the one the groups name
 
 
+@dataclass
+class ReferenceOptions:
+    """The reference solve: damped Newton to ‖∇f‖ ≤ tol, stopped by tol and max_iter only (no clock)."""
+
+    tol: float = 1.0e-9  # ‖∇f(w*)‖; f − f* ≤ ‖∇f‖²/(2μ)
+    max_iter: int = 100  # Newton steps
+    dense_max: int = 2500  # dense Newton (and μ, L, κ at w*) up to this many parameters, else Newton-CG
+    cg_max_iter: int = 500  # Newton-CG's inner iterations per step
+    preconditioner: str = "auto"  # Newton-CG's (pipeline.optimizers.minimize)
+    kappa_in: list[str] = field(default_factory=list)  # other preprocess ids of the same data and
+    #   objective whose coordinates get μ, L, κ at w* too (dense problems only)
+
+
+@dataclass
+class ReferenceConfig(TrainConfig):
+    """The reference optimum of a run's objective: the same keys as ``train`` name the run's objective."""
+
+    reference: ReferenceOptions = field(default_factory=ReferenceOptions)
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="prepare_schema", node=PrepareConfig)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="reference_schema", node=ReferenceConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="preprocess", name="preprocess_schema", node=PreprocessConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
@@ -174,6 +201,30 @@ def as_kwargs(node: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
+    """Set ``optimizer.<key>`` from ``budgets.<optimizer.id>.<key>`` (the study's budget for this
+    optimizer), except the keys the command line sets (``optimizer.max_iter=7`` wins); in place."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from pipeline.errors import ConfigError
+
+    budgets = cfg.get("budgets") or {}
+    opt_id = str(cfg.optimizer.get("id") or cfg.optimizer.name)
+    allowed = set(_fields(OptimizerConfig)) - {"name", "id"}
+    for oid, budget in budgets.items():
+        if not isinstance(budget, DictConfig | dict):
+            raise ConfigError(f"budgets.{oid}={budget!r} must map optimizer keys to values, "
+                              "e.g. budgets.gd.max_iter=300")
+        for key in budget:
+            if key not in allowed:
+                raise ConfigError(f"budgets.{oid}.{key}: unknown optimizer key; use one of "
+                                  f"{', '.join(sorted(allowed))}")
+    given = {str(o).partition("=")[0].lstrip("+~") for o in overrides}
+    for key, value in (budgets.get(opt_id) or {}).items():
+        if f"optimizer.{key}" not in given:
+            OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
 
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")

@@ -23,6 +23,7 @@ from pipeline.errors import CurvlabError, DataError
 from pipeline.runs import (
     JobContext,
     job_context,
+    load_prepared_for,
     project_path,
     read_json,
     read_run_config,
@@ -70,7 +71,6 @@ def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
     from pipeline.objective import run_objective
-    from pipeline.train import load_prepared_for
 
     ctx = ctx or JobContext()
     check_boundary(cfg)

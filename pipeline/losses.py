@@ -123,6 +123,16 @@ class Objective:
         return arr
 
 
+def largest_eigenvalue(M: FloatArray) -> float:
+    """λ_max of a dense symmetric matrix (LAPACK's subset solver, the full spectrum where it fails:
+    some builds' dsyevr stops with an internal error on clustered spectra such as M ≈ I)."""
+    k = M.shape[0]
+    try:
+        return float(sla.eigvalsh(M, subset_by_index=[k - 1, k - 1])[0])
+    except np.linalg.LinAlgError:
+        return float(np.linalg.eigvalsh(M)[-1])
+
+
 def top_eigenvalue(matvec: Callable[[FloatArray], FloatArray], p: int, dtype: Any = np.float64,
                    tol: float = 1.0e-6) -> float:
     """Largest algebraic eigenvalue of a symmetric operator by Lanczos (scipy eigsh on a LinearOperator)."""
@@ -387,7 +397,7 @@ class LinearModelObjective(Objective):
             if k <= 2000:
                 Xt = self._Xtilde_full().astype(np.float64)
                 C = Xt.T @ Xt / self.n
-                self._lam_max_cov = float(sla.eigvalsh(C, subset_by_index=[k - 1, k - 1])[0])
+                self._lam_max_cov = largest_eigenvalue(C)
             else:
                 def mv(v: FloatArray) -> FloatArray:
                     u = self._X @ v[: self._X.shape[1]]
@@ -410,7 +420,13 @@ class LinearModelObjective(Objective):
         if rows.size <= 2000 and inactive.size == 0:
             Xt = self._Xtilde_full().astype(np.float64)
             M = b * (Xt.T @ Xt) / self.n + lam * Pr
-            return float(sla.eigvalsh(M, subset_by_index=[rows.size - 1, rows.size - 1])[0])
+            return largest_eigenvalue(M)
+        if self.n_rows <= 2000:  # all-zero features (e.g. null directions kept by ridge whitening):
+            Xt = self._Xtilde_full().astype(np.float64)  # their Gram rows are zero, P still couples them
+            M = np.zeros((self.n_rows, self.n_rows))
+            M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
+            M[: self.d, : self.d] += lam * self.P  # type: ignore[operator]
+            return largest_eigenvalue(M)
         P = self.P
 
         def mv(v: FloatArray) -> FloatArray:
@@ -617,8 +633,7 @@ class LinearRegression(LinearModelObjective):
             raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
         if self.n_params <= 2000 and method == "bound":
             H = self.hessian(np.zeros(self.n_params, self.dtype)).astype(np.float64)
-            k = self.n_params
-            return float(sla.eigvalsh(H, subset_by_index=[k - 1, k - 1])[0])
+            return largest_eigenvalue(H)
         return super().lipschitz(w, method="lanczos")
 
     def closed_form(self) -> FloatArray:

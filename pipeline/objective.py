@@ -36,6 +36,25 @@ def penalty_of(transform: Any) -> np.ndarray | None:
     return None if get is None else get()
 
 
+def objective_id(cfg: Mapping[str, Any], transform: Any) -> str:
+    """The name of the function a run minimizes: ``<data.id>[-<preprocess.id>]-<model.name>-l2=<λ>[-nobias]``.
+
+    Runs and reference optima with one id minimize one function of the raw inputs: with the penalty
+    on the input-space weights (``preprocess.penalty_space=input``, or no transform at all) every
+    preprocessing of a data set is the same objective in other coordinates, so the preprocessing is
+    not part of the id; with ``penalty_space=transformed`` it is. A bias absorbed into z is a bias.
+    """
+    m, pre, data = cfg["model"], cfg["preprocess"], cfg["data"]
+    own_penalty = (getattr(transform, "penalty_space", "input") == "transformed"
+                   and getattr(transform, "kind", "none") != "none")
+    parts = [str(_get(data, "id"))]
+    if own_penalty:
+        parts.append(str(_get(pre, "id") or _get(pre, "name")))
+    parts += [str(_get(m, "name")), f"l2={float(_get(m, 'l2', 0.0)):g}"]
+    has_bias = bool(_get(m, "fit_intercept", True)) or bool(getattr(transform, "absorbs_bias", False))
+    return "-".join(parts) + ("" if has_bias else "-nobias")
+
+
 def run_objective(cfg: Mapping[str, Any], dataset: Any, transform: Any) -> LinearModelObjective:
     """f(w) = (1/n) Σ ℓ(y_i, z_iᵀW + b) + λ/2 tr(Wᵀ P W) on the prepared training split (P = penalty_of(transform))."""
     m = cfg["model"]

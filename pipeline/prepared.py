@@ -25,6 +25,15 @@ _FACTS_DIGEST = "facts_sha256"  # SHA-256 of the .json written together with thi
 _ARRAYS = ("X_train", "y_train", "X_test", "y_test", "spectrum_before", "spectrum_after")
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    """SHA-256 hex digest of a file's bytes (a prepared file's identity in MLflow and the reference optima)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def preprocess_id(preprocess_cfg: Mapping[str, Any]) -> str:
     """The preprocessing's short name in file and run names: ``preprocess.id``, else ``preprocess.name``."""
     return str(preprocess_cfg.get("id") or preprocess_cfg.get("name") or "none")

@@ -116,6 +116,30 @@ class Transform:
         b_x = self.offset @ W + (0.0 if b is None else b)
         return W_x, b_x
 
+    def transformed_weights(self, W_x: np.ndarray, b_x: Any = 0.0) -> tuple[np.ndarray, Any]:
+        """The inverse of ``input_weights``: W on z with Aᵀ W = W_x and cᵀ W + b = b_x (the same
+        predictions); least squares when A drops directions. ``absorbs_bias``: [Aᵀ; cᵀ] W = [W_x; b_x], b = 0."""
+        W_x = np.asarray(W_x, dtype=np.float64)
+        b_x = np.asarray(b_x, dtype=np.float64)
+        if W_x.shape[0] != self.n_features_in:
+            raise DataError(
+                f"input weights have {W_x.shape[0]} rows but the {self.kind} transform reads "
+                f"{self.n_features_in} features; map weights of a model on these inputs"
+            )
+        if self.absorbs_bias:
+            M = np.vstack([self.A.T, self.offset[None, :]])
+            W = np.linalg.lstsq(M, np.vstack([W_x.reshape(W_x.shape[0], -1), b_x.reshape(1, -1)]),
+                                rcond=None)[0]
+            return W.reshape((W.shape[0],) + W_x.shape[1:]), np.zeros_like(b_x)
+        if self.matrix is not None:
+            W = np.linalg.lstsq(self.matrix.T, W_x.reshape(W_x.shape[0], -1), rcond=None)[0]
+            W = W.reshape((W.shape[0],) + W_x.shape[1:])
+        elif self.scale is None:
+            W = W_x.copy()
+        else:
+            W = W_x / self.scale.reshape((-1,) + (1,) * (W_x.ndim - 1))
+        return W, b_x - self.offset @ W
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays for ``np.savez`` (no pickles: strings are 0-d ``str`` arrays)."""
         d: dict[str, np.ndarray] = {

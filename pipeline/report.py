@@ -1,19 +1,18 @@
 """``python -m pipeline.report``: gather finished runs into one DataFrame and write the report.
 
 Sources: the run directories under ``experiments/`` (``report.source=dirs``, default; what DVC
-tracks) or one MLflow experiment (``report.source=mlflow report.experiment=<study>``). Writes
-``reports/index.html`` (opens from disk), ``reports/report.md``, ``reports/figures/*.png`` and
-``reports/tables/*.csv``; f* reference solves are cached in ``reports/cache/``. The page is built
-in a staging folder and moved into place only when complete, so a failure never leaves a
-half-written report. The analytic lecture studies (1–3) are also logged to MLflow, one
-experiment per study, with their figures and tables as artifacts.
+tracks) or one MLflow experiment (``report.source=mlflow report.experiment=<study>``), the
+reference optima (``paths.reference_dir``, the ``reference`` stage), the analytic studies
+(``paths.analytic_dir``, the ``analytic`` stage) and the prepared facts. It only reads files and
+renders: nothing is solved or trained here. Writes ``reports/index.html`` (opens from disk),
+``reports/report.md``, ``reports/figures/*.png`` and ``reports/tables/*.csv`` (typed columns). The
+page is built in a staging folder and moved into place only when complete, so a failure never
+leaves a half-written report.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,17 +32,6 @@ REPORT_FILES = ("index.html", "report.md", "figures", "tables")  # what each rep
 
 
 @dataclass
-class ReferenceOptions:
-    tol: float = 1.0e-10  # ‖∇f(w*)‖ of the reference Newton solve
-    max_iter: int = 100
-    dense_max: int = 2500  # dense Newton (and κ at w*) up to this many parameters, else Newton-CG
-    cg_max_iter: int = 500
-    max_work: float = 1.0e8  # skip the solve when n_train × n_params exceeds this (f* = best run)
-    preconditioner: str = "jacobi"  # Newton-CG's preconditioner (pipeline.optimizers.minimize)
-    time_budget_s: float | None = 60.0  # per reference solve
-
-
-@dataclass
 class TrainedStudies:
     bad_init: str = "claim4_bad_init"
     newton_vs_gd: list[str] = field(default_factory=lambda: ["claim5_newton_vs_gd", "default"])
@@ -57,12 +45,10 @@ class ReportOptions:
     title: str = "curvlab report"
     sections: list[str] = field(default_factory=lambda: list(SECTIONS))
     tolerances: list[float] = field(default_factory=lambda: [1.0e-4, 1.0e-8])
-    reference: ReferenceOptions = field(default_factory=ReferenceOptions)
+    headline_study: str = "default"  # the study of the first table (optimizer × preprocessing per problem)
     trained_studies: TrainedStudies = field(default_factory=TrainedStudies)
-    conditioning: Any = MISSING  # {data: <data.id of the prepared files to compare>}
-    gd_paths: Any = MISSING  # claim 1 (see conf/report.yaml)
-    kappa_sweep: Any = MISSING  # claim 2
-    convexity: Any = MISSING  # claim 3
+    conditioning: Any = MISSING  # {data: <data.id>, prepared: [<preprocess ids of the prepared files to compare>]}
+    analytic: Any = MISSING  # {claim1|claim2|claim3: <study folder under paths.analytic_dir>}
     accuracy_data: list[str] = field(default_factory=list)  # data ids given a claim-6-style accuracy section
 
 
@@ -95,11 +81,10 @@ def validate(cfg: dict[str, Any]) -> None:
     tols = rep["tolerances"]
     if not tols or not all(0.0 < float(t) < 1.0 for t in tols):
         raise ConfigError(f"report.tolerances={tols} is invalid: give relative tolerances in (0, 1)")
-    for t in rep["gd_paths"]["functions"]:
-        if min(float(t["a"]), float(t["b"])) <= 0:
-            raise ConfigError(f"report.gd_paths: {t.get('name')} needs a, b > 0 (a convex quadratic)")
-    if int(rep["gd_paths"]["n_steps"]) < 1 or int(rep["kappa_sweep"]["max_iter"]) < 1:
-        raise ConfigError("report.gd_paths.n_steps and report.kappa_sweep.max_iter must be >= 1")
+    missing = sorted({"claim1", "claim2", "claim3"} - set(rep["analytic"] or {}))
+    if missing:
+        raise ConfigError(f"report.analytic lacks {missing}: name each claim's study folder, e.g. "
+                          "report.analytic.claim1=claim1_gd_paths")
 
 
 def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
@@ -121,23 +106,6 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
         return None  # a fresh project: the analytic studies only
 
 
-def log_studies(cfg: dict[str, Any], built: Any, dest: Path) -> list[str]:
-    """One MLflow run per analytic study (experiment = study name), figures/tables as artifacts."""
-    from pipeline.tracking import Tracker, git_commit
-
-    tracker = Tracker(cfg["mlflow"])
-    ids = []
-    for st in built.studies:
-        run_id = tracker.start_run(st.name, "report", {"curvlab.kind": "report-study",
-                                                       "mlflow.source.git.commit": git_commit()})
-        tracker.log_params(run_id, {k: str(v) for k, v in st.params.items()})
-        tracker.log_metrics(run_id, st.metrics)
-        tracker.log_artifacts(run_id, [dest / f for f in st.files])
-        tracker.end_run(run_id, "FINISHED")
-        ids.append(run_id)
-    return ids
-
-
 def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
     """Validate, gather, build in a staging folder, publish; returns a summary."""
     from pipeline.reporting.build import build
@@ -150,10 +118,9 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
     check_writable(dest)  # fail before the minutes of work, not at the end
     t0 = time.perf_counter()
     # the report folder changes as a whole: built in a sibling, swapped in when complete (the
-    # f* cache and anything else in reports/ that the report does not write is carried over)
+    # anything else in reports/ that the report does not write is carried over)
     with replace_dir(dest, carry=lambda name: name not in REPORT_FILES) as stage:
         runs = gather(cfg, stage)
-        (dest / "cache").mkdir(parents=True, exist_ok=True)
         rep = cfg["report"]
         sections = [s for s in rep["sections"] if s != "trained"]
         built = build(stage, {**cfg, "report": {**rep, "sections": sections}},
@@ -179,23 +146,14 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
             built_rel = "tables/runs.csv"
             runs_tab.to_csv(stage / built_rel, index=False)
             overview.text(f"All runs with every metric: [{built_rel}]({built_rel}).")
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        subtitle = f"Generated {stamp} by `python -m pipeline.report`."
+        subtitle = ("Generated by `python -m pipeline.report` from the files of the stages before it "
+                    "(no clock in it: the same inputs give the same page).")
         sections_all = [overview, *built.sections]
         write_text(stage / "index.html", to_html(str(rep["title"]), subtitle, sections_all))
         write_text(stage / "report.md", to_markdown(str(rep["title"]), subtitle, sections_all))
         shutil.rmtree(stage / ".mlflow", ignore_errors=True)  # downloaded artifacts, not the report
-    logged = []
-    if cfg["mlflow"]["enabled"] and built.studies:
-        try:
-            logged = log_studies(cfg, built, dest)
-        except Exception as err:  # noqa: BLE001 - the report is written; tracking is an extra
-            msg = " ".join(str(err).split())[:300]
-            print(f"{PROG}: warning: MLflow logging of the studies failed ({msg}); "
-                  "the report itself is complete", file=sys.stderr)
     return {"index": str(dest / "index.html"), "seconds": time.perf_counter() - t0,
-            "runs": 0 if runs is None else len(runs), "timings": built.timings,
-            "mlflow_runs": logged}
+            "runs": 0 if runs is None else len(runs), "timings": built.timings}
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
@@ -205,8 +163,7 @@ def main(cfg: DictConfig) -> None:
     check_boundary(cfg)
     summary = run_report(as_kwargs(cfg))
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items())
-    print(f"report: wrote {summary['index']} ({summary['runs']} runs, {summary['seconds']:.1f} s: "
-          f"{timings}; {len(summary['mlflow_runs'])} MLflow study runs)")
+    print(f"report: wrote {summary['index']} ({summary['runs']} runs, {summary['seconds']:.1f} s: {timings})")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,53 @@ def prepared_path(cfg: Any) -> Path:
     return project_path(cfg.paths.prepared_dir) / f"{data_id}-{pre_id}.npz"
 
 
+# ---------------------------------------------------------------- a run's inputs
+
+
+TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
+                 "softmax": "multiclass"}
+
+
+def _prepare_cmd(cfg: Any) -> str:
+    return (f"python -m pipeline.prepare data={cfg.data.name} "
+            f"preprocess={cfg.preprocess.get('id') or cfg.preprocess.name}")
+
+
+def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
+    """The prepared data set named by the config, checked against it, or a DataError saying how to make it."""
+    from pipeline.config import as_kwargs
+    from pipeline.prepared import load_prepared
+
+    path = prepared_path(cfg)
+    if not path.exists():
+        raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(cfg)}` "
+                        "(with the same data.*/preprocess.* overrides) first, or `dvc repro`")
+    dataset, transform, facts = load_prepared(path)
+    for group in ("data", "preprocess"):
+        made = facts.get(f"{group}_config") or {}
+        want = as_kwargs(cfg[group])
+        for key in sorted(set(made) & set(want) - {"root"}):
+            if made[key] != want[key]:
+                raise DataError(
+                    f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
+                    f"{want[key]!r}; rerun `{_prepare_cmd(cfg)} {group}.{key}={want[key]}` (give it its "
+                    f"own {group}.id to keep both)")
+    if (cfg.data.get("val_fraction") or 0) > 0 and "X_val" not in facts:
+        raise DataError(f"{path} has no validation split but data.val_fraction={cfg.data.val_fraction}; "
+                        f"rerun `{_prepare_cmd(cfg)} data.val_fraction={cfg.data.val_fraction}`")
+    return dataset, transform, dict(facts), path
+
+
+def check_model_fits_data(model: str, task: str, data_id: str) -> None:
+    """Each model needs its kind of labels (regression targets, two classes, c classes)."""
+    want = TASK_OF_MODEL[model]
+    if task != want:
+        hint = {"regression": "data=synthetic_regression", "binary": "data=mnist_binary",
+                "multiclass": "data=mnist"}[want]
+        raise ConfigError(f"model={model} needs a {want} data set but data {data_id!r} is {task}; "
+                          f"use {hint} or another model")
+
+
 # ---------------------------------------------------------------- files (written by pipeline.writer)
 
 

@@ -10,7 +10,6 @@ its MLflow run is FAILED, and the command exits 2 with one line (``fail_on_diver
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,18 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import as_kwargs, register_configs, validate_train_config
-from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.config import apply_budget, as_kwargs, register_configs, validate_train_config
+from pipeline.errors import NumericalError
 from pipeline.optimizers import HISTORY_KEYS as HISTORY_COLUMNS
 from pipeline.optimizers import SGD_KEYS
+from pipeline.prepared import file_sha256
 from pipeline.progress import IterationBar, show_progress
-from pipeline.runs import (
+from pipeline.runs import (  # noqa: F401  (load_prepared_for: imported from here by older code)
     JobContext,
+    check_model_fits_data,
     group_id,
     job_context,
-    prepared_path,
+    load_prepared_for,
     record_trial,
     run_dir,
     run_entry,
@@ -43,58 +44,8 @@ from pipeline.writer import (
 )
 
 PROG = "train"
-TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
-                 "softmax": "multiclass"}
 OPTIMIZER_OPTIONS = ("lr", "max_iter", "tol", "time_budget_s", "line_search", "armijo_c",
                      "backtrack", "cg_max_iter")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 hex digest of a file, read in 4 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _prepare_cmd(cfg: Any) -> str:
-    return (f"python -m pipeline.prepare data={cfg.data.name} "
-            f"preprocess={cfg.preprocess.get('id') or cfg.preprocess.name}")
-
-
-def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
-    """The prepared data set named by the config, checked against it, or a DataError saying how to make it."""
-    from pipeline.prepared import load_prepared
-
-    path = prepared_path(cfg)
-    if not path.exists():
-        raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(cfg)}` "
-                        "(with the same data.*/preprocess.* overrides) first, or `dvc repro`")
-    dataset, transform, facts = load_prepared(path)
-    for group in ("data", "preprocess"):
-        made = facts.get(f"{group}_config") or {}
-        want = as_kwargs(cfg[group])
-        for key in sorted(set(made) & set(want) - {"root"}):
-            if made[key] != want[key]:
-                raise DataError(
-                    f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
-                    f"{want[key]!r}; rerun `{_prepare_cmd(cfg)} {group}.{key}={want[key]}` (give it its "
-                    f"own {group}.id to keep both)")
-    if (cfg.data.get("val_fraction") or 0) > 0 and "X_val" not in facts:
-        raise DataError(f"{path} has no validation split but data.val_fraction={cfg.data.val_fraction}; "
-                        f"rerun `{_prepare_cmd(cfg)} data.val_fraction={cfg.data.val_fraction}`")
-    return dataset, transform, dict(facts), path
-
-
-def check_model_fits_data(model: str, task: str, data_id: str) -> None:
-    """Each model needs its kind of labels (regression targets, two classes, c classes)."""
-    want = TASK_OF_MODEL[model]
-    if task != want:
-        hint = {"regression": "data=synthetic_regression", "binary": "data=mnist_binary",
-                "multiclass": "data=mnist"}[want]
-        raise ConfigError(f"model={model} needs a {want} data set but data {data_id!r} is {task}; "
-                          f"use {hint} or another model")
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
@@ -105,11 +56,12 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Validate, fit, save and track one run (in ``out_dir``, default the run directory its config
     names); returns the metrics dict (raises CurvlabError)."""
-    from pipeline.objective import run_objective
+    from pipeline.objective import objective_id, run_objective
     from pipeline.optimizers import minimize
     from pipeline.tracking import Tracker, flatten, git_commit
 
     ctx = ctx or JobContext()
+    apply_budget(cfg, ctx.overrides)  # the study's budget for this optimizer (the command line wins)
     validate_train_config(cfg)
     out_dir = run_dir(cfg, ctx.overrides) if out_dir is None else out_dir
     dataset, transform, facts, prep_path = load_prepared_for(cfg)
@@ -117,6 +69,7 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
 
     o = cfg.optimizer
     objective = run_objective(cfg, dataset, transform)
+    obj_id = objective_id(cfg, transform)  # the report pairs the run with the reference f* of this id
     fit_intercept = bool(objective.fit_intercept)
     rng = np.random.default_rng(int(cfg.seed))
     w0 = objective.init(str(o.init), float(o.init_scale), rng)
@@ -130,11 +83,11 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
     tracker, run_id = None, None
     if cfg.mlflow.enabled:
         tracker = Tracker(resolved["mlflow"])
-        prep_sha = sha256_file(prep_path)
+        prep_sha = file_sha256(prep_path)
         tags = {"curvlab.kind": "train", "curvlab.overrides": " ".join(ctx.overrides),
                 "curvlab.run_dir": str(out_dir), "mlflow.source.git.commit": git_commit(),
                 "curvlab.prepared": str(prep_path), "curvlab.prepared_sha256": prep_sha,
-                "curvlab.fit_intercept": str(fit_intercept)}
+                "curvlab.fit_intercept": str(fit_intercept), "curvlab.objective": obj_id}
         tags.update({f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()})
         run_id = tracker.start_run(str(cfg.study), out_dir.name, tags, ctx.parent_run_id)
 
@@ -150,7 +103,7 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
             result = minimize(objective, w0, str(o.name), callback=cb, **options)
         seconds = time.perf_counter() - t0
         val = (facts["X_val"], facts["y_val"]) if "X_val" in facts else None
-        metrics = summarize(cfg, objective, dataset, result, fit_intercept, seconds, run_id, val)
+        metrics = summarize(cfg, objective, dataset, result, fit_intercept, seconds, run_id, val, obj_id)
         save_run(out_dir, cfg, objective, result, metrics)
         if tracker is not None and run_id is not None:  # inside the try: a logging failure ends it FAILED
             history = {k: np.asarray(v) for k, v in result.history.items()}
@@ -182,8 +135,9 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
 
 def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
               fit_intercept: bool, seconds: float, run_id: str | None,
-              val: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
-    """The metrics.json fields of docs/architecture.md (val_* from the validation split, if any)."""
+              val: tuple[np.ndarray, np.ndarray] | None = None, objective_name: str | None = None) -> dict[str, Any]:
+    """The metrics.json fields of docs/architecture.md (val_* from the validation split, if any;
+    ``objective`` = ``pipeline.objective.objective_id`` of the run)."""
     has_val = val is not None
     X_val, y_val = val if val is not None else (None, None)
     score_test = bool(cfg.get("score_test", True))
@@ -200,6 +154,7 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
         "model": group_id(cfg.model),
         "optimizer": group_id(cfg.optimizer),
         "l2": float(cfg.model.l2),
+        "objective": objective_name,
         "lr": None if result.lr is None else float(result.lr),
         "n_params": int(objective.n_params),
         "fit_intercept": bool(fit_intercept),
@@ -208,6 +163,7 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
         "message": str(result.message),
         "iterations": int(result.n_iter),
         "passes": float(np.asarray(result.history["passes"], dtype=np.float64)[last]),  # work done
+        "cg_iterations": int(result.info["cg_iterations"]) if "cg_iterations" in result.info else None,
         "train_loss": float(f_w),
         "grad_norm": float(np.linalg.norm(g_w)),
         "train_time_s": float(seconds),

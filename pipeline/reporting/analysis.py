@@ -1,20 +1,30 @@
-"""Suboptimality curves, speed and accuracy tables from a RunSet and the reference optima f*."""
+"""Suboptimality curves, speed and accuracy tables from a RunSet and the reference optima f*.
+
+Every table here is computed, not rendered: numbers stay numbers (NaN where a run has no value,
+``inf`` where a projection never reaches a tolerance) with separate text columns saying what a
+number is (``basis_<tol>`` = measured | projected | never).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import CurvlabError
 from pipeline.reporting.reference import Reference
 from pipeline.reporting.runs import RunSet
 
-OBJECTIVE_KEYS = ("data", "preprocess", "model", "l2")
+NONCONVEX = ("logistic_mse",)  # no certified f*: shown as loss curves (claim 4)
+
+
+def tol_key(tol: float) -> str:
+    """A tolerance as it appears in column names: 1e-04, 1e-08."""
+    return f"{tol:.0e}"
 
 
 def rel_denominator(f_star: float) -> float:
@@ -22,19 +32,10 @@ def rel_denominator(f_star: float) -> float:
     return abs(f_star) if abs(f_star) >= 1.0e-12 else 1.0
 
 
-def objective_of(runs: RunSet, run_id: str) -> tuple[Any, ...]:
-    """(data, preprocess, model, λ) — the objective a run minimizes."""
-    r = runs.runs.loc[run_id]
-    return tuple(r[k] for k in OBJECTIVE_KEYS)
-
-
-def fit_intercept_of(runs: RunSet, run_id: str) -> bool:
-    """The run's effective intercept (metrics.json ``fit_intercept``, else config.yaml's model.fit_intercept)."""
-    r = runs.runs.loc[run_id]
-    if "fit_intercept" in r.index and isinstance(r["fit_intercept"], bool | np.bool_):
-        return bool(r["fit_intercept"])
-    model = runs.configs.get(run_id, {}).get("model", {})
-    return bool(model.get("fit_intercept", True)) if isinstance(model, dict) else True
+def objective_of(runs: RunSet, run_id: str) -> str | None:
+    """The objective id a run minimizes (metrics.json ``objective``; None for runs of older versions)."""
+    value = runs.runs.loc[run_id].get("objective")
+    return str(value) if isinstance(value, str) and value else None
 
 
 def optimizer_name(runs: RunSet, run_id: str) -> str:
@@ -55,73 +56,51 @@ def data_id_of(runs: RunSet, run_id: str) -> str:
 
 def prepared_file(runs: RunSet, run_id: str, prepared_dir: str | Path) -> Path:
     """The prepared ``.npz`` a run was trained on: ``<data.id>-<preprocess.id>.npz``."""
-    cfg = runs.configs.get(run_id, {})
-    if isinstance(cfg.get("data"), dict) and isinstance(cfg.get("preprocess"), dict):
-        try:
-            from pipeline.prepared import prepared_path
-
-            return prepared_path(prepared_dir, cfg["data"], cfg["preprocess"])
-        except (ImportError, KeyError):
-            pass
-    r = runs.runs.loc[run_id]
-    return Path(prepared_dir) / f"{data_id_of(runs, run_id)}-{r['preprocess']}.npz"
+    return Path(prepared_dir) / f"{data_id_of(runs, run_id)}-{runs.runs.loc[run_id, 'preprocess']}.npz"
 
 
-def best_weights(runs: RunSet, rids: Sequence[str]) -> np.ndarray | None:
-    """The flat weights ``w`` of the run with the lowest final loss (a warm start for f*), or None."""
-    from pipeline.reporting.runs import load_weights
-
-    finite = [(float(runs.runs.loc[r, "train_loss"]), r) for r in rids
-              if np.isfinite(runs.runs.loc[r, "train_loss"]) and r in runs.dirs]
-    for _, r in sorted(finite):
-        w = load_weights(runs.dirs[r])
-        if w is not None and "w" in w and np.all(np.isfinite(w["w"])):
-            return np.asarray(w["w"], dtype=np.float64).ravel()
-    return None
-
-
-def attach_references(
-    runs: RunSet,
-    prepared_dir: str | Path,
-    solve: Callable[..., Reference] | None,
-    nonconvex_models: Sequence[str] = ("logistic_mse",),
-) -> tuple[dict[tuple[Any, ...], Reference], list[str]]:
-    """f* per objective: the reference solve, lowered to the best loss any run reached; notes for the page."""
-    refs: dict[tuple[Any, ...], Reference] = {}
+def match_references(runs: RunSet, refs: dict[str, Reference]) -> tuple[dict[str, Reference], list[str]]:
+    """f* per objective id of the runs: the reference file's, checked against the best loss any run
+    reached; objectives without a reference get the best run's loss (uncertified) and a note."""
+    out: dict[str, Reference] = {}
     notes: list[str] = []
-    groups: dict[tuple[Any, ...], list[str]] = {}
+    groups: dict[str, list[str]] = {}
     for rid in runs.runs.index:
-        groups.setdefault(objective_of(runs, rid), []).append(rid)
-    for key, rids in groups.items():
-        best = min(
-            (float(np.nanmin(runs.histories[r]["loss"].to_numpy())) for r in rids
-             if r in runs.histories and np.isfinite(runs.histories[r]["loss"]).any()),
-            default=float("nan"),
-        )
-        ref: Reference | None = None
-        data, pre, model, l2 = key
-        label = f"{data}/{pre}/{model}/λ={l2:g}"
-        if solve is not None and model not in nonconvex_models:
-            path = prepared_file(runs, rids[0], prepared_dir)
-            try:
-                ref = solve(path, str(model), float(l2), fit_intercept_of(runs, rids[0]),
-                            w0=best_weights(runs, rids))
-            except (CurvlabError, ImportError, MemoryError) as err:
-                notes.append(f"{label}: no reference solve ({' '.join(str(err).split())}); "
-                             "f* = the best loss any run reached.")
+        oid = objective_of(runs, rid)
+        if oid is not None:
+            groups.setdefault(oid, []).append(rid)
+    old = [rid for rid in runs.runs.index if objective_of(runs, rid) is None]
+    if old:
+        notes.append(f"{len(old)} run(s) record no objective id (trained by an older curvlab): "
+                     + ", ".join(old[:5]) + ("…" if len(old) > 5 else "") + "; retrain them to compare with f*.")
+    for oid, rids in groups.items():
+        losses = [float(np.nanmin(runs.histories[r]["loss"].to_numpy())) for r in rids
+                  if r in runs.histories and np.isfinite(runs.histories[r]["loss"]).any()]
+        best = min(losses, default=float("nan"))
+        model = str(runs.runs.loc[rids[0], "model"])
+        ref = refs.get(oid)
         if ref is None:
             if not math.isfinite(best):
                 continue
-            why = "non-convex objective" if model in nonconvex_models else "no reference solve"
-            ref = Reference(f_star=best, source="best run", status="n/a", note=why)
-        elif math.isfinite(best) and best < ref.f_star:
+            why = ("non-convex objective" if model in NONCONVEX else
+                   "no reference optimum: run `python -m pipeline.reference` with the runs' overrides")
+            if model not in NONCONVEX:
+                notes.append(f"{oid}: {why} (runs: {', '.join(rids[:3])}{'…' if len(rids) > 3 else ''}); "
+                             "its runs are left out of the speed tables.")
+            out[oid] = Reference(objective=oid, f_star=best, status="n/a", source="best run", note=why)
+            continue
+        ref = Reference(**{**ref.__dict__})  # a copy: the lowering below is this report's
+        if not ref.certified:
+            notes.append(f"{oid}: the reference solve ended {ref.status!r}, not converged; its runs are left "
+                         "out of the speed tables (raise reference.max_iter and rerun the reference stage).")
+        if math.isfinite(best) and best < ref.f_star:
             gap = (ref.f_star - best) / rel_denominator(ref.f_star)
             if gap > 1.0e-9:
-                notes.append(f"{label}: a run reached f={best:.12g} below the reference "
-                             f"f*={ref.f_star:.12g} (relative gap {gap:.1e}); f* lowered to it.")
+                notes.append(f"{oid}: a run reached f = {best:.12g} below the reference f* = {ref.f_star:.12g} "
+                             f"(relative gap {gap:.1e}, DISAGREES with a converged reference); f* lowered to it.")
             ref.f_star = best
-        refs[key] = ref
-    return refs, notes
+        out[oid] = ref
+    return out, notes
 
 
 def suboptimality(hist: pd.DataFrame, f_star: float) -> pd.DataFrame:
@@ -142,68 +121,157 @@ def first_reach(sub: pd.DataFrame, tol: float) -> tuple[float | None, float | No
     return float(sub["iteration"].iloc[i]), float(sub["time_s"].iloc[i])
 
 
-def measured_rate(sub: pd.DataFrame, f_star: float) -> float | None:
-    """Per-iteration contraction r of f − f* ≈ C rᵏ: least squares on log(f − f*) over the tail."""
+def _tail(sub: pd.DataFrame, f_star: float) -> np.ndarray:
+    """Row indices of the tail used for the rate fit: the second half of the finite rows above rounding."""
     s = sub["loss"].to_numpy(np.float64) - f_star
-    k = sub["iteration"].to_numpy(np.float64)
     ok = np.isfinite(s) & (s > 1.0e-11 * max(1.0, abs(f_star)))
     ok[0] = False
     idx = np.flatnonzero(ok)
-    if idx.size < 4:
-        return None
-    idx = idx[idx.size // 2:]
+    return idx[idx.size // 2:] if idx.size >= 4 else idx[:0]
+
+
+def measured_rate(sub: pd.DataFrame, f_star: float) -> float | None:
+    """Per-iteration contraction r of f − f* ≈ C rᵏ: least squares on log(f − f*) over the tail."""
+    idx = _tail(sub, f_star)
     if idx.size < 3:
         return None
-    slope = np.polyfit(k[idx], np.log(s[idx]), 1)[0]
-    return float(math.exp(slope))
+    k = sub["iteration"].to_numpy(np.float64)[idx]
+    s = sub["loss"].to_numpy(np.float64)[idx] - f_star
+    return float(math.exp(np.polyfit(k, np.log(s), 1)[0]))
 
 
-def speed_table(runs: RunSet, refs: dict[tuple[Any, ...], Reference],
+@dataclass(frozen=True)
+class Reach:
+    """When a run reaches a relative suboptimality: measured, projected at its fitted rate, or never."""
+
+    iterations: float
+    passes: float
+    seconds: float
+    basis: str  # measured | projected | never
+
+
+def reach(sub: pd.DataFrame, f_star: float, tol: float) -> Reach:
+    """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does, else the
+    last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r, passes and
+    seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be fitted."""
+    rel = sub["rel_subopt"].to_numpy(np.float64)
+    it = sub["iteration"].to_numpy(np.float64)
+    passes = sub["passes"].to_numpy(np.float64) if "passes" in sub else np.full_like(it, np.nan)
+    secs = sub["time_s"].to_numpy(np.float64)
+    hit = np.flatnonzero(rel <= tol)
+    if hit.size:
+        i = int(hit[0])
+        return Reach(float(it[i]), float(passes[i]), float(secs[i]), "measured")
+    rate = measured_rate(sub, f_star)
+    idx = _tail(sub, f_star)
+    finite = np.flatnonzero(np.isfinite(rel))
+    if rate is None or not rate < 1.0 or idx.size < 2 or finite.size == 0:
+        return Reach(math.inf, math.inf, math.inf, "never")
+    last = int(finite[-1])
+    k = it[last] + math.log(tol / rel[last]) / math.log(rate)
+    span = it[idx[-1]] - it[idx[0]]
+    per_pass = (passes[idx[-1]] - passes[idx[0]]) / span if span > 0 else math.nan
+    per_sec = (secs[idx[-1]] - secs[idx[0]]) / span if span > 0 else math.nan
+    extra = k - it[last]
+    return Reach(float(k), float(passes[last] + extra * per_pass), float(secs[last] + extra * per_sec),
+                 "projected")
+
+
+def speed_table(runs: RunSet, refs: dict[str, Reference],
                 tols: Sequence[float] = (1.0e-4, 1.0e-8)) -> pd.DataFrame:
-    """Per run: iterations / seconds to relative suboptimality ≤ tol, measured vs predicted GD rate."""
+    """Per run with a certified f*: iterations, passes and seconds to each relative suboptimality —
+    measured (``iters_to_<tol>``, NaN when not reached) and measured-or-projected
+    (``projected_iters_to_<tol>``, ``basis_<tol>``) — and the GD rate measured vs predicted from κ."""
     rows = []
     for rid, r in runs.runs.iterrows():
-        ref = refs.get(objective_of(runs, rid))
+        oid = objective_of(runs, rid)
+        ref = refs.get(oid) if oid else None
         hist = runs.histories.get(rid)
+        if ref is None or not ref.certified or hist is None or len(hist) == 0:
+            continue
+        sub = suboptimality(hist, ref.f_star)
+        curv = ref.curvature(str(r["preprocess"]))
         row: dict[str, Any] = {
             "run_id": rid, "study": r["study"], "data": r["data"], "preprocess": r["preprocess"],
-            "model": r["model"], "optimizer": r["optimizer"], "l2": r["l2"], "lr": r["lr"],
-            "status": r["status"], "iterations": r["iterations"], "train_time_s": r["train_time_s"],
-            "f_star": ref.f_star if ref else np.nan,
-            "f_star_source": ref.source if ref else "none",
+            "model": r["model"], "optimizer": r["optimizer"], "objective": oid, "l2": r["l2"], "lr": r["lr"],
+            "status": r["status"], "iterations": r["iterations"], "passes": r.get("passes"),
+            "cg_iterations": r.get("cg_iterations"), "train_time_s": r["train_time_s"],
+            "test_accuracy": r.get("test_accuracy"), "f_star": ref.f_star,
+            "final_rel_subopt": float(sub["rel_subopt"].iloc[-1]),
         }
-        n_done = int(hist["iteration"].iloc[-1]) if hist is not None and len(hist) else 0
-        certified = ref is not None and ref.source != "best run"
         for tol in tols:
-            it = sec = None
-            if not certified:
-                row[f"iters_to_{tol:.0e}"] = row[f"seconds_to_{tol:.0e}"] = "n/a (no reference f*)"
-                continue
-            if hist is not None and ref is not None:
-                it, sec = first_reach(suboptimality(hist, ref.f_star), tol)
-            row[f"iters_to_{tol:.0e}"] = (f"{int(it)}" if it is not None
-                                          else f"not reached in {n_done}")
-            row[f"seconds_to_{tol:.0e}"] = (f"{sec:.3g}" if sec is not None
-                                            else f"not reached in {n_done}")
-        rate = bound = kappa = kappa_gd = None
-        if hist is not None and certified and optimizer_name(runs, rid) == "gd":
-            rate = measured_rate(suboptimality(hist, ref.f_star), ref.f_star)
-            if ref.mu is not None and np.isfinite(r["lr"]) and ref.mu > 0:
-                bound = 1.0 - float(r["lr"]) * ref.mu  # = 1 − 1/κ when lr = 1/L
-                kappa_gd = 1.0 / (float(r["lr"]) * ref.mu)  # κ seen by GD: L_used/μ, L_used = 1/lr
-        if ref is not None:
-            kappa = ref.kappa
-        row["kappa"] = kappa
-        row["kappa_gd"] = kappa_gd
+            t = tol_key(tol)
+            got = reach(sub, ref.f_star, tol)
+            measured = got.basis == "measured"
+            row[f"reached_{t}"] = measured
+            row[f"iters_to_{t}"] = got.iterations if measured else np.nan
+            row[f"passes_to_{t}"] = got.passes if measured else np.nan
+            row[f"seconds_to_{t}"] = got.seconds if measured else np.nan
+            row[f"projected_iters_to_{t}"] = got.iterations
+            row[f"projected_passes_to_{t}"] = got.passes
+            row[f"projected_seconds_to_{t}"] = got.seconds
+            row[f"basis_{t}"] = got.basis
+        rate = measured_rate(sub, ref.f_star)
         row["rate_measured"] = rate
+        mu, lr = curv.get("mu"), r["lr"]
+        gd = optimizer_name(runs, rid) == "gd"
+        bound = 1.0 - float(lr) * float(mu) if gd and mu is not None and mu > 0 and np.isfinite(lr) else None
+        row["kappa"] = curv.get("kappa")
+        row["kappa_gd"] = 1.0 / (float(lr) * float(mu)) if bound is not None else None
         row["rate_predicted"] = bound
-        if rate is not None and bound is not None:
+        if gd and rate is not None and bound is not None:
             # (1 − μ/L)ᵏ bounds f − f*; on a quadratic the asymptotic rate is (1 − μ/L)².
             row["rate_check"] = ("agrees (≤ 1 − 1/κ)" if rate <= bound + 1.0e-6
                                  else "DISAGREES: slower than 1 − 1/κ")
         else:
             row["rate_check"] = "n/a"
         rows.append(row)
+    df = pd.DataFrame(rows)
+    for c in ("rate_measured", "kappa", "kappa_gd", "rate_predicted", "passes", "cg_iterations", "test_accuracy"):
+        if c in df:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+    return df
+
+
+def headline_table(speed: pd.DataFrame, study: str, tols: Sequence[float]) -> pd.DataFrame:
+    """The report's first table: per problem (data, model) of ``study``, optimizer × preprocessing →
+    iterations, passes and seconds to each tolerance (measured or projected) and test accuracy."""
+    if speed.empty:
+        return pd.DataFrame()
+    sel = speed[speed["study"] == study]
+    if sel.empty:
+        return pd.DataFrame()
+    cols = ["data", "model", "optimizer", "preprocess", "status", "iterations", "passes", "train_time_s"]
+    for tol in tols:
+        t = tol_key(tol)
+        cols += [f"projected_iters_to_{t}", f"projected_passes_to_{t}", f"projected_seconds_to_{t}", f"basis_{t}"]
+    cols += ["test_accuracy", "run_id"]
+    out = sel[cols].rename(columns={c: c.replace("projected_", "") for c in cols if c.startswith("projected_")})
+    return out.sort_values(["data", "model", "optimizer", "preprocess"], ignore_index=True)
+
+
+def coordinates_factors(speed: pd.DataFrame, study: str, tol: float, baseline: str = "none") -> pd.DataFrame:
+    """One objective, other coordinates: per (data, model, optimizer) of ``study``, the iterations, CG
+    iterations and passes to ``tol`` (measured or projected) of each preprocessing and their ratio to
+    ``baseline`` (raw inputs) — the conditioning effect on its own, since f* is the same."""
+    if speed.empty:
+        return pd.DataFrame()
+    t = tol_key(tol)
+    sel = speed[speed["study"] == study]
+    rows = []
+    for (data, model, opt), grp in sel.groupby(["data", "model", "optimizer"], sort=True):
+        if baseline not in set(grp["preprocess"]) or len(grp) < 2:
+            continue
+        base = grp[grp["preprocess"] == baseline].iloc[0]
+        b_it, b_ps = base[f"projected_iters_to_{t}"], base[f"projected_passes_to_{t}"]
+        for _, rec in grp.iterrows():
+            it, ps = rec[f"projected_iters_to_{t}"], rec[f"projected_passes_to_{t}"]
+            rows.append({"data": data, "model": model, "optimizer": opt, "preprocess": rec["preprocess"],
+                         "basis": rec[f"basis_{t}"], f"iterations_to_{t}": it,
+                         "cg_iterations": rec["cg_iterations"], f"passes_to_{t}": ps,
+                         "iterations_vs_raw": it / b_it if b_it and np.isfinite(b_it) else np.nan,
+                         "passes_vs_raw": ps / b_ps if b_ps and np.isfinite(b_ps) else np.nan,
+                         "kappa": rec["kappa"]})
     return pd.DataFrame(rows)
 
 

@@ -16,9 +16,9 @@ from pipeline.errors import ConfigError, DataError
 
 HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
 METRIC_KEYS = (
-    "study", "data", "preprocess", "model", "optimizer", "l2", "lr", "n_params", "status",
-    "converged", "message", "iterations", "train_loss", "grad_norm", "train_time_s",
-    "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id",
+    "study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
+    "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
+    "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id",
 )  # fmt: skip
 EVAL_KEYS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "n_train", "n_test")
 
@@ -134,8 +134,8 @@ def _finish(rows: list[dict[str, Any]], histories: dict[str, pd.DataFrame],
             configs: dict[str, dict[str, Any]], dirs: dict[str, Path], source: str,
             skipped: list[tuple[str, str]] | None = None) -> RunSet:
     df = pd.DataFrame(rows).set_index("run_id", drop=False).sort_index()
-    for c in ("l2", "lr", "train_loss", "grad_norm", "train_time_s", "train_accuracy",
-              "test_accuracy", "test_loss"):
+    for c in ("l2", "lr", "passes", "cg_iterations", "train_loss", "grad_norm", "train_time_s",
+              "train_accuracy", "test_accuracy", "test_loss"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     df["iterations"] = pd.to_numeric(df["iterations"], errors="coerce").astype("Int64")
     df["l2"] = df["l2"].fillna(0.0)

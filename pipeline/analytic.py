@@ -1,0 +1,222 @@
+"""``python -m pipeline.analytic``: the lecture's analytic studies (claims 1–3), computed as a stage.
+
+    python -m pipeline.analytic [analytic.kappa_sweep.condition_numbers=[1.0,1.0e2]] ...
+
+Claim 1: GD paths on 2-D quadratics for step sizes below, near and above 2/L; claim 2: GD
+iterations to tolerance against κ on synthetic least squares, raw vs whitened; claim 3: convexity
+read off the Hessian's smallest eigenvalue (the lecture's exercise functions on a grid, and linear /
+logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.lecture``; this
+shell writes, per study, ``<paths.analytic_dir>/<study>/`` = ``table.csv`` (typed columns),
+``arrays.npz`` (what the report's figures draw) and ``study.json`` (``{name, title, params, metrics,
+figures, seconds}``), the folder replaced as a whole, and logs each study as one
+MLflow run (experiment = the study name) with those files as artifacts. The report only renders them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from pipeline.config import MlflowConfig, PathsConfig, as_kwargs, check_boundary
+from pipeline.errors import ConfigError, user_errors_exit
+
+PROG = "analytic"
+
+
+@dataclass
+class AnalyticOptions:
+    gd_paths: Any = MISSING  # claim 1 (see conf/analytic.yaml)
+    kappa_sweep: Any = MISSING  # claim 2
+    convexity: Any = MISSING  # claim 3
+    studies: list[str] = field(default_factory=lambda: ["gd_paths", "kappa_sweep", "convexity"])
+
+
+@dataclass
+class AnalyticConfig:
+    analytic: AnalyticOptions = field(default_factory=AnalyticOptions)
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+ConfigStore.instance().store(name="analytic_schema", node=AnalyticConfig)
+
+
+@dataclass
+class Study:
+    """One computed study: its table, the arrays its figures need, and scalar results."""
+
+    name: str  # the MLflow experiment and folder name, e.g. claim1_gd_paths
+    title: str
+    table: pd.DataFrame
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    figures: list[dict[str, Any]] = field(default_factory=list)  # what to draw from ``arrays``
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def validate(a: Mapping[str, Any]) -> None:
+    """Range checks Hydra cannot do; a one-line ConfigError naming the key."""
+    unknown = sorted(set(a["studies"]) - set(STUDIES))
+    if unknown:
+        raise ConfigError(f"analytic.studies: unknown {unknown}; choose from {list(STUDIES)}")
+    for t in a["gd_paths"]["functions"]:
+        if min(float(t["a"]), float(t["b"])) <= 0:
+            raise ConfigError(f"analytic.gd_paths: {t.get('name')} needs a, b > 0 (a convex quadratic)")
+    if int(a["gd_paths"]["n_steps"]) < 1 or int(a["kappa_sweep"]["max_iter"]) < 1:
+        raise ConfigError("analytic.gd_paths.n_steps and analytic.kappa_sweep.max_iter must be >= 1")
+    if not float(a["kappa_sweep"]["tol"]) > 0:
+        raise ConfigError("analytic.kappa_sweep.tol must be > 0, e.g. 1.0e-6")
+
+
+def gd_paths(c: Mapping[str, Any], seed: int) -> Study:
+    """Claim 1: the GD path per learning rate on each quadratic, and the predicted behaviour."""
+    from pipeline.lecture import study_gd_paths
+
+    figs, table = study_gd_paths(c)
+    st = Study(str(c["study"]), "Claim 1 — the learning rate", table)
+    for f in figs:
+        gx, gy, gf = f["grid"]
+        key = str(f["name"])
+        st.arrays |= {f"{key}/x": gx, f"{key}/y": gy, f"{key}/f": gf}
+        labels = []
+        for i, (label, pts) in enumerate(f["paths"]):
+            st.arrays[f"{key}/path{i}"] = pts
+            labels.append(label)
+        st.figures.append({"kind": "gd_paths", "key": key, "title": f["title"], "labels": labels})
+    for rec in table.itertuples():
+        st.metrics[f"f_end_minus_f_star.{rec.function}.lr_{rec.lr:g}"] = float(min(rec.f_end_minus_f_star, 1e300))
+    st.metrics["disagreements"] = float(table["predicted"].str.contains("disagrees").sum())
+    return st
+
+
+def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
+    """Claim 2: GD iterations to ‖∇f‖ ≤ tol against κ, raw vs whitened; the log–log slope."""
+    from pipeline.lecture import study_kappa_sweep
+
+    table = study_kappa_sweep(c, seed)
+    st = Study(str(c["study"]), "Claim 2 — condition number and whitening", table)
+    ids = [str(p.get("id") or p["name"]) for p in c["preprocess"]]
+    raw = table[table["preprocess"] == ids[0]]
+    if len(raw) >= 2:
+        slope = np.polyfit(np.log(raw["kappa_raw"]), np.log(raw["iterations"].clip(lower=1)), 1)[0]
+        st.metrics["loglog_slope_iterations_vs_kappa"] = float(slope)
+    white = table[table["preprocess"] == ids[-1]]
+    if len(ids) > 1 and len(white):
+        st.metrics["whitened_max_iterations"] = float(white["iterations"].max())
+        st.metrics["whitened_max_kappa"] = float(white["kappa"].max())
+    st.figures.append({"kind": "iterations_vs_kappa", "title": f"GD iterations until ‖∇f‖ ≤ {float(c['tol']):g} against κ"})
+    return st
+
+
+def convexity(c: Mapping[str, Any], seed: int) -> Study:
+    """Claim 3: λ_min of the Hessian on the exercise functions' grid and of each model on real data."""
+    from pipeline.lecture import study_convexity_functions, study_convexity_models
+
+    maps, ftab = study_convexity_functions(c)
+    table = pd.concat([ftab, study_convexity_models(c, seed)], ignore_index=True)
+    st = Study(str(c["study"]), "Claim 3 — convexity", table)
+    titles = []
+    for i, (label, gx, gy, lam) in enumerate(maps):
+        st.arrays |= {f"map{i}/x": gx, f"map{i}/y": gy, f"map{i}/lambda_min": lam}
+        titles.append(label)
+    st.figures.append({"kind": "min_eig_maps", "labels": titles,
+                       "title": "λ_min of the Hessian (blue ≥ 0: convex there; red < 0: not)"})
+    for rec in table.itertuples():
+        st.metrics[f"min_eig.{rec.problem}"] = float(rec.min_eig_min)
+    return st
+
+
+STUDIES: dict[str, Callable[[Mapping[str, Any], int], Study]] = {
+    "gd_paths": gd_paths, "kappa_sweep": kappa_sweep, "convexity": convexity}
+
+
+def _metric_name(key: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")[:250]
+
+
+def write_study(root: Path, st: Study, seconds: float) -> Path:
+    """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole."""
+    from pipeline.writer import npz_writer, replace_dir, write_json, write_text
+
+    dest = root / st.name
+    with replace_dir(dest) as new:
+        write_text(new / "table.csv", st.table.to_csv(index=False))
+        npz_writer(st.arrays)(new / "arrays.npz")
+        write_json(new / "study.json", {"name": st.name, "title": st.title, "params": st.params,
+                                        "metrics": st.metrics, "figures": st.figures, "seconds": seconds})
+    return dest
+
+
+def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
+    """One MLflow run per study (experiment = its name) with params, metrics and its files."""
+    from pipeline.tracking import Tracker, flatten, git_commit
+
+    tracker = Tracker(cfg["mlflow"])
+    run_id = tracker.start_run(st.name, "analytic", {"curvlab.kind": "analytic-study",
+                                                     "mlflow.source.git.commit": git_commit()})
+    try:
+        tracker.log_params(run_id, flatten(st.params))
+        tracker.log_metrics(run_id, {_metric_name(k): v for k, v in st.metrics.items()})
+        tracker.log_artifacts(run_id, [dest / "table.csv", dest / "arrays.npz", dest / "study.json"])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id, "FINISHED")
+    return run_id
+
+
+def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
+    """Compute, write and log every selected study; returns their folders."""
+    from pipeline.runs import project_path
+    from pipeline.writer import check_writable
+
+    a = cfg["analytic"]
+    validate(a)
+    root = project_path(cfg["paths"]["analytic_dir"])
+    check_writable(root)
+    out = []
+    for key in a["studies"]:
+        t0 = time.perf_counter()
+        st = STUDIES[key](a[key], int(cfg["seed"]))
+        st.params = {k: v for k, v in a[key].items() if k != "study"}
+        seconds = time.perf_counter() - t0
+        dest = write_study(root, st, seconds)
+        if cfg["mlflow"]["enabled"]:
+            try:
+                log_study(cfg, st, dest)
+            except Exception as err:  # noqa: BLE001 - the study is written; tracking is an extra
+                msg = " ".join(str(err).split())[:300]
+                print(f"{PROG}: warning: MLflow logging of {st.name} failed ({msg}); its files are complete",
+                      file=sys.stderr)
+        print(f"{PROG}: {st.name}: {len(st.table)} rows, {seconds:.1f} s -> {dest}", flush=True)
+        out.append(dest)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="analytic")
+@user_errors_exit(PROG)
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point (see the module docstring)."""
+    check_boundary(cfg)
+    run_analytic(as_kwargs(cfg))
+
+
+if __name__ == "__main__":
+    from pipeline.cli import run_cli
+
+    run_cli(PROG, main, AnalyticConfig)
