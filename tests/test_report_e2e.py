@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.browser import layout_problems, measure
 from tests.test_report import assert_png
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,19 +33,6 @@ def _run(args: list[str], env: dict[str, str], ok: bool = True) -> subprocess.Co
     if ok:
         assert proc.returncode == 0, f"{args[:2]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """The chromium binary; installed with apt-get (root) when absent, else the test is skipped."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        exe = shutil.which("chromium")
-    if exe is None:
-        pytest.skip("headless Chromium unavailable: `apt-get install -y chromium` failed or not root")
-    return exe
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +120,5 @@ def test_page_renders_in_headless_chromium(tiny: tuple[Path, dict[str, str]], ch
     console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln
                or "Failed to load" in ln or "ERR_FILE_NOT_FOUND" in ln]
     assert not console, console
+    layout = measure(chromium, index, width=1280)  # fits a 1280-px window: tables scroll in their own box
+    assert not layout_problems(layout), "\n".join(layout_problems(layout))

@@ -13,12 +13,14 @@ import pandas as pd
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1180px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}
+padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}
 h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{margin-top:2.2em;border-bottom:1px solid #ccd}
-table{border-collapse:collapse;font-size:.82em;margin:.6em 0 1.4em;display:block;overflow-x:auto}
+.scroll{max-width:100%;overflow-x:auto;margin:.6em 0 1.4em}
+table{border-collapse:collapse;font-size:.82em}
 th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right;white-space:nowrap}
-th{background:#eef}td.t{text-align:left}tr:nth-child(even){background:#f8f8fc}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}
+th,td.t{white-space:normal}th{background:#eef;vertical-align:bottom}td.t{text-align:left}
+tr:nth-child(even){background:#f8f8fc}
+figure{margin:1em 0}figure img{max-width:100%;height:auto;box-sizing:border-box;border:1px solid #ddd}
 figcaption{font-size:.9em;color:#444}.note{background:#fff6dd;border-left:4px solid #e0a800;
 padding:.4em .8em;margin:.6em 0}.warn{background:#fde8e8;border-left:4px solid #c33;padding:.4em .8em}
 nav ul{columns:2}code{background:#f2f2f6;padding:0 .2em}
@@ -92,6 +94,15 @@ def _inline(s: str) -> str:
     return re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', out)
 
 
+def _breakable(s: str, longer_than: int = 16) -> str:
+    """Escaped table text where a long token (a run id, a snake_case name) may wrap after / , _ = (<wbr>)."""
+    def token(t: str) -> str:
+        if len(t) <= longer_than:
+            return html.escape(t)
+        return "<wbr>".join(html.escape(p) for p in re.split(r"(?<=[/,_=])(?=.)", t))
+    return "".join(token(t) for t in re.split(r"(\s+)", s))
+
+
 def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
     """A self-contained page (inline CSS, no scripts; figures referenced beside it)."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -113,15 +124,16 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
                            f"<figcaption>{_inline(b.text)}</figcaption></figure>")
             elif b.kind == "table":
                 df = _shown(b)
-                head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+                head = "".join(f"<th>{_breakable(str(c))}</th>" for c in df.columns)
                 rows = []
                 for rec in df.itertuples(index=False):
                     cells = "".join(
                         f'<td{"" if isinstance(v, int | float) and not isinstance(v, bool) else " class=t"}>'
-                        f"{html.escape(fmt(v))}</td>" for v in rec)
+                        f"{_breakable(fmt(v))}</td>" for v in rec)
                     rows.append(f"<tr>{cells}</tr>")
                 out.append(f"<p><b>{_inline(b.text)}</b> (<a href=\"{html.escape(b.path)}\">CSV</a>)</p>"
-                           f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+                           f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+                           f"<tbody>{''.join(rows)}</tbody></table></div>")
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
