@@ -1,0 +1,103 @@
+"""dvc.yaml's deps are the stages' real inputs: every project module a stage imports and every conf
+file it reads is declared (so `dvc repro` reruns it when they change), and no module it never
+imports is (so it does not rerun for nothing). The analysis is tests/dvc_stages.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from dvc_stages import Stage, affected_stages, check_stages, expand_stages
+from repo_copy import REPO_ROOT, copy_repo, run_cmd
+
+TOUCHED_MODULE = "pipeline/losses.py"
+TOUCHED_CONF = "conf/model/softmax.yaml"  # its l2 value is changed
+
+
+def _where(path: str, deps: tuple[str, ...]) -> str:
+    """``path``, plus the folder dep that covers it when it is not declared itself."""
+    folder = next((d for d in deps if path.startswith(d.rstrip("/") + "/")), None)
+    return f"{path} (in {folder})" if folder else path
+
+
+def test_every_stage_declares_the_modules_and_conf_files_it_uses() -> None:
+    stages = {s.name: s for s in expand_stages(REPO_ROOT)}
+    problems = []
+    for name, check in check_stages(REPO_ROOT).items():
+        deps = stages[name].deps
+        todo = [f"    {what}: {', '.join(paths)}" for what, paths in (
+            ("add to deps", check.missing_modules),
+            ("add to params", check.missing_conf),
+            ("remove from deps (never imported; list a folder's needed files instead)",
+             [_where(m, deps) for m in check.spurious_modules]),
+            ("remove from params (never read)", check.spurious_conf),
+        ) if paths]
+        if todo:
+            problems.append(f"  {name}:\n" + "\n".join(todo))
+    if problems:
+        pytest.fail("dvc.yaml deps do not match what the stages import and read "
+                    "(tests/dvc_stages.py):\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.mark.slow
+def test_the_fast_composition_finds_what_hydra_compose_finds() -> None:
+    """dvc_stages.Composer's shared-cache composition against hydra.compose, on the stages with sweeps,
+    Hydra callbacks, a custom sweeper, nested data defaults and the report's catalog reads."""
+    names = [s.name for s in expand_stages(REPO_ROOT) if s.multirun or s.app == "report"]
+    names += ["prepare@mnist-3v8-whiten", "evaluate-logistic@none-gd"]
+    fast, public = check_stages(REPO_ROOT, only=names), check_stages(REPO_ROOT, public=True, only=names)
+    assert set(fast) == set(public) and len(fast) >= 4
+    for name in fast:
+        assert fast[name].required_modules == public[name].required_modules, name
+        assert fast[name].required_conf == public[name].required_conf, name
+
+
+def _placeholder(path: Path) -> None:
+    """A small stand-in: a file when the name has a suffix, else a folder holding one file."""
+    if path.exists():
+        return
+    if path.suffix:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"placeholder {path.name}\n")
+    else:
+        path.mkdir(parents=True)
+        (path / "placeholder").write_text("placeholder\n")
+
+
+def _status(root: Path) -> dict[str, object]:
+    res = run_cmd(["dvc", "status", "--json"], cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout or "{}")
+
+
+@pytest.mark.slow
+def test_touching_a_core_module_and_a_conf_value_marks_every_downstream_stage(tmp_path: Path) -> None:
+    root = copy_repo(tmp_path)
+    stages: list[Stage] = expand_stages(root)
+    listed = run_cmd(["dvc", "stage", "list", "--name-only"], cwd=root)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert listed.stdout.split() == [s.name for s in stages]  # the helper names stages as DVC does
+
+    # Every output (then every dep still absent) as a placeholder; `dvc commit` records them all in
+    # dvc.lock without running a command, so the pipeline is up to date.
+    for stage in stages:
+        for rel in (*stage.outs, *stage.deps):
+            _placeholder(root / rel)
+    commit = run_cmd(["dvc", "commit", "--force", "--quiet"], cwd=root)
+    assert commit.returncode == 0, commit.stdout[-2000:] + commit.stderr[-2000:]
+    assert _status(root) == {}
+
+    expected = affected_stages(check_stages(root), {TOUCHED_MODULE, TOUCHED_CONF})
+    module = root / TOUCHED_MODULE
+    module.write_text(module.read_text() + "# touched by test_dvc_deps\n")  # DVC hashes the content
+    conf = root / TOUCHED_CONF
+    text, n = re.subn(r"(?m)^l2: .*$", "l2: 2.5e-4", conf.read_text())
+    assert n == 1, f"{TOUCHED_CONF} has no top-level l2"
+    conf.write_text(text)
+
+    changed = set(_status(root))
+    assert {"train-softmax@none-gd", "evaluate-softmax@none-gd"} <= expected
+    assert changed == expected, (f"stages that use {TOUCHED_MODULE} or {TOUCHED_CONF} but DVC does not rerun: "
+                                 f"{sorted(expected - changed)}; DVC reruns, needlessly: {sorted(changed - expected)}")
