@@ -185,10 +185,23 @@ def interrupted_line(prog: str, signum: int) -> str:
             "marked KILLED and no result folder is half-written (rerun the command)")
 
 
+_ON_EXIT: list[Callable[[str], None]] = []
+
+
+def on_exit(hook: Callable[[str], None]) -> None:
+    """Call ``hook(status)`` when a command ends (FINISHED / FAILED / KILLED), e.g. to close the MLflow
+    runs of a sweep this process started (``pipeline.tracking`` registers itself when imported)."""
+    if hook not in _ON_EXIT:
+        _ON_EXIT.append(hook)
+
+
+def _ending(status: str) -> None:
+    for hook in _ON_EXIT:
+        hook(status)
+
+
 def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
     """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 130/143 (signal), 1 (bug)."""
-    from pipeline import tracking
-
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # run_and_report re-raises instead of printing/exit(1)
     install_signal_handlers()
@@ -197,16 +210,16 @@ def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None
         hydra_main()
     except SystemExit as ex:  # --help, or a stage that already printed its one line
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
-        tracking.close_open_sweeps("FAILED" if code else "FINISHED")
+        _ending("FAILED" if code else "FINISHED")
         raise
     except KeyboardInterrupt as ex:  # Interrupted (SIGINT/SIGTERM) or a plain Ctrl-C
-        tracking.close_open_sweeps("KILLED")
+        _ending("KILLED")
         signum = ex.signum if isinstance(ex, Interrupted) else int(signal.SIGINT)
         code, line = 128 + signum, interrupted_line(prog, signum)
     except Exception as ex:  # noqa: BLE001 - every way out is one line
         if _traceback_wanted(user_full_error):
             raise
-        tracking.close_open_sweeps("FAILED")
+        _ending("FAILED")
         code, what = describe(ex, prog, schema)
         line = f"{prog}: error: {what}"
     if line:

@@ -272,10 +272,7 @@ def validate_train_config(cfg: Any) -> None:
         raise bad("optimizer.init", o.init, f"choose one of {', '.join(INITS)}")
     if not o.init_scale > 0.0:
         raise bad("optimizer.init_scale", o.init_scale, "must be > 0")
-    if o.name == "sgd":
-        from pipeline.optimizers import SGD_KEYS, check_sgd_options
-
-        check_sgd_options({k: o[k] for k in SGD_KEYS} | {"seed": cfg.seed})
+    if o.name == "sgd":  # the SGD-only keys are checked by pipeline.optimizers.check_sgd_options (train)
         if o.line_search:
             raise bad("optimizer.line_search", o.line_search, "SGD takes no line search; set it to false")
     if o.name == "closed_form" and m.name != "linear":

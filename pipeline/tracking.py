@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from pipeline.cli import on_exit
 from pipeline.errors import ConfigError, CurvlabError
 from pipeline.runs import PROJECT_ROOT, project_path, read_json
 
@@ -325,6 +326,9 @@ def close_open_sweeps(status: str) -> None:
             tracker.end_run(parent, status)
         except Exception as err:  # noqa: BLE001 - already on the way out with an error
             print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
+
+
+on_exit(close_open_sweeps)  # a command that ends with sweeps open ends them too (pipeline.cli.run_cli)
 
 
 # ------------------------------------------------------------------ Hydra multirun

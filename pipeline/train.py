@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import apply_budget, as_kwargs, register_configs, validate_train_config
 from pipeline.errors import NumericalError
 from pipeline.optimizers import HISTORY_KEYS as HISTORY_COLUMNS
-from pipeline.optimizers import SGD_KEYS
+from pipeline.optimizers import SGD_KEYS, check_sgd_options
 from pipeline.prepared import file_sha256
 from pipeline.progress import IterationBar, show_progress
 from pipeline.runs import (  # noqa: F401  (load_prepared_for: imported from here by older code)
@@ -63,6 +63,8 @@ def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None =
     ctx = ctx or JobContext()
     apply_budget(cfg, ctx.overrides)  # the study's budget for this optimizer (the command line wins)
     validate_train_config(cfg)
+    if cfg.optimizer.name == "sgd":
+        check_sgd_options({k: cfg.optimizer[k] for k in SGD_KEYS} | {"seed": cfg.seed})
     out_dir = run_dir(cfg, ctx.overrides) if out_dir is None else out_dir
     dataset, transform, facts, prep_path = load_prepared_for(cfg)
     check_model_fits_data(cfg.model.name, dataset.task, cfg.data.id)
