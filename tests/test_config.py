@@ -53,17 +53,49 @@ def test_every_group_option_composes_and_validates(app: str, group: str) -> None
         validate_train_config(cfg)
 
 
+def _budgeted(overrides: list[str]) -> OmegaConf:
+    """The train config as train() runs it: composed, then the preset's budget for its optimizer."""
+    from pipeline.config import apply_budget
+
+    cfg = compose_app("train", overrides)
+    apply_budget(cfg, overrides)
+    return cfg
+
+
 def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
-    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=gd"])
-    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == ("default", "mnist", "softmax", 20)
-    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=newton_cg"])
-    assert cfg.optimizer.max_iter == 6 and cfg.optimizer.line_search is True
-    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=gd_armijo"])  # no budget file
+    cfg = _budgeted(["experiment=default_softmax", "optimizer=gd"])
+    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == ("default", "mnist", "softmax", 300)
+    cfg = _budgeted(["experiment=default_softmax", "optimizer=newton_cg"])
+    assert cfg.optimizer.max_iter == 50 and cfg.optimizer.line_search is True and cfg.optimizer.tol == 1.0e-8
+    cfg = _budgeted(["experiment=default_softmax", "optimizer=gd_armijo"])  # no budget for this optimizer
     assert cfg.optimizer.max_iter == 500
-    cfg = compose_app("train", ["experiment=default_softmax", "optimizer=gd", "optimizer.max_iter=7"])
+    cfg = _budgeted(["experiment=default_softmax", "optimizer=gd", "optimizer.max_iter=7"])
     assert cfg.optimizer.max_iter == 7  # the command line wins over the budget
-    cfg = compose_app("train", [])
+    cfg = _budgeted([])
     assert cfg.study == "scratch" and cfg.optimizer.max_iter == 500
+    assert not (CONF / "budget").exists()  # budgets live in the presets a user reads
+
+
+def test_every_preset_budget_names_real_optimizer_keys() -> None:
+    """Each preset's budgets.<optimizer> applies cleanly to that optimizer's config."""
+    for preset in options("experiment"):
+        cfg = compose_app("train", [f"experiment={preset}"])
+        for opt in (cfg.get("budgets") or {}):
+            applied = _budgeted([f"experiment={preset}", f"optimizer={opt}"])
+            for key, value in cfg.budgets[opt].items():
+                assert applied.optimizer[key] == value, (preset, opt, key)
+            validate_train_config(applied)
+
+
+def test_a_bad_budget_is_one_config_error_naming_it() -> None:
+    from pipeline.config import apply_budget
+
+    cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd.max_iters=3"])
+    with pytest.raises(ConfigError, match=r"budgets\.gd\.max_iters: unknown optimizer key"):
+        apply_budget(cfg)
+    cfg = compose_app("train", ["experiment=default_softmax", "budgets.gd=3"])
+    with pytest.raises(ConfigError, match=r"budgets\.gd=3 must map optimizer keys"):
+        apply_budget(cfg)
 
 
 def test_swept_keys_have_the_documented_names_and_types() -> None:

@@ -160,3 +160,55 @@ def test_tiny_pipeline_repro_noop_and_selective_rerun(tmp_path: Path) -> None:
     assert third.returncode == 0, third.stderr[-2000:]
     ran = _ran(third.stdout)
     assert "train@gd" in ran and ran <= {"train@gd", "evaluate@gd"}  # not prepare, not train@newton
+
+
+def _objective_of(cfg) -> str:
+    """The objective id of a composed run config (the transform's part of it from the preprocess config)."""
+    from types import SimpleNamespace
+
+    from pipeline.objective import objective_id
+
+    pre = cfg.preprocess
+    stand_in = SimpleNamespace(kind=pre.name, penalty_space=pre.penalty_space,
+                               absorbs_bias=pre.name == "whiten" and bool(pre.augment))
+    return objective_id(cfg, stand_in)
+
+
+def _stage_items(name: str) -> list[tuple[dict, dict]]:
+    """(stage spec, item) for every instance of a foreach stage over a vars dict."""
+    doc = _dvc_yaml()
+    stage = doc["stages"][name]
+    var = stage["foreach"].strip("${}")
+    items = next(v[var] for v in doc["vars"] if var in v)
+    return [(stage["do"], {**item, "key": key}) for key, item in items.items()]
+
+
+def test_every_reference_stage_writes_the_file_of_its_objective_and_every_run_has_one() -> None:
+    """The reference stages' outputs are named by the objective their command solves, and every
+    default-study and claim run of a convex model minimizes one of those objectives."""
+    register_configs()
+    solved = set()
+    for name in ("reference", "reference-dense"):
+        for spec, item in _stage_items(name):
+            argv = shlex.split(_sub(spec["cmd"], item))
+            assert argv[:3] == ["python", "-m", "pipeline.reference"]
+            with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+                cfg = compose(config_name="reference", overrides=argv[3:])
+            oid = _objective_of(cfg)
+            assert oid == item["objective"], (name, item["key"])
+            assert f"experiments/reference/{oid}.json" in [_sub(next(iter(o)), item) for o in spec["outs"]]
+            solved.add(oid)
+    stages = _dvc_yaml()["stages"]
+    for name in ("train-softmax", "train-logistic", "train-linear", "train-softmax-sgd"):
+        for item in _expand(stages[name]):
+            argv = shlex.split(_sub(stages[name]["cmd"], item))
+            with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+                cfg = compose(config_name="train", overrides=argv[3:])
+            assert _objective_of(cfg) in solved, (name, item)
+    for preset, sweep in (("claim4_bad_init", {"model": ["logistic"]}),
+                          ("claim5_newton_vs_gd", {"preprocess": ["none", "whiten", "whiten_transformed"]})):
+        for group, choices in sweep.items():
+            for choice in choices:
+                with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+                    cfg = compose(config_name="train", overrides=[f"experiment={preset}", f"{group}={choice}"])
+                assert _objective_of(cfg) in solved, (preset, choice)
