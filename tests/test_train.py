@@ -21,9 +21,9 @@ from pipeline.progress import IterationBar, show_progress
 from pipeline.runs import JobContext, prepared_path, run_dir
 from pipeline.train import HISTORY_COLUMNS, train
 
-METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "l2", "lr", "n_params", "status",
-               "converged", "message", "iterations", "train_loss", "grad_norm", "train_time_s",
-               "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id"}
+METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
+               "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
+               "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id"}
 SYNTH = ["data=synthetic_regression", "data.n_samples=400", "data.n_features=5", "model=linear"]
 
 
@@ -64,6 +64,8 @@ def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None
     assert metrics["status"] == "converged" and metrics["converged"] is True
     assert metrics["iterations"] <= 3  # whitened MSE Hessian = I: GD with ε = 1/L is Newton
     assert metrics["fit_intercept"] is False  # augmented whitening absorbs the bias
+    assert metrics["objective"] == "synth-kappa100-linear-l2=0"  # the raw objective: the bias is absorbed, not gone
+    assert metrics["cg_iterations"] is None  # GD has no inner solves
     assert metrics["train_accuracy"] is None and metrics["test_accuracy"] is None
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
@@ -110,6 +112,9 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     prep = ensure_prepared(cfg)
     metrics = train(cfg)
     assert metrics["status"] == "converged", metrics["message"]
+    assert metrics["objective"] == "mnist-zscore_transformed-softmax-l2=0.05"  # λ on W_z: its own objective
+    hist = read_history(run_dir(cfg) / "history.csv")[1]
+    assert metrics["cg_iterations"] >= 1 and metrics["passes"] == hist[-1, 5]
     ds, _, _ = load_prepared(prep)
     n = ds.X_train.shape[0]
     # sklearn: C Σ loss + ½‖W‖² (bias free)  ⇔  mean loss + (λ/2)‖W‖² with C = 1/(nλ)
