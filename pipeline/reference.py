@@ -40,6 +40,7 @@ from pipeline.writer import check_writable, write_json
 
 PROG = "reference"
 NONCONVEX = ("logistic_mse",)  # no global optimum to certify
+SAME_F_RTOL = 1.0e-9  # f at w* mapped into kappa_in coordinates vs f*: rounding only
 
 
 def validate(cfg: Any) -> None:
@@ -118,6 +119,11 @@ def reference(cfg: DictConfig) -> dict[str, Any]:
                              **curvature(objective, s.w)}
     for other, oobj, otr in others:
         w0 = map_weights(s.w, objective, transform, oobj, otr)
+        f0 = float(oobj.value(w0))  # the same predictions and penalty: the same f, else not the same objective
+        if not abs(f0 - s.f_star) <= SAME_F_RTOL * abs(s.f_star) + float(r.tol) ** 2:
+            raise ConfigError(f"reference.kappa_in={other}: w* mapped into {other} coordinates has f = {f0:.15g}, "
+                              f"not f* = {s.f_star:.15g}: {other} and {solved_in} are not one objective (e.g. a "
+                              "model without intercept on inputs with an offset); drop it from reference.kappa_in")
         polished = solve(oobj, w0=w0, **opts)  # w* mapped is the optimum there too: 0-2 steps
         coords[str(other)] = {"f": polished.f_star, "grad_norm": polished.grad_norm,
                               "iterations": polished.iterations, **curvature(oobj, polished.w)}
