@@ -78,6 +78,11 @@ def validate(a: Mapping[str, Any]) -> None:
         raise ConfigError("analytic.gd_paths.n_steps and analytic.kappa_sweep.max_iter must be >= 1")
     if not float(a["kappa_sweep"]["tol"]) > 0:
         raise ConfigError("analytic.kappa_sweep.tol must be > 0, e.g. 1.0e-6")
+    from pipeline.theory import LECTURE_FUNCTIONS
+
+    unknown = [f for f in a["convexity"]["functions"] if f not in LECTURE_FUNCTIONS]
+    if unknown:
+        raise ConfigError(f"analytic.convexity.functions: unknown {unknown}; choose from {sorted(LECTURE_FUNCTIONS)}")
 
 
 def gd_paths(c: Mapping[str, Any], seed: int) -> Study:
@@ -181,7 +186,7 @@ def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
 
 
 def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
-    """Compute, write and log every selected study; returns their folders."""
+    """Compute every selected study, then write and log them; returns their folders."""
     from pipeline.runs import project_path
     from pipeline.writer import check_writable
 
@@ -189,12 +194,14 @@ def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
     validate(a)
     root = project_path(cfg["paths"]["analytic_dir"])
     check_writable(root)
-    out = []
-    for key in a["studies"]:
+    computed = []
+    for key in a["studies"]:  # every study first: a bad value found in a later one replaces nothing
         t0 = time.perf_counter()
         st = STUDIES[key](a[key], int(cfg["seed"]))
         st.params = {k: v for k, v in a[key].items() if k != "study"}
-        seconds = time.perf_counter() - t0
+        computed.append((st, time.perf_counter() - t0))
+    out = []
+    for st, seconds in computed:
         dest = write_study(root, st, seconds)
         if cfg["mlflow"]["enabled"]:
             try:

@@ -40,6 +40,7 @@ from pipeline.writer import check_writable, write_json
 
 PROG = "reference"
 NONCONVEX = ("logistic_mse",)  # no global optimum to certify
+SAME_F_RTOL = 1.0e-9  # f at w* mapped into kappa_in coordinates vs f*: rounding only
 
 
 def validate(cfg: Any) -> None:
@@ -94,26 +95,35 @@ def reference(cfg: DictConfig) -> dict[str, Any]:
     check_writable(out)
     opts = {"tol": float(r.tol), "max_iter": int(r.max_iter), "dense_max": int(r.dense_max),
             "cg_max_iter": int(r.cg_max_iter), "preconditioner": str(r.preconditioner)}
-    t0 = time.perf_counter()
-    s = solve(objective, **opts)
-    seconds = time.perf_counter() - t0
     solved_in = group_id(cfg.preprocess)
     dense = objective.n_params <= int(r.dense_max)
-    coords: dict[str, dict[str, Any]] = {}
-    if dense:
-        coords[solved_in] = {"f": s.f_star, "grad_norm": s.grad_norm, "iterations": 0,
-                             **curvature(objective, s.w)}
+    others = []  # every kappa_in is checked before the solve, also where κ is not computed (not dense)
     for other in r.kappa_in:
-        if other == solved_in or not dense:
+        if other == solved_in:
             continue
         ocfg = _other_coordinates(cfg, str(other))
         ods, otr, _ofacts, opath = load_prepared_for(ocfg)
-        oobj = run_objective(ocfg, ods, otr)
         if objective_id(ocfg, otr) != oid:
             raise ConfigError(f"reference.kappa_in={other}: {opath.name} has objective {objective_id(ocfg, otr)}, "
                               f"not {oid} (its penalty acts on the transformed weights); list only "
                               "preprocessings with preprocess.penalty_space=input")
+        if dense:
+            others.append((str(other), run_objective(ocfg, ods, otr), otr))
+        del ods  # not held during the solve where κ is not computed
+    t0 = time.perf_counter()
+    s = solve(objective, **opts)
+    seconds = time.perf_counter() - t0
+    coords: dict[str, dict[str, Any]] = {}
+    if dense:
+        coords[solved_in] = {"f": s.f_star, "grad_norm": s.grad_norm, "iterations": 0,
+                             **curvature(objective, s.w)}
+    for other, oobj, otr in others:
         w0 = map_weights(s.w, objective, transform, oobj, otr)
+        f0 = float(oobj.value(w0))  # the same predictions and penalty: the same f, else not the same objective
+        if not abs(f0 - s.f_star) <= SAME_F_RTOL * abs(s.f_star) + float(r.tol) ** 2:
+            raise ConfigError(f"reference.kappa_in={other}: w* mapped into {other} coordinates has f = {f0:.15g}, "
+                              f"not f* = {s.f_star:.15g}: {other} and {solved_in} are not one objective (e.g. a "
+                              "model without intercept on inputs with an offset); drop it from reference.kappa_in")
         polished = solve(oobj, w0=w0, **opts)  # w* mapped is the optimum there too: 0-2 steps
         coords[str(other)] = {"f": polished.f_star, "grad_norm": polished.grad_norm,
                               "iterations": polished.iterations, **curvature(oobj, polished.w)}

@@ -1,0 +1,314 @@
+"""The ``analytic`` stage (``python -m pipeline.analytic``): the lecture's claims 1–3 as files and MLflow runs.
+
+One small run (κ ∈ {1, 10, 100} on a 200 × 5 least-squares problem, the convexity models on 100 MNIST
+images pooled to 7 × 7) into a tmp folder with a tmp SQLite MLflow store; every study's files are
+read back as the report reads them and checked against the theory they illustrate. Bad values end
+in one line, exit 2, and leave the earlier studies (files and MLflow runs) as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+KAPPAS = [1.0, 10.0, 100.0]
+TOL = 1.0e-6
+MNIST = "{name: mnist, id: mnist, n_train: 100, n_test: 10}"
+BINARY = "{name: mnist_binary, id: mnist-3v8, classes: [3, 8], n_train: 100, n_test: 10}"
+SMALL = [
+    f"analytic.kappa_sweep.condition_numbers=[{','.join(map(str, KAPPAS))}]",
+    "analytic.kappa_sweep.max_iter=4000",  # κ = 100 needs about 1000
+    f"analytic.kappa_sweep.tol={TOL}",
+    "analytic.kappa_sweep.data.n_samples=200",
+    "analytic.kappa_sweep.data.n_features=5",
+    "analytic.gd_paths.n_steps=30",
+    "analytic.convexity.models=["
+    f"{{model: linear, pool: 4, data: {MNIST}}},"
+    f"{{model: logistic, pool: 4, data: {BINARY}}},"
+    f"{{model: softmax, pool: 4, data: {MNIST}}}]",
+]
+STUDIES = {"gd_paths": "claim1_gd_paths", "kappa_sweep": "claim2_kappa_sweep", "convexity": "claim3_convexity"}
+FILES = {"table.csv", "arrays.npz", "study.json"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for this module's dense ~785 × 785 factorizations: on two shared, busy cores
+    OpenBLAS's two spinning threads make Cholesky and eigvalsh 10–60× slower (same results)."""
+    import scipy.linalg  # noqa: F401 - scipy's own OpenBLAS: loaded now, so that the limit covers it too
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _paths(tmp: Path) -> list[str]:
+    return [f"paths.analytic_dir={tmp / 'analytic'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+            f"mlflow.artifact_root={tmp / 'mlartifacts'}"]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _error_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
+
+
+def _mlflow_runs(tmp: Path) -> list[tuple[str, str, str]]:
+    """(experiment name, run status, run id) of every run in the tmp store."""
+    import sqlite3
+
+    db = tmp / "mlflow.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select e.name, r.status, r.run_uuid from runs r join experiments e "
+                           "on e.experiment_id = r.experiment_id order by e.name").fetchall()
+    return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Path, dict[str, Any], list[Path]]:
+    """``run_analytic`` on the composed config (the CLI's config), MLflow into a tmp SQLite store."""
+    import pipeline.analytic as analytic
+    from pipeline.config import as_kwargs
+
+    tmp = tmp_path_factory.mktemp("analytic")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="analytic", overrides=[*SMALL, *_paths(tmp)])
+    kw = as_kwargs(cfg)
+    assert kw["mlflow"]["enabled"] is True and kw["analytic"]["studies"] == list(STUDIES)
+    folders = analytic.run_analytic(kw)
+    return tmp, kw, folders
+
+
+def _study(tmp: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
+    folder = tmp / "analytic" / name
+    assert {p.name for p in folder.iterdir()} == FILES
+    meta = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+    table = pd.read_csv(folder / "table.csv")
+    with np.load(folder / "arrays.npz", allow_pickle=False) as z:
+        arrays = {k: np.asarray(z[k]) for k in z.files}
+    for key, arr in arrays.items():
+        assert arr.dtype.kind in "fiub", (key, arr.dtype)  # plain numbers, no pickled objects
+    assert set(meta) == {"name", "title", "params", "metrics", "figures", "seconds"}
+    assert meta["name"] == name and meta["seconds"] >= 0 and meta["figures"]
+    assert all(isinstance(v, float) and not np.isnan(v) for v in meta["metrics"].values())
+    return meta, table, arrays
+
+
+def _numeric(table: pd.DataFrame, cols: list[str]) -> None:
+    for c in cols:
+        assert pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c]), (c, table[c].dtype)
+
+
+def test_one_folder_per_study_with_its_params(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    tmp, kw, folders = run
+    assert folders == [tmp / "analytic" / n for n in STUDIES.values()]
+    assert {p.name for p in (tmp / "analytic").iterdir()} == set(STUDIES.values())  # no temp folders left
+    for key, name in STUDIES.items():
+        meta, _, _ = _study(tmp, name)
+        assert meta["params"] == {k: v for k, v in kw["analytic"][key].items() if k != "study"}
+
+
+def test_claim1_predictions_follow_the_step_size_theory(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    tmp, kw, _ = run
+    meta, table, arrays = _study(tmp, "claim1_gd_paths")
+    _numeric(table, ["L", "mu", "kappa", "lr", "lr_times_L", "max_abs_1_minus_lr_lambda", "steps",
+                     "f_end_minus_f_star"])
+    assert pd.api.types.is_integer_dtype(table["steps"])
+    specs = kw["analytic"]["gd_paths"]["functions"]
+    n_steps = kw["analytic"]["gd_paths"]["n_steps"]
+    assert len(table) == sum(len(s["learning_rates"]) for s in specs)
+    assert [f["key"] for f in meta["figures"]] == [s["name"] for s in specs]
+    assert meta["metrics"]["disagreements"] == 0.0
+    rows = iter(table.itertuples())
+    n_div = n_conv = 0
+    for spec, fig in zip(specs, meta["figures"], strict=True):
+        a, b, c, key = spec["a"], spec["b"], spec["c"], spec["name"]
+        L, mu = 2 * max(a, b), 2 * min(a, b)
+        gx, gy, gf = arrays[f"{key}/x"], arrays[f"{key}/y"], arrays[f"{key}/f"]
+        assert gx.shape == gy.shape == gf.shape and gx.ndim == 2
+        np.testing.assert_allclose(gf, a * gx**2 + b * gy**2 + c, rtol=1e-12, atol=1e-12)
+        assert len(fig["labels"]) == len(spec["learning_rates"])
+        assert f"{key}/path{len(spec['learning_rates'])}" not in arrays
+        for i, lr in enumerate(spec["learning_rates"]):
+            r = next(rows)
+            assert (r.lr, r.L, r.mu) == (lr, L, mu)
+            assert r.lr_times_L == pytest.approx(lr * L)
+            pts = arrays[f"{key}/path{i}"]
+            assert pts.shape == (r.steps + 1, 2) and r.steps == n_steps
+            np.testing.assert_array_equal(pts[0], spec["start"])
+            np.testing.assert_allclose(pts[1], pts[0] * (1 - 2 * lr * np.array([a, b])), rtol=1e-14)
+            f0 = a * pts[0, 0] ** 2 + b * pts[0, 1] ** 2
+            f_end = a * pts[-1, 0] ** 2 + b * pts[-1, 1] ** 2
+            assert r.f_end_minus_f_star == pytest.approx(f_end, rel=1e-9, abs=1e-12)
+            if lr < 2 / L:  # 0 < ε < 2/L: every mode contracts, |1 − ελ| < 1
+                n_conv += 1
+                assert "converges" in r.predicted and "diverges" not in r.predicted, r
+                assert r.max_abs_1_minus_lr_lambda < 1 and f_end < f0
+                assert ("oscillates" in r.predicted) == (lr * L > 1)
+            else:  # ε > 2/L: the steep mode grows like |1 − εL|^k
+                n_div += 1
+                assert r.predicted == "diverges" and r.max_abs_1_minus_lr_lambda > 1, r
+                assert f_end > f0 * 100
+            assert fig["labels"][i].endswith(r.predicted)
+    assert n_conv >= 4 and n_div >= 2  # the default rates straddle 2/L on both functions
+
+
+def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
+        run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    tmp, _, _ = run
+    meta, table, arrays = _study(tmp, "claim2_kappa_sweep")
+    _numeric(table, ["kappa_requested", "kappa_raw", "kappa", "lr", "iterations", "grad_norm_end",
+                     "predicted_iterations"])
+    assert pd.api.types.is_integer_dtype(table["iterations"])
+    assert arrays == {}  # its one figure is drawn from the table
+    assert [f["kind"] for f in meta["figures"]] == ["iterations_vs_kappa"]
+    assert {"kappa_raw", "iterations", "preprocess"} <= set(table.columns)
+    assert len(table) == 2 * len(KAPPAS) and (table["status"] == "converged").all()
+    assert (table["grad_norm_end"] <= TOL).all()
+
+    raw = table[table["preprocess"] == "none"].sort_values("kappa_requested")
+    white = table[table["preprocess"] == "whiten"]
+    assert list(raw["kappa_requested"]) == KAPPAS
+    np.testing.assert_allclose(raw["kappa_raw"], KAPPAS, rtol=1e-6)  # the data have the κ asked for
+    np.testing.assert_allclose(raw["kappa"], raw["kappa_raw"], rtol=0)
+    # κ = 1 (it used to crash in scipy's subset eigensolver): ε = 1/L = 1/μ is exact, one step
+    k1 = raw.iloc[0]
+    assert k1["iterations"] == 1 and k1["lr"] == pytest.approx(1.0, rel=1e-9)
+    it = raw["iterations"].to_numpy()
+    assert np.all(np.diff(it) > 0)
+    assert np.all(it <= raw["predicted_iterations"].to_numpy())  # κ·ln(‖∇f₀‖/tol) bounds GD at ε = 1/L
+    ratio = it[2] / it[1]  # κ × 10 ⇒ iterations × ≈ 10 (linear in κ, not in √κ or κ²)
+    assert 5 < ratio < 20, it
+    # whitened: κ = 1 whatever the raw κ, and ε = 1 lands on the minimum in one step
+    assert len(white) == len(KAPPAS) and (white["iterations"] == 1).all()
+    assert (white["kappa"] <= 1 + 1e-9).all() and (white["lr"] == 1.0).all()
+    assert white["predicted_iterations"].isna().all()
+
+    m = meta["metrics"]
+    assert m["whitened_max_iterations"] == 1.0 and m["whitened_max_kappa"] == pytest.approx(1.0, abs=1e-9)
+    slope = np.polyfit(np.log(raw["kappa_raw"]), np.log(raw["iterations"]), 1)[0]
+    assert m["loglog_slope_iterations_vs_kappa"] == pytest.approx(slope, rel=1e-12)
+
+
+def test_claim3_convex_models_and_a_nonconvex_exercise_function(
+        run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    tmp, kw, _ = run
+    meta, table, arrays = _study(tmp, "claim3_convexity")
+    _numeric(table, ["points_checked", "min_eig_min", "min_eig_max", "seconds"])
+    assert pd.api.types.is_bool_dtype(table["convex"])
+    assert len(table) == 2 + 3
+    by = {p.split(" on ")[0] if " on " in p else p: r for p, r in zip(table["problem"], table.itertuples(),
+                                                                      strict=True)}
+    trough, quartic = by["f = x² + y + 5"], by["f = x⁴ + xy + x²"]
+    assert trough.convex and trough.min_eig_min == 0.0 and trough.min_eig_max == 0.0  # ∇²f = diag(2, 0)
+    # ∇²f = [[12x² + 2, 1], [1, 0]]: det = −1 < 0 everywhere; λ_min is largest (1 − √2) at x = 0
+    assert not quartic.convex and quartic.min_eig_min < 0 and quartic.min_eig_max < 0
+    lam, gx = arrays["map1/lambda_min"], arrays["map1/x"]
+    h = 12 * gx**2 + 2
+    np.testing.assert_allclose(lam, 0.5 * h - np.sqrt(0.25 * h**2 + 1), rtol=1e-12, atol=1e-15)
+    assert quartic.min_eig_min == pytest.approx(1 - np.sqrt(2), rel=1e-12) == lam.min()
+    assert quartic.min_eig_max == pytest.approx(25 - np.sqrt(626), rel=1e-9) == lam.max()  # at |x| = 2
+    np.testing.assert_array_equal(arrays["map0/lambda_min"], 0.0)
+    for model, d in (("linear", 49), ("logistic", 49), ("softmax", 49)):
+        r = by[model]
+        assert r.convex and r.min_eig_min >= -1e-9 and r.min_eig_max > 0, r
+        assert f"n=100, d={d}, λ=0" in r.problem and r.points_checked == kw["analytic"]["convexity"]["n_points"]
+    fig = meta["figures"][0]
+    assert fig["kind"] == "min_eig_maps" and fig["labels"] == ["f = x² + y + 5", "f = x⁴ + xy + x²"]
+    for i in range(len(fig["labels"])):
+        assert arrays[f"map{i}/x"].shape == arrays[f"map{i}/y"].shape == arrays[f"map{i}/lambda_min"].shape
+    assert f"map{len(fig['labels'])}/x" not in arrays
+    assert meta["metrics"]["min_eig.f = x⁴ + xy + x²"] == quartic.min_eig_min
+
+
+def test_one_mlflow_run_per_study_with_its_files(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    tmp, _, _ = run
+    runs = _mlflow_runs(tmp)
+    assert sorted(e for e, _, _ in runs) == sorted(STUDIES.values())
+    assert all(s == "FINISHED" for _, s, _ in runs)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}")
+    for exp, _, run_id in runs:
+        r = client.get_run(run_id)
+        assert r.data.tags["curvlab.kind"] == "analytic-study"
+        assert {a.path for a in client.list_artifacts(run_id)} == FILES
+        got = Path(client.download_artifacts(run_id, "", str(tmp / "dl" / exp)))
+        for f in FILES:
+            assert (got / f).read_bytes() == (tmp / "analytic" / exp / f).read_bytes(), (exp, f)
+        meta = json.loads((tmp / "analytic" / exp / "study.json").read_text(encoding="utf-8"))
+        assert len(r.data.metrics) == len(meta["metrics"])
+    claim1 = client.get_run(next(i for e, _, i in runs if e == "claim1_gd_paths"))
+    assert claim1.data.metrics["disagreements"] == 0.0
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.analytic args`` in-process."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    import pipeline.analytic as mod
+    from pipeline.cli import run_cli
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")
+
+    def call(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["pipeline/analytic.py", *args])
+        capsys.readouterr()
+        try:
+            with pytest.raises(SystemExit) as ex:
+                run_cli("analytic", mod.main, mod.AnalyticConfig)
+        finally:
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None  # type: ignore[assignment]
+        out, err = capsys.readouterr()
+        return int(ex.value.code or 0), out, err
+
+    yield call
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("bad, words", [
+    (["analytic.kappa_sweep.tol=0"], ["analytic.kappa_sweep.tol", "> 0"]),
+    (["analytic.studies=[gd_paths,nope]"], ["analytic.studies", "nope", "kappa_sweep"]),
+    (["analytic.gd_paths.n_steps=0"], ["analytic.gd_paths.n_steps"]),
+    (["analytic.kappa_sweep.max_iter=0"], ["analytic.kappa_sweep.max_iter"]),
+    (["analytic.gd_paths.functions=[{name: saddle, a: 1.0, b: -1.0, start: [1, 1], learning_rates: [0.1]}]"],
+     ["saddle", "a, b > 0"]),
+    # values only the last study reads: refused before the first study is replaced
+    (["analytic.convexity.functions=[trough,nope]"], ["analytic.convexity.functions", "nope", "quartic"]),
+    (["analytic.convexity.models=[{model: nope, data: " + MNIST + "}]"], ["nope", "softmax"]),
+])
+def test_bad_value_is_one_line_exit_2_and_keeps_earlier_studies(
+        run: tuple[Path, dict[str, Any], list[Path]], cli: Any, bad: list[str], words: list[str]) -> None:
+    tmp, _, _ = run
+    before, runs_before = _snapshot(tmp / "analytic"), _mlflow_runs(tmp)
+    # other values for the studies before the bad one: a stage that wrote them first would change files
+    code, out, err = cli(*SMALL, *_paths(tmp), "analytic.gd_paths.n_steps=3",
+                         "analytic.kappa_sweep.condition_numbers=[2.0]", *bad)
+    lines = _error_lines(err)
+    assert code == 2 and len(lines) == 1, (code, out, err)
+    assert lines[0].startswith("analytic: error: ") and "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert _snapshot(tmp / "analytic") == before  # byte-identical, nothing added
+    assert _mlflow_runs(tmp) == runs_before  # and no MLflow run for a failed command
