@@ -42,16 +42,21 @@ def objective_id(cfg: Mapping[str, Any], transform: Any) -> str:
     Runs and reference optima with one id minimize one function of the raw inputs: with the penalty
     on the input-space weights (``preprocess.penalty_space=input``, or no transform at all) every
     preprocessing of a data set is the same objective in other coordinates, so the preprocessing is
-    not part of the id; with ``penalty_space=transformed`` it is. A bias absorbed into z is a bias.
+    not part of the id; with ``penalty_space=transformed`` it is, and so it is for a model without a
+    bias on coordinates with an offset (z-scoring's −μ/σ acts as a bias tied to W). A bias absorbed
+    into z is a bias.
     """
     m, pre, data = cfg["model"], cfg["preprocess"], cfg["data"]
+    has_bias = bool(_get(m, "fit_intercept", True)) or bool(getattr(transform, "absorbs_bias", False))
     own_penalty = (getattr(transform, "penalty_space", "input") == "transformed"
                    and getattr(transform, "kind", "none") != "none")
+    # without a bias, an offset c ≠ 0 (z = A x + c, e.g. z-scoring) is a bias cᵀW tied to W: another objective
+    offset = getattr(transform, "offset", None)
+    tied_bias = not has_bias and offset is not None and bool(np.any(np.asarray(offset) != 0))
     parts = [str(_get(data, "id"))]
-    if own_penalty:
+    if own_penalty or tied_bias:
         parts.append(str(_get(pre, "id") or _get(pre, "name")))
     parts += [str(_get(m, "name")), f"l2={float(_get(m, 'l2', 0.0)):g}"]
-    has_bias = bool(_get(m, "fit_intercept", True)) or bool(getattr(transform, "absorbs_bias", False))
     return "-".join(parts) + ("" if has_bias else "-nobias")
 
 

@@ -201,8 +201,10 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
 
     m = meta["metrics"]
     assert m["whitened_max_iterations"] == 1.0 and m["whitened_max_kappa"] == pytest.approx(1.0, abs=1e-9)
-    slope = np.polyfit(np.log(raw["kappa_raw"]), np.log(raw["iterations"]), 1)[0]
+    big = raw[raw["kappa_raw"] > 1.5]  # κ = 1 is one step whatever the tolerance: not in the fit
+    slope = np.polyfit(np.log(big["kappa_raw"]), np.log(big["iterations"]), 1)[0]
     assert m["loglog_slope_iterations_vs_kappa"] == pytest.approx(slope, rel=1e-12)
+    assert 0.7 <= slope <= 1.3  # the report's "agrees with the linear-in-κ prediction"
 
 
 def test_claim3_convex_models_and_a_nonconvex_exercise_function(

@@ -433,16 +433,37 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synth_work: Path, cli:
 
 
 @pytest.mark.slow
-def test_kappa_in_of_another_objective_with_the_same_id_is_refused(mnist_work: Path, cli: Any) -> None:
+def test_kappa_in_of_another_objective_without_a_bias_is_refused(mnist_work: Path, cli: Any) -> None:
     """Without an intercept, z-scored inputs (z = A x + c, c ≠ 0) give the model a bias tied to W:
-    another objective than raw inputs although objective_id names both r3v8-logistic-l2=0.0001-nobias.
-    w* mapped there has another f, so κ there is refused rather than reported at another optimum."""
+    another objective than raw inputs, so its id names the preprocessing and κ there is refused."""
     _prepare(DATA, "zscore", mnist_work / "prepared")
     ref = mnist_work / "ref_nobias"
     code, _, err = cli(*DATA, "model.fit_intercept=false", "preprocess=none", "reference.kappa_in=[zscore]",
                        f"paths.prepared_dir={mnist_work / 'prepared'}", f"paths.reference_dir={ref}")
     lines = _error_lines(err)
     assert code == 2 and len(lines) == 1, err
-    assert lines[0].startswith("reference: error: reference.kappa_in=zscore: w* mapped into zscore coordinates")
-    assert "not one objective" in lines[0]
+    assert lines[0].startswith("reference: error: reference.kappa_in=zscore:")
+    assert "r3v8-zscore-logistic-l2=0.0001-nobias, not r3v8-logistic-l2=0.0001-nobias" in lines[0]
     assert not ref.exists() or not any(ref.iterdir())
+
+
+def test_objective_id_names_what_changes_the_function() -> None:
+    """One id per function of the raw inputs: the preprocessing is part of it only where it changes f."""
+    from types import SimpleNamespace
+
+    from pipeline.objective import objective_id
+
+    def oid(pre: str, space: str = "input", fit_intercept: bool = True, offset: float = 0.5,
+            absorbs: bool = False) -> str:
+        tr = SimpleNamespace(kind=pre, penalty_space=space, absorbs_bias=absorbs, offset=np.array([offset, 0.0]))
+        cfg = {"data": {"id": "d"}, "preprocess": {"name": pre, "id": pre},
+               "model": {"name": "logistic", "l2": 1.0e-4, "fit_intercept": fit_intercept}}
+        return objective_id(cfg, tr)
+
+    assert oid("none", offset=0.0) == oid("zscore") == oid("whiten", absorbs=True) == "d-logistic-l2=0.0001"
+    assert oid("zscore", space="transformed") == "d-zscore-logistic-l2=0.0001"  # λ on W_z
+    assert oid("none", fit_intercept=False, offset=0.0) == "d-logistic-l2=0.0001-nobias"
+    assert oid("zscore", fit_intercept=False) == "d-zscore-logistic-l2=0.0001-nobias"  # c acts as a tied bias
+    assert oid("whiten", fit_intercept=False, absorbs=True) == "d-logistic-l2=0.0001"  # the bias is inside z
+    assert oid("whiten", fit_intercept=False, offset=0.0) == "d-logistic-l2=0.0001-nobias"  # z = A x: same f
+
