@@ -147,13 +147,14 @@ class Reach:
     iterations: float
     passes: float
     seconds: float
-    basis: str  # measured | projected | never
+    basis: str  # measured | projected | never | stochastic
 
 
-def reach(sub: pd.DataFrame, f_star: float, tol: float) -> Reach:
+def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False) -> Reach:
     """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does, else the
     last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r, passes and
-    seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be fitted."""
+    seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be fitted,
+    and 'stochastic' for SGD, whose error has no linear rate (it levels off at its step size's noise)."""
     rel = sub["rel_subopt"].to_numpy(np.float64)
     it = sub["iteration"].to_numpy(np.float64)
     passes = sub["passes"].to_numpy(np.float64) if "passes" in sub else np.full_like(it, np.nan)
@@ -162,6 +163,8 @@ def reach(sub: pd.DataFrame, f_star: float, tol: float) -> Reach:
     if hit.size:
         i = int(hit[0])
         return Reach(float(it[i]), float(passes[i]), float(secs[i]), "measured")
+    if stochastic:
+        return Reach(math.inf, math.inf, math.inf, "stochastic")
     rate = measured_rate(sub, f_star)
     idx = _tail(sub, f_star)
     finite = np.flatnonzero(np.isfinite(rel))
@@ -199,9 +202,10 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
             "test_accuracy": r.get("test_accuracy"), "f_star": ref.f_star,
             "final_rel_subopt": float(sub["rel_subopt"].iloc[-1]),
         }
+        stochastic = optimizer_name(runs, rid) == "sgd"
         for tol in tols:
             t = tol_key(tol)
-            got = reach(sub, ref.f_star, tol)
+            got = reach(sub, ref.f_star, tol, stochastic)
             measured = got.basis == "measured"
             row[f"reached_{t}"] = measured
             row[f"iters_to_{t}"] = got.iterations if measured else np.nan

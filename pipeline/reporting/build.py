@@ -33,10 +33,30 @@ def slug(*parts: Any) -> str:
     return _SAFE.sub("_", "-".join(str(p) for p in parts)).strip("_")
 
 
+PLOT_POINTS = 400  # rows of a history drawn per curve (the first, the last, and log-spaced between)
+
+
+def _thin(hist: pd.DataFrame, n: int = PLOT_POINTS) -> pd.DataFrame:
+    """At most ``n`` rows of a history for drawing: log-spaced in the row index, first and last kept."""
+    if len(hist) <= n:
+        return hist
+    idx = np.unique(np.concatenate([[0, len(hist) - 1],
+                                    np.geomspace(1, len(hist) - 1, n - 2).astype(np.int64)]))
+    return hist.iloc[idx]
+
+
+def _tol(tol: float) -> str:
+    """A tolerance as a reader writes it: 1e-4, 1e-8."""
+    exp = math.log10(tol)
+    return f"1e{int(round(exp))}" if abs(exp - round(exp)) < 1e-9 else f"{tol:g}"
+
+
 def _cell(value: Any, basis: str) -> Any:
     """A measured number as is; a projected one as '≈ n'; 'never' where the fitted rate does not converge."""
     if basis == "never":
         return "never (rate ≥ 1)"
+    if basis == "stochastic":
+        return "– (SGD: no linear rate)"
     if basis == "projected" and value is not None and math.isfinite(float(value)):
         return f"≈ {float(value):.3g}"
     return value
@@ -258,29 +278,35 @@ class Builder:
                 "status": "status", "iterations": "iters run"}
         for tol in tols:
             t = analysis.tol_key(tol)
-            cols |= {f"iters_to_{t}": f"iters to {tol:g}", f"passes_to_{t}": f"passes to {tol:g}",
-                     f"seconds_to_{t}": f"s to {tol:g}"}
+            cols |= {f"iters_to_{t}": f"iters to {_tol(tol)}", f"passes_to_{t}": f"passes to {_tol(tol)}",
+                     f"seconds_to_{t}": f"s to {_tol(tol)}"}
         cols["test_accuracy"] = "test acc"
-        s.table(speed_display(tab, tols), rel, "Cost to each tolerance (≈ projected, – not applicable)", cols)
+        s.table(speed_display(tab, tols), rel, "Cost to each tolerance (≈ projected at the run's measured "
+                "linear rate — an extrapolation, optimistic for GD, whose rate slows as the flattest "
+                "directions take over; 'never': the measured rate does not converge; 'stochastic': SGD's "
+                "error levels off at its step size's noise, no linear rate to project)", cols)
         t_last = analysis.tol_key(tols[-1])
         second = tab[tab["optimizer"].isin(["newton", "newton_cg"])]
         if len(second):
             ok = second[f"basis_{t_last}"].eq("measured")
-            s.text(f"Second-order runs reaching {tols[-1]:g}: {int(ok.sum())} of {len(second)}"
+            s.text(f"Second-order runs reaching {_tol(tols[-1])}: {int(ok.sum())} of {len(second)}"
                    + ("." if ok.all() else " — DISAGREES with running them to their tolerance: "
                       + ", ".join(second.loc[~ok, "run_id"]) + "."))
         fac = analysis.coordinates_factors(speed, study, tols[-1])
         if len(fac):
             rel = self.save_table(fac, "whitening-factors")
-            s.table(fac, rel, f"One objective, other coordinates: cost to {tols[-1]:g} of each preprocessing "
+            s.table(fac, rel, f"One objective, other coordinates: cost to {_tol(tols[-1])} of each preprocessing "
                               "and its ratio to raw pixels (< 1: faster)", {
                                   "data": "data", "model": "model", "optimizer": "optimizer",
                                   "preprocess": "preprocess", "basis": "basis",
                                   f"iterations_to_{t_last}": "iterations", "cg_iterations": "CG iterations",
                                   f"passes_to_{t_last}": "passes", "iterations_vs_raw": "iterations / raw",
                                   "passes_vs_raw": "passes / raw", "kappa": "κ of ∇²f(w*)"})
-            s.text("Exact Newton is affine invariant: its steps barely change with the coordinates; GD's "
-                   "iterations and Newton-CG's inner CG iterations (its passes) follow the conditioning.")
+            for line in factor_lines(fac, _tol(tols[-1])):
+                s.text(line)
+            s.text("Exact Newton is affine invariant: on one objective its steps do not depend on the "
+                   "coordinates. GD's iterations follow the conditioning of ∇²f in the coordinates it runs "
+                   "in; Newton-CG's inner CG iterations too, unless a preconditioner already absorbs it.")
         self.sections.insert(0, s)
 
     def curves(self, runs: RunSet, rids: list[str], refs: dict[str, Reference]) -> pd.DataFrame:
@@ -292,6 +318,7 @@ class Builder:
             if h is None or len(h) == 0:
                 continue
             h = analysis.suboptimality(h, ref.f_star) if ref else h.assign(subopt=np.nan)
+            h = _thin(h)
             r = runs.runs.loc[rid]
             lab_pre = str(r["preprocess"]) + ("" if len({runs.runs.loc[x, "l2"] for x in rids}) == 1
                                               else f", λ={r['l2']:g}")
@@ -310,6 +337,9 @@ class Builder:
             rids = list(grp.index)
             if str(key[2]) in analysis.NONCONVEX:
                 continue  # no certified f*: shown as loss curves in claim 4
+            oids = {analysis.objective_of(runs, r) for r in rids}
+            if not any(oid in refs and refs[oid].certified for oid in oids):
+                continue  # no reference f* (e.g. tuning trials, each its own λ): nothing to converge to
             cur = self.curves(runs, rids, refs)
             if cur.empty:
                 continue
@@ -336,8 +366,9 @@ class Builder:
                 "status": "status", "iterations": "iterations"}
         for tol in tols:
             t = analysis.tol_key(tol)
-            cols |= {f"iters_to_{t}": f"iters to {tol:g}", f"projected_iters_to_{t}": f"iters to {tol:g}, ≈ projected",
-                     f"seconds_to_{t}": f"s to {tol:g}"}
+            cols |= {f"iters_to_{t}": f"iters to {_tol(tol)}",
+                     f"projected_iters_to_{t}": f"iters to {_tol(tol)}, ≈ projected",
+                     f"seconds_to_{t}": f"s to {_tol(tol)}"}
         cols.update({"kappa": "κ of ∇²f(w*)", "kappa_gd": "κ for GD = 1/(εμ)",
                      "rate_measured": "rate measured", "rate_predicted": "1 − 1/κ = 1 − εμ",
                      "rate_check": "theory check"})
@@ -566,6 +597,26 @@ class Builder:
                 s.note(f"{bad['objective'].nunique()} reference solve(s) did not converge (DISAGREES with a "
                        "certified f*): " + ", ".join(sorted(set(bad["objective"]))))
         self.sections.append(s)
+
+
+def factor_lines(fac: pd.DataFrame, t: str) -> list[str]:
+    """One sentence per problem: what each preprocessing changes against raw inputs, from the factors table."""
+    lines = []
+    for (data, model), grp in fac.groupby(["data", "model"], sort=True):
+        parts = []
+        for opt, g in grp.groupby("optimizer", sort=True):
+            other = g[g["preprocess"] != "none"]
+            base = g[g["preprocess"] == "none"].iloc[0]
+            its = ", ".join(f"×{r['iterations_vs_raw']:.3g} {r['preprocess']}" for _, r in other.iterrows())
+            proj = " (projected)" if (g["basis"] == "projected").any() else ""
+            text = f"{opt}: iterations{proj} {its}"
+            if g["cg_iterations"].notna().all():
+                cgs = ", ".join(f"{int(r['cg_iterations'])} {r['preprocess']}" for _, r in other.iterrows())
+                pas = ", ".join(f"×{r['passes_vs_raw']:.3g}" for _, r in other.iterrows())
+                text += f"; CG iterations {int(base['cg_iterations'])} raw vs {cgs}; passes {pas}"
+            parts.append(text)
+        lines.append(f"{model} on {data}, against raw inputs: " + "; ".join(parts) + f" (to {t}).")
+    return lines
 
 
 def _cond(ev: np.ndarray) -> float:
