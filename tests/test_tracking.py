@@ -114,6 +114,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tracking")
 
 
+@pytest.mark.slow
 def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     from mlflow.tracking import MlflowClient
 
