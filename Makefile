@@ -23,8 +23,16 @@ install: $(STAMP)
 repro: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/dvc repro
 
+# `make test` runs the suite on TEST_WORKERS processes (pytest-xdist), each test file on one of
+# them, so a module's fixtures are built once; files are handed out in collection order, longest
+# first (tests/conftest.py), not by their number of tests. `make test TEST_WORKERS=0` runs it in
+# one process, PYTEST_ARGS adds options (`make test PYTEST_ARGS="-m 'not slow'"`). A plain
+# `python -m pytest tests/test_x.py` stays serial.
+TEST_WORKERS ?= 2
+PYTEST_ARGS  ?=
+
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests benchmarks

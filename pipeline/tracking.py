@@ -293,7 +293,19 @@ class Tracker:
                          source=meta["source"],
                          profile=json.dumps(dict(profile), sort_keys=True) if profile else None)
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context), InputTag("curvlab.sha256", sha256)]
-        _with_retry(lambda: self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags)]))
+
+        def log() -> None:
+            try:
+                self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags)])
+            except Exception as err:
+                if "unique" not in str(err).lower():
+                    raise
+                # a parallel job of the sweep added the same data set (experiment, name, digest)
+                # between MLflow's look-up and its insert (UNIQUE constraint failed: datasets...);
+                # the failed transaction was rolled back, and now MLflow finds that row and links it
+                self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags)])
+
+        _with_retry(log)
 
     def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
         """Copy files into the run's artifact location."""

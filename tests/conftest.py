@@ -58,3 +58,35 @@ def chromium() -> str:
 def _no_network_download(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never download: the loader refuses the network when this variable is set."""
     monkeypatch.setenv("CURVLAB_OFFLINE", "1")
+
+
+def _blas_threads_per_worker() -> None:
+    """Under pytest-xdist (``make test``: 2 workers) each worker gets cores // workers BLAS and
+    OpenMP threads, it and the processes it starts (they inherit the variables): OpenBLAS threads
+    that outnumber the cores spin, and a BLAS-heavy test then takes 2-3x as long. Results do not
+    depend on the thread count (tests/test_optimizer_loop.py). A value already set is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 1:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(max(1, cores // workers)))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(os.environ["OPENBLAS_NUM_THREADS"]))  # in case numpy is loaded already
+
+
+_blas_threads_per_worker()
+
+# The longest files (measured, slowest first), sent to the xdist workers first: ``make test``
+# hands out whole files in collection order (--dist loadfile --no-loadscope-reorder), and a long
+# file handed out last would run alone at the end. A serial run keeps the usual order.
+LONGEST_FIRST = ("test_scaling.py", "test_report_e2e.py", "test_bad_inputs.py", "test_penalty_space.py",
+                 "test_dvc.py", "test_prepare.py", "test_tuning.py", "test_report.py", "test_idx_datasets.py",
+                 "test_sweep.py", "test_tracking.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0) > 0:
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept

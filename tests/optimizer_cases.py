@@ -1,7 +1,18 @@
 """Small deterministic optimizer problems whose histories are pinned in
 ``tests/data/optimizer_histories.json`` (recorded with the per-method loops of commit 56aced6,
 before the optimizers moved onto one shared iteration loop). ``python tests/optimizer_cases.py``
-prints the current histories as JSON (regenerate only for a deliberate numerical change)."""
+prints the current histories as JSON (regenerate only for a deliberate numerical change).
+
+A run is deterministic on one machine, but another BLAS build (OpenBLAS kernel, version) rounds
+differently, so tests/test_optimizer_loop.py compares with tolerances set by each case's
+arithmetic. That only works if no discrete decision of a pinned path is taken at the rounding
+floor: a case must stop (``tol``) before the loss stops changing, because an Armijo test between
+losses equal to the last bits, or a stop test with ‖∇f‖ ≈ tol, goes either way on another
+build. Hence tol = 1e-7 for the line-searching Newton-CG cases: their next step would change f
+by 0-3 ulps (on one build newton_cg_logistic took 3 such steps, t = ½, ¼, ½, where the
+recording machine took 1 with t = 1).
+Their pins are the 56aced6 recordings cut at the first row with ‖∇f‖ ≤ 1e-7 (tol enters only the
+stop test; 56aced6 with the new tol gives exactly that prefix)."""
 
 from __future__ import annotations
 
@@ -73,15 +84,15 @@ def cases() -> dict[str, tuple[Any, Any, str, dict[str, Any]]]:
         "newton_ls_softmax": (soft, _start(soft), "newton", dict(tol=1e-10, max_iter=50, line_search=True)),
         "newton_damped_mse": (mse, mse.init("saturated", 1.0, np.random.default_rng(0)), "newton",
                               dict(tol=1e-8, max_iter=200, line_search=True)),
-        "newton_cg_logistic": (logi, _start(logi), "newton_cg", dict(tol=1e-10, max_iter=50, line_search=True)),
+        "newton_cg_logistic": (logi, _start(logi), "newton_cg", dict(tol=1e-7, max_iter=50, line_search=True)),
         "newton_cg_softmax": (soft, _start(soft), "newton_cg", dict(tol=1e-10, max_iter=50)),
         "newton_cg_softmax_f64_block": (soft, _start(soft), "newton_cg", dict(
-            tol=1e-10, max_iter=50, line_search=True, hvp_precision="float64", preconditioner="block")),
+            tol=1e-7, max_iter=50, line_search=True, hvp_precision="float64", preconditioner="block")),
         "newton_cg_auto_nopenalty": (soft0, _start(soft0), "newton_cg", dict(
-            tol=1e-9, max_iter=100, line_search=True, preconditioner="auto", cg_max_iter=10)),
+            tol=1e-7, max_iter=100, line_search=True, preconditioner="auto", cg_max_iter=10)),
         "newton_cg_jacobi": (soft0, _start(soft0), "newton_cg", dict(
-            tol=1e-9, max_iter=100, line_search=True, preconditioner="jacobi", cg_max_iter=10)),
-        "newton_cg_generic": (_Generic(logi), _start(logi), "newton_cg", dict(tol=1e-10, max_iter=50, line_search=True)),
+            tol=1e-7, max_iter=100, line_search=True, preconditioner="jacobi", cg_max_iter=10)),
+        "newton_cg_generic": (_Generic(logi), _start(logi), "newton_cg", dict(tol=1e-7, max_iter=50, line_search=True)),
         "closed_form_linear": (lin, _start(lin), "closed_form", dict()),
         "gd_float32": (log32, _start(log32), "gd", dict(tol=1e-4, max_iter=500, line_search=True)),
         "newton_float32": (log32, _start(log32), "newton", dict(tol=1e-4, max_iter=500, line_search=True)),

@@ -276,6 +276,7 @@ def test_5_two_sweeps_in_the_same_second_get_their_own_folders(work: Path, cli: 
 # ------------------------------------------------------------------ 6. permissions / read-only places
 
 
+@pytest.mark.slow
 def test_6_read_only_places_are_one_line_and_no_mlflow_run(work: Path, cli: object, trained: Path,
                                                            tmp_path: Path) -> None:
     rw, ro = tmp_path / "rw", tmp_path / "ro"
@@ -483,6 +484,7 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
 # ------------------------------------------------------------------ 11. MLflow failures
 
 
+@pytest.mark.slow
 def test_11_mlflow_failure_while_logging_marks_the_run_failed(work: Path, cli: object, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.exceptions import MlflowException

@@ -71,6 +71,7 @@ scale: 3.92156862745098e-3
 """
 
 
+@pytest.mark.slow
 def test_tiny_yaml_data_set_runs_prepare_train_evaluate(tmp_path: Path) -> None:
     """The YAML lives outside the project (hydra.searchpath); nothing in pipeline/ knows the data set."""
     digests, arrays = tiny_set(tmp_path / "raw")

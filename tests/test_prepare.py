@@ -213,6 +213,7 @@ def test_cli_wrong_type_is_rejected_by_hydra(tmp_path: Path) -> None:
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra

@@ -56,6 +56,35 @@ def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) == 1 and isinstance(ex.value.__cause__, RuntimeError)
 
 
+def test_a_data_set_added_by_a_parallel_job_is_linked_not_an_error(tmp_path: Path) -> None:
+    """Parallel sweep jobs log the same prepared file: when another job inserts the data set row
+    between MLflow's look-up and its insert (UNIQUE constraint failed), the run is linked to it."""
+    t = Tracker.__new__(Tracker)
+    calls: list[str] = []
+
+    class Racing:
+        def log_inputs(self, run_id: str, datasets: Any) -> None:
+            calls.append(run_id)
+            if len(calls) == 1:
+                raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                   "datasets.name, datasets.digest")
+
+    t.client = Racing()  # type: ignore[assignment]
+    t.log_dataset("r", "synth-none", "ab" * 32, tmp_path / "synth-none.npz", "training")
+    assert calls == ["r", "r"]
+
+    class Broken:
+        def log_inputs(self, run_id: str, datasets: Any) -> None:
+            calls.append(run_id)
+            raise RuntimeError("no such table: datasets")
+
+    calls.clear()
+    t.client = Broken()  # type: ignore[assignment]
+    with pytest.raises(tracking.TrackingError, match="no such table: datasets"):
+        t.log_dataset("r", "synth-none", "ab" * 32, tmp_path / "synth-none.npz", "training")
+    assert calls == ["r"]  # any other failure: no retry
+
+
 class _FakeClient:
     def __init__(self) -> None:
         self.batches: list[dict[str, int]] = []
@@ -85,6 +114,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tracking")
 
 
+@pytest.mark.slow
 def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     from mlflow.tracking import MlflowClient
 
