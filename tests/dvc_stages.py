@@ -280,7 +280,7 @@ class Composer:
         return OmegaConf.to_container(cfg, resolve=False), files  # type: ignore[return-value]
 
 
-def _job_overrides(compose: Composer, stage: Stage) -> list[list[str]]:
+def job_overrides(compose: Composer, stage: Stage) -> list[list[str]]:
     """One override list per job that can read different conf files: a single run as is; for -m,
     the product of the discrete sweeps over config groups (command line, then hydra.sweeper.params)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -293,7 +293,8 @@ def _job_overrides(compose: Composer, stage: Stage) -> list[list[str]]:
     fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
     params = compose(str(stage.app), fixed)[0]["hydra"]["sweeper"].get("params") or {}
     sweeps = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])}
-    sweeps.update({o.get_key_element(): o for o in parsed if o.is_sweep_override()})  # command line wins
+    sweeps.update({o.get_key_element(): o for o in parsed})  # the command line wins, as in BasicSweeper
+    fixed = [f for f in fixed if f.partition("=")[0] not in sweeps]  # each key once: from `sweeps`
     axes = []
     for key, o in sweeps.items():
         if not o.is_sweep_override():
@@ -331,7 +332,7 @@ def required(stage: Stage, compose: Composer) -> tuple[set[str], set[str]]:
     roots = {f"pipeline.{stage.app}"}
     conf: set[str] = set()
     cfgs: list[dict[str, Any]] = []
-    for job in _job_overrides(compose, stage):
+    for job in job_overrides(compose, stage):
         cfg, files = compose(stage.app, job)
         cfgs.append(cfg)
         conf |= files

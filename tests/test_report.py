@@ -146,7 +146,8 @@ def test_the_headline_comes_first_and_answers_per_problem(built: tuple[Path, dic
     rep, _ = built
     page = (rep / "index.html").read_text(encoding="utf-8")
     sections = re.findall(r'<section id="([^"]+)"', page)
-    assert sections[:2] == ["overview", "headline"]
+    assert sections[:2] == ["headline", "overview"]  # the answer on the first screen
+    assert page.index('id="headline"') < page.index("<table") and page.index("<table") < 6000
     head = pd.read_csv(rep / "tables" / "headline.csv")
     assert sorted(zip(head["optimizer"], head["preprocess"], strict=True)) == [
         ("gd", "none"), ("gd", "zscore"), ("newton_cg", "none"), ("newton_cg", "zscore")]

@@ -23,7 +23,7 @@ tr:nth-child(even){background:#f8f8fc}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;box-sizing:border-box;border:1px solid #ddd}
 figcaption{font-size:.9em;color:#444}.note{background:#fff6dd;border-left:4px solid #e0a800;
 padding:.4em .8em;margin:.6em 0}.warn{background:#fde8e8;border-left:4px solid #c33;padding:.4em .8em}
-nav ul{columns:2}code{background:#f2f2f6;padding:0 .2em}
+nav ul{columns:2}nav summary{cursor:pointer;color:#446}code{background:#f2f2f6;padding:0 .2em}
 """
 
 
@@ -108,9 +108,10 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1><p>{_inline(subtitle)}</p>", "<nav><ul>"]
+           f"<h1>{html.escape(title)}</h1><p>{_inline(subtitle)}</p>",
+           "<nav><details><summary>Contents</summary><ul>"]  # one line: the first section stays on the first screen
     out += [f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in sections]
-    out.append("</ul></nav>")
+    out.append("</ul></details></nav>")
     for s in sections:
         out.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{_inline(s.intro)}</p>')
         for b in s.blocks:
