@@ -221,10 +221,17 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
             if key not in allowed:
                 raise ConfigError(f"budgets.{oid}.{key}: unknown optimizer key; use one of "
                                   f"{', '.join(sorted(allowed))}")
+    from omegaconf.errors import ValidationError
+
     given = {str(o).partition("=")[0].lstrip("+~") for o in overrides}
     for key, value in (budgets.get(opt_id) or {}).items():
         if f"optimizer.{key}" not in given:
-            OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
+            try:
+                OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
+            except ValidationError as err:
+                why = str(err).splitlines()[0]
+                raise ConfigError(f"budgets.{opt_id}.{key}={value!r} does not fit optimizer.{key} ({why}); "
+                                  "fix it in the preset or on the command line") from None
 
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")

@@ -53,6 +53,8 @@ HISTORY_KEYS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes
 FORWARD = 0.5  # X̃w: a value-only evaluation
 GRADIENT = 1.0  # X̃w and X̃ᵀr
 HVP = 1.0  # X̃v and X̃ᵀ(D X̃v)
+# Newton-CG's inner solve stops at ‖r‖ ≤ this share of tol at the latest (the next ‖∇f‖ ≈ ‖r‖)
+CG_TOL_SHARE = 0.5
 # keys of OptimizerConfig that describe the start point, not the method (the caller uses them)
 _IGNORED = ("init", "init_scale", "name")
 
@@ -212,7 +214,7 @@ def minimize(objective: Any, w0: Any, method: str, *, lr: float | str = "auto", 
     elif method == "newton":
         m = _Newton(objective, search)
     elif method == "newton_cg":
-        m = _NewtonCG(objective, search, int(cg_max_iter), preconditioner, hvp_precision)
+        m = _NewtonCG(objective, search, int(cg_max_iter), preconditioner, hvp_precision, float(tol))
     elif method == "sgd":
         if line_search:
             raise ConfigError("optimizer.line_search=true does not apply to optimizer=sgd; set it to false")
@@ -523,15 +525,20 @@ def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, 
 
 
 class _NewtonCG(_Method):
-    """w ← w + t s with H s = −∇f solved by preconditioned CG to ‖r‖ ≤ min(0.5, √‖∇f‖)‖∇f‖.
+    """w ← w + t s with H s = −∇f solved by preconditioned CG to ‖r‖ ≤ max(min(0.5, √‖∇f‖)‖∇f‖, tol/2).
+
+    The forcing term min(0.5, √‖∇f‖) gives superlinear convergence; the floor tol/2 keeps the last
+    inner solve from over-solving: the next gradient is ≈ the CG residual, so a residual below
+    ‖∇f‖ ≤ tol's half is all the stopping rule can use (``CG_TOL_SHARE``).
 
     Fast path for linear models: Z = X̃w is linear in w, so the line search needs no pass over X
     (Z(w + t s) = Z + t X̃s) and the gradient at the accepted point only the backward product."""
 
     def __init__(self, obj: Any, search: _LineSearch, cg_max_iter: int, preconditioner: str,
-                 hvp_precision: str) -> None:
+                 hvp_precision: str, tol: float = 0.0) -> None:
         super().__init__(obj)
         self.search, self.cg_max_iter, self.preconditioner = search, cg_max_iter, preconditioner
+        self.tol = tol
         self.U = _gauge(obj)
         self.glm = all(hasattr(obj, a) for a in ("margins", "value_from_margins",
                                                   "value_grad_from_margins", "hess_operator"))
@@ -585,6 +592,8 @@ class _NewtonCG(_Method):
              it: int) -> tuple[FloatArray, float, FloatArray, float] | _Halt:
         obj, U, glm = self.obj, self.U, self.glm
         eta = min(0.5, math.sqrt(gn))
+        if gn > 0:  # no need to solve beyond what ‖∇f‖ ≤ tol can use (never looser than the forcing 0.5)
+            eta = min(0.5, max(eta, CG_TOL_SHARE * self.tol / gn))
         matvec, minv = self._operator(w)
         s, n_cg, negc = pcg(matvec, -np.asarray(g, dtype=np.float64), eta, self.cg_max_iter, minv)
         self.passes += n_cg * HVP

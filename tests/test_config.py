@@ -145,7 +145,9 @@ def _no_outputs(cwd: Path) -> None:
     ("override", "rc", "expect"),
     [("optimizer.lr=-1", 2, "train: error: optimizer.lr=-1 is invalid"),
      ("optimizer=adamw", 2, "train: error: optimizer=adamw: no such optimizer config (choose one of"),
-     ("model.l2=abc", 2, "train: error: model.l2=abc: Value 'abc' of type 'str' could not be converted to Float")])
+     ("model.l2=abc", 2, "train: error: model.l2=abc: Value 'abc' of type 'str' could not be converted to Float"),
+     ("+budgets.gd.max_iters=3", 2, "train: error: budgets.gd.max_iters: unknown optimizer key"),
+     ("+budgets.gd.max_iter=abc", 2, "train: error: budgets.gd.max_iter='abc' does not fit optimizer.max_iter")])
 def test_cli_refuses_bad_values_without_traceback_or_files(tmp_path: Path, override: str, rc: int,
                                                           expect: str) -> None:
     res = run_cmd(["python", "-m", "pipeline.train", override], cwd=tmp_path, code_root=REPO_ROOT,
