@@ -117,8 +117,8 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
     dest = Path(cfg["paths"]["reports_dir"])
     check_writable(dest)  # fail before the minutes of work, not at the end
     t0 = time.perf_counter()
-    # the report folder changes as a whole: built in a sibling, swapped in when complete (the
-    # anything else in reports/ that the report does not write is carried over)
+    # the report folder changes as a whole: built in a sibling, swapped in when complete
+    # (anything else in reports/ that the report does not write is carried over)
     with replace_dir(dest, carry=lambda name: name not in REPORT_FILES) as stage:
         runs = gather(cfg, stage)
         rep = cfg["report"]
