@@ -265,9 +265,10 @@ class Builder:
                     f"Study `{study}`: per problem, every optimizer × preprocessing on the same objective "
                     "(the L2 penalty acts on the input-space weights, so each problem has one f*, from the "
                     "reference stage). Cost to a relative suboptimality (f − f*)/|f*| ≤ tol in iterations, "
-                    "passes over the data (one full gradient = 1) and seconds: measured where the run got "
-                    "there; otherwise projected from the run's measured linear rate (≈, an extrapolation); "
-                    "'never' where the measured rate does not converge.")
+                    "passes over the data (one full gradient = 1) and seconds (each run's own clock; `dvc repro` "
+                    "trains the three full-MNIST runs of an optimizer at once, one BLAS thread each): measured "
+                    "where the run got there; otherwise projected from the run's measured linear rate (≈, an "
+                    "extrapolation); 'never' where the measured rate does not converge.")
         tab = analysis.headline_table(speed, study, tols)
         if tab.empty:
             s.note(f"No runs of study {study!r} with a converged reference optimum; run `dvc repro`.")
