@@ -182,7 +182,7 @@ def minimize(objective: Any, w0: Any, method: str, *, lr: float | str = "auto", 
     gd: w ← w − ε ∇f (ε = lr, 'auto' = 1/L; Armijo backtracking from ε if ``line_search``).
     newton: w ← w − t (H + τI)⁻¹ ∇f, Cholesky; τ = 0 unless H is not positive definite.
     newton_cg: the Newton system solved inexactly by preconditioned conjugate gradients on
-    Hessian-vector products to ‖r‖ ≤ η‖∇f‖, η = min(0.5, √‖∇f‖) (Hessian-free); for linear
+    Hessian-vector products to ‖r‖ ≤ max(η‖∇f‖, tol/2), η = min(0.5, √‖∇f‖) (Hessian-free); for linear
     models the products run in float32 (gradient and line search stay in the objective's dtype)
     and ``preconditioner='auto'`` uses the class-diagonal Hessian blocks once CG gets expensive.
     closed_form: the exact minimizer of linear regression (reference optimum).

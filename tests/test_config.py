@@ -64,7 +64,7 @@ def _budgeted(overrides: list[str]) -> OmegaConf:
 
 def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
     cfg = _budgeted(["experiment=default_softmax", "optimizer=gd"])
-    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == ("default", "mnist", "softmax", 300)
+    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == ("default", "mnist", "softmax", 150)
     cfg = _budgeted(["experiment=default_softmax", "optimizer=newton_cg"])
     assert cfg.optimizer.max_iter == 50 and cfg.optimizer.line_search is True and cfg.optimizer.tol == 1.0e-8
     cfg = _budgeted(["experiment=default_softmax", "optimizer=gd_armijo"])  # no budget for this optimizer
