@@ -182,5 +182,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from pipeline.cli import run_cli
+    from pipeline.config import PrepareConfig
 
-    run_cli("prepare", main)
+    run_cli("prepare", main, PrepareConfig)

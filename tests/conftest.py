@@ -3,9 +3,13 @@ sub-folder per data set; a folder holding MNIST's files directly works too) and 
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
+import signal
 import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -90,3 +94,41 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0) > 0:
         rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+
+
+# the schema each stage's ``__main__`` hands to run_cli (it names config keys in error lines)
+_STAGE_SCHEMAS = {"train": ("pipeline.config", "TrainConfig"), "evaluate": ("pipeline.config", "EvaluateConfig"),
+                  "prepare": ("pipeline.config", "PrepareConfig"), "reference": ("pipeline.config", "ReferenceConfig"),
+                  "analytic": ("pipeline.analytic", "AnalyticConfig"), "report": ("pipeline.report", "ReportConfig")}
+
+
+@pytest.fixture
+def stage_cli(monkeypatch: pytest.MonkeyPatch,
+              capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., tuple[int, str, str]]]:
+    """``stage_cli(prog, *args) -> (exit status, stdout, stderr)``: ``python -m pipeline.<prog> args`` in-process."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline.cli import run_cli
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # conf/ found from the file, as with python -m
+
+    def call(prog: str, *args: str) -> tuple[int, str, str]:
+        mod = importlib.import_module(f"pipeline.{prog}")
+        home, name = _STAGE_SCHEMAS[prog]
+        monkeypatch.setattr(sys, "argv", [f"pipeline/{prog}.py", *args])
+        capsys.readouterr()
+        try:
+            with pytest.raises(SystemExit) as ex:
+                run_cli(prog, mod.main, getattr(importlib.import_module(home), name))
+        finally:
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None  # type: ignore[assignment]
+        out, err = capsys.readouterr()
+        return int(ex.value.code or 0), out, err
+
+    yield call
+    for s, h in saved.items():
+        signal.signal(s, h)

@@ -9,8 +9,6 @@ in one line, exit 2, and leave the earlier studies (files and MLflow runs) as th
 from __future__ import annotations
 
 import json
-import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -260,33 +258,9 @@ def test_one_mlflow_run_per_study_with_its_files(run: tuple[Path, dict[str, Any]
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+def cli(stage_cli: Any) -> Any:
     """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.analytic args`` in-process."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    import pipeline.analytic as mod
-    from pipeline.cli import run_cli
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")
-
-    def call(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["pipeline/analytic.py", *args])
-        capsys.readouterr()
-        try:
-            with pytest.raises(SystemExit) as ex:
-                run_cli("analytic", mod.main, mod.AnalyticConfig)
-        finally:
-            GlobalHydra.instance().clear()
-            HydraConfig.instance().cfg = None  # type: ignore[assignment]
-        out, err = capsys.readouterr()
-        return int(ex.value.code or 0), out, err
-
-    yield call
-    for s, h in saved.items():
-        signal.signal(s, h)
+    return lambda *args: stage_cli("analytic", *args)
 
 
 @pytest.mark.parametrize("bad, words", [

@@ -15,8 +15,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,37 +64,9 @@ def paths(work: Path, **over: str) -> list[str]:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[object]:
-    """``cli(prog, *args) -> (exit status, stdout, stderr)``: ``python -m pipeline.<prog> args`` in-process."""
-    import importlib
-
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    from pipeline.cli import run_cli
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # conf/ found from the file, as with python -m
-
-    def call(prog: str, *args: str) -> tuple[int, str, str]:
-        mod = importlib.import_module(f"pipeline.{prog}")
-        schema = {"train": "TrainConfig", "evaluate": "EvaluateConfig", "prepare": "PrepareConfig"}.get(prog)
-        import pipeline.config as config
-
-        quiet = ["progress=false"] if prog in ("train", "evaluate") else []
-        monkeypatch.setattr(sys, "argv", [f"pipeline/{prog}.py", *args, *quiet])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as ex:
-            run_cli(prog, mod.main, getattr(config, schema) if schema else getattr(mod, "ReportConfig", None))
-        out, err = capsys.readouterr()
-        GlobalHydra.instance().clear()
-        HydraConfig.instance().cfg = None  # type: ignore[assignment]
-        return int(ex.value.code or 0), out, err
-
-    yield call
-    for s, h in saved.items():
-        signal.signal(s, h)
+def cli(stage_cli: Any) -> Any:
+    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate without progress bars)."""
+    return lambda prog, *args: stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
 
 
 @pytest.fixture

@@ -117,6 +117,24 @@ def test_dense_hessian_symmetric_matches_hvp_and_diagonal(model, fit_intercept):
     np.testing.assert_allclose(H, H_fd, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_row_blocked_hvp_equals_dense_hessian_product(model, fit_intercept, monkeypatch):
+    """The Hessian-vector product runs over blocks of rows; blocks of 7 (the last one ragged) give H v."""
+    import pipeline.losses as losses
+
+    obj = _obj(model, fit_intercept)
+    rng = np.random.default_rng(5)
+    w, v = rng.normal(size=obj.n_params), rng.normal(size=obj.n_params)
+    one_block = obj.hvp(w, v)
+    monkeypatch.setattr(losses, "HVP_ROW_BLOCK", 7)
+    assert obj.n % 7 and obj.n > 7 * 3
+    H = obj.hessian(w)
+    np.testing.assert_allclose(obj.hvp(w, v), H @ v, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(obj.hvp(w, v), one_block, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(obj.hess_operator(w, precision="float32").matvec(v), H @ v, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
 def test_convex_models_have_psd_hessians_and_sound_lipschitz_bound(model):
     obj = _obj(model)

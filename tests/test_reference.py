@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from repo_copy import run_cmd
 
-from pipeline.config import ReferenceConfig, as_kwargs, register_configs
+from pipeline.config import as_kwargs, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -140,33 +138,9 @@ def independent(mnist_work: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+def cli(stage_cli: Any) -> Any:
     """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.reference args`` in-process."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    import pipeline.reference as mod
-    from pipeline.cli import run_cli
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")
-
-    def call(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["pipeline/reference.py", *args])
-        capsys.readouterr()
-        try:
-            with pytest.raises(SystemExit) as ex:
-                run_cli("reference", mod.main, ReferenceConfig)
-        finally:
-            GlobalHydra.instance().clear()
-            HydraConfig.instance().cfg = None  # type: ignore[assignment]
-        out, err = capsys.readouterr()
-        return int(ex.value.code or 0), out, err
-
-    yield call
-    for s, h in saved.items():
-        signal.signal(s, h)
+    return lambda *args: stage_cli("reference", *args)
 
 
 # ------------------------------------------------------------------ MNIST 3 vs 8
