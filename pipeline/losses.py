@@ -418,17 +418,10 @@ class LinearModelObjective(Objective):
         """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact for b = 1)."""
         k_act = self._X.shape[1]
         rows = self._scatter_rows()
-        Pr = np.zeros((rows.size, rows.size))
-        Pr[:k_act, :k_act] = self.P[np.ix_(rows[:k_act], rows[:k_act])]  # type: ignore[index]
-        # the inactive features only see the penalty: their block of λP adds λ_max of the coupling
-        inactive = np.setdiff1d(np.arange(self.d), rows[:k_act])
         b, lam = self.curvature_bound, self.l2
-        if rows.size <= 2000 and inactive.size == 0:
+        if self.n_rows <= 2000:  # dense: features without data (inactive, e.g. null directions kept by
+            # ridge whitening) have zero Gram rows, but λP still couples them to the others
             Xt = self._Xtilde_full().astype(np.float64)
-            M = b * (Xt.T @ Xt) / self.n + lam * Pr
-            return largest_eigenvalue(M)
-        if self.n_rows <= 2000:  # all-zero features (e.g. null directions kept by ridge whitening):
-            Xt = self._Xtilde_full().astype(np.float64)  # their Gram rows are zero, P still couples them
             M = np.zeros((self.n_rows, self.n_rows))
             M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
             M[: self.d, : self.d] += lam * self.P  # type: ignore[operator]
