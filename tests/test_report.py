@@ -281,10 +281,10 @@ def test_first_reach_and_measured_rate_on_a_geometric_sequence() -> None:
     hist = pd.DataFrame({"iteration": k, "time_s": k * 0.1, "loss": f_star + 2.0 * 0.8**k,
                          "grad_norm": 0.8**k})
     sub = analysis.suboptimality(hist, f_star)
-    it, sec = analysis.first_reach(sub, 1e-4)
+    got = analysis.reach(sub, f_star, 1e-4)
     expect = int(np.ceil(np.log(1e-4 * 0.5 / 2.0) / np.log(0.8)))  # 2·0.8^k ≤ 1e-4·|f*|
-    assert it == expect and sec == pytest.approx(expect * 0.1)
-    assert analysis.first_reach(sub, 1e-30) == (None, None)
+    assert got.basis == "measured" and got.iterations == expect and got.seconds == pytest.approx(expect * 0.1)
+    assert analysis.reach(sub, f_star, 1e-30).basis != "measured"  # not reached in the history
     assert analysis.measured_rate(sub, f_star) == pytest.approx(0.8, rel=1e-6)
 
 

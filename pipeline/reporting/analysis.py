@@ -112,15 +112,6 @@ def suboptimality(hist: pd.DataFrame, f_star: float) -> pd.DataFrame:
     return out
 
 
-def first_reach(sub: pd.DataFrame, tol: float) -> tuple[float | None, float | None]:
-    """(iteration, seconds) of the first row with relative suboptimality ≤ tol, or (None, None)."""
-    hit = np.flatnonzero(sub["rel_subopt"].to_numpy() <= tol)
-    if hit.size == 0:
-        return None, None
-    i = int(hit[0])
-    return float(sub["iteration"].iloc[i]), float(sub["time_s"].iloc[i])
-
-
 def _tail(sub: pd.DataFrame, f_star: float) -> np.ndarray:
     """Row indices of the tail used for the rate fit: the second half of the finite rows above rounding."""
     s = sub["loss"].to_numpy(np.float64) - f_star
@@ -150,11 +141,13 @@ class Reach:
     basis: str  # measured | projected | never | stochastic
 
 
-def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False) -> Reach:
+def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False,
+          rate: float | None = None) -> Reach:
     """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does, else the
     last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r, passes and
     seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be fitted,
-    and 'stochastic' for SGD, whose error has no linear rate (it levels off at its step size's noise)."""
+    and 'stochastic' for SGD, whose error has no linear rate (it levels off at its step size's noise).
+    ``rate``: ``measured_rate(sub, f_star)`` where the caller has it already."""
     rel = sub["rel_subopt"].to_numpy(np.float64)
     it = sub["iteration"].to_numpy(np.float64)
     passes = sub["passes"].to_numpy(np.float64) if "passes" in sub else np.full_like(it, np.nan)
@@ -165,7 +158,7 @@ def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False
         return Reach(float(it[i]), float(passes[i]), float(secs[i]), "measured")
     if stochastic:
         return Reach(math.inf, math.inf, math.inf, "stochastic")
-    rate = measured_rate(sub, f_star)
+    rate = measured_rate(sub, f_star) if rate is None else rate
     idx = _tail(sub, f_star)
     finite = np.flatnonzero(np.isfinite(rel))
     if rate is None or not rate < 1.0 or idx.size < 2 or finite.size == 0:
@@ -203,9 +196,10 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
             "final_rel_subopt": float(sub["rel_subopt"].iloc[-1]),
         }
         stochastic = optimizer_name(runs, rid) == "sgd"
+        rate = measured_rate(sub, ref.f_star)
         for tol in tols:
             t = tol_key(tol)
-            got = reach(sub, ref.f_star, tol, stochastic)
+            got = reach(sub, ref.f_star, tol, stochastic, rate)
             measured = got.basis == "measured"
             row[f"reached_{t}"] = measured
             row[f"iters_to_{t}"] = got.iterations if measured else np.nan
@@ -215,7 +209,6 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
             row[f"projected_passes_to_{t}"] = got.passes
             row[f"projected_seconds_to_{t}"] = got.seconds
             row[f"basis_{t}"] = got.basis
-        rate = measured_rate(sub, ref.f_star)
         row["rate_measured"] = rate
         mu, lr = curv.get("mu"), r["lr"]
         gd = optimizer_name(runs, rid) == "gd"

@@ -62,13 +62,15 @@ def _cell(value: Any, basis: str) -> Any:
     return value
 
 
-def speed_display(df: pd.DataFrame, tols: Sequence[float]) -> pd.DataFrame:
-    """The typed speed columns as shown on the page: projections marked '≈', never-reached spelled out."""
+def speed_display(df: pd.DataFrame, tols: Sequence[float],
+                  kinds: Sequence[str] = ("iters", "passes", "seconds")) -> pd.DataFrame:
+    """The typed ``<kind>_to_<tol>`` columns as shown on the page: projections marked '≈', never-reached
+    spelled out (by the row's ``basis_<tol>``)."""
     out = df.copy()
     for tol in tols:
         t = analysis.tol_key(tol)
         basis = f"basis_{t}"
-        for kind in ("iters", "passes", "seconds"):
+        for kind in kinds:
             col = f"{kind}_to_{t}"
             if col in out and basis in out:
                 out[col] = [_cell(v, b) for v, b in zip(out[col], out[basis], strict=True)]
@@ -109,8 +111,10 @@ class Builder:
         finally:
             self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
-    def study_files(self, key: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]] | None:
-        """(study.json, table.csv, arrays.npz) of an analytic study (``report.analytic.<key>``), or None."""
+    def study_files(self, key: str,
+                    s: Section) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]] | None:
+        """(study.json, table.csv, arrays.npz) of an analytic study (``report.analytic.<key>``); None,
+        with section ``s`` appended saying what is missing, when the study has not been computed."""
         name = str(self.rep["analytic"][key])
         folder = Path(self.cfg["paths"]["analytic_dir"]) / name
         try:
@@ -119,14 +123,11 @@ class Builder:
             with np.load(folder / "arrays.npz", allow_pickle=False) as z:
                 arrays = {k: np.asarray(z[k]) for k in z.files}
         except (OSError, ValueError, KeyError) as err:
-            self._missing_study = f"{folder}: {' '.join(str(err).split())[:200]}"
+            s.note(f"Not computed yet ({folder}: {' '.join(str(err).split())[:200]}); run `dvc repro` "
+                   "(or `python -m pipeline.analytic`).")
+            self.sections.append(s)
             return None
         return meta, table, arrays
-
-    def _no_study(self, s: Section) -> None:
-        s.note(f"Not computed yet ({getattr(self, '_missing_study', '')}); run `dvc repro` "
-               "(or `python -m pipeline.analytic`).")
-        self.sections.append(s)
 
     # -- analytic studies (python -m pipeline.analytic) ---------------------------------------
     def claim1(self) -> None:
@@ -134,9 +135,9 @@ class Builder:
                     "Gradient descent w ← w − ε∇f on a quadratic converges for 0 < ε < 2/L; small ε crawls, "
                     "ε near 2/(L+μ) is fastest, ε between 1/L and 2/L overshoots and oscillates along the "
                     "steep axis, and ε > 2/L diverges. Each panel shows the level sets and the GD path.")
-        got = self.study_files("claim1")
+        got = self.study_files("claim1", s)
         if got is None:
-            return self._no_study(s)
+            return
         meta, table, arrays = got
         for f in meta["figures"]:
             key = f["key"]
@@ -157,9 +158,9 @@ class Builder:
                     "iterations, so elongated (ellipsoidal) level sets slow it down linearly in κ. Whitening "
                     "makes the Hessian the identity — spherical level sets — and one step with ε = 1 lands "
                     "on the minimum.")
-        got = self.study_files("claim2")
+        got = self.study_files("claim2", s)
         if got is None:
-            return self._no_study(s)
+            return
         meta, table, _ = got
         path, rel = self.fig_path("claim2-iterations-vs-kappa")
         figures.iterations_vs_kappa(table, meta["figures"][0]["title"], path)
@@ -187,9 +188,9 @@ class Builder:
                     "is ≥ 0. For linear, logistic and softmax regression the Hessian is X̃ᵀDX̃ with D ⪰ 0, so "
                     "they are convex; we check λ_min numerically at random points on real data, and map "
                     "λ_min for the lecture's exercise functions.")
-        got = self.study_files("claim3")
+        got = self.study_files("claim3", s)
         if got is None:
-            return self._no_study(s)
+            return
         meta, table, arrays = got
         f = meta["figures"][0]
         maps = [(label, arrays[f"map{i}/x"], arrays[f"map{i}/y"], arrays[f"map{i}/lambda_min"])
@@ -250,12 +251,11 @@ class Builder:
         self.sections.append(s)
 
     # -- trained runs --------------------------------------------------------------------------
-    def references(self, runs: RunSet) -> tuple[dict[str, Reference], list[str]]:
-        """The reference optima files, matched to the runs' objectives (with notes for the page)."""
+    def references(self, runs: RunSet) -> tuple[dict[str, Reference], dict[str, Reference], list[str]]:
+        """(every reference optimum file, those matched to the runs' objectives, notes for the page)."""
         refs, notes = load_references(self.cfg["paths"]["reference_dir"])
-        self.all_references = refs
         matched, more = analysis.match_references(runs, refs)
-        return matched, notes + more
+        return refs, matched, notes + more
 
     def headline(self, speed: pd.DataFrame) -> None:
         """First section: per problem, optimizer × preprocessing → cost to each tolerance, test accuracy."""
@@ -348,10 +348,9 @@ class Builder:
             figures.convergence(cur, f"{key[2]} on {key[1]} (study {key[0]})", path)
             s.figure(rel, f"Study {key[0]}: {key[2]} regression on {key[1]} — f − f* and ‖∇f‖ against "
                           "iteration, passes over the data and wall time.")
-            objectives = {analysis.objective_of(runs, r) for r in rids}
-            if len(objectives) > 1:
-                s.note(f"Study {key[0]}, {key[2]} on {key[1]}: {len(objectives)} objectives "
-                       f"({', '.join(sorted(str(o) for o in objectives))}) — the penalty acts on other "
+            if len(oids) > 1:
+                s.note(f"Study {key[0]}, {key[2]} on {key[1]}: {len(oids)} objectives "
+                       f"({', '.join(sorted(str(o) for o in oids))}) — the penalty acts on other "
                        "coordinates (preprocess.penalty_space=transformed) or λ differs, so these runs "
                        "have different f*; compare rates, not loss values.")
         for n in notes:
@@ -373,12 +372,7 @@ class Builder:
         cols.update({"kappa": "κ of ∇²f(w*)", "kappa_gd": "κ for GD = 1/(εμ)",
                      "rate_measured": "rate measured", "rate_predicted": "1 − 1/κ = 1 − εμ",
                      "rate_check": "theory check"})
-        shown = speed.copy()
-        for tol in tols:
-            t = analysis.tol_key(tol)
-            shown[f"projected_iters_to_{t}"] = [_cell(v, b) for v, b in
-                                                zip(shown[f"projected_iters_to_{t}"], shown[f"basis_{t}"], strict=True)]
-        s.table(shown, rel, "Speed: iterations and seconds to relative suboptimality (f − f*)/|f*| ≤ tol "
+        s.table(speed_display(speed, tols, kinds=("projected_iters",)), rel, "Speed: iterations and seconds to relative suboptimality (f − f*)/|f*| ≤ tol "
                             "(– = not reached; ≈ = projected at the run's measured rate; the CSV has passes "
                             "too, and a reached/projected column per tolerance)", cols)
         dis = speed[speed["rate_check"].str.startswith("DISAGREES")]
@@ -452,7 +446,7 @@ class Builder:
         cols = ["run_id", "model", "optimizer", "preprocess", "iterations", "status", "train_time_s"] + [
             f"{k}_to_{analysis.tol_key(t)}" for t in tols for k in ("iters", "passes", "seconds")] + ["rate_measured"]
         tab = sp[cols]
-        s.table(speed_display(tab, tols), self.save_table(tab, "claim5-newton-vs-gd"),
+        s.table(tab, self.save_table(tab, "claim5-newton-vs-gd"),
                 "Iterations, passes over the data and seconds to each tolerance (– = not reached)")
         contrast = penalty_contrast(runs, names)
         if len(contrast):
@@ -577,7 +571,7 @@ class Builder:
         W_x, _ = tr.input_weights(W, b)
         return np.asarray(W_x), ", mapped back to pixel space through the transform (W_x = Aᵀ W)"
 
-    def reference_section(self) -> None:
+    def reference_section(self, refs: dict[str, Reference]) -> None:
         s = Section("reference", "Reference optima f*",
                     "Each objective has its own minimum f*, computed once by the reference stage "
                     "(`python -m pipeline.reference`): damped Newton (or Newton-CG) to ‖∇f‖ ≤ reference.tol, "
@@ -585,7 +579,7 @@ class Builder:
                     "every preprocessing of a data set minimizes the same objective, so one solve serves all of "
                     "them; where the Hessian fits densely w* is mapped into each coordinate system (f_here: f "
                     "there, the same f*) and κ = λ_max/λ_min of the regularized ∇²f(w*) is given per coordinates.")
-        tab = reference_table(getattr(self, "all_references", {}))
+        tab = reference_table(refs)
         if tab.empty:
             s.note(f"No reference optima under {self.cfg['paths']['reference_dir']}; run `dvc repro`.")
         else:
@@ -636,7 +630,7 @@ def build(out: Path, cfg: Mapping[str, Any], runs: RunSet | None) -> Built:
             b.timed(key, getattr(b, key))
     if runs is not None and len(runs):
         t0 = time.perf_counter()
-        refs, notes = b.references(runs)
+        all_refs, refs, notes = b.references(runs)
         speed = b.convergence(runs, refs, notes)
         conv = b.sections.pop()  # keep the overview of every run after the claims
         b.claim4(runs)
@@ -646,7 +640,7 @@ def build(out: Path, cfg: Mapping[str, Any], runs: RunSet | None) -> Built:
             b.data_set_accuracy(runs, str(data_id))
         homework(b, runs, refs)
         b.sections.append(conv)
-        b.reference_section()
+        b.reference_section(all_refs)
         b.headline(speed)
         b.timings["trained_runs"] = time.perf_counter() - t0
     return Built(b.sections, b.timings)
