@@ -207,6 +207,7 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
     """Set ``optimizer.<key>`` from ``budgets.<optimizer.id>.<key>`` (the study's budget for this
     optimizer), except the keys the command line sets (``optimizer.max_iter=7`` wins); in place."""
     from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import ValidationError
 
     from pipeline.errors import ConfigError
 
@@ -221,8 +222,6 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
             if key not in allowed:
                 raise ConfigError(f"budgets.{oid}.{key}: unknown optimizer key; use one of "
                                   f"{', '.join(sorted(allowed))}")
-    from omegaconf.errors import ValidationError
-
     given = {str(o).partition("=")[0].lstrip("+~") for o in overrides}
     for key, value in (budgets.get(opt_id) or {}).items():
         if f"optimizer.{key}" not in given:

@@ -24,7 +24,7 @@ from pipeline.optimizers import HISTORY_KEYS as HISTORY_COLUMNS
 from pipeline.optimizers import SGD_KEYS, check_sgd_options
 from pipeline.prepared import file_sha256
 from pipeline.progress import IterationBar, show_progress
-from pipeline.runs import (  # noqa: F401  (load_prepared_for: imported from here by older code)
+from pipeline.runs import (
     JobContext,
     check_model_fits_data,
     group_id,

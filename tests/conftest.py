@@ -132,3 +132,14 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
     yield call
     for s, h in saved.items():
         signal.signal(s, h)
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread() -> Iterator[None]:
+    """One BLAS thread for a module's dense ~785 × 785 factorizations: on two shared, busy cores
+    OpenBLAS's two spinning threads make Cholesky and eigvalsh 10–60× slower (same results)."""
+    import scipy.linalg  # noqa: F401 - scipy's own OpenBLAS: loaded now, so that the limit covers it too
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

@@ -9,7 +9,6 @@ in one line, exit 2, and leave the earlier studies (files and MLflow runs) as th
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +39,7 @@ STUDIES = {"gd_paths": "claim1_gd_paths", "kappa_sweep": "claim2_kappa_sweep", "
 FILES = {"table.csv", "arrays.npz", "study.json"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread() -> Iterator[None]:
-    """One BLAS thread for this module's dense ~785 × 785 factorizations: on two shared, busy cores
-    OpenBLAS's two spinning threads make Cholesky and eigvalsh 10–60× slower (same results)."""
-    import scipy.linalg  # noqa: F401 - scipy's own OpenBLAS: loaded now, so that the limit covers it too
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # dense ~785 × 785 factorizations (conftest)
 
 
 def _paths(tmp: Path) -> list[str]:

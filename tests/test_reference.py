@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +56,7 @@ def _error_lines(err: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread() -> Iterator[None]:
-    """One BLAS thread for this module's dense ~785 × 785 factorizations: on two shared, busy cores
-    OpenBLAS's two spinning threads make Cholesky and eigvalsh 10–60× slower (same results)."""
-    import scipy.linalg  # noqa: F401 - scipy's own OpenBLAS: loaded now, so that the limit covers it too
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")  # dense ~785 × 785 factorizations (conftest)
 
 
 # ------------------------------------------------------------------ independent numerics (no pipeline code)
