@@ -64,7 +64,9 @@ def validate(cfg: Any) -> None:
 
 def _other_coordinates(cfg: Any, pre_id: str) -> DictConfig:
     """The run config with the preprocessing of ``<data.id>-<pre_id>`` (from that file's facts)."""
-    facts_path = project_path(cfg.paths.prepared_dir) / f"{cfg.data.id}-{pre_id}.json"
+    from pipeline.prepared import prepared_path
+
+    facts_path = prepared_path(project_path(cfg.paths.prepared_dir), cfg.data, {"id": pre_id}).with_suffix(".json")
     try:
         facts = json.loads(facts_path.read_text(encoding="utf-8"))
         pre = dict(facts["preprocess_config"])

@@ -56,7 +56,9 @@ def data_id_of(runs: RunSet, run_id: str) -> str:
 
 def prepared_file(runs: RunSet, run_id: str, prepared_dir: str | Path) -> Path:
     """The prepared ``.npz`` a run was trained on: ``<data.id>-<preprocess.id>.npz``."""
-    return Path(prepared_dir) / f"{data_id_of(runs, run_id)}-{runs.runs.loc[run_id, 'preprocess']}.npz"
+    from pipeline.prepared import prepared_path
+
+    return prepared_path(prepared_dir, {"id": data_id_of(runs, run_id)}, {"id": runs.runs.loc[run_id, "preprocess"]})
 
 
 def match_references(runs: RunSet, refs: dict[str, Reference]) -> tuple[dict[str, Reference], list[str]]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.prepared import prepared_path
 from pipeline.reporting import analysis, figures
 from pipeline.reporting.homework import homework
 from pipeline.reporting.reference import Reference, load_references, reference_table
@@ -215,7 +216,7 @@ class Builder:
         pdir = Path(self.cfg["paths"]["prepared_dir"])
         rows, spec, conds = [], {}, {}
         for pre in c["prepared"]:
-            js = pdir / f"{c['data']}-{pre}.json"
+            js = prepared_path(pdir, {"id": c["data"]}, {"id": pre}).with_suffix(".json")
             try:
                 facts = json.loads(js.read_text(encoding="utf-8"))
             except (OSError, ValueError):
