@@ -11,6 +11,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,15 @@ def assert_png(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Iterator[Path]:
     """prepared/ (MNIST 400 images, none + zscore), 4 trained and evaluated runs, their reference f*,
     and small analytic studies — every file made by the stage that makes it in `dvc repro`."""
-    import os
+    with pytest.MonkeyPatch.context() as mp:  # for this module only: later tests keep the caller's data dir
+        mp.setenv("CURVLAB_DATA_DIR", str(mnist_dir))
+        yield _build_project(tmp_path_factory.mktemp("proj"))
 
+
+def _build_project(tmp: Path) -> Path:
     from pipeline.analytic import run_analytic
     from pipeline.config import as_kwargs
     from pipeline.evaluate import evaluate
@@ -91,8 +96,6 @@ def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
     from pipeline.reference import reference
     from pipeline.train import train
 
-    os.environ["CURVLAB_DATA_DIR"] = str(mnist_dir)
-    tmp = tmp_path_factory.mktemp("proj")
     for pre in ("none", "zscore"):
         cfg = _compose("train", [*RUN_OVERRIDES, *_paths(tmp), f"preprocess={pre}"])
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, tmp / "prepared")
