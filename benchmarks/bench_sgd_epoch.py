@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from pipeline.core.objectives import make_objective  # noqa: E402
+from pipeline.core.solvers import minimize  # noqa: E402
 from pipeline.data.datasets import load_dataset  # noqa: E402
-from pipeline.losses import make_objective  # noqa: E402
-from pipeline.optimizers import minimize  # noqa: E402
 
 
 def main() -> None:

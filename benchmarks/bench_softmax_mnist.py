@@ -40,9 +40,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.errors import CurvlabError, user_errors_exit  # noqa: E402
-from pipeline.losses import make_objective  # noqa: E402
-from pipeline.optimizers import minimize  # noqa: E402
+from pipeline.cli.entry import user_errors_exit  # noqa: E402
+
+from pipeline.core.errors import CurvlabError
+from pipeline.core.objectives import make_objective  # noqa: E402
+from pipeline.core.solvers import minimize  # noqa: E402
 
 LAM = 1.0e-4
 TARGET = 1.0e-8
@@ -66,7 +68,7 @@ def _curvlab_fit(X: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[np.ndarra
 
 def _curvlab_whitened_fit(X: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[np.ndarray, float, dict]:
     """Ridge-whiten (timed), solve the same objective in z, map the weights back to the pixels."""
-    from pipeline.preprocessing import fit_preprocess
+    from pipeline.core.transforms import fit_preprocess
 
     t0 = time.perf_counter()
     tr = fit_preprocess({"name": "whiten", "ridge": LAM, "penalty_space": "input"}, X)

@@ -5,7 +5,7 @@
 Claim 1: GD paths on 2-D quadratics for step sizes below, near and above 2/L; claim 2: GD
 iterations to tolerance against κ on synthetic least squares, raw vs whitened; claim 3: convexity
 read off the Hessian's smallest eigenvalue (the lecture's exercise functions on a grid, and linear /
-logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.lecture``; this
+logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.core.studies``; this
 shell writes, per study, ``<paths.analytic_dir>/<study>/`` = ``table.csv`` (typed columns),
 ``arrays.npz`` (what the report's figures draw) and ``study.json`` (``{name, title, params, metrics,
 figures, seconds}``), the folder replaced as a whole, and logs each study as one
@@ -28,8 +28,10 @@ import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from pipeline.config import MlflowConfig, PathsConfig, as_kwargs, check_boundary
-from pipeline.errors import ConfigError, user_errors_exit
+from pipeline.cli.entry import user_errors_exit
+from pipeline.config.checks import check_boundary
+from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
+from pipeline.core.errors import ConfigError
 
 PROG = "analytic"
 
@@ -78,7 +80,7 @@ def validate(a: Mapping[str, Any]) -> None:
         raise ConfigError("analytic.gd_paths.n_steps and analytic.kappa_sweep.max_iter must be >= 1")
     if not float(a["kappa_sweep"]["tol"]) > 0:
         raise ConfigError("analytic.kappa_sweep.tol must be > 0, e.g. 1.0e-6")
-    from pipeline.theory import LECTURE_FUNCTIONS
+    from pipeline.core.theory import LECTURE_FUNCTIONS
 
     unknown = [f for f in a["convexity"]["functions"] if f not in LECTURE_FUNCTIONS]
     if unknown:
@@ -87,7 +89,7 @@ def validate(a: Mapping[str, Any]) -> None:
 
 def gd_paths(c: Mapping[str, Any], seed: int) -> Study:
     """Claim 1: the GD path per learning rate on each quadratic, and the predicted behaviour."""
-    from pipeline.lecture import study_gd_paths
+    from pipeline.core.studies import study_gd_paths
 
     figs, table = study_gd_paths(c)
     st = Study(str(c["study"]), "Claim 1 — the learning rate", table)
@@ -108,9 +110,10 @@ def gd_paths(c: Mapping[str, Any], seed: int) -> Study:
 
 def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
     """Claim 2: GD iterations to ‖∇f‖ ≤ tol against κ, raw vs whitened; the log–log slope."""
-    from pipeline.lecture import study_kappa_sweep
+    from pipeline.core.studies import study_kappa_sweep
+    from pipeline.data.datasets import load_dataset
 
-    table = study_kappa_sweep(c, seed)
+    table = study_kappa_sweep(c, load_dataset, seed)
     st = Study(str(c["study"]), "Claim 2 — condition number and whitening", table)
     ids = [str(p.get("id") or p["name"]) for p in c["preprocess"]]
     raw = table[table["preprocess"] == ids[0]]
@@ -129,10 +132,11 @@ def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
 
 def convexity(c: Mapping[str, Any], seed: int) -> Study:
     """Claim 3: λ_min of the Hessian on the exercise functions' grid and of each model on real data."""
-    from pipeline.lecture import study_convexity_functions, study_convexity_models
+    from pipeline.core.studies import study_convexity_functions, study_convexity_models
+    from pipeline.data.datasets import load_dataset
 
     maps, ftab = study_convexity_functions(c)
-    table = pd.concat([ftab, study_convexity_models(c, seed)], ignore_index=True)
+    table = pd.concat([ftab, study_convexity_models(c, load_dataset, seed)], ignore_index=True)
     st = Study(str(c["study"]), "Claim 3 — convexity", table)
     titles = []
     for i, (label, gx, gy, lam) in enumerate(maps):
@@ -157,7 +161,7 @@ def _metric_name(key: str) -> str:
 
 def write_study(root: Path, st: Study, seconds: float) -> Path:
     """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole."""
-    from pipeline.writer import npz_writer, replace_dir, write_json, write_text
+    from pipeline.store.writer import npz_writer, replace_dir, write_json, write_text
 
     dest = root / st.name
     with replace_dir(dest) as new:
@@ -170,7 +174,7 @@ def write_study(root: Path, st: Study, seconds: float) -> Path:
 
 def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
     """One MLflow run per study (experiment = its name) with params, metrics and its files."""
-    from pipeline.tracking import Tracker, flatten, git_commit
+    from pipeline.tracking.mlflow import Tracker, flatten, git_commit
 
     tracker = Tracker(cfg["mlflow"])
     run_id = tracker.start_run(st.name, "analytic", {"curvlab.kind": "analytic-study",
@@ -189,8 +193,8 @@ def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
 
 def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
     """Compute every selected study, then write and log them; returns their folders."""
-    from pipeline.runs import project_path
-    from pipeline.writer import check_writable
+    from pipeline.config.paths import project_path
+    from pipeline.store.writer import check_writable
 
     a = cfg["analytic"]
     validate(a)
@@ -226,6 +230,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_cli
+    from pipeline.cli.entry import run_cli
 
     run_cli(PROG, main, AnalyticConfig)

@@ -18,20 +18,20 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import check_boundary, register_configs
-from pipeline.errors import CurvlabError, DataError
-from pipeline.runs import (
-    JobContext,
-    job_context,
+from pipeline.cli.entry import run_entry
+from pipeline.config.checks import check_boundary
+from pipeline.config.paths import project_path
+from pipeline.config.schemas import register_configs
+from pipeline.core.errors import CurvlabError, DataError
+from pipeline.store.rundir import (
     load_prepared_for,
-    project_path,
     read_json,
     read_run_config,
     read_weights,
     run_dir,
-    run_entry,
 )
-from pipeline.writer import csv_text, json_text, update_dir
+from pipeline.store.writer import csv_text, json_text, update_dir
+from pipeline.tracking.sweep import JobContext, job_context
 
 PROG = "evaluate"
 
@@ -70,7 +70,7 @@ def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
 
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
-    from pipeline.objective import run_objective
+    from pipeline.spec import run_objective
 
     ctx = ctx or JobContext()
     check_boundary(cfg)
@@ -124,7 +124,7 @@ def log_to_mlflow(cfg: DictConfig, run_id: str | None, result: dict[str, Any], o
         return
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import Tracker
+    from pipeline.tracking.mlflow import Tracker
 
     tracker = Tracker(OmegaConf.to_container(cfg.mlflow, resolve=True))  # type: ignore[arg-type]
     try:
@@ -148,7 +148,7 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_cli
-    from pipeline.config import EvaluateConfig
+    from pipeline.cli.entry import run_cli
+    from pipeline.config.schemas import EvaluateConfig
 
     run_cli(PROG, main, EvaluateConfig)

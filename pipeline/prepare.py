@@ -3,7 +3,7 @@
     python -m pipeline.prepare data=mnist preprocess=whiten
 
 Writes ``<paths.prepared_dir>/<data.id>-<preprocess.id>.npz`` + ``.json`` (see
-``pipeline/prepared.py``) atomically and prints one summary line. Bad input: one line on stderr,
+``pipeline/store/prepared.py``) atomically and prints one summary line. Bad input: one line on stderr,
 exit status 2, nothing written.
 """
 
@@ -19,21 +19,23 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.config import as_kwargs, check_boundary, check_name, register_configs
-from pipeline.data.catalog import complete
-from pipeline.data.datasets import load_dataset, validate_data_config
-from pipeline.data.split import check_val_fraction, validation_split
-from pipeline.errors import ConfigError, user_errors_exit
-from pipeline.prepared import prepared_path, prepared_stem, preprocess_id, save_prepared
-from pipeline.preprocessing import Transform, fit_preprocess, validate_preprocess_config
-from pipeline.whitening import (
+from pipeline.cli.entry import user_errors_exit
+from pipeline.config.checks import check_boundary, check_name
+from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.core.errors import ConfigError
+from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
+from pipeline.core.whitening import (
     condition_number,
     condition_number_nonzero,
     numerical_rank,
     second_moment,
     spectrum,
 )
-from pipeline.writer import check_writable
+from pipeline.data.catalog import complete
+from pipeline.data.datasets import load_dataset, validate_data_config
+from pipeline.data.split import check_val_fraction, validation_split
+from pipeline.store.prepared import prepared_path, prepared_stem, preprocess_id, save_prepared
+from pipeline.store.writer import check_writable
 
 
 def hessian_after(transform: Transform, C_aug: np.ndarray) -> np.ndarray:
@@ -181,7 +183,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_cli
-    from pipeline.config import PrepareConfig
+    from pipeline.cli.entry import run_cli
+    from pipeline.config.schemas import PrepareConfig
 
     run_cli("prepare", main, PrepareConfig)

@@ -3,8 +3,8 @@
     python -m pipeline.reference experiment=default_softmax preprocess=none
 
 The overrides name a run exactly as for ``train`` (data, preprocess, model, presets); the stage
-loads the prepared data they name, builds that run's objective (``pipeline.objective``), minimizes
-it with damped Newton to ‖∇f‖ ≤ ``reference.tol`` (``pipeline.optima.solve``: it stops on the
+loads the prepared data they name, builds that run's objective (``pipeline.spec``), minimizes
+it with damped Newton to ‖∇f‖ ≤ ``reference.tol`` (``pipeline.core.optima.solve``: it stops on the
 tolerance and ``reference.max_iter`` only, never on wall-clock time) and writes
 ``<paths.reference_dir>/<objective id>.json``. With ``preprocess.penalty_space=input`` every
 preprocessing of a data set has the same objective id, so one solve serves all of them; for each
@@ -27,16 +27,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import (
-    ReferenceConfig,
-    as_kwargs,
-    check_boundary,
-    check_name,
-    register_configs,
-)
-from pipeline.errors import ConfigError, DataError, user_errors_exit
-from pipeline.runs import check_model_fits_data, group_id, load_prepared_for, project_path
-from pipeline.writer import check_writable, write_json
+from pipeline.cli.entry import user_errors_exit
+from pipeline.config.checks import check_boundary, check_name
+from pipeline.config.paths import project_path
+from pipeline.config.schemas import ReferenceConfig, as_kwargs, register_configs
+from pipeline.core.errors import ConfigError, DataError
+from pipeline.spec import group_id
+from pipeline.store.rundir import check_model_fits_data, load_prepared_for
+from pipeline.store.writer import check_writable, write_json
 
 PROG = "reference"
 NONCONVEX = ("logistic_mse",)  # no global optimum to certify
@@ -45,7 +43,7 @@ SAME_F_RTOL = 1.0e-9  # f at w* mapped into kappa_in coordinates vs f*: rounding
 
 def validate(cfg: Any) -> None:
     """The reference options, checked before any work (a one-line ConfigError naming the key)."""
-    from pipeline.optimizers import PRECONDITIONERS
+    from pipeline.core.solvers import PRECONDITIONERS
 
     r = cfg.reference
     if not (r.tol > 0):
@@ -64,7 +62,7 @@ def validate(cfg: Any) -> None:
 
 def _other_coordinates(cfg: Any, pre_id: str) -> DictConfig:
     """The run config with the preprocessing of ``<data.id>-<pre_id>`` (from that file's facts)."""
-    from pipeline.prepared import prepared_path
+    from pipeline.store.prepared import prepared_path
 
     facts_path = prepared_path(project_path(cfg.paths.prepared_dir), cfg.data, {"id": pre_id}).with_suffix(".json")
     try:
@@ -82,9 +80,9 @@ def _other_coordinates(cfg: Any, pre_id: str) -> DictConfig:
 
 def reference(cfg: DictConfig) -> dict[str, Any]:
     """Solve the run's objective to the reference tolerance and write its JSON; returns the record."""
-    from pipeline.objective import objective_id, run_objective
-    from pipeline.optima import curvature, map_weights, solve
-    from pipeline.prepared import file_sha256
+    from pipeline.core.optima import curvature, map_weights, solve
+    from pipeline.spec import objective_id, run_objective
+    from pipeline.store.prepared import file_sha256
 
     check_boundary(cfg)
     validate(cfg)
@@ -160,7 +158,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_cli
+    from pipeline.cli.entry import run_cli
 
     run_cli(PROG, main, ReferenceConfig)
 

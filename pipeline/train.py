@@ -18,23 +18,17 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import apply_budget, as_kwargs, register_configs, validate_train_config
-from pipeline.errors import NumericalError
-from pipeline.optimizers import HISTORY_KEYS as HISTORY_COLUMNS
-from pipeline.optimizers import SGD_KEYS, check_sgd_options
-from pipeline.prepared import file_sha256
-from pipeline.progress import IterationBar, show_progress
-from pipeline.runs import (
-    JobContext,
-    check_model_fits_data,
-    group_id,
-    job_context,
-    load_prepared_for,
-    record_trial,
-    run_dir,
-    run_entry,
-)
-from pipeline.writer import (
+from pipeline.cli.entry import run_entry
+from pipeline.cli.progress import IterationBar, show_progress
+from pipeline.config.checks import apply_budget, validate_train_config
+from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.core.errors import NumericalError
+from pipeline.core.solvers import HISTORY_KEYS as HISTORY_COLUMNS
+from pipeline.core.solvers import SGD_KEYS, check_sgd_options
+from pipeline.spec import group_id
+from pipeline.store.prepared import file_sha256
+from pipeline.store.rundir import check_model_fits_data, load_prepared_for, run_dir
+from pipeline.store.writer import (
     check_writable,
     replace_dir,
     write_csv,
@@ -42,6 +36,7 @@ from pipeline.writer import (
     write_npz,
     write_text,
 )
+from pipeline.tracking.sweep import JobContext, job_context, record_trial
 
 PROG = "train"
 OPTIMIZER_OPTIONS = ("lr", "max_iter", "tol", "time_budget_s", "line_search", "armijo_c",
@@ -56,9 +51,9 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Validate, fit, save and track one run (in ``out_dir``, default the run directory its config
     names); returns the metrics dict (raises CurvlabError)."""
-    from pipeline.objective import objective_id, run_objective
-    from pipeline.optimizers import minimize
-    from pipeline.tracking import Tracker, flatten, git_commit
+    from pipeline.core.solvers import minimize
+    from pipeline.spec import objective_id, run_objective
+    from pipeline.tracking.mlflow import Tracker, flatten, git_commit
 
     ctx = ctx or JobContext()
     apply_budget(cfg, ctx.overrides)  # the study's budget for this optimizer (the command line wins)
@@ -139,7 +134,7 @@ def summarize(cfg: DictConfig, objective: Any, dataset: Any, result: Any,
               fit_intercept: bool, seconds: float, run_id: str | None,
               val: tuple[np.ndarray, np.ndarray] | None = None, objective_name: str | None = None) -> dict[str, Any]:
     """The metrics.json fields of docs/architecture.md (val_* from the validation split, if any;
-    ``objective`` = ``pipeline.objective.objective_id`` of the run)."""
+    ``objective`` = ``pipeline.spec.objective_id`` of the run)."""
     has_val = val is not None
     X_val, y_val = val if val is not None else (None, None)
     score_test = bool(cfg.get("score_test", True))
@@ -184,7 +179,7 @@ def save_run(out_dir: Path, cfg: DictConfig, objective: Any, result: Any, metric
     """Replace the run folder as a whole with config.yaml, history.csv, weights.npz, metrics.json.
 
     The old folder (and its evaluation.json/confusion.csv, which describe the old weights) stays
-    untouched until the new one is complete (``pipeline.writer.replace_dir``).
+    untouched until the new one is complete (``pipeline.store.writer.replace_dir``).
     """
     w = np.asarray(result.w)
     if not np.all(np.isfinite(w)):  # the optimizer contract says never; do not save NaN weights
@@ -218,7 +213,7 @@ def main(cfg: DictConfig) -> int | float | None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run_cli
-    from pipeline.config import TrainConfig
+    from pipeline.cli.entry import run_cli
+    from pipeline.config.schemas import TrainConfig
 
     run_cli(PROG, main, TrainConfig)

@@ -19,9 +19,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipeline.errors import CurvlabError, DataError, report_and_exit
-from pipeline.runs import JobContext, project_path, read_json
-from pipeline.writer import write_csv, write_json
+from pipeline.cli.entry import report_and_exit
+from pipeline.config.paths import project_path
+from pipeline.core.errors import CurvlabError, DataError
+from pipeline.store.rundir import read_json
+from pipeline.store.writer import write_csv, write_json
+from pipeline.tracking.sweep import JobContext
 
 try:
     from hydra.experimental.callback import Callback

@@ -97,8 +97,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # the schema each stage's ``__main__`` hands to run_cli (it names config keys in error lines)
-_STAGE_SCHEMAS = {"train": ("pipeline.config", "TrainConfig"), "evaluate": ("pipeline.config", "EvaluateConfig"),
-                  "prepare": ("pipeline.config", "PrepareConfig"), "reference": ("pipeline.config", "ReferenceConfig"),
+_STAGE_SCHEMAS = {"train": ("pipeline.config.schemas", "TrainConfig"), "evaluate": ("pipeline.config.schemas", "EvaluateConfig"),
+                  "prepare": ("pipeline.config.schemas", "PrepareConfig"), "reference": ("pipeline.config.schemas", "ReferenceConfig"),
                   "analytic": ("pipeline.analytic", "AnalyticConfig"), "report": ("pipeline.report", "ReportConfig")}
 
 
@@ -108,8 +108,7 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
     """``stage_cli(prog, *args) -> (exit status, stdout, stderr)``: ``python -m pipeline.<prog> args`` in-process."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-
-    from pipeline.cli import run_cli
+    from pipeline.cli.entry import run_cli
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.losses import make_objective
-from pipeline.optimizers import minimize
+from pipeline.core.objectives import make_objective
+from pipeline.core.solvers import minimize
 
 PINNED = ("iteration", "loss", "grad_norm", "step_size")
 

@@ -1,7 +1,7 @@
 """Bad inputs and faults (issue 10): every one ends in ONE ``prog: error:`` line with its exit status,
 and every earlier result is byte-identical afterwards (snapshot, act, compare).
 
-The commands run in-process through ``pipeline.cli.run_cli`` (the same path as ``python -m
+The commands run in-process through ``pipeline.cli.entry.run_cli`` (the same path as ``python -m
 pipeline.<stage>``) on a tiny synthetic regression; signals and the ``python -m`` path itself run
 as subprocesses. Disk-full and read-only file systems use small tmpfs mounts (root only).
 """
@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from pipeline.config.schemas import as_kwargs, register_configs
 from repo_copy import REPO_ROOT, env_for
-
-from pipeline.config import as_kwargs, register_configs
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
@@ -138,7 +137,7 @@ def test_1_retrain_on_a_full_disk_keeps_the_old_run_and_its_evaluation(work: Pat
 
 
 def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: object) -> None:
-    from pipeline.reporting.runs import gather_mlflow
+    from pipeline.reporting.gather import gather_mlflow
 
     p = paths(work)
     ids = []
@@ -321,7 +320,7 @@ def test_7_report_skips_damaged_runs_and_lists_them(work: Path, trained: Path, t
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     import shutil
 
-    from pipeline.reporting.runs import gather_dirs, warn_skipped
+    from pipeline.reporting.gather import gather_dirs, warn_skipped
 
     exp = tmp_path / "experiments"
     shutil.copytree(trained, exp / "t" / RUN)
@@ -435,9 +434,9 @@ def test_9_plus_keys_outside_the_schema_are_refused(work: Path, cli: object, tra
 
 
 def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object) -> None:
-    from pipeline.objective import run_objective
-    from pipeline.prepared import load_prepared
-    from pipeline.runs import read_run_config, read_weights
+    from pipeline.spec import run_objective
+    from pipeline.store.prepared import load_prepared
+    from pipeline.store.rundir import read_run_config, read_weights
 
     code, _, err = cli("train", *TINY, "study=div", "optimizer.lr=1.0e9", "mlflow.enabled=false", *paths(work))  # type: ignore[operator]
     assert code == 2 and "diverged" in one_error_line(err, "train")

@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from pipeline.config.checks import validate_train_config
+from pipeline.config.schemas import register_configs
 from repo_copy import REPO_ROOT, run_cmd
 
-from pipeline.config import register_configs, validate_train_config
-from pipeline.errors import ConfigError
-from pipeline.runs import name_suffix, run_dir, run_name
+from pipeline.core.errors import ConfigError
+from pipeline.spec import name_suffix, run_name
+from pipeline.store.rundir import run_dir
 
 CONF = REPO_ROOT / "conf"
 GROUPS = ("data", "preprocess", "model", "optimizer", "experiment")
@@ -55,7 +57,7 @@ def test_every_group_option_composes_and_validates(app: str, group: str) -> None
 
 def _budgeted(overrides: list[str]) -> OmegaConf:
     """The train config as train() runs it: composed, then the preset's budget for its optimizer."""
-    from pipeline.config import apply_budget
+    from pipeline.config.checks import apply_budget
 
     cfg = compose_app("train", overrides)
     apply_budget(cfg, overrides)
@@ -88,7 +90,7 @@ def test_every_preset_budget_names_real_optimizer_keys() -> None:
 
 
 def test_a_bad_budget_is_one_config_error_naming_it() -> None:
-    from pipeline.config import apply_budget
+    from pipeline.config.checks import apply_budget
 
     cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd.max_iters=3"])
     with pytest.raises(ConfigError, match=r"budgets\.gd\.max_iters: unknown optimizer key"):

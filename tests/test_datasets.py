@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import ConfigError
 from pipeline.data.catalog import complete
 from pipeline.data.datasets import load_dataset, validate_data_config
 from pipeline.data.idxsets import load_mnist
-from pipeline.errors import ConfigError
 
 SYNTH = {
     "name": "synthetic_regression",

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from pipeline.config.schemas import register_configs
 from repo_copy import REPO_ROOT, copy_repo, run_cmd
 
-from pipeline.config import register_configs
-from pipeline.runs import run_name
+from pipeline.spec import run_name
 
 
 def _dvc_yaml() -> dict:
@@ -184,7 +184,7 @@ def _objective_of(cfg: Any) -> str:
     """The objective id of a composed run config (the transform's part of it from the preprocess config)."""
     from types import SimpleNamespace
 
-    from pipeline.objective import objective_id
+    from pipeline.spec import objective_id
 
     pre = cfg.preprocess
     stand_in = SimpleNamespace(kind=pre.name, penalty_space=pre.penalty_space,

@@ -12,7 +12,7 @@ import pytest
 from dvc_stages import Stage, affected_stages, check_stages, expand_stages
 from repo_copy import REPO_ROOT, copy_repo, run_cmd
 
-TOUCHED_MODULE = "pipeline/losses.py"
+TOUCHED_MODULE = "pipeline/core/objectives.py"
 TOUCHED_CONF = "conf/model/softmax.yaml"  # its l2 value is changed
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import DataError
 from pipeline.data.idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_idx
-from pipeline.errors import DataError
 
 
 def idx_bytes(arr: np.ndarray, type_code: int = 0x08) -> bytes:

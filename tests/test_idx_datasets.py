@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from repo_copy import REPO_ROOT, run_cmd
 
+from pipeline.core.errors import DataError
 from pipeline.data import idxsets
 from pipeline.data.catalog import data_config
 from pipeline.data.datasets import load_dataset
-from pipeline.errors import DataError
 
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot"]
@@ -177,11 +177,11 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
 
     All 60000 images; 3 damped Newton-CG steps keep the test short (the converged run, 10 steps, gives 0.836)."""
     from hydra import compose, initialize_config_dir
+    from pipeline.config.schemas import as_kwargs, register_configs
 
-    from pipeline.config import as_kwargs, register_configs
     from pipeline.evaluate import evaluate
     from pipeline.prepare import prepare
-    from pipeline.runs import prepared_path, run_dir
+    from pipeline.store.rundir import prepared_path, run_dir
     from pipeline.train import train
 
     register_configs()
@@ -202,7 +202,7 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
     assert min(ev["per_class_accuracy"]) == ev["per_class_accuracy"][FASHION_NAMES.index("Shirt")]  # the hard one
     # the report's Fashion-MNIST section (report.accuracy_data): the run against the published 84 %, classes by name
     from pipeline.reporting.build import Builder
-    from pipeline.reporting.runs import gather_dirs
+    from pipeline.reporting.gather import gather_dirs
 
     b = Builder(tmp_path / "rep", {"report": {}, "paths": {"prepared_dir": str(tmp_path / "prepared")}})
     b.data_set_accuracy(gather_dirs(tmp_path / "exp"), "fashion-mnist")

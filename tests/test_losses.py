@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import expit, logsumexp
 
-from pipeline.errors import ConfigError, DataError, NumericalError
-from pipeline.losses import MSE_LOGISTIC_CURVATURE, make_objective
+from pipeline.core.errors import ConfigError, DataError, NumericalError
+from pipeline.core.objectives import MSE_LOGISTIC_CURVATURE, make_objective
 
 MODELS = ["linear", "logistic", "logistic_mse", "softmax"]
 
@@ -33,7 +33,7 @@ def _obj(model: str, fit_intercept: bool = True, dtype=np.float64, l2: float = 0
 
 
 def _reference_value(model: str, X, y, W, b, l2: float) -> float:
-    """Independent, naive implementation of each objective (no shared code with pipeline.losses)."""
+    """Independent, naive implementation of each objective (no shared code with pipeline.core.objectives)."""
     n = X.shape[0]
     z = X @ W + b
     if model == "linear":
@@ -121,7 +121,7 @@ def test_dense_hessian_symmetric_matches_hvp_and_diagonal(model, fit_intercept):
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_row_blocked_hvp_equals_dense_hessian_product(model, fit_intercept, monkeypatch):
     """The Hessian-vector product runs over blocks of rows; blocks of 7 (the last one ragged) give H v."""
-    import pipeline.losses as losses
+    import pipeline.core.objectives as losses
 
     obj = _obj(model, fit_intercept)
     rng = np.random.default_rng(5)
@@ -155,7 +155,7 @@ def test_logistic_mse_hessian_is_indefinite_for_confident_mistakes():
     obj = make_objective("logistic_mse", X, y, l2=0.0, fit_intercept=True)
     w_good = make_objective("logistic", X, y, l2=1e-2).init("zeros")
     # steepest 'wrong' direction: flip the sign of a classifier that fits the data
-    from pipeline.optimizers import minimize
+    from pipeline.core.solvers import minimize
 
     fit = minimize(make_objective("logistic", X, y, l2=1e-2), w_good, "newton", tol=1e-10)
     ev = np.linalg.eigvalsh(obj.hessian(-3.0 * fit.w))
@@ -259,7 +259,7 @@ def test_bad_input_raises_one_line_curvlab_error(call, err):
 
 
 def test_dense_hessian_refused_when_too_big(monkeypatch):
-    import pipeline.losses as L
+    import pipeline.core.objectives as L
 
     monkeypatch.setattr(L, "DENSE_HESSIAN_MAX_PARAMS", 5)
     obj = _obj("softmax")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import DataError
 from pipeline.data import idxsets
 from pipeline.data.catalog import data_config
 from pipeline.data.idxsets import load_mnist, mnist_spec
-from pipeline.errors import DataError
 
 MNIST = mnist_spec()
 FILES = MNIST.names

@@ -1,5 +1,5 @@
 """The shared iteration loop: same histories as the per-method loops it replaced, and the
-``passes`` cost axis counted as documented in pipeline/optimizers.py."""
+``passes`` cost axis counted as documented in pipeline/core/solvers/__init__.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from optimizer_cases import PINNED, cases, run_case
 
-from pipeline.optimizers import HISTORY_KEYS, minimize
+from pipeline.core.solvers import HISTORY_KEYS, minimize
 
 PINNED_FILE = Path(__file__).parent / "data" / "optimizer_histories.json"
 GOLDEN = json.loads(PINNED_FILE.read_text(encoding="utf-8"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.losses import make_objective
-from pipeline.optimizers import HISTORY_KEYS, damped_newton_step, minimize, pcg
+from pipeline.core.errors import ConfigError
+from pipeline.core.objectives import make_objective
+from pipeline.core.solvers import HISTORY_KEYS, damped_newton_step, minimize, pcg
 
 
 def _linear(n=200, d=6, seed=0, l2=1e-2, fit_intercept=True):

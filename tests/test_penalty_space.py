@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from pipeline.config.schemas import as_kwargs, register_configs
 from repo_copy import REPO_ROOT
 
-from pipeline.config import as_kwargs, register_configs
+from pipeline.core.objectives import make_objective
+from pipeline.core.solvers import minimize
+from pipeline.core.transforms import Transform, fit_preprocess
 from pipeline.data.datasets import load_dataset
-from pipeline.losses import make_objective
-from pipeline.objective import run_objective
-from pipeline.optimizers import minimize
 from pipeline.prepare import prepare
-from pipeline.preprocessing import Transform, fit_preprocess
-from pipeline.runs import prepared_path
+from pipeline.spec import run_objective
+from pipeline.store.rundir import prepared_path
 from pipeline.train import train
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")
@@ -128,8 +128,8 @@ def test_transform_round_trip_keeps_penalty_space_and_old_files_are_refused() ->
 
 
 def test_dropping_data_directions_is_refused_under_input_penalty() -> None:
-    from pipeline.errors import ConfigError
-    from pipeline.preprocessing import validate_preprocess_config
+    from pipeline.core.errors import ConfigError
+    from pipeline.core.transforms import validate_preprocess_config
 
     for key, val in (("rel_threshold", 1.0e-6), ("n_components", 3), ("explained_variance", 0.9)):
         with pytest.raises(ConfigError, match=f"preprocess.{key}=.*penalty_space=transformed"):

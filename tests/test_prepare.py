@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.core.errors import DataError
+from pipeline.core.transforms import WHITEN_DEFAULTS
 from pipeline.data.datasets import load_dataset
-from pipeline.errors import DataError
 from pipeline.prepare import prepare
-from pipeline.prepared import load_prepared, prepared_path
-from pipeline.preprocessing import WHITEN_DEFAULTS
+from pipeline.store.prepared import load_prepared, prepared_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTH = {
@@ -217,11 +217,11 @@ def test_cli_wrong_type_is_rejected_by_hydra(tmp_path: Path) -> None:
 def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from pipeline.config.schemas import as_kwargs, register_configs
 
-    from pipeline.config import as_kwargs, register_configs
+    from pipeline.core.transforms import validate_preprocess_config
     from pipeline.data.datasets import validate_data_config
-    from pipeline.prepared import prepared_stem
-    from pipeline.preprocessing import validate_preprocess_config
+    from pipeline.store.prepared import prepared_stem
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.preprocessing import (
+from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.transforms import (
     WHITEN_DEFAULTS,
     Transform,
     fit_preprocess,

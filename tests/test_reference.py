@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from pipeline.config.schemas import as_kwargs, register_configs
 from repo_copy import run_cmd
-
-from pipeline.config import as_kwargs, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -106,7 +105,7 @@ def independent(mnist_work: Path) -> dict[str, Any]:
     """w* from scikit-learn (C = 1/(λ n)), then polished by Newton steps on the formulas above."""
     from sklearn.linear_model import LogisticRegression
 
-    from pipeline.prepared import load_prepared
+    from pipeline.store.prepared import load_prepared
 
     ds, _, _ = load_prepared(mnist_work / "prepared" / "r3v8-none.npz")
     X, y = ds.X_train, ds.y_train.astype(np.float64)
@@ -139,8 +138,8 @@ def cli(stage_cli: Any) -> Any:
 
 def test_reference_file_f_star_and_kappa_against_independent_solver(
         mnist_work: Path, solved_raw: dict[str, Any], independent: dict[str, Any]) -> None:
-    from pipeline.prepared import load_prepared
-    from pipeline.reporting.reference import load_references
+    from pipeline.store.prepared import load_prepared
+    from pipeline.store.references import load_references
 
     rec = solved_raw
     ref_dir = mnist_work / "ref_none"
@@ -242,9 +241,9 @@ def test_two_solves_are_bit_identical_and_ignore_the_clock(mnist_work: Path, mon
     when the clock jumps by hours between its readings (the solve stops on tol and max_iter only)."""
     import time
 
-    from pipeline.losses import make_objective
-    from pipeline.optima import solve
-    from pipeline.prepared import load_prepared
+    from pipeline.core.objectives import make_objective
+    from pipeline.core.optima import solve
+    from pipeline.store.prepared import load_prepared
 
     ds, _, _ = load_prepared(mnist_work / "prepared" / "r3v8-none.npz")
     X = ds.X_train.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(ds.X_train), -1)
@@ -268,7 +267,7 @@ def test_two_solves_are_bit_identical_and_ignore_the_clock(mnist_work: Path, mon
 
 
 def test_max_iter_reached_is_written_with_a_warning_and_not_certified(mnist_work: Path, cli: Any) -> None:
-    from pipeline.reporting.reference import load_references
+    from pipeline.store.references import load_references
 
     ref = mnist_work / "ref_capped"
     code, out, err = cli(*DATA, "preprocess=none", "reference.max_iter=1", "reference.tol=1.0e-13",
@@ -299,7 +298,7 @@ def test_max_iter_reached_is_written_with_a_warning_and_not_certified(mnist_work
 ])
 @pytest.mark.parametrize("shape", [(), (3,)])  # one output (binary / linear) or c = 3 classes
 def test_transformed_weights_inverts_input_weights(pre: dict[str, Any], shape: tuple[int, ...]) -> None:
-    from pipeline.preprocessing import fit_preprocess
+    from pipeline.core.transforms import fit_preprocess
 
     rng = np.random.default_rng(7)
     X = rng.normal(size=(80, 6)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0, 0.5]) + np.array([2.0, -1.0, 0.0, 5.0, 0.3, 1.0])
@@ -332,7 +331,7 @@ def test_transformed_weights_inverts_input_weights(pre: dict[str, Any], shape: t
 
 def test_transformed_weights_of_a_dropping_whitening_is_the_least_squares_inverse() -> None:
     """Dropping directions (penalty_space=transformed): W ↦ W_x ↦ W is still exact (A has full row rank)."""
-    from pipeline.preprocessing import fit_preprocess
+    from pipeline.core.transforms import fit_preprocess
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(60, 8))
@@ -376,7 +375,7 @@ def synth_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(synth_work: Path, cli: Any, args: list[str],
                                                           words: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.optima
+    import pipeline.core.optima
 
     ref = synth_work / "ref"
     ok = synth_work / "ref_ok"
@@ -385,7 +384,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synth_work: Path, cli:
         assert code == 0, err
     before = _snapshot(synth_work)
     solves: list[Any] = []
-    monkeypatch.setattr(pipeline.optima, "solve", lambda *a, **k: solves.append(a) or pytest.fail("solved"))
+    monkeypatch.setattr(pipeline.core.optima, "solve", lambda *a, **k: solves.append(a) or pytest.fail("solved"))
     code, out, err = cli(*SYNTH, *args, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ref}")
     lines = _error_lines(err)
     assert code == 2 and len(lines) == 1, (code, err)
@@ -416,7 +415,7 @@ def test_objective_id_names_what_changes_the_function() -> None:
     """One id per function of the raw inputs: the preprocessing is part of it only where it changes f."""
     from types import SimpleNamespace
 
-    from pipeline.objective import objective_id
+    from pipeline.spec import objective_id
 
     def oid(pre: str, space: str = "input", fit_intercept: bool = True, offset: float = 0.5,
             absorbs: bool = False) -> str:

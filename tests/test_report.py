@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import lecture
-from pipeline.errors import ConfigError, DataError
+from pipeline.core import studies as lecture
+from pipeline.core.errors import ConfigError, DataError
+from pipeline.data.datasets import load_dataset
 from pipeline.reporting import analysis
-from pipeline.reporting.reference import Reference
-from pipeline.reporting.runs import gather_dirs, load_confusion
+from pipeline.reporting.gather import gather_dirs, load_confusion
+from pipeline.store.references import Reference
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +41,7 @@ def compose_report_cfg(tmp: Path, *overrides: str) -> dict[str, Any]:
     from hydra import compose, initialize_config_dir
 
     import pipeline.report  # noqa: F401  (registers report_schema)
-    from pipeline.config import as_kwargs
+    from pipeline.config.schemas import as_kwargs
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("report", overrides=[*_paths(tmp), "mlflow.enabled=false", *overrides])
@@ -56,7 +57,7 @@ def _paths(tmp: Path) -> list[str]:
 def _compose(app: str, overrides: list[str]) -> Any:
     from hydra import compose, initialize_config_dir
 
-    from pipeline.config import register_configs
+    from pipeline.config.schemas import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -90,7 +91,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Iterat
 
 def _build_project(tmp: Path) -> Path:
     from pipeline.analytic import run_analytic
-    from pipeline.config import as_kwargs
+    from pipeline.config.schemas import as_kwargs
     from pipeline.evaluate import evaluate
     from pipeline.prepare import prepare
     from pipeline.reference import reference
@@ -191,8 +192,8 @@ def test_reference_optimum_matches_an_independent_solver(built: tuple[Path, dict
     """f* from the reference stage equals scipy's L-BFGS on the same (raw-pixel) objective."""
     from scipy.optimize import minimize as sp_minimize
 
-    from pipeline.losses import make_objective
-    from pipeline.prepared import load_prepared
+    from pipeline.core.objectives import make_objective
+    from pipeline.store.prepared import load_prepared
 
     rep, _ = built
     refs = pd.read_csv(rep / "tables" / "reference-optima.csv")
@@ -230,13 +231,13 @@ def test_the_report_solves_nothing_and_renders_what_the_files_say(built: tuple[P
     """With every optimizer call made to fail, a second build gives the same tables: the report only reads."""
     import shutil
 
-    import pipeline.optimizers
+    import pipeline.core.solvers
     from pipeline.report import run_report
 
     def refuse(*a: Any, **k: Any) -> None:
         raise AssertionError("the report stage must not minimize anything")
 
-    monkeypatch.setattr(pipeline.optimizers, "minimize", refuse)
+    monkeypatch.setattr(pipeline.core.solvers, "minimize", refuse)
     shutil.copytree(project / "experiments", tmp_path / "experiments")
     cfg = compose_report_cfg(tmp_path, "report.conditioning.data=mnist-t", f"report.headline_study={STUDY}")
     cfg["paths"]["prepared_dir"] = str(project / "prepared")
@@ -292,7 +293,7 @@ def test_first_reach_and_measured_rate_on_a_geometric_sequence() -> None:
 
 
 def _one_run(hist: pd.DataFrame, **extra: Any) -> Any:
-    from pipeline.reporting.runs import RunSet
+    from pipeline.reporting.gather import RunSet
 
     row = {"run_id": "s/r", "study": "s", "data": "d", "preprocess": "none", "model": "logistic",
            "optimizer": "gd", "objective": "d-logistic-l2=0", "l2": 0.0, "lr": 0.1, "status": "max_iter",
@@ -395,7 +396,7 @@ def test_kappa_sweep_whitening_takes_one_step() -> None:
            "data": {"name": "synthetic_regression", "id": "s", "n_samples": 400, "n_features": 5,
                     "noise": 0.1, "test_fraction": 0.2},
            "preprocess": [{"name": "none", "id": "none"}, {"name": "whiten", "id": "whiten", "lr": 1.0}]}
-    t = lecture.study_kappa_sweep(cfg)
+    t = lecture.study_kappa_sweep(cfg, load_dataset)
     raw, white = t[t["preprocess"] == "none"], t[t["preprocess"] == "whiten"]
     assert raw["kappa"].to_numpy() == pytest.approx([10.0, 1000.0], rel=1e-6)
     assert (raw["status"] == "converged").all()

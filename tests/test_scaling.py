@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pipeline.config.schemas import as_kwargs, register_configs
 from repo_copy import BIN, copy_repo, env_for, run_cmd
-
-from pipeline.config import as_kwargs, register_configs
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]
@@ -90,7 +89,7 @@ def test_a_failing_job_is_counted_under_every_launcher(repo: Path, launcher: str
 
 def test_a_job_finds_the_parent_in_the_sweep_folder_without_the_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.runs import sweep_parent_run_id
+    from pipeline.tracking.sweep import sweep_parent_run_id
 
     monkeypatch.delenv("CURVLAB_MLFLOW_PARENT_RUN_ID", raising=False)
     assert sweep_parent_run_id(str(tmp_path)) is None
@@ -205,7 +204,7 @@ def server(repo: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def server_sweep(repo: Path, server: str) -> dict[str, Any]:
     """A parallel sweep of six jobs (joblib, 2 workers) plus one evaluate, all logging to the server."""
-    from pipeline.tracking import _store_lock
+    from pipeline.tracking.mlflow import _store_lock
 
     lock = Path(_store_lock(f"sqlite:///{repo / 'mlflow.db'}").lock_file)
     lock.unlink(missing_ok=True)  # left by the SQLite sweeps above (filelock keeps the file)

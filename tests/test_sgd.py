@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.losses import make_objective
-from pipeline.optimizers import minibatch_smoothness, minimize, sgd_rate
+from pipeline.core.errors import ConfigError
+from pipeline.core.objectives import make_objective
+from pipeline.core.solvers import minibatch_smoothness, minimize, sgd_rate
 
 
 def _problem(model: str = "logistic", n: int = 1000, d: int = 8, seed: int = 0, l2: float = 1e-2):

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.losses import make_objective
-from pipeline.optimizers import minimize
+from pipeline.core.objectives import make_objective
+from pipeline.core.solvers import minimize
 
 sklearn_lm = pytest.importorskip("sklearn.linear_model")
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError, NumericalError
-from pipeline.losses import make_objective
-from pipeline.optimizers import minimize
-from pipeline.theory import (
+from pipeline.core.errors import ConfigError, NumericalError
+from pipeline.core.objectives import make_objective
+from pipeline.core.solvers import minimize
+from pipeline.core.theory import (
     LECTURE_FUNCTIONS,
     bowl,
     check_convexity,

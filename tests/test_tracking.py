@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pipeline.tracking.mlflow import Tracker, artifact_root, flatten, tracking_uri
+from pipeline.tracking.sweep import JobContext
 from test_train import SYNTH, ensure_prepared, make_cfg, read_history
 
-from pipeline import tracking
-from pipeline.errors import NumericalError
-from pipeline.runs import JobContext, run_dir
-from pipeline.tracking import Tracker, artifact_root, flatten, tracking_uri
+from pipeline.core.errors import NumericalError
+from pipeline.store.rundir import run_dir
+from pipeline.tracking.mlflow import mlflow as tracking
 from pipeline.train import train
 
 
@@ -108,7 +109,7 @@ def test_history_and_params_go_in_batches_within_mlflow_limits() -> None:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.config import register_configs
+    from pipeline.config.schemas import register_configs
 
     register_configs()
     return tmp_path_factory.mktemp("tracking")
@@ -171,7 +172,7 @@ def test_only_a_store_without_mlflow_tables_takes_the_schema_lock(tmp_path: Path
     import sqlite3
     from contextlib import nullcontext
 
-    from pipeline.tracking import _schema_ready
+    from pipeline.tracking.mlflow import _schema_ready
 
     db = tmp_path / "m.db"
     assert not _schema_ready(f"sqlite:///{db}")  # missing: the first job creates it under the lock

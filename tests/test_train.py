@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from pipeline.cli.progress import IterationBar, show_progress
+from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.tracking.sweep import JobContext
 from repo_copy import REPO_ROOT
 
-from pipeline.config import as_kwargs, register_configs
-from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
 from pipeline.prepare import prepare
-from pipeline.prepared import load_prepared
-from pipeline.progress import IterationBar, show_progress
-from pipeline.runs import JobContext, prepared_path, run_dir
+from pipeline.store.prepared import load_prepared
+from pipeline.store.rundir import prepared_path, run_dir
 from pipeline.train import HISTORY_COLUMNS, train
 
 METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
@@ -103,7 +104,7 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import confusion_matrix
 
-    from pipeline.losses import make_objective
+    from pipeline.core.objectives import make_objective
 
     l2 = 5.0e-2
     cfg = make_cfg(work, [f"data.root={mnist_dir}", "data=mnist", "data.n_train=1000", "data.n_test=500",

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_train import ensure_prepared, make_cfg, work  # noqa: F401  (fixture)
 
+from pipeline.core.errors import ConfigError
 from pipeline.data.split import check_val_fraction, validation_split
-from pipeline.errors import ConfigError
 from pipeline.prepare import prepare
-from pipeline.prepared import load_prepared
+from pipeline.store.prepared import load_prepared
 from pipeline.train import train
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 
+from pipeline.core.errors import ConfigError, NumericalError
+from pipeline.core.transforms import WHITEN_DEFAULTS, Transform, fit_preprocess
+from pipeline.core.whitening import condition_number, fit_whitening, n_keep, second_moment, spectrum
 from pipeline.data.datasets import load_dataset
-from pipeline.errors import ConfigError, NumericalError
 from pipeline.prepare import hessian_after
-from pipeline.preprocessing import WHITEN_DEFAULTS, Transform, fit_preprocess
-from pipeline.whitening import condition_number, fit_whitening, n_keep, second_moment, spectrum
 
 # the whitening mechanics (dropping directions, singular C); penalty_space=input: test_penalty_space.py
 WHITEN = {"name": "whiten", **WHITEN_DEFAULTS, "penalty_space": "transformed"}

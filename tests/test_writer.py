@@ -1,4 +1,4 @@
-"""pipeline.writer: files and folders change as a whole or not at all."""
+"""pipeline.store.writer: files and folders change as a whole or not at all."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import writer
-from pipeline.writer import WriteError, replace_dir, update_dir, write_group, write_json, write_npz
+from pipeline.store import writer
+from pipeline.store.writer import (
+    WriteError,
+    replace_dir,
+    update_dir,
+    write_group,
+    write_json,
+    write_npz,
+)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -27,7 +27,7 @@ class OptunaSweeper(_OptunaSweeper):
             parent = os.environ.get("CURVLAB_MLFLOW_PARENT_RUN_ID")
             config = getattr(self.sweeper, "config", None)
             if parent and config is not None and config.get("mlflow") is not None:
-                from pipeline.tracking import Tracker
+                from pipeline.tracking.mlflow import Tracker
 
                 Tracker(OmegaConf.to_container(config.mlflow, resolve=True)).end_run(parent, "FAILED")
             print("train: error: no trial of the study finished (every job failed, see the messages "

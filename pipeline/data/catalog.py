@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 SCHEMA_DEFAULTS = ("data_schema", "_self_")
 
@@ -57,7 +57,7 @@ def data_config(name: str) -> dict[str, Any]:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.config import DataConfig
+    from pipeline.config.schemas import DataConfig
 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(DataConfig), _load_yaml(name))

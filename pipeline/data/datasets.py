@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import ConfigError, DataError
 from pipeline.data.catalog import complete
 from pipeline.data.idxsets import SPLITS, IdxSpec, load_idx_set
-from pipeline.errors import ConfigError, DataError
 
 FORMATS = ("idx", "synthetic_regression")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError
+from pipeline.core.errors import DataError
 
 MAGIC_IMAGES = 2051
 MAGIC_LABELS = 2049

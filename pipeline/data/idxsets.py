@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import DataError
 from pipeline.data.catalog import data_config, known_files, project_root
 from pipeline.data.idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_bytes
-from pipeline.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train_images", "train_labels", "test_images", "test_labels")
 ENV_DATA_DIR = "CURVLAB_DATA_DIR"

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def check_val_fraction(value: Any) -> float:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.reporting.reference import Reference
-from pipeline.reporting.runs import RunSet
+from pipeline.reporting.gather import RunSet
+from pipeline.store.references import Reference
 
 NONCONVEX = ("logistic_mse",)  # no certified f*: shown as loss curves (claim 4)
 
@@ -56,7 +56,7 @@ def data_id_of(runs: RunSet, run_id: str) -> str:
 
 def prepared_file(runs: RunSet, run_id: str, prepared_dir: str | Path) -> Path:
     """The prepared ``.npz`` a run was trained on: ``<data.id>-<preprocess.id>.npz``."""
-    from pipeline.prepared import prepared_path
+    from pipeline.store.prepared import prepared_path
 
     return prepared_path(prepared_dir, {"id": data_id_of(runs, run_id)}, {"id": runs.runs.loc[run_id, "preprocess"]})
 

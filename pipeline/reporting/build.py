@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.prepared import prepared_path
 from pipeline.reporting import analysis, figures
+from pipeline.reporting.gather import RunSet, class_names, load_confusion, load_weights
 from pipeline.reporting.homework import homework
-from pipeline.reporting.reference import Reference, load_references, reference_table
 from pipeline.reporting.render import Section
-from pipeline.reporting.runs import RunSet, class_names, load_confusion, load_weights
+from pipeline.store.prepared import prepared_path
+from pipeline.store.references import Reference, load_references, reference_table
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
@@ -564,7 +564,7 @@ class Builder:
         npz = analysis.prepared_file(runs, rid, self.cfg["paths"]["prepared_dir"])
         if not npz.exists():
             return None, ""
-        from pipeline.preprocessing import Transform
+        from pipeline.core.transforms import Transform
 
         with np.load(npz, allow_pickle=False) as z:
             arrays = {k[len("transform/"):]: z[k] for k in z.files if k.startswith("transform/")}

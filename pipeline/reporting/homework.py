@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.reporting import figures
+from pipeline.reporting.gather import RunSet
 from pipeline.reporting.render import Section
-from pipeline.reporting.runs import RunSet
 
 STUDY = "hw3_sgd"
 COMPARE_STUDY = "default"  # the same objective (raw MNIST pixels, λ = 1e-4) for gd, sgd, newton_cg

@@ -82,8 +82,8 @@ def _shown(b: Block) -> pd.DataFrame:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Text written atomically (``pipeline.writer.write_text``)."""
-    from pipeline.writer import write_text
+    """Text written atomically (``pipeline.store.writer.write_text``)."""
+    from pipeline.store.writer import write_text
 
     write_text(path, text)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import ConfigError, NumericalError
+from pipeline.core.errors import ConfigError, NumericalError
 
 
 def second_moment(X: np.ndarray, augment: bool = False) -> np.ndarray:

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.errors import DataError
+from pipeline.core.transforms import Transform
 from pipeline.data.datasets import Dataset
-from pipeline.errors import DataError
-from pipeline.preprocessing import Transform
-from pipeline.writer import npz_writer, write_group
+from pipeline.store.writer import npz_writer, write_group
 
 _PREFIX = "transform/"
 _FACTS_DIGEST = "facts_sha256"  # SHA-256 of the .json written together with this .npz
@@ -60,7 +60,7 @@ def save_prepared(
     facts: Mapping[str, Any],
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Write the ``.npz`` and ``.json`` atomically as a pair (``pipeline.writer.write_group``);
+    """Write the ``.npz`` and ``.json`` atomically as a pair (``pipeline.store.writer.write_group``);
     ``extra`` arrays (the validation split ``X_val``, ``y_val``) are stored beside the splits."""
     npz = Path(path)
     js = npz.with_suffix(".json")

@@ -20,8 +20,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import linalg as spla
 
-from pipeline.errors import ConfigError, NumericalError
-from pipeline.losses import Objective
+from pipeline.core.errors import ConfigError, NumericalError
+from pipeline.core.objectives import Objective
 
 FloatArray = NDArray[np.float64]
 

@@ -34,7 +34,7 @@ from scipy.sparse import linalg as spla
 from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
-from pipeline.errors import ConfigError, DataError, NumericalError
+from pipeline.core.errors import ConfigError, DataError, NumericalError
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")
 DTYPES = {"float64": np.float64, "float32": np.float32}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.core.errors import ConfigError, DataError
 
 HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
 METRIC_KEYS = (
@@ -43,7 +43,7 @@ class RunSet:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from pipeline.runs import read_json
+    from pipeline.store.rundir import read_json
 
     return read_json(path, fix="rerun the stage that wrote it")
 
@@ -85,7 +85,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 def _check_weights(run_dir: Path) -> None:
     """A run's weights.npz and confusion.csv, when present, are readable (the report shows them)."""
     if (run_dir / "weights.npz").exists():
-        from pipeline.runs import read_weights
+        from pipeline.store.rundir import read_weights
 
         read_weights(run_dir / "weights.npz")
     load_confusion(run_dir)
@@ -251,7 +251,7 @@ def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
         with np.load(path, allow_pickle=False) as z:
             return {k: np.asarray(z[k]) for k in z.files}
     except Exception as err:  # noqa: BLE001 - damaged: one line naming the file
-        from pipeline.runs import damaged
+        from pipeline.store.rundir import damaged
 
         raise damaged(path, "unreadable weights", err) from None
 

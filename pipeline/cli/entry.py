@@ -28,9 +28,42 @@ import re
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from functools import wraps
+from typing import Any, NoReturn, TypeVar
 
-from pipeline.errors import EXIT_USER_ERROR, CurvlabError
+from pipeline.core.errors import EXIT_USER_ERROR, CurvlabError
+from pipeline.tracking.exits import run_exit_hooks
+from pipeline.tracking.sweep import JobContext, record_sweep_failure
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def report_and_exit(err: CurvlabError, prog: str = "curvlab") -> None:
+    """Print ``prog: error: <message>`` on one line to stderr and exit with status 2."""
+    msg = " ".join(str(err).split())
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def user_errors_exit(prog: str = "curvlab") -> Callable[[F], F]:
+    """Decorator for entry points: a CurvlabError becomes one stderr line and exit status 2; any
+    other exception one line too (``pipeline.cli.entry.exit_with``: 2 for OS/config errors, 1 for bugs)."""
+
+    def deco(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except CurvlabError as err:
+                report_and_exit(err, prog)
+            except Exception as err:  # noqa: BLE001 - one line, never a traceback
+                from pipeline.cli.entry import exit_with
+
+                exit_with(err, prog)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 EXIT_INTERNAL = 1
 
@@ -185,21 +218,6 @@ def interrupted_line(prog: str, signum: int) -> str:
             "marked KILLED and no result folder is half-written (rerun the command)")
 
 
-_ON_EXIT: list[Callable[[str], None]] = []
-
-
-def on_exit(hook: Callable[[str], None]) -> None:
-    """Call ``hook(status)`` when a command ends (FINISHED / FAILED / KILLED), e.g. to close the MLflow
-    runs of a sweep this process started (``pipeline.tracking`` registers itself when imported)."""
-    if hook not in _ON_EXIT:
-        _ON_EXIT.append(hook)
-
-
-def _ending(status: str) -> None:
-    for hook in _ON_EXIT:
-        hook(status)
-
-
 def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
     """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 130/143 (signal), 1 (bug)."""
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
@@ -210,18 +228,41 @@ def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None
         hydra_main()
     except SystemExit as ex:  # --help, or a stage that already printed its one line
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
-        _ending("FAILED" if code else "FINISHED")
+        run_exit_hooks("FAILED" if code else "FINISHED")
         raise
     except KeyboardInterrupt as ex:  # Interrupted (SIGINT/SIGTERM) or a plain Ctrl-C
-        _ending("KILLED")
+        run_exit_hooks("KILLED")
         signum = ex.signum if isinstance(ex, Interrupted) else int(signal.SIGINT)
         code, line = 128 + signum, interrupted_line(prog, signum)
     except Exception as ex:  # noqa: BLE001 - every way out is one line
         if _traceback_wanted(user_full_error):
             raise
-        _ending("FAILED")
+        run_exit_hooks("FAILED")
         code, what = describe(ex, prog, schema)
         line = f"{prog}: error: {what}"
     if line:
         print(line, file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def run_entry(prog: str, fn: Callable[[], Any], ctx: JobContext) -> int:
+    """Run a job body: in a single run, errors propagate to ``pipeline.cli.entry.run_cli`` (one line,
+    exit 2); in a sweep job, any error is one stderr line and a failure recorded for
+    ``SweepCallback`` so the other jobs keep going. SIGINT/SIGTERM raise ``Interrupted`` here too
+    (sweep workers are separate processes), so runs end KILLED and nothing is half-written."""
+    from pipeline.cli.entry import describe, exit_with, install_signal_handlers
+
+    install_signal_handlers()
+    try:
+        fn()
+    except Exception as err:  # noqa: BLE001 - a failed sweep job is a line, not a dead sweep
+        if not ctx.multirun:
+            exit_with(err, prog)  # one line and exit here: Hydra would add its own lines
+        _code, msg = describe(err, prog)
+        print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): {msg}", file=sys.stderr)
+        record_sweep_failure(ctx, msg)
+        return 2
+    return 0

@@ -7,12 +7,42 @@ the intercept is fitted unless the model has none or the transform already absor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from pipeline.losses import LinearModelObjective, make_objective
+from pipeline.core.objectives import LinearModelObjective, make_objective
+
+GROUPS = ("data", "preprocess", "model", "optimizer")
+# Overrides that change where or how a run is recorded, not what it computes: no name suffix.
+_NOT_IN_NAME = ("study", "progress", "fail_on_diverged", "run_dir", "paths.", "mlflow.", "hydra.",
+                "data.root", "experiment")
+_SAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
+
+
+def name_suffix(overrides: Sequence[str]) -> str:
+    """``,key=value`` for each non-group override that changes the result, sorted by key."""
+    parts: dict[str, str] = {}
+    for ov in overrides:
+        key, sep, value = str(ov).partition("=")
+        key = key.lstrip("+~")
+        if not sep or "/" in key or key in GROUPS or key.startswith(_NOT_IN_NAME):
+            continue
+        parts[key] = _SAFE.sub("_", value.strip().strip("'\""))
+    return "".join(f",{k}={parts[k]}" for k in sorted(parts))
+
+
+def group_id(node: Any) -> str:
+    """A group's short name: its ``id``, else its ``name``."""
+    return str(node.get("id") or node.get("name"))
+
+
+def run_name(cfg: Any, overrides: Sequence[str] = ()) -> str:
+    """``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` + the override suffix."""
+    parts = (cfg.data.id, group_id(cfg.preprocess), group_id(cfg.model), group_id(cfg.optimizer))
+    return "-".join(str(p) for p in parts) + name_suffix(overrides)
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:

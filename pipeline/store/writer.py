@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import CurvlabError
+from pipeline.core.errors import CurvlabError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

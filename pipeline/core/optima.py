@@ -1,6 +1,6 @@
 """Reference optima f* = min_w f(w): a tight damped Newton solve, and the curvature ∇²f(w*) there.
 
-Pure numerics on an ``Objective`` (``pipeline.losses``); the ``reference`` stage
+Pure numerics on an ``Objective`` (``pipeline.core.objectives``); the ``reference`` stage
 (``pipeline/reference.py``) builds the objective of a run and writes what these return.
 The solve stops on ‖∇f‖ ≤ tol and an iteration cap only, never on wall-clock time, so its result
 depends on the data and the settings, not on the machine's load.
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import linalg as sla
 
-from pipeline.optimizers import minimize
+from pipeline.core.solvers import minimize
 
 
 @dataclass(frozen=True)

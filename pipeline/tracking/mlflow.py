@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from pipeline.cli import on_exit
-from pipeline.errors import ConfigError, CurvlabError
-from pipeline.runs import PROJECT_ROOT, project_path, read_json
+from pipeline.config.paths import PROJECT_ROOT, project_path
+from pipeline.core.errors import ConfigError, CurvlabError
+from pipeline.store.rundir import read_json
+from pipeline.tracking.exits import on_exit
 
 T = TypeVar("T")
 PARENT_ENV = "CURVLAB_MLFLOW_PARENT_RUN_ID"
@@ -340,7 +341,7 @@ def close_open_sweeps(status: str) -> None:
             print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
 
 
-on_exit(close_open_sweeps)  # a command that ends with sweeps open ends them too (pipeline.cli.run_cli)
+on_exit(close_open_sweeps)  # a command that ends with sweeps open ends them too (pipeline.cli.entry.run_cli)
 
 
 # ------------------------------------------------------------------ Hydra multirun

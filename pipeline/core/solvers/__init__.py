@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg as sla
 
-from pipeline.errors import ConfigError, NumericalError
+from pipeline.core.errors import ConfigError, NumericalError
 
 METHODS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
 STATUSES = ("converged", "max_iter", "time_budget", "diverged", "stalled")

@@ -7,7 +7,6 @@ ConfigStore so that a misspelt key or a wrongly typed value is rejected before a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,7 +170,7 @@ class ReferenceOptions:
     max_iter: int = 100  # Newton steps
     dense_max: int = 2500  # dense Newton (and μ, L, κ at w*) up to this many parameters, else Newton-CG
     cg_max_iter: int = 500  # Newton-CG's inner iterations per step
-    preconditioner: str = "auto"  # Newton-CG's (pipeline.optimizers.minimize)
+    preconditioner: str = "auto"  # Newton-CG's (pipeline.core.solvers.minimize)
     kappa_in: list[str] = field(default_factory=list)  # other preprocess ids of the same data and
     #   objective whose coordinates get μ, L, κ at w* too (dense problems only)
 
@@ -201,198 +200,6 @@ def as_kwargs(node: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-
-
-def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
-    """Set ``optimizer.<key>`` from ``budgets.<optimizer.id>.<key>`` (the study's budget for this
-    optimizer), except the keys the command line sets (``optimizer.max_iter=7`` wins); in place."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import ValidationError
-
-    from pipeline.errors import ConfigError
-
-    budgets = cfg.get("budgets") or {}
-    opt_id = str(cfg.optimizer.get("id") or cfg.optimizer.name)
-    allowed = set(_fields(OptimizerConfig)) - {"name", "id"}
-    for oid, budget in budgets.items():
-        if not isinstance(budget, DictConfig | dict):
-            raise ConfigError(f"budgets.{oid}={budget!r} must map optimizer keys to values, "
-                              "e.g. budgets.gd.max_iter=300")
-        for key in budget:
-            if key not in allowed:
-                raise ConfigError(f"budgets.{oid}.{key}: unknown optimizer key; use one of "
-                                  f"{', '.join(sorted(allowed))}")
-    given = {str(o).partition("=")[0].lstrip("+~") for o in overrides}
-    for key, value in (budgets.get(opt_id) or {}).items():
-        if f"optimizer.{key}" not in given:
-            try:
-                OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
-            except ValidationError as err:
-                why = str(err).splitlines()[0]
-                raise ConfigError(f"budgets.{opt_id}.{key}={value!r} does not fit optimizer.{key} ({why}); "
-                                  "fix it in the preset or on the command line") from None
-
-
-MODELS = ("linear", "logistic", "logistic_mse", "softmax")
-OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
-INITS = ("zeros", "random", "saturated")
-DTYPES = ("float64", "float32")
-
-
-def validate_train_config(cfg: Any) -> None:
-    """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError."""
-    from pipeline.errors import ConfigError
-
-    check_boundary(cfg)
-
-    def bad(key: str, value: Any, want: str) -> ConfigError:
-        return ConfigError(f"{key}={value!r} is invalid: {want}; fix it in conf/ or on the command line")
-
-    m, o = cfg.model, cfg.optimizer
-    if m.name not in MODELS:
-        raise bad("model.name", m.name, f"choose one of {', '.join(MODELS)}")
-    if not m.l2 >= 0.0:
-        raise bad("model.l2", m.l2, "the L2 penalty must be >= 0")
-    if m.dtype not in DTYPES:
-        raise bad("model.dtype", m.dtype, f"choose one of {', '.join(DTYPES)}")
-    if o.name not in OPTIMIZERS:
-        raise bad("optimizer.name", o.name, f"choose one of {', '.join(OPTIMIZERS)}")
-    if isinstance(o.lr, str):
-        if o.lr != "auto":
-            raise bad("optimizer.lr", o.lr, "use a positive number or 'auto' (= 1/L)")
-    elif not (o.lr > 0.0 and o.lr < float("inf")):
-        raise bad("optimizer.lr", o.lr, "the step size must be a positive finite number or 'auto' (= 1/L)")
-    if o.max_iter < 0:
-        raise bad("optimizer.max_iter", o.max_iter, "must be >= 0")
-    if not o.tol >= 0.0:
-        raise bad("optimizer.tol", o.tol, "must be >= 0")
-    if o.time_budget_s is not None and not o.time_budget_s > 0.0:
-        raise bad("optimizer.time_budget_s", o.time_budget_s, "must be > 0 or null")
-    if not 0.0 < o.armijo_c < 1.0:
-        raise bad("optimizer.armijo_c", o.armijo_c, "must lie in (0, 1)")
-    if not 0.0 < o.backtrack < 1.0:
-        raise bad("optimizer.backtrack", o.backtrack, "must lie in (0, 1)")
-    if o.cg_max_iter < 1:
-        raise bad("optimizer.cg_max_iter", o.cg_max_iter, "must be >= 1")
-    if o.init not in INITS:
-        raise bad("optimizer.init", o.init, f"choose one of {', '.join(INITS)}")
-    if not o.init_scale > 0.0:
-        raise bad("optimizer.init_scale", o.init_scale, "must be > 0")
-    if o.name == "sgd":  # the SGD-only keys are checked by pipeline.optimizers.check_sgd_options (train)
-        if o.line_search:
-            raise bad("optimizer.line_search", o.line_search, "SGD takes no line search; set it to false")
-    if o.name == "closed_form" and m.name != "linear":
-        raise ConfigError(
-            f"optimizer=closed_form solves only least squares (model=linear), not model={m.name}; "
-            "use optimizer=newton or optimizer=newton_cg"
-        )
-    eps = cfg.preprocess.get("eps", 0.0)
-    if eps is not None and not eps >= 0.0:
-        raise bad("preprocess.eps", eps, "the eigenvalue floor must be >= 0")
-    if cfg.seed < 0:
-        raise bad("seed", cfg.seed, "must be >= 0")
-
-
-# ---------------------------------------------------------------- the config boundary
-# Each app checks its composed config here first, once: unknown keys (``+optimizer.lrr=0.1`` is
-# accepted by Hydra's ``+`` but not by the schema), mandatory values left ``???``, and every value
-# that becomes part of a file or folder name. Nothing is written before these pass.
-
-SAFE_NAME = r"[A-Za-z0-9][A-Za-z0-9_.+=,-]{0,99}"  # a file/folder name: no '/', no leading '.'
-NAME_KEYS = ("study", "data.id", "preprocess.id", "model.id", "optimizer.id")  # become path parts
-
-
-def _fields(tp: Any) -> list[str]:
-    import dataclasses
-
-    return [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
-
-
-def schema_keys(cfg: Any, path: str = "") -> list[str]:
-    """The keys the structured schema allows at ``path`` of ``cfg`` ([] where it is free-form)."""
-    from omegaconf import DictConfig, OmegaConf
-
-    node = OmegaConf.select(cfg, path) if path else cfg
-    return _fields(OmegaConf.get_type(node)) if isinstance(node, DictConfig) else []
-
-
-def check_known_keys(cfg: Any, prefix: str = "") -> None:
-    """Reject keys the node's structured schema does not define (``+foo=1``, ``+optimizer.lrr=0.1``)."""
-    import difflib
-
-    from omegaconf import DictConfig, OmegaConf
-
-    from pipeline.errors import ConfigError
-
-    if not isinstance(cfg, DictConfig) or cfg._is_missing() or cfg._is_none():
-        return
-    known = _fields(OmegaConf.get_type(cfg))
-    if not known:  # a free-form node (dict, Any): no schema to check against
-        return
-    for key in cfg.keys():
-        full = f"{prefix}{key}"
-        if key not in known and not (not prefix and key == "hydra"):
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {prefix}{close[0]}? " if close else ""
-            raise ConfigError(
-                f"{full}: unknown config key ({hint}fix the spelling or drop it; "
-                f"{prefix.rstrip('.') or 'the config'} has {', '.join(known)})")
-        node = cfg._get_node(key)
-        if isinstance(node, DictConfig):
-            check_known_keys(node, f"{full}.")
-
-
-def check_complete(cfg: Any) -> None:
-    """Every mandatory value is set (``data.id=???`` is an error naming the key)."""
-    from omegaconf import OmegaConf
-
-    from pipeline.errors import ConfigError
-
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        key = missing[0]
-        raise ConfigError(f"{key} has no value (???); set it on the command line ({key}=<value>) or in conf/")
-
-
-def check_name(key: str, value: Any) -> str:
-    """A config value that becomes a file or folder name: a safe name (not '.'/'..', no '/')."""
-    import re
-
-    from pipeline.errors import ConfigError
-
-    text = str(value)
-    if value is None or not re.fullmatch(SAFE_NAME, text):
-        raise ConfigError(
-            f"{key}={value!r} cannot name a file or folder: use 1-100 letters, digits, '_', '-', '+', "
-            "'=', ',' or '.', starting with a letter or digit (e.g. mnist-3v8)")
-    return text
-
-
-def check_inside(path: Any, root: Any, key: str) -> None:
-    """``path`` (absolute, '..' collapsed) lies strictly inside ``root``; else a ConfigError naming ``key``."""
-    import os
-
-    from pipeline.errors import ConfigError
-
-    p, r = os.path.abspath(path), os.path.abspath(root)
-    if p == r or os.path.commonpath([p, r]) != r:
-        raise ConfigError(f"{key} puts {p} outside {r}; use a plain name")
-
-
-def check_boundary(cfg: Any) -> None:
-    """What every app checks first: known keys, nothing left ???, safe names for path parts."""
-    from omegaconf import OmegaConf
-
-    check_known_keys(cfg)
-    check_complete(cfg)
-    for key in NAME_KEYS:
-        group = key.partition(".")[0]
-        if key == "study" and "study" not in cfg or group != key and group not in cfg:
-            continue
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is None and key.endswith(".id"):  # the id defaults to the name
-            key, value = f"{group}.name", OmegaConf.select(cfg, f"{group}.name", default=None)
-        check_name(key, value)
 
 
 def _register_resolvers() -> None:

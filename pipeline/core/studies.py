@@ -1,4 +1,4 @@
-"""The lecture's analytic studies, computed inside the report stage from conf values.
+"""The lecture's analytic studies, computed from conf values by the ``analytic`` stage.
 
 1. GD paths on 2-D quadratics for step sizes below, near and above 2/L;
 2. GD iterations to tolerance against κ on synthetic least squares, raw vs whitened inputs;
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 Grad = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -93,8 +93,8 @@ def study_gd_paths(cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], pd.Dat
 
 
 def study_convexity_functions(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, Any, Any, Any]], pd.DataFrame]:
-    """Claim 3a: λ_min(∇²f) over a grid for the lecture's exercise functions (pipeline.theory); convex ⇔ λ_min ≥ 0."""
-    from pipeline.theory import LECTURE_FUNCTIONS
+    """Claim 3a: λ_min(∇²f) over a grid for the lecture's exercise functions (pipeline.core.theory); convex ⇔ λ_min ≥ 0."""
+    from pipeline.core.theory import LECTURE_FUNCTIONS
 
     lim = float(cfg.get("extent", 2.0))
     xs = np.linspace(-lim, lim, 81)
@@ -115,11 +115,12 @@ def study_convexity_functions(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, A
     return maps, pd.DataFrame(rows)
 
 
-def study_convexity_models(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
-    """Claim 3b: λ_min of the dense Hessian of each model's loss on a small MNIST subsample at random points."""
-    from pipeline.data.datasets import load_dataset
-    from pipeline.losses import make_objective
-    from pipeline.theory import check_convexity
+def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, Any]], Any],
+                           seed: int = 0) -> pd.DataFrame:
+    """Claim 3b: λ_min of the dense Hessian of each model's loss on a small MNIST subsample at random points
+    (``load_dataset(data_cfg)`` gives the data set of each entry)."""
+    from pipeline.core.objectives import make_objective
+    from pipeline.core.theory import check_convexity
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -148,14 +149,13 @@ def study_convexity_models(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def study_kappa_sweep(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
-    """Claim 2: GD (ε = 1/L) iterations until ‖∇f‖ ≤ tol on least squares vs κ; whitened: one step at ε = 1."""
-    from dataclasses import replace
-
-    from pipeline.data.datasets import load_dataset
-    from pipeline.objective import run_objective
-    from pipeline.optimizers import minimize
-    from pipeline.preprocessing import fit_preprocess
+def study_kappa_sweep(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, Any]], Any],
+                      seed: int = 0) -> pd.DataFrame:
+    """Claim 2: GD (ε = 1/L) iterations until ‖∇f‖ ≤ tol on least squares vs κ; whitened: one step at ε = 1
+    (``load_dataset(data_cfg)`` makes the synthetic problem of each κ)."""
+    from pipeline.core.objectives import make_objective
+    from pipeline.core.solvers import minimize
+    from pipeline.core.transforms import fit_preprocess
 
     rows = []
     for kappa_req in cfg["condition_numbers"]:
@@ -166,9 +166,10 @@ def study_kappa_sweep(cfg: Mapping[str, Any], seed: int = 0) -> pd.DataFrame:
             pre_cfg = dict(pre)
             tr = fit_preprocess(pre_cfg, ds.X_train)
             lr = pre_cfg.pop("lr", "auto")
-            model_cfg = {"name": "linear", "l2": 0.0, "fit_intercept": True, "dtype": "float64"}
-            obj = run_objective({"model": model_cfg, "preprocess": pre_cfg},
-                                replace(ds, X_train=tr.apply(ds.X_train)), tr)
+            # least squares, λ = 0, an intercept unless the transform absorbs the bias; P as the transform says
+            obj = make_objective("linear", tr.apply(ds.X_train), ds.y_train, l2=0.0,
+                                 fit_intercept=not tr.absorbs_bias, n_classes=None,
+                                 dtype=np.dtype("float64"), penalty=tr.penalty_matrix())
             ev = np.linalg.eigvalsh(np.asarray(obj.hessian(np.zeros(obj.n_params)), dtype=np.float64))
             if kappa_raw is None:
                 kappa_raw = float(ev[-1] / ev[0])  # the first entry is the raw problem

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.whitening import fit_whitening
+from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
 PENALTY_SPACES = ("input", "transformed")
