@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pipeline.tracking.mlflow import Tracker, artifact_root, flatten, tracking_uri
-from pipeline.tracking.sweep import JobContext
 from test_train import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.core.errors import NumericalError
 from pipeline.store.rundir import run_dir
-from pipeline.tracking.mlflow import mlflow as tracking
+from pipeline.tracking import mlflow as tracking
+from pipeline.tracking.mlflow import Tracker, artifact_root, flatten, tracking_uri
+from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
 
 
