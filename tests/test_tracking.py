@@ -20,7 +20,7 @@ from pipeline.train import train
 
 
 def test_store_defaults_to_an_absolute_sqlite_file_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
-    root = Path(tracking.__file__).resolve().parents[1]
+    root = Path(tracking.__file__).resolve().parents[2]
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri({"tracking_uri": None}) == f"sqlite:///{root}/mlflow.db"
     assert tracking_uri(None).startswith("sqlite:////")  # sqlite:/// + an absolute path
