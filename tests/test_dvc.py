@@ -61,7 +61,7 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
             "evaluate-softmax", "train-logistic", "train-linear", "report"} <= set(stages)
     jobs = _jobs(("train", "evaluate"))
     trained = {(st.name, str(cfg.study), run_name(cfg, ov)) for st, cfg, ov in jobs if st.app == "train"}
-    softmax = {t[2] for t in trained if t[0].startswith("train-softmax-") and t[0] != "train-softmax-sgd"}
+    softmax = {t[2] for t in trained if t[0].startswith("train-softmax@")}
     assert softmax == {f"mnist-{p}-softmax-{o}" for p in ("none", "zscore", "whiten") for o in ("gd", "newton_cg")}
     assert len([t for t in trained if t[1] == "default"]) == 6 + 1 + 4 + 4  # softmax, sgd, logistic, linear
     for st, cfg, ov in jobs:
