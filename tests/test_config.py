@@ -13,6 +13,7 @@ from repo_copy import REPO_ROOT, run_cmd
 
 from pipeline.core.errors import ConfigError
 from pipeline.spec import name_suffix, run_name
+from pipeline.spec import RunSpec
 from pipeline.store.rundir import run_dir
 
 CONF = REPO_ROOT / "conf"
@@ -135,7 +136,7 @@ def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
     assert name_suffix(ovs) == ",model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg, ovs) == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg) != run_name(cfg, ["optimizer.lr=0.2"])
-    assert run_dir(cfg).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
+    assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
     assert name_suffix(["data.n_samples=a/b c"]) == ",data.n_samples=a_b_c"
 
 
