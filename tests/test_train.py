@@ -10,18 +10,17 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
-from pipeline.cli.progress import IterationBar, show_progress
-from pipeline.config.schemas import as_kwargs, register_configs
-from pipeline.tracking.sweep import JobContext
 from repo_copy import REPO_ROOT
 
+from pipeline.cli.progress import IterationBar, show_progress
+from pipeline.config.schemas import as_kwargs, register_configs
 from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
 from pipeline.prepare import prepare
-from pipeline.store.prepared import load_prepared
 from pipeline.spec import RunSpec
-from pipeline.store.prepared import prepared_file
+from pipeline.store.prepared import load_prepared, prepared_file
 from pipeline.store.rundir import HISTORY_COLUMNS, run_dir
+from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
 
 METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
