@@ -24,12 +24,30 @@ from pipeline.config.schemas import ModelConfig, OptimizerConfig, PathsConfig, T
 from pipeline.core.objectives import LinearModelObjective, make_objective
 from pipeline.core.transforms import PENALTY_SPACE, absorbs_bias
 
-__all__ = ["ModelSpec", "RunSpec", "SolverOptions", "group_id", "name_suffix", "objective_id",
-           "prepared_stem", "run_name", "run_objective"]
+__all__ = [
+    "ModelSpec",
+    "RunSpec",
+    "SolverOptions",
+    "group_id",
+    "name_suffix",
+    "objective_id",
+    "prepared_stem",
+    "run_name",
+    "run_objective",
+]
 GROUPS = ("data", "preprocess", "model", "optimizer")
 # Overrides that change where or how a run is recorded, not what it computes: no name suffix.
-_NOT_IN_NAME = ("study", "progress", "fail_on_diverged", "run_dir", "paths.", "mlflow.", "hydra.",
-                "data.root", "experiment")
+_NOT_IN_NAME = (
+    "study",
+    "progress",
+    "fail_on_diverged",
+    "run_dir",
+    "paths.",
+    "mlflow.",
+    "hydra.",
+    "data.root",
+    "experiment",
+)
 _SAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
 
 
@@ -96,14 +114,27 @@ class SolverOptions:
     momentum: float
     log_every: int | None
 
-    LOOP_KEYS = ("lr", "max_iter", "tol", "time_budget_s", "line_search", "armijo_c", "backtrack",
-                 "cg_max_iter", "preconditioner", "hvp_precision")  # minimize's keyword options
+    LOOP_KEYS = (
+        "lr",
+        "max_iter",
+        "tol",
+        "time_budget_s",
+        "line_search",
+        "armijo_c",
+        "backtrack",
+        "cg_max_iter",
+        "preconditioner",
+        "hvp_precision",
+    )  # minimize's keyword options
 
     @classmethod
     def from_node(cls, node: Any) -> SolverOptions:
         """The options of an ``optimizer`` config node (keys it lacks: the schema's defaults)."""
-        values = {f.name: _value(node, f.name, OptimizerConfig)
-                  for f in dataclasses.fields(cls) if f.name != "method"}
+        values = {
+            f.name: _value(node, f.name, OptimizerConfig)
+            for f in dataclasses.fields(cls)
+            if f.name != "method"
+        }
         lr = values["lr"]
         values["lr"] = lr if isinstance(lr, str) else float(lr)
         return cls(method=str(_get(node, "name")), **values)
@@ -131,16 +162,21 @@ class ModelSpec:
     name: str
     id: str
     l2: float
-    fit_intercept: bool  # as configured; a bias absorbed into z turns it off (``RunSpec.fit_intercept``)
+    fit_intercept: (
+        bool  # as configured; a bias absorbed into z turns it off (``RunSpec.fit_intercept``)
+    )
     dtype: str
 
     @classmethod
     def from_node(cls, node: Any) -> ModelSpec:
         """The model of a ``model`` config node (keys it lacks: the schema's defaults)."""
-        return cls(name=str(_get(node, "name")), id=group_id(node),
-                   l2=float(_value(node, "l2", ModelConfig)),
-                   fit_intercept=bool(_value(node, "fit_intercept", ModelConfig)),
-                   dtype=str(_value(node, "dtype", ModelConfig)))
+        return cls(
+            name=str(_get(node, "name")),
+            id=group_id(node),
+            l2=float(_value(node, "l2", ModelConfig)),
+            fit_intercept=bool(_value(node, "fit_intercept", ModelConfig)),
+            dtype=str(_value(node, "dtype", ModelConfig)),
+        )
 
 
 @dataclass(frozen=True)
@@ -166,7 +202,9 @@ class RunSpec:
     fail_on_diverged: bool
     score_test: bool
     mlflow: Mapping[str, Any]
-    config: Mapping[str, Any]  # the resolved config (read-only): config.yaml, MLflow params, facts check
+    config: Mapping[
+        str, Any
+    ]  # the resolved config (read-only): config.yaml, MLflow params, facts check
     config_yaml: str
 
     @property
@@ -186,18 +224,29 @@ class RunSpec:
         def path(key: str) -> Path:
             return project_path(paths.get(key) or _schema_default(PathsConfig, key))
 
-        data, pre, opt = cfg.data, cfg.preprocess, cfg.optimizer
-        ids = (str(data.id), group_id(pre), group_id(opt))
-        model = ModelSpec.from_node(cfg.model)
+        data, pre, opt = (
+            cfg.get("data") or {},
+            cfg.get("preprocess") or {},
+            cfg.get("optimizer") or {},
+        )
+        ids = (str(data.get("id")), group_id(pre), group_id(opt))
+        model = ModelSpec.from_node(cfg.get("model") or {})
         return cls(
-            study=str(_value(cfg, "study", TrainConfig)), seed=int(_value(cfg, "seed", TrainConfig)),
-            data_id=ids[0], data_name=str(data.get("name")), preprocess_id=ids[1],
-            optimizer_id=ids[2], model=model, solver=SolverOptions.from_node(opt),
+            study=str(_value(cfg, "study", TrainConfig)),
+            seed=int(_value(cfg, "seed", TrainConfig)),
+            data_id=ids[0],
+            data_name=str(data.get("name")),
+            preprocess_id=ids[1],
+            optimizer_id=ids[2],
+            model=model,
+            solver=SolverOptions.from_node(opt),
             fit_intercept=fits_intercept(model.fit_intercept, absorbs_bias(pre)),
             run_name=run_name(cfg, overrides),
             prepared_stem=prepared_stem(ids[0], ids[1]),
-            prepared_dir=path("prepared_dir"), experiments_dir=path("experiments_dir"),
-            reference_dir=path("reference_dir"), overrides=tuple(str(o) for o in overrides),
+            prepared_dir=path("prepared_dir"),
+            experiments_dir=path("experiments_dir"),
+            reference_dir=path("reference_dir"),
+            overrides=tuple(str(o) for o in overrides),
             progress=_value(cfg, "progress", TrainConfig),
             fail_on_diverged=bool(_value(cfg, "fail_on_diverged", TrainConfig)),
             score_test=bool(_value(cfg, "score_test", TrainConfig)),
@@ -213,7 +262,8 @@ class RunSpec:
 
 def run_name(cfg: Any, overrides: Sequence[str] = ()) -> str:
     """``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` + the override suffix."""
-    parts = (cfg.data.id, group_id(cfg.preprocess), group_id(cfg.model), group_id(cfg.optimizer))
+    groups = [cfg.get(g) or {} for g in GROUPS]
+    parts = (groups[0].get("id"), *(group_id(g) for g in groups[1:]))
     return "-".join(str(p) for p in parts) + name_suffix(overrides)
 
 
@@ -237,8 +287,10 @@ def objective_id(spec: RunSpec, transform: Any) -> str:
     """
     m = spec.model
     has_bias = m.fit_intercept or bool(getattr(transform, "absorbs_bias", False))
-    own_penalty = (getattr(transform, "penalty_space", PENALTY_SPACE) == "transformed"
-                   and getattr(transform, "kind", "none") != "none")
+    own_penalty = (
+        getattr(transform, "penalty_space", PENALTY_SPACE) == "transformed"
+        and getattr(transform, "kind", "none") != "none"
+    )
     # without a bias, an offset c ≠ 0 (z = A x + c, e.g. z-scoring) is a bias cᵀW tied to W
     offset = getattr(transform, "offset", None)
     tied_bias = not has_bias and offset is not None and bool(np.any(np.asarray(offset) != 0))
@@ -257,7 +309,9 @@ def run_objective(model: ModelSpec, dataset: Any, transform: Any) -> LinearModel
         dataset.X_train,
         dataset.y_train,
         l2=model.l2,
-        fit_intercept=fits_intercept(model.fit_intercept, getattr(transform, "absorbs_bias", False)),
+        fit_intercept=fits_intercept(
+            model.fit_intercept, getattr(transform, "absorbs_bias", False)
+        ),
         n_classes=dataset.n_classes if model.name == "softmax" else None,
         dtype=np.dtype(model.dtype),
         penalty=penalty_of(transform),

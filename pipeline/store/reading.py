@@ -27,9 +27,14 @@ def not_readable(path: Path | str, err: OSError) -> DataError:
     return DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)")
 
 
-def read_file(path: Path | str, read: Callable[[Path], T], what: str, fix: str,
-              missing: str | None = None,
-              damage: tuple[type[BaseException], ...] = (Exception,)) -> T:
+def read_file(
+    path: Path | str,
+    read: Callable[[Path], T],
+    what: str,
+    fix: str,
+    missing: str | None = None,
+    damage: tuple[type[BaseException], ...] = (Exception,),
+) -> T:
     """``read(path)``; a missing file, a permission error or a ``damage`` exception is one DataError
     (``missing`` replaces the fix in the not-found line)."""
     try:

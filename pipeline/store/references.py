@@ -38,13 +38,25 @@ def write_reference(folder: str | Path, record: dict[str, Any]) -> Path:
 
 def read_reference(path: Path) -> Reference:
     """One reference file as a ``Reference``; a damaged file is a one-line DataError."""
-    d = read_file(path, lambda p: json.loads(p.read_text(encoding="utf-8")), "unreadable reference optimum",
-                  RERUN, damage=(OSError, ValueError))
+    d = read_file(
+        path,
+        lambda p: json.loads(p.read_text(encoding="utf-8")),
+        "unreadable reference optimum",
+        RERUN,
+        damage=(OSError, ValueError),
+    )
     try:
-        return Reference(objective=str(d["objective"]), f_star=float(d["f_star"]), status=str(d["status"]),
-                         source=str(d["method"]), grad_norm=float(d["grad_norm"]),
-                         solved_in=d.get("solved_in"), iterations=d.get("iterations"),
-                         seconds=d.get("seconds"), coordinates=dict(d.get("coordinates") or {}))
+        return Reference(
+            objective=str(d["objective"]),
+            f_star=float(d["f_star"]),
+            status=str(d["status"]),
+            source=str(d["method"]),
+            grad_norm=float(d["grad_norm"]),
+            solved_in=d.get("solved_in"),
+            iterations=d.get("iterations"),
+            seconds=d.get("seconds"),
+            coordinates=dict(d.get("coordinates") or {}),
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise damaged(path, "unreadable reference optimum", err, RERUN) from None
 
@@ -61,7 +73,9 @@ class Reference:
     solved_in: str | None = None
     iterations: int | None = None
     seconds: float | None = None
-    coordinates: dict[str, dict[str, Any]] = field(default_factory=dict)  # preprocess id -> mu, L_local, kappa, ...
+    coordinates: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # preprocess id -> mu, L_local, kappa, ...
     note: str = ""
 
     @property
@@ -95,11 +109,42 @@ def reference_table(refs: dict[str, Reference]) -> pd.DataFrame:
     for oid, r in sorted(refs.items()):
         coords = r.coordinates or {r.solved_in or "": {}}
         for pre, c in coords.items():
-            rows.append({"objective": oid, "coordinates": pre, "solved_in": r.solved_in, "method": r.source,
-                         "status": r.status, "iterations": r.iterations, "f_star": r.f_star,
-                         "grad_norm": r.grad_norm, "f_here": c.get("f"), "grad_norm_here": c.get("grad_norm"),
-                         "mu": c.get("mu"), "L_local": c.get("L_local"), "kappa": c.get("kappa"),
-                         "L_bound": c.get("L_bound"), "seconds": r.seconds, "note": r.note})
-    cols = ["objective", "coordinates", "solved_in", "method", "status", "iterations", "f_star", "grad_norm",
-            "f_here", "grad_norm_here", "mu", "L_local", "kappa", "L_bound", "seconds", "note"]
+            rows.append(
+                {
+                    "objective": oid,
+                    "coordinates": pre,
+                    "solved_in": r.solved_in,
+                    "method": r.source,
+                    "status": r.status,
+                    "iterations": r.iterations,
+                    "f_star": r.f_star,
+                    "grad_norm": r.grad_norm,
+                    "f_here": c.get("f"),
+                    "grad_norm_here": c.get("grad_norm"),
+                    "mu": c.get("mu"),
+                    "L_local": c.get("L_local"),
+                    "kappa": c.get("kappa"),
+                    "L_bound": c.get("L_bound"),
+                    "seconds": r.seconds,
+                    "note": r.note,
+                }
+            )
+    cols = [
+        "objective",
+        "coordinates",
+        "solved_in",
+        "method",
+        "status",
+        "iterations",
+        "f_star",
+        "grad_norm",
+        "f_here",
+        "grad_norm_here",
+        "mu",
+        "L_local",
+        "kappa",
+        "L_bound",
+        "seconds",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=cols)

@@ -47,8 +47,10 @@ def run_dir(spec: RunSpec) -> Path:
 
     root, name = spec.experiments_dir, spec.run_name
     if len(name.encode()) > MAX_NAME_BYTES:
-        raise ConfigError(f"the run name {name[:80]}... is {len(name.encode())} bytes, too long for a "
-                          f"folder name (max {MAX_NAME_BYTES}); override fewer keys or use shorter ids")
+        raise ConfigError(
+            f"the run name {name[:80]}... is {len(name.encode())} bytes, too long for a "
+            f"folder name (max {MAX_NAME_BYTES}); override fewer keys or use shorter ids"
+        )
     path = root / check_name("study", spec.study) / name
     check_inside(path, root, "study / the group ids")
     return path
@@ -57,8 +59,13 @@ def run_dir(spec: RunSpec) -> Path:
 # ---------------------------------------------------------------- writers
 
 
-def write_run(out_dir: Path, config_yaml: str, history: Mapping[str, Any],
-              weights: Mapping[str, np.ndarray], metrics: Mapping[str, Any]) -> None:
+def write_run(
+    out_dir: Path,
+    config_yaml: str,
+    history: Mapping[str, Any],
+    weights: Mapping[str, np.ndarray],
+    metrics: Mapping[str, Any],
+) -> None:
     """Replace the run folder as a whole with config.yaml, history.csv, weights.npz, metrics.json.
 
     The old folder (and its evaluation.json/confusion.csv, which describe the old weights) stays
@@ -76,9 +83,17 @@ def write_evaluation(out: Path, result: Mapping[str, Any], confusion: np.ndarray
     (a stale confusion.csv goes with the old folder)."""
     files = {"evaluation.json": json_text(dict(result))}
     if confusion is not None:
-        files["confusion.csv"] = csv_text(dict(zip(result["class_names"], confusion.T, strict=True)))
-    update_dir(out, {name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
-                     for name, text in files.items()}, drop=("confusion.csv",))
+        files["confusion.csv"] = csv_text(
+            dict(zip(result["class_names"], confusion.T, strict=True))
+        )
+    update_dir(
+        out,
+        {
+            name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
+            for name, text in files.items()
+        },
+        drop=("confusion.csv",),
+    )
 
 
 # ---------------------------------------------------------------- readers
@@ -86,8 +101,13 @@ def write_evaluation(out: Path, result: Mapping[str, Any], confusion: np.ndarray
 
 def read_json(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
     """A JSON object from disk; missing, unreadable or malformed is a one-line DataError."""
-    data = read_file(path, lambda p: json.loads(p.read_bytes().decode("utf-8")),
-                     "not a valid UTF-8 JSON file", fix, damage=(OSError, ValueError))
+    data = read_file(
+        path,
+        lambda p: json.loads(p.read_bytes().decode("utf-8")),
+        "not a valid UTF-8 JSON file",
+        fix,
+        damage=(OSError, ValueError),
+    )
     if not isinstance(data, dict):
         raise damaged(path, f"expected a JSON object, found {type(data).__name__}", None, fix)
     return data
@@ -98,10 +118,15 @@ def read_run_config(path: Path | str) -> Any:
     from omegaconf import DictConfig, OmegaConf
 
     cfg = read_file(path, OmegaConf.load, "not a valid YAML config", RETRAIN)
-    if not isinstance(cfg, DictConfig) or any(not isinstance(cfg.get(g), DictConfig)
-                                               for g in RUN_CONFIG_GROUPS):
-        raise damaged(path, f"not a run config (needs the groups {', '.join(RUN_CONFIG_GROUPS)})",
-                      None, RETRAIN)
+    if not isinstance(cfg, DictConfig) or any(
+        not isinstance(cfg.get(g), DictConfig) for g in RUN_CONFIG_GROUPS
+    ):
+        raise damaged(
+            path,
+            f"not a run config (needs the groups {', '.join(RUN_CONFIG_GROUPS)})",
+            None,
+            RETRAIN,
+        )
     return cfg
 
 
@@ -117,7 +142,9 @@ def read_config_dict(path: Path | str) -> dict[str, Any]:
             return yaml.safe_load(fh)
 
     fix = "rerun train for this run"
-    cfg = read_file(path, load, "unreadable config", fix, damage=(OSError, yaml.YAMLError, ValueError))
+    cfg = read_file(
+        path, load, "unreadable config", fix, damage=(OSError, yaml.YAMLError, ValueError)
+    )
     if cfg is not None and not isinstance(cfg, dict):
         raise DataError(f"{path}: not a run config (a YAML mapping); {fix}")
     return cfg or {}
@@ -127,7 +154,9 @@ def read_weights(path: Path | str) -> np.ndarray:
     """The flat weight vector ``w`` of a run's ``weights.npz``; else a one-line DataError."""
     w = read_file(path, lambda p: load_weight_arrays(p)["w"], "unreadable weights", RETRAIN)
     if w.ndim != 1 or not np.issubdtype(w.dtype, np.floating) or not np.isfinite(w).all():
-        raise damaged(path, f"w must be a finite float vector (found {w.dtype} {w.shape})", None, RETRAIN)
+        raise damaged(
+            path, f"w must be a finite float vector (found {w.dtype} {w.shape})", None, RETRAIN
+        )
     return w
 
 
@@ -150,8 +179,13 @@ def read_history(path: Path | str) -> Any:
     import pandas as pd
 
     fix = "rerun train for this run"
-    df = read_file(path, pd.read_csv, "unreadable history", fix,
-                   damage=(OSError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError))
+    df = read_file(
+        path,
+        pd.read_csv,
+        "unreadable history",
+        fix,
+        damage=(OSError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError),
+    )
     missing = [c for c in HISTORY_COLUMNS[:4] if c not in df.columns]
     if missing:
         raise DataError(f"{path}: history lacks columns {missing}; {fix}")
@@ -166,7 +200,11 @@ def read_history(path: Path | str) -> Any:
 def class_names(run_dir: Path, n_classes: int) -> list[str]:
     """The class names evaluate wrote (evaluation.json ``class_names``), else the class indices."""
     path = Path(run_dir) / "evaluation.json"
-    names = read_json(path, fix="rerun the stage that wrote it").get("class_names") if path.exists() else None
+    names = (
+        read_json(path, fix="rerun the stage that wrote it").get("class_names")
+        if path.exists()
+        else None
+    )
     if isinstance(names, list) and len(names) == n_classes:
         return [str(n) for n in names]
     return [str(k) for k in range(n_classes)]
@@ -185,8 +223,13 @@ def load_confusion(run_dir: Path) -> np.ndarray | None:
     path = Path(run_dir) / "confusion.csv"
     if not path.exists():
         return None
-    text = read_file(path, lambda p: p.read_text(encoding="utf-8"), "unreadable", REEVALUATE,
-                     damage=(OSError, ValueError))
+    text = read_file(
+        path,
+        lambda p: p.read_text(encoding="utf-8"),
+        "unreadable",
+        REEVALUATE,
+        damage=(OSError, ValueError),
+    )
     rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
     if rows and (not all(_numeric(x) for x in rows[0]) or len(rows) == len(rows[0]) + 1):
         rows = rows[1:]  # a header row: names, or the class indices 0..c-1

@@ -22,8 +22,13 @@ FILES = ("table.csv", "arrays.npz", "study.json")
 RERUN = "run `dvc repro` (or `python -m pipeline.analytic`)"
 
 
-def write_study(root: Path, name: str, table: pd.DataFrame, arrays: Mapping[str, np.ndarray],
-                meta: Mapping[str, Any]) -> Path:
+def write_study(
+    root: Path,
+    name: str,
+    table: pd.DataFrame,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any],
+) -> Path:
     """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole; returns it."""
     dest = root / name
     with replace_dir(dest) as new:
@@ -40,8 +45,12 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
 
 def read_study(folder: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
     """(study.json, table.csv, arrays.npz) of one study folder; else a one-line DataError."""
-    meta = read_file(folder / "study.json", lambda p: json.loads(p.read_text(encoding="utf-8")),
-                     "unreadable study", RERUN)
+    meta = read_file(
+        folder / "study.json",
+        lambda p: json.loads(p.read_text(encoding="utf-8")),
+        "unreadable study",
+        RERUN,
+    )
     table = read_file(folder / "table.csv", pd.read_csv, "unreadable study table", RERUN)
     arrays = read_file(folder / "arrays.npz", _arrays, "unreadable study arrays", RERUN)
     return meta, table, arrays

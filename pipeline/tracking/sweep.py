@@ -93,8 +93,10 @@ def record_trial(ctx: JobContext, metrics: Mapping[str, Any]) -> None:
     sweep = os.environ.get(SWEEP_ENV)
     if not sweep or ctx.job_num is None:
         return
-    write_json(Path(sweep) / "trials" / f"{ctx.job_num}.json",
-               {"job": ctx.job_num, "overrides": list(ctx.overrides), "metrics": dict(metrics)})
+    write_json(
+        Path(sweep) / "trials" / f"{ctx.job_num}.json",
+        {"job": ctx.job_num, "overrides": list(ctx.overrides), "metrics": dict(metrics)},
+    )
 
 
 def record_sweep_failure(ctx: JobContext, msg: str) -> None:
@@ -102,13 +104,17 @@ def record_sweep_failure(ctx: JobContext, msg: str) -> None:
     sweep = os.environ.get(SWEEP_ENV) or ctx.sweep_dir
     if not sweep:
         return
-    write_json(Path(sweep) / "failed" / f"{ctx.job_num}.json",
-               {"job": ctx.job_num, "overrides": list(ctx.overrides), "message": msg})
+    write_json(
+        Path(sweep) / "failed" / f"{ctx.job_num}.json",
+        {"job": ctx.job_num, "overrides": list(ctx.overrides), "message": msg},
+    )
 
 
 def read_trials(sweep_dir: Path) -> list[dict[str, Any]]:
     """The trial records of a sweep (``trials/<job>.json``), by job number."""
-    return sorted((read_json(p) for p in (Path(sweep_dir) / "trials").glob("*.json")), key=lambda t: t["job"])
+    return sorted(
+        (read_json(p) for p in (Path(sweep_dir) / "trials").glob("*.json")), key=lambda t: t["job"]
+    )
 
 
 def any_failed(sweep_dir: str | Path) -> bool:
