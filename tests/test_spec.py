@@ -38,7 +38,12 @@ def test_the_spec_of_a_composed_config() -> None:
     ovs = ["experiment=claim5_newton_vs_gd", "preprocess=whiten", "optimizer=gd", "seed=2"]
     spec = spec_of(ovs)
     assert (spec.study, spec.data_id, spec.preprocess_id, spec.model_id, spec.optimizer_id) == (
-        "claim5_newton_vs_gd", "mnist-5k", "whiten", "softmax", "gd")
+        "claim5_newton_vs_gd",
+        "mnist-5k",
+        "whiten",
+        "softmax",
+        "gd",
+    )
     assert spec.run_name == "mnist-5k-whiten-softmax-gd,seed=2"
     assert spec.prepared_stem == "mnist-5k-whiten"
     assert spec.solver.max_iter == 150  # the study's budget for gd, not gd.yaml's 500
@@ -63,7 +68,13 @@ def test_solver_options_hold_every_optimizer_key_and_reach_minimize() -> None:
         kwargs = spec.solver.minimize_kwargs(spec.seed)
         assert {"preconditioner", "hvp_precision"} <= set(kwargs)
         assert ("seed" in kwargs) == (spec.solver.method == "sgd")
-    spec = spec_of(["optimizer=newton_cg", "optimizer.preconditioner=jacobi", "optimizer.hvp_precision=float64"])
+    spec = spec_of(
+        [
+            "optimizer=newton_cg",
+            "optimizer.preconditioner=jacobi",
+            "optimizer.hvp_precision=float64",
+        ]
+    )
     assert spec.solver.minimize_kwargs(0)["preconditioner"] == "jacobi"
     assert spec.solver.minimize_kwargs(0)["hvp_precision"] == "float64"
 
@@ -71,8 +82,14 @@ def test_solver_options_hold_every_optimizer_key_and_reach_minimize() -> None:
 def test_an_old_run_config_without_newer_keys_gets_the_schema_defaults() -> None:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create({"data": {"id": "d", "name": "mnist"}, "preprocess": {"name": "zscore"},
-                            "model": {"name": "logistic"}, "optimizer": {"name": "gd", "lr": 0.5}})
+    cfg = OmegaConf.create(
+        {
+            "data": {"id": "d", "name": "mnist"},
+            "preprocess": {"name": "zscore"},
+            "model": {"name": "logistic"},
+            "optimizer": {"name": "gd", "lr": 0.5},
+        }
+    )
     spec = RunSpec.from_config(cfg)
     assert spec.solver.lr == 0.5 and spec.solver.max_iter == OptimizerConfig.max_iter
     assert spec.solver.preconditioner == OptimizerConfig.preconditioner
@@ -103,7 +120,13 @@ def test_run_folder_round_trip(tmp_path: Path) -> None:
     out = tmp_path / "run"
     hist = {k: np.arange(3, dtype=np.float64) + i for i, k in enumerate(HISTORY_COLUMNS)}
     w = np.array([1.0, -2.0, 0.5])
-    write_run(out, spec.config_yaml, hist, {"w": w, "coef": w[:2], "intercept": w[2:]}, {"status": "converged"})
+    write_run(
+        out,
+        spec.config_yaml,
+        hist,
+        {"w": w, "coef": w[:2], "intercept": w[2:]},
+        {"status": "converged"},
+    )
     assert read_json(out / "metrics.json") == {"status": "converged"}
     assert read_run_config(out / "config.yaml").data.id == spec.data_id
     assert read_config_dict(out / "config.yaml")["optimizer"]["id"] == spec.optimizer_id
@@ -170,14 +193,24 @@ def test_prepared_pair_round_trip(tmp_path: Path) -> None:
 def test_reference_round_trip(tmp_path: Path) -> None:
     from pipeline.store.references import load_references, write_reference
 
-    record = {"objective": "d-linear-l2=0", "f_star": 1.5, "status": "converged", "method": "newton",
-              "grad_norm": 1e-12, "solved_in": "none", "iterations": 3, "seconds": 0.1,
-              "coordinates": {"none": {"kappa": 2.0}}}
+    record = {
+        "objective": "d-linear-l2=0",
+        "f_star": 1.5,
+        "status": "converged",
+        "method": "newton",
+        "grad_norm": 1e-12,
+        "solved_in": "none",
+        "iterations": 3,
+        "seconds": 0.1,
+        "coordinates": {"none": {"kappa": 2.0}},
+    }
     out = write_reference(tmp_path, record)
     assert out.name == "d-linear-l2=0.json"
     (tmp_path / "broken.json").write_text("[1]")
     refs, notes = load_references(tmp_path)
-    assert refs["d-linear-l2=0"].f_star == 1.5 and refs["d-linear-l2=0"].curvature("none") == {"kappa": 2.0}
+    assert refs["d-linear-l2=0"].f_star == 1.5 and refs["d-linear-l2=0"].curvature("none") == {
+        "kappa": 2.0
+    }
     assert len(notes) == 1 and "broken.json: unreadable reference optimum" in notes[0]
 
 
@@ -185,9 +218,15 @@ def test_analytic_study_round_trip(tmp_path: Path) -> None:
     from pipeline.store.studies import read_study, write_study
 
     table = pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})
-    dest = write_study(tmp_path, "s1", table, {"x": np.arange(3.0)}, {"name": "s1", "metrics": {"m": 1.0}})
+    dest = write_study(
+        tmp_path, "s1", table, {"x": np.arange(3.0)}, {"name": "s1", "metrics": {"m": 1.0}}
+    )
     meta, back, arrays = read_study(dest)
-    assert meta["metrics"] == {"m": 1.0} and back.equals(table) and np.array_equal(arrays["x"], np.arange(3.0))
+    assert (
+        meta["metrics"] == {"m": 1.0}
+        and back.equals(table)
+        and np.array_equal(arrays["x"], np.arange(3.0))
+    )
     with pytest.raises(DataError, match="not found"):
         read_study(tmp_path / "missing")
 
@@ -200,11 +239,14 @@ def test_sweep_records_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     sweep.announce_parent(tmp_path, "parent123")
     try:
         assert sweep.sweep_parent_run_id(str(tmp_path)) == "parent123"
-        ctx = sweep.JobContext(overrides=("optimizer.lr=0.1",), multirun=True, job_num=1, sweep_dir=str(tmp_path))
+        ctx = sweep.JobContext(
+            overrides=("optimizer.lr=0.1",), multirun=True, job_num=1, sweep_dir=str(tmp_path)
+        )
         sweep.record_trial(ctx, {"val_accuracy": 0.9})
         sweep.record_sweep_failure(dataclasses.replace(ctx, job_num=2), "boom")
-        assert sweep.read_trials(tmp_path) == [{"job": 1, "overrides": ["optimizer.lr=0.1"],
-                                                "metrics": {"val_accuracy": 0.9}}]
+        assert sweep.read_trials(tmp_path) == [
+            {"job": 1, "overrides": ["optimizer.lr=0.1"], "metrics": {"val_accuracy": 0.9}}
+        ]
         assert sweep.any_failed(tmp_path) and sweep.failed_jobs(tmp_path)[0]["message"] == "boom"
     finally:
         assert sweep.end_sweep() == str(tmp_path)
