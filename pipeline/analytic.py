@@ -32,6 +32,7 @@ from pipeline.cli.entry import user_errors_exit
 from pipeline.config.checks import check_boundary
 from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
 from pipeline.core.errors import ConfigError
+from pipeline.spec import group_id
 
 PROG = "analytic"
 
@@ -113,9 +114,10 @@ def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
     from pipeline.core.studies import study_kappa_sweep
     from pipeline.data.datasets import load_dataset
 
-    table = study_kappa_sweep(c, load_dataset, seed)
+    with_ids = [{**p, "id": group_id(p)} for p in c["preprocess"]]
+    table = study_kappa_sweep({**c, "preprocess": with_ids}, load_dataset, seed)
     st = Study(str(c["study"]), "Claim 2 — condition number and whitening", table)
-    ids = [str(p.get("id") or p["name"]) for p in c["preprocess"]]
+    ids = [group_id(p) for p in c["preprocess"]]
     raw = table[table["preprocess"] == ids[0]]
     if (raw["kappa_raw"] > 1.5).sum() >= 2:  # κ ≈ 1 takes one step whatever the tolerance: not the κ·ln(1/tol) regime
         raw = raw[raw["kappa_raw"] > 1.5]
@@ -160,16 +162,12 @@ def _metric_name(key: str) -> str:
 
 
 def write_study(root: Path, st: Study, seconds: float) -> Path:
-    """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole."""
-    from pipeline.store.writer import npz_writer, replace_dir, write_json, write_text
+    """``<root>/<name>/`` = table.csv, arrays.npz, study.json (``pipeline.store.studies``)."""
+    from pipeline.store.studies import write_study as write
 
-    dest = root / st.name
-    with replace_dir(dest) as new:
-        write_text(new / "table.csv", st.table.to_csv(index=False))
-        npz_writer(st.arrays)(new / "arrays.npz")
-        write_json(new / "study.json", {"name": st.name, "title": st.title, "params": st.params,
-                                        "metrics": st.metrics, "figures": st.figures, "seconds": seconds})
-    return dest
+    return write(root, st.name, st.table, st.arrays, {
+        "name": st.name, "title": st.title, "params": st.params, "metrics": st.metrics,
+        "figures": st.figures, "seconds": seconds})
 
 
 def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:

@@ -24,11 +24,11 @@ from omegaconf import MISSING, DictConfig
 
 from pipeline.cli.entry import user_errors_exit
 from pipeline.config.checks import check_boundary
+from pipeline.config.paths import project_path
 from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 
 PROG = "report"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "trained")
 REPORT_FILES = ("index.html", "report.md", "figures", "tables")  # what each report replaces
 
@@ -65,11 +65,6 @@ class ReportConfig:
 ConfigStore.instance().store(name="report_schema", node=ReportConfig)
 
 
-def _abs(p: str) -> Path:
-    path = Path(p).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
-
-
 def validate(cfg: dict[str, Any]) -> None:
     """Range checks Hydra cannot do; a one-line ConfigError."""
     rep = cfg["report"]
@@ -98,8 +93,8 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
         from pipeline.tracking.mlflow import tracking_uri
 
         return gather_mlflow(str(rep["experiment"]), tracking_uri(cfg["mlflow"]), stage_dir / ".mlflow",
-                             local_experiments=_abs(cfg["paths"]["experiments_dir"]))
-    exp = _abs(cfg["paths"]["experiments_dir"])
+                             local_experiments=project_path(cfg["paths"]["experiments_dir"]))
+    exp = project_path(cfg["paths"]["experiments_dir"])
     try:
         return gather_dirs(exp, rep["studies"])
     except NoRuns:
@@ -115,7 +110,7 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
     from pipeline.store.writer import check_writable, replace_dir, write_text
 
     validate(cfg)
-    cfg = {**cfg, "paths": {k: str(_abs(v)) for k, v in cfg["paths"].items()}}
+    cfg = {**cfg, "paths": {k: str(project_path(v)) for k, v in cfg["paths"].items()}}
     dest = Path(cfg["paths"]["reports_dir"])
     check_writable(dest)  # fail before the minutes of work, not at the end
     t0 = time.perf_counter()

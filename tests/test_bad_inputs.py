@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from pipeline.config.schemas import as_kwargs, register_configs
 from repo_copy import REPO_ROOT, env_for
+
+from pipeline.config.schemas import as_kwargs, register_configs
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
@@ -434,7 +435,7 @@ def test_9_plus_keys_outside_the_schema_are_refused(work: Path, cli: object, tra
 
 
 def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object) -> None:
-    from pipeline.spec import run_objective
+    from pipeline.spec import RunSpec, run_objective
     from pipeline.store.prepared import load_prepared
     from pipeline.store.rundir import read_run_config, read_weights
 
@@ -444,7 +445,7 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "diverged"
     ds, tr, _ = load_prepared(work / "prepared" / "synth-kappa100-none.npz")
-    obj = run_objective(read_run_config(run / "config.yaml"), ds, tr)
+    obj = run_objective(RunSpec.from_config(read_run_config(run / "config.yaml")).model, ds, tr)
     w = read_weights(run / "weights.npz")
     f, g = obj.value_grad(w)
     assert metrics["train_loss"] == pytest.approx(float(f), rel=1e-12)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from pipeline.config.checks import validate_train_config
-from pipeline.config.schemas import register_configs
 from repo_copy import REPO_ROOT, run_cmd
 
+from pipeline.config.checks import validate_train_config
+from pipeline.config.schemas import register_configs
 from pipeline.core.errors import ConfigError
-from pipeline.spec import name_suffix, run_name
+from pipeline.spec import RunSpec, name_suffix, run_name
 from pipeline.store.rundir import run_dir
 
 CONF = REPO_ROOT / "conf"
@@ -135,7 +135,7 @@ def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
     assert name_suffix(ovs) == ",model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg, ovs) == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg) != run_name(cfg, ["optimizer.lr=0.2"])
-    assert run_dir(cfg).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
+    assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
     assert name_suffix(["data.n_samples=a/b c"]) == ",data.n_samples=a_b_c"
 
 

@@ -184,12 +184,12 @@ def _objective_of(cfg: Any) -> str:
     """The objective id of a composed run config (the transform's part of it from the preprocess config)."""
     from types import SimpleNamespace
 
-    from pipeline.spec import objective_id
+    from pipeline.spec import RunSpec, objective_id
 
     pre = cfg.preprocess
     stand_in = SimpleNamespace(kind=pre.name, penalty_space=pre.penalty_space,
                                absorbs_bias=pre.name == "whiten" and bool(pre.augment))
-    return objective_id(cfg, stand_in)
+    return objective_id(RunSpec.from_config(cfg), stand_in)
 
 
 def test_every_reference_stage_writes_the_file_of_its_objective_and_every_run_has_one() -> None:

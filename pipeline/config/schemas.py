@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pipeline.core.transforms import PENALTY_SPACE
+
 
 @dataclass
 class IdxFileConfig:
@@ -64,7 +66,8 @@ class PreprocessConfig:
     zca: bool = False  # whiten: rotate back with Φ (ZCA) instead of staying in eigen-coordinates
     augment: bool = True  # whiten: include the constant bias feature before the eigendecomposition
     ridge: float = 0.0  # whiten: whiten (1/n) X̃ᵀX̃ + ridge·I on the weights (ridge whitening: ${model.l2})
-    penalty_space: str = "input"  # input: λ/2 ‖W_x‖² on input-space weights (same objective); transformed: on W_z
+    # input: λ/2 ‖W_x‖² on input-space weights (same objective); transformed: on W_z
+    penalty_space: str = PENALTY_SPACE
 
 
 @dataclass
@@ -92,6 +95,8 @@ class OptimizerConfig:
     armijo_c: float = 1.0e-4
     backtrack: float = 0.5
     cg_max_iter: int = 250  # newton_cg: inner conjugate-gradient iterations per Newton step
+    preconditioner: str = "auto"  # newton_cg: auto | block | jacobi | none (pipeline.core.solvers)
+    hvp_precision: str = "auto"  # newton_cg: Hessian-vector products in auto | float32 | float64
     init: str = "zeros"  # zeros | random | saturated (the lecture's bad initialization)
     init_scale: float = 1.0
     # sgd only (the other optimizers ignore these): lr "auto" = 1/L_B, the minibatch smoothness
