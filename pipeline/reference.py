@@ -24,17 +24,17 @@ import sys
 import time
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, check_name
 from pipeline.config.paths import project_path
-from pipeline.config.schemas import ReferenceConfig, as_kwargs, register_configs
+from pipeline.config.schemas import ReferenceConfig, as_kwargs
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.spec import group_id
 from pipeline.store.rundir import check_model_fits_data, load_prepared_for
 from pipeline.store.writer import check_writable, write_json
+from pipeline.tracking.sweep import JobContext
 
 PROG = "reference"
 NONCONVEX = ("logistic_mse",)  # no global optimum to certify
@@ -147,18 +147,12 @@ def reference(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="reference")
-@user_errors_exit(PROG)
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (see the module docstring)."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job (see the module docstring)."""
     reference(cfg)
 
 
+main = stage(PROG, ReferenceConfig)(job)
+
 if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-
-    run_cli(PROG, main, ReferenceConfig)
-
+    main()

@@ -52,9 +52,31 @@ TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "
                  "softmax": "multiclass"}
 
 
+def _override(key: str, value: Any) -> str:
+    """``key=value`` as a Hydra command-line override (lists without spaces, null, true/false)."""
+    def text(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return f"{key}={text(value)}"
+
+
 def _prepare_cmd(cfg: Any) -> str:
-    return (f"python -m pipeline.prepare data={cfg.data.name} "
-            f"preprocess={cfg.preprocess.get('id') or cfg.preprocess.name}")
+    """The ``prepare`` command that makes the run's prepared file: its data and preprocess choices
+    and every ``data.*`` value that differs from ``conf/data/<name>.yaml``."""
+    from pipeline.config.schemas import as_kwargs
+    from pipeline.data.catalog import data_config
+
+    want = as_kwargs(cfg.data)
+    try:
+        declared = data_config(str(cfg.data.name))
+    except ConfigError:  # a data set declared outside conf/data/ (hydra.searchpath)
+        declared = want
+    changed = [_override(f"data.{k}", v) for k, v in want.items()
+               if k != "name" and declared.get(k) != v]
+    return " ".join([f"python -m pipeline.prepare data={cfg.data.name}",
+                     f"preprocess={cfg.preprocess.get('id') or cfg.preprocess.name}", *changed])
 
 
 def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
@@ -65,20 +87,21 @@ def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
     path = prepared_path(cfg)
     if not path.exists():
         raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(cfg)}` "
-                        "(with the same data.*/preprocess.* overrides) first, or `dvc repro`")
+                        "(with the same preprocess.* and paths.* overrides) first, or `dvc repro`")
     dataset, transform, facts = load_prepared(path)
     for group in ("data", "preprocess"):
         made = facts.get(f"{group}_config") or {}
         want = as_kwargs(cfg[group])
         for key in sorted(set(made) & set(want) - {"root"}):
             if made[key] != want[key]:
+                given = "" if group == "data" else f" {_override(f'{group}.{key}', want[key])}"
                 raise DataError(
                     f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
-                    f"{want[key]!r}; rerun `{_prepare_cmd(cfg)} {group}.{key}={want[key]}` (give it its "
+                    f"{want[key]!r}; rerun `{_prepare_cmd(cfg)}{given}` (give it its "
                     f"own {group}.id to keep both)")
     if (cfg.data.get("val_fraction") or 0) > 0 and "X_val" not in facts:
         raise DataError(f"{path} has no validation split but data.val_fraction={cfg.data.val_fraction}; "
-                        f"rerun `{_prepare_cmd(cfg)} data.val_fraction={cfg.data.val_fraction}`")
+                        f"rerun `{_prepare_cmd(cfg)}`")
     return dataset, transform, dict(facts), path
 
 
