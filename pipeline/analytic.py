@@ -22,38 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import pandas as pd
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary
-from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
+from pipeline.config.schemas import AnalyticConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.spec import group_id
+from pipeline.tracking.sweep import JobContext
 
 PROG = "analytic"
-
-
-@dataclass
-class AnalyticOptions:
-    gd_paths: Any = MISSING  # claim 1 (see conf/analytic.yaml)
-    kappa_sweep: Any = MISSING  # claim 2
-    convexity: Any = MISSING  # claim 3
-    studies: list[str] = field(default_factory=lambda: ["gd_paths", "kappa_sweep", "convexity"])
-
-
-@dataclass
-class AnalyticConfig:
-    analytic: AnalyticOptions = field(default_factory=AnalyticOptions)
-    seed: int = 0
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-
-
-ConfigStore.instance().store(name="analytic_schema", node=AnalyticConfig)
 
 
 @dataclass
@@ -219,15 +199,13 @@ def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="analytic")
-@user_errors_exit(PROG)
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (see the module docstring)."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job (see the module docstring)."""
     check_boundary(cfg)
     run_analytic(as_kwargs(cfg))
 
 
-if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
+main = stage(PROG, AnalyticConfig)(job)
 
-    run_cli(PROG, main, AnalyticConfig)
+if __name__ == "__main__":
+    main()

@@ -14,14 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.cli.entry import run_entry
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary
 from pipeline.config.paths import project_path
-from pipeline.config.schemas import register_configs
+from pipeline.config.schemas import EvaluateConfig
 from pipeline.core.errors import CurvlabError, DataError
 from pipeline.spec import RunSpec
 from pipeline.store.prepared import load_prepared_for
@@ -32,7 +31,7 @@ from pipeline.store.rundir import (
     run_dir,
     write_evaluation,
 )
-from pipeline.tracking.sweep import JobContext, job_context
+from pipeline.tracking.sweep import JobContext
 
 PROG = "evaluate"
 
@@ -134,18 +133,12 @@ def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out
               file=sys.stderr)
 
 
-register_configs()
+def job(cfg: DictConfig, ctx: JobContext) -> None:
+    """One evaluate job (see the module docstring)."""
+    evaluate(cfg, ctx)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> int:
-    """Hydra entry point (see the module docstring)."""
-    ctx = job_context()
-    return run_entry(PROG, lambda: evaluate(cfg, ctx), ctx)
-
+main = stage(PROG, EvaluateConfig)(job)
 
 if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-    from pipeline.config.schemas import EvaluateConfig
-
-    run_cli(PROG, main, EvaluateConfig)
+    main()

@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, check_name
-from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.config.schemas import PrepareConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
 from pipeline.core.whitening import (
@@ -37,6 +36,7 @@ from pipeline.data.split import check_val_fraction, validation_split
 from pipeline.spec import group_id, prepared_stem
 from pipeline.store.prepared import prepared_path, save_prepared
 from pipeline.store.writer import check_writable
+from pipeline.tracking.sweep import JobContext
 
 
 def hessian_after(transform: Transform, C_aug: np.ndarray) -> np.ndarray:
@@ -174,7 +174,6 @@ def summary(facts: Mapping[str, Any], path: Path, total_s: float | None = None) 
     )
 
 
-@user_errors_exit("prepare")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """The stage on a Hydra config (validated, then ``prepare``), printing the summary line."""
     t0 = time.perf_counter()
@@ -186,17 +185,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return facts
 
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: ``python -m pipeline.prepare data=<name> preprocess=<name>``."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job: ``python -m pipeline.prepare data=<name> preprocess=<name>``."""
     run(cfg)
 
 
-if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-    from pipeline.config.schemas import PrepareConfig
+main = stage("prepare", PrepareConfig)(job)
 
-    run_cli("prepare", main, PrepareConfig)
+if __name__ == "__main__":
+    main()

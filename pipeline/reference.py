@@ -23,12 +23,11 @@ import sys
 import time
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, check_name
-from pipeline.config.schemas import ReferenceConfig, register_configs
+from pipeline.config.schemas import ReferenceConfig
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.spec import RunSpec, objective_id, prepared_stem, run_objective
 from pipeline.store.prepared import (
@@ -39,6 +38,7 @@ from pipeline.store.prepared import (
     read_facts,
 )
 from pipeline.store.references import check_reference_writable, write_reference
+from pipeline.tracking.sweep import JobContext
 
 PROG = "reference"
 NONCONVEX = ("logistic_mse",)  # no global optimum to certify
@@ -164,18 +164,12 @@ def coordinates(spec: RunSpec, s: Any, solved: tuple[Any, Any], others: list[tup
     return coords
 
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="reference")
-@user_errors_exit(PROG)
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (see the module docstring)."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job (see the module docstring)."""
     reference(cfg)
 
 
+main = stage(PROG, ReferenceConfig)(job)
+
 if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-
-    run_cli(PROG, main, ReferenceConfig)
-
+    main()

@@ -14,21 +14,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.cli.entry import run_entry
+from pipeline.cli.entry import stage
 from pipeline.cli.progress import IterationBar, show_progress
 from pipeline.config.checks import apply_budget, validate_train_config
-from pipeline.config.schemas import register_configs
+from pipeline.config.schemas import TrainConfig
 from pipeline.core.errors import NumericalError
 from pipeline.core.solvers import SGD_KEYS, check_sgd_options
 from pipeline.spec import RunSpec
 from pipeline.store.prepared import check_model_fits_data, file_sha256, load_prepared_for
 from pipeline.store.rundir import run_dir, write_run
 from pipeline.store.writer import check_writable
-from pipeline.tracking.sweep import JobContext, job_context, record_trial
+from pipeline.tracking.sweep import JobContext, record_trial
 
 PROG = "train"
 LOGGED_METRICS = ("train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
@@ -198,28 +197,20 @@ def save_run(out_dir: Path, spec: RunSpec, objective: Any, result: Any, metrics:
               {"w": w, "coef": np.asarray(coef), "intercept": np.asarray(intercept)}, metrics)
 
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> int | float | None:
-    """Hydra entry point (see the module docstring). In a sweep with ``sweep_metric`` set (a
-    tuning study) it returns that metric for the sweeper (None when the job failed) and leaves
-    ``<sweep dir>/trials/<job>.json`` for ``pipeline.tuning``."""
-    ctx = job_context()
-    metrics: dict[str, Any] = {}
-    code = run_entry(PROG, lambda: metrics.update(train(cfg, ctx)), ctx)
+def job(cfg: DictConfig, ctx: JobContext) -> float | None:
+    """One train job (see the module docstring). In a sweep with ``sweep_metric`` set (a tuning
+    study) it returns that metric for the sweeper and leaves ``<sweep dir>/trials/<job>.json``
+    for ``pipeline.tuning``."""
+    metrics = train(cfg, ctx)
     key = cfg.get("sweep_metric")
     if not key:
-        return code
-    if metrics:
-        record_trial(ctx, metrics)
+        return None
+    record_trial(ctx, metrics)
     value = metrics.get(key)
     return None if value is None else float(value)  # None: the sweeper records a failed trial
 
 
-if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-    from pipeline.config.schemas import TrainConfig
+main = stage(PROG, TrainConfig)(job)
 
-    run_cli(PROG, main, TrainConfig)
+if __name__ == "__main__":
+    main()

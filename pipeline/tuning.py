@@ -18,9 +18,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipeline.cli.entry import report_and_exit
+from pipeline.cli.entry import exit_with
 from pipeline.config.paths import project_path
-from pipeline.core.errors import CurvlabError, DataError
+from pipeline.core.errors import DataError
 from pipeline.store.writer import write_csv, write_json
 from pipeline.tracking.sweep import JobContext, any_failed, parent_run_id_from_env, read_trials
 
@@ -68,10 +68,10 @@ class RetrainBest(Callback):  # type: ignore[misc]
         self.data_id, self.final_name = str(data_id), str(final_name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        try:  # Hydra turns a callback's exception into a warning: end the command here
             self._finish(config)
-        except CurvlabError as err:
-            report_and_exit(err, "train")
+        except Exception as err:  # noqa: BLE001 - one line, as for the stage's own errors
+            exit_with(err, "train")
 
     def _finish(self, config: DictConfig) -> None:
         from pipeline.train import train

@@ -96,19 +96,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
 
 
-# the schema each stage's ``__main__`` hands to run_cli (it names config keys in error lines)
-_STAGE_SCHEMAS = {"train": ("pipeline.config.schemas", "TrainConfig"), "evaluate": ("pipeline.config.schemas", "EvaluateConfig"),
-                  "prepare": ("pipeline.config.schemas", "PrepareConfig"), "reference": ("pipeline.config.schemas", "ReferenceConfig"),
-                  "analytic": ("pipeline.analytic", "AnalyticConfig"), "report": ("pipeline.report", "ReportConfig")}
-
-
 @pytest.fixture
 def stage_cli(monkeypatch: pytest.MonkeyPatch,
               capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., tuple[int, str, str]]]:
     """``stage_cli(prog, *args) -> (exit status, stdout, stderr)``: ``python -m pipeline.<prog> args`` in-process."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-    from pipeline.cli.entry import run_cli
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
@@ -116,12 +109,11 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
 
     def call(prog: str, *args: str) -> tuple[int, str, str]:
         mod = importlib.import_module(f"pipeline.{prog}")
-        home, name = _STAGE_SCHEMAS[prog]
         monkeypatch.setattr(sys, "argv", [f"pipeline/{prog}.py", *args])
         capsys.readouterr()
         try:
             with pytest.raises(SystemExit) as ex:
-                run_cli(prog, mod.main, getattr(importlib.import_module(home), name))
+                mod.main()
         finally:
             GlobalHydra.instance().clear()
             HydraConfig.instance().cfg = None  # type: ignore[assignment]

@@ -245,7 +245,7 @@ def _targets(node: Any, multirun: bool, path: tuple[str, ...] = ()) -> Iterator[
 class Composer:
     """An app's config composed by Hydra for some overrides, and the conf files that composition
     reads (its defaults list). Make it inside ``hydra.initialize_config_dir(<repo>/conf)``, with
-    the app modules imported (their ConfigStore schemas registered).
+    the stage schemas registered (``pipeline.config.schemas.register_configs``).
 
     ``public=True`` calls ``hydra.compose(..., return_hydra_config=True)`` and
     ``config_loader().compute_defaults_list(...)``. The default does the same steps as
@@ -392,9 +392,12 @@ def check_stages(repo: Path = REPO_ROOT, public: bool = False,
     missing and spurious deps; ``public``: compose with ``hydra.compose`` (see ``Composer``)."""
     from hydra import initialize_config_dir
 
+    from pipeline.config.schemas import register_configs
+
+    register_configs()
     stages = [s for s in expand_stages(repo) if s.app is not None and (only is None or s.name in only)]
     for app in sorted({s.app for s in stages if s.app}):
-        module = importlib.import_module(f"pipeline.{app}")  # registers the structured schemas
+        module = importlib.import_module(f"pipeline.{app}")
         if not Path(str(module.__file__)).resolve().is_relative_to(REPO_ROOT):  # e.g. another checkout's
             raise RuntimeError(f"{module.__name__} imported from {module.__file__}, not {REPO_ROOT}: "
                                "run from the repository root (python -m pytest)")

@@ -40,8 +40,9 @@ def compose_report_cfg(tmp: Path, *overrides: str) -> dict[str, Any]:
     """conf/report.yaml composed with Hydra (the real defaults), paths pointed into ``tmp``."""
     from hydra import compose, initialize_config_dir
 
-    import pipeline.report  # noqa: F401  (registers report_schema)
-    from pipeline.config.schemas import as_kwargs
+    from pipeline.config.schemas import as_kwargs, register_configs
+
+    register_configs()
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose("report", overrides=[*_paths(tmp), "mlflow.enabled=false", *overrides])

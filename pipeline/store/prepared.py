@@ -174,8 +174,30 @@ TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "
                  "softmax": "multiclass"}
 
 
+def _override(key: str, value: Any) -> str:
+    """``key=value`` as a Hydra command-line override (lists without spaces, null, true/false)."""
+    def text(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return f"{key}={text(value)}"
+
+
 def _prepare_cmd(spec: RunSpec) -> str:
-    return f"python -m pipeline.prepare data={spec.data_name} preprocess={spec.preprocess_id}"
+    """The ``prepare`` command that makes the run's prepared file: its data and preprocess choices
+    and every ``data.*`` value that differs from ``conf/data/<name>.yaml``."""
+    from pipeline.data.catalog import data_config
+
+    want = spec.group_config("data")
+    try:
+        declared = data_config(spec.data_name)
+    except ConfigError:  # a data set declared outside conf/data/ (hydra.searchpath)
+        declared = want
+    changed = [_override(f"data.{k}", v) for k, v in want.items()
+               if k != "name" and declared.get(k) != v]
+    return " ".join([f"python -m pipeline.prepare data={spec.data_name}",
+                     f"preprocess={spec.preprocess_id}", *changed])
 
 
 def load_prepared_for(spec: RunSpec) -> tuple[Dataset, Transform, dict[str, Any], Path]:
@@ -183,21 +205,22 @@ def load_prepared_for(spec: RunSpec) -> tuple[Dataset, Transform, dict[str, Any]
     path = prepared_file(spec)
     if not path.exists():
         raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(spec)}` "
-                        "(with the same data.*/preprocess.* overrides) first, or `dvc repro`")
+                        "(with the same preprocess.* and paths.* overrides) first, or `dvc repro`")
     dataset, transform, facts = load_prepared(path)
     for group in ("data", "preprocess"):
         made = facts.get(f"{group}_config") or {}
         want = spec.group_config(group)
         for key in sorted(set(made) & set(want) - {"root"}):
             if made[key] != want[key]:
+                given = "" if group == "data" else f" {_override(f'{group}.{key}', want[key])}"
                 raise DataError(
                     f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
-                    f"{want[key]!r}; rerun `{_prepare_cmd(spec)} {group}.{key}={want[key]}` (give it its "
+                    f"{want[key]!r}; rerun `{_prepare_cmd(spec)}{given}` (give it its "
                     f"own {group}.id to keep both)")
     val_fraction = spec.group_config("data").get("val_fraction")
     if (val_fraction or 0) > 0 and "X_val" not in facts:
         raise DataError(f"{path} has no validation split but data.val_fraction={val_fraction}; "
-                        f"rerun `{_prepare_cmd(spec)} data.val_fraction={val_fraction}`")
+                        f"rerun `{_prepare_cmd(spec)}`")
     return dataset, transform, dict(facts), path
 
 

@@ -339,7 +339,7 @@ def close_open_sweeps(status: str) -> None:
             print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
 
 
-on_exit(close_open_sweeps)  # a command that ends with sweeps open ends them too (pipeline.cli.entry.run_cli)
+on_exit(close_open_sweeps)  # a command ending with sweeps open ends them (cli.entry.run_command)
 
 
 # ------------------------------------------------------------------ Hydra multirun
