@@ -95,7 +95,7 @@ def test_a_bad_budget_is_one_config_error_naming_it() -> None:
     cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd.max_iters=3"])
     with pytest.raises(ConfigError, match=r"budgets\.gd\.max_iters: unknown optimizer key"):
         apply_budget(cfg)
-    cfg = compose_app("train", ["experiment=default_softmax", "budgets.gd=3"])
+    cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd=3"])
     with pytest.raises(ConfigError, match=r"budgets\.gd=3 must map optimizer keys"):
         apply_budget(cfg)
 

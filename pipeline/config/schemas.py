@@ -160,8 +160,9 @@ class TrainConfig(AppBase):
     fail_on_diverged: bool = True  # a diverged run is saved, then exits non-zero (false: exit 0)
     score_test: bool = True  # false: test_accuracy/test_loss stay null (tuning trials never see the test set)
     sweep_metric: str | None = None  # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
-    # a study's budget per optimizer (its id): optimizer.<key> values the preset gives that optimizer,
-    # e.g. {gd: {max_iter: 300}, newton_cg: {max_iter: 50}}; applied by ``apply_budget``
+    # a budget per optimizer (its id) from the command line, for sweeps over optimizers:
+    # +budgets.gd.max_iter=300 +budgets.newton_cg.max_iter=50; applied by ``apply_budget``
+    # (a preset's budgets are conf/experiment/<preset>/<optimizer>.yaml, composed by Hydra)
     budgets: dict[str, Any] = field(default_factory=dict)
 
 
