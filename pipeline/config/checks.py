@@ -38,15 +38,12 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
                                   "fix it in the preset or on the command line") from None
 
 
-MODELS = ("linear", "logistic", "logistic_mse", "softmax")
-OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
-INITS = ("zeros", "random", "saturated")
-DTYPES = ("float64", "float32")
-
-
 def validate_train_config(cfg: Any) -> None:
-    """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError."""
+    """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError.
+    The names allowed are the core's registries: models, dtypes, starting points, methods."""
     from pipeline.core.errors import ConfigError
+    from pipeline.core.objectives import DTYPES, INITS, MODELS
+    from pipeline.core.solvers import METHODS as OPTIMIZERS
 
     check_boundary(cfg)
 

@@ -36,8 +36,8 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.core.errors import ConfigError, DataError, NumericalError
 
-MODELS = ("linear", "logistic", "logistic_mse", "softmax")
 DTYPES = {"float64": np.float64, "float32": np.float32}
+INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
 # A dense Hessian of this many parameters takes 8·p² bytes (7850 = MNIST softmax: 493 MB).
 DENSE_HESSIAN_MAX_PARAMS = 8000
 # rows of X̃ per block of a Hessian-vector product: a block (≈ 6 MB of float32 MNIST) stays in cache between
@@ -468,7 +468,7 @@ class LinearModelObjective(Objective):
         rng = np.random.default_rng(rng)
         if kind == "zeros":
             return np.zeros(self.n_params, dtype=self.dtype)
-        if kind not in ("random", "saturated"):
+        if kind not in INITS:
             raise ConfigError(f"init={kind!r} is unknown; use zeros, random or saturated")
         if not (np.isfinite(scale) and scale > 0):
             raise ConfigError(f"init_scale={scale} must be a positive number")
@@ -838,7 +838,7 @@ class SoftmaxRegression(LinearModelObjective):
         return softmax_rows(self.predict_margins(X, w))
 
 
-_CLASSES: dict[str, type[LinearModelObjective]] = {
+MODELS: dict[str, type[LinearModelObjective]] = {  # the registry: model name → objective
     "linear": LinearRegression,
     "logistic": LogisticRegression,
     "logistic_mse": LogisticMSE,
@@ -893,7 +893,7 @@ def make_objective(model: str, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0,
                    fit_intercept: bool = True, n_classes: int | None = None,
                    dtype: Any = np.float64, penalty: ArrayLike | None = None) -> LinearModelObjective:
     """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2 tr(Wᵀ P W)."""
-    if model not in _CLASSES:
+    if model not in MODELS:
         raise ConfigError(f"model={model!r} is unknown; use one of {', '.join(MODELS)}")
-    return _CLASSES[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
+    return MODELS[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
                            penalty=penalty)
