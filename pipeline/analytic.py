@@ -29,7 +29,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from pipeline.cli.entry import user_errors_exit
-from pipeline.config.checks import check_boundary
+from pipeline.config.checks import check_boundary, config_keys
 from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 
@@ -191,6 +191,7 @@ def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
     return run_id
 
 
+@config_keys()
 def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
     """Compute every selected study, then write and log them; returns their folders."""
     from pipeline.config.paths import project_path

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli.entry import run_entry
-from pipeline.config.checks import check_boundary
+from pipeline.config.checks import check_boundary, config_keys
 from pipeline.config.paths import project_path
 from pipeline.config.schemas import register_configs
 from pipeline.core.errors import CurvlabError, DataError
@@ -68,6 +68,7 @@ def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
     return out
 
 
+@config_keys()
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
     from pipeline.spec import run_objective

@@ -20,7 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.cli.entry import user_errors_exit
-from pipeline.config.checks import check_boundary, check_name
+from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.schemas import as_kwargs, register_configs
 from pipeline.core.errors import ConfigError
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
@@ -59,6 +59,7 @@ def _cond(lam: np.ndarray) -> float | None:
     return k if np.isfinite(k) else None
 
 
+@config_keys()
 def prepare(
     data_cfg: Mapping[str, Any],
     preprocess_cfg: Mapping[str, Any],

@@ -28,7 +28,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli.entry import user_errors_exit
-from pipeline.config.checks import check_boundary, check_name
+from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.paths import project_path
 from pipeline.config.schemas import ReferenceConfig, as_kwargs, register_configs
 from pipeline.core.errors import ConfigError, DataError
@@ -78,6 +78,7 @@ def _other_coordinates(cfg: Any, pre_id: str) -> DictConfig:
     return other
 
 
+@config_keys()
 def reference(cfg: DictConfig) -> dict[str, Any]:
     """Solve the run's objective to the reference tolerance and write its JSON; returns the record."""
     from pipeline.core.optima import curvature, map_weights, solve

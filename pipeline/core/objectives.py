@@ -34,7 +34,7 @@ from scipy.sparse import linalg as spla
 from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
-from pipeline.core.errors import ConfigError, DataError, NumericalError
+from pipeline.core.errors import ConfigError, DataError, NumericalError, OptionError, worded
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
@@ -341,10 +341,10 @@ class LinearModelObjective(Objective):
         """Dense ∇²f(w) = (1/n) X̃ᵀ D X̃ + λ (P ⊗ I_c) on the weights, shape (p, p)."""
         w = self._check_w(w)
         if self.n_params > DENSE_HESSIAN_MAX_PARAMS:
-            raise NumericalError(
-                f"dense Hessian of {self.n_params} parameters needs {8 * self.n_params**2 / 1e9:.1f} GB; "
-                "use optimizer=newton_cg (Hessian-vector products) instead of newton"
-            )
+            raise NumericalError(worded(
+                "dense Hessian of {p} parameters needs {gb:.1f} GB; use {solver}=newton_cg "
+                "(Hessian-vector products) instead of newton", p=self.n_params,
+                gb=8 * self.n_params**2 / 1e9))
         curv = self._curvature(self.margins(w))
         H = self._dense_hessian(curv)
         if self.l2:
@@ -679,7 +679,8 @@ class _BinaryMixin:
         if y.ndim != 1 or y.shape[0] != n:
             raise DataError(f"y has shape {y.shape}, expected ({n},) labels in {{0, 1}}")
         if not np.all((y == 0) | (y == 1)):
-            raise DataError("binary models need labels in {0, 1}; map the two classes to 0 and 1 (data.classes)")
+            raise DataError(worded("binary models need labels in {{0, 1}}; map the two classes to 0 "
+                                   "and 1 ({dataset.classes})"))
         return y.astype(self.dtype)[:, None]  # type: ignore[attr-defined]
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
@@ -754,7 +755,8 @@ class SoftmaxRegression(LinearModelObjective):
         if self.c == -1:
             self.c = int(yi.max()) + 1 if yi.size else 0
         if self.c < 2:
-            raise ConfigError(f"softmax needs n_classes ≥ 2, got {self.c}; set n_classes or use model=logistic")
+            raise ConfigError(worded("softmax needs n_classes ≥ 2, got {c}; set n_classes or use "
+                                     "{objective}=logistic", c=self.c))
         if yi.size and (yi.min() < 0 or yi.max() >= self.c):
             raise DataError(f"labels must lie in 0..{self.c - 1} (n_classes={self.c}); found {yi.min()}..{yi.max()}")
         return yi  # type: ignore[return-value]
@@ -872,9 +874,9 @@ def _check_l2(l2: float) -> float:
     try:
         lam = float(l2)
     except (TypeError, ValueError):
-        raise ConfigError(f"model.l2={l2!r} must be a number ≥ 0") from None
+        raise OptionError("objective", "l2", l2, "must be a number ≥ 0") from None
     if not (np.isfinite(lam) and lam >= 0):
-        raise ConfigError(f"model.l2={l2} must be a finite number ≥ 0")
+        raise OptionError("objective", "l2", l2, "must be a finite number ≥ 0", show=str)
     return lam
 
 
@@ -894,6 +896,7 @@ def make_objective(model: str, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0,
                    dtype: Any = np.float64, penalty: ArrayLike | None = None) -> LinearModelObjective:
     """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2 tr(Wᵀ P W)."""
     if model not in MODELS:
-        raise ConfigError(f"model={model!r} is unknown; use one of {', '.join(MODELS)}")
+        raise ConfigError(worded("{objective}={model!r} is unknown; use one of {names}", model=model,
+                                 names=", ".join(MODELS)))
     return MODELS[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
                            penalty=penalty)

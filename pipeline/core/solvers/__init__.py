@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, worded
 from pipeline.core.solvers.closed_form import ClosedForm
 from pipeline.core.solvers.gd import GradientDescent
 from pipeline.core.solvers.loop import HISTORY_KEYS, Callback, Method, OptimizeResult, iterate
@@ -68,11 +68,12 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
     """
     sgd = {k: ignored.pop(k) for k in list(ignored) if k in SGD_DEFAULTS}
     if sgd and method != "sgd":
-        raise ConfigError(f"option(s) {sorted(sgd)} apply only to optimizer=sgd, not {method!r}; drop them")
+        raise ConfigError(worded("option(s) {keys} apply only to {solver}=sgd, not {method!r}; drop them",
+                                 keys=sorted(sgd), method=method))
     unknown = sorted(set(ignored) - set(_IGNORED))
     if unknown:
-        raise ConfigError(f"unknown optimizer option(s) {unknown}; valid: lr, max_iter, tol, time_budget_s, "
-                          "line_search, armijo_c, backtrack, cg_max_iter")
+        raise ConfigError(f"unknown optimizer option(s) {unknown}; valid: lr, max_iter, tol, "
+                          "time_budget_s, line_search, armijo_c, backtrack, cg_max_iter")
     opts = check_options(method, tuple(METHODS), lr=lr, max_iter=max_iter, tol=tol,
                          time_budget_s=time_budget_s, armijo_c=armijo_c, backtrack=backtrack,
                          cg_max_iter=cg_max_iter, line_search=line_search,
@@ -83,9 +84,11 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
                         "value_grad)")
     w = np.array(w0, dtype=objective.dtype, copy=True).ravel()
     if w.shape != (objective.n_params,):
-        raise ConfigError(f"w0 has {w.size} entries, the objective has {objective.n_params} parameters")
+        raise ConfigError(f"w0 has {w.size} entries, the objective has {objective.n_params} "
+                          "parameters")
     if not np.all(np.isfinite(w)):
-        raise ConfigError("w0 contains NaN or infinite values; start from a finite point (init=zeros)")
+        raise ConfigError("w0 contains NaN or infinite values; start from a finite point "
+                          "(init=zeros)")
     m = METHODS[method](objective, opts)
     return iterate(m, w, max_iter=m.max_iter(int(max_iter)), tol=opts.tol, budget=time_budget_s,
                    callback=callback, div=float(divergence_factor))

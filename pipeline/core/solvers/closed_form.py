@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, worded
 from pipeline.core.solvers.loop import GRADIENT, HVP, Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, LeastSquares, Named, Objective
 
@@ -17,8 +17,8 @@ class ClosedForm(Method):
     def __init__(self, obj: Objective, o: MethodOptions) -> None:
         if not isinstance(obj, LeastSquares):
             model = obj.model if isinstance(obj, Named) else "?"
-            raise ConfigError(f"optimizer=closed_form exists only for model=linear (got "
-                              f"{model}); use newton or newton_cg")
+            raise ConfigError(worded("{solver}=closed_form exists only for {objective}=linear (got "
+                                     "{model}); use newton or newton_cg", model=model))
         super().__init__(obj, o)
         self.least_squares = obj
         self.gn = math.inf
@@ -43,7 +43,8 @@ class ClosedForm(Method):
 
     def diverged_message(self, it: int, f: float, f0: float) -> str:
         """A non-finite solution: the normal equations are singular."""
-        return "closed-form solution is non-finite; the normal equations are singular — set model.l2 > 0"
+        return worded("closed-form solution is non-finite; the normal equations are singular — "
+                      "set {objective.l2} > 0")
 
     def finish(self, status: str, message: str) -> tuple[str, str]:
         """'converged', or 'stalled' where rounding kept ‖∇f‖ above tol."""
@@ -52,4 +53,5 @@ class ClosedForm(Method):
         msg = f"normal equations solved by Cholesky; ‖∇f‖ = {self.gn:.3e}"
         if status == "converged":
             return status, msg
-        return "stalled", msg + " (ill-conditioned: rounding limits the accuracy; set model.l2 > 0)"
+        return "stalled", msg + worded(" (ill-conditioned: rounding limits the accuracy; "
+                                       "set {objective.l2} > 0)")

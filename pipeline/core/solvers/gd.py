@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import NumericalError
+from pipeline.core.errors import NumericalError, worded
 from pipeline.core.solvers.loop import (
     FORWARD,
     GRADIENT,
@@ -29,7 +29,8 @@ class GradientDescent(Method):
         if lr is None:
             L = float(obj.lipschitz()) if isinstance(obj, Smooth) else float("nan")
             if not (np.isfinite(L) and L > 0):
-                raise NumericalError(f"smoothness constant L = {L} is not positive; set optimizer.lr explicitly")
+                raise NumericalError(worded("smoothness constant L = {L} is not positive; set "
+                                            "{solver.lr} explicitly", L=L))
             lr = 1.0 / L
             self.extra["L"] = L
         self.lr = lr

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import ConfigError, NumericalError
+from pipeline.core.errors import ConfigError, NumericalError, OptionError, worded
 from pipeline.core.solvers.loop import Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, Minibatch, Objective
 
@@ -66,7 +66,7 @@ def check_sgd_options(opts: dict[str, Any]) -> None:
     """Raise a one-line ConfigError naming the first SGD option out of range."""
     for key, (ok, want) in _SGD_RULES.items():
         if not ok(opts[key]):
-            raise ConfigError(f"optimizer.{key}={opts[key]!r} {want}")
+            raise OptionError("solver", key, opts[key], want)
 
 
 class SGD(Method):
@@ -81,11 +81,13 @@ class SGD(Method):
 
     def __init__(self, obj: Objective, o: MethodOptions) -> None:
         if o.search.enabled:
-            raise ConfigError("optimizer.line_search=true does not apply to optimizer=sgd; set it to false")
+            raise ConfigError(worded("{solver.line_search}=true does not apply to {solver}=sgd; "
+                                     "set it to false"))
         opts = {**SGD_DEFAULTS, **o.sgd}
         check_sgd_options(opts)
         if not isinstance(obj, Minibatch):
-            raise ConfigError("optimizer=sgd needs an objective with minibatch gradients (a linear model)")
+            raise ConfigError(worded("{solver}=sgd needs an objective with minibatch gradients "
+                                     "(a linear model)"))
         super().__init__(obj, o)
         n = int(obj.n)
         self.n, self.B = n, min(int(opts["batch_size"]), n)
@@ -109,7 +111,8 @@ class SGD(Method):
         L, L_max = float(obj.lipschitz()), float(obj.lipschitz_max())
         L_B = minibatch_smoothness(L, L_max, self.n, self.B)
         if not (np.isfinite(L_B) and L_B > 0):
-            raise NumericalError(f"minibatch smoothness L_B = {L_B} is not positive; set optimizer.lr explicitly")
+            raise NumericalError(worded("minibatch smoothness L_B = {L_B} is not positive; set "
+                                        "{solver.lr} explicitly", L_B=L_B))
         self.extra.update(L=L, L_max=L_max, L_B=L_B)
         return 1.0 / L_B
 
