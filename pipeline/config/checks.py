@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pipeline.config.schemas import OptimizerConfig
+from pipeline.core.errors import OptionNames
 
 # the config group each numerical-core component takes its options from
 CORE_GROUPS = {"solver": "optimizer", "objective": "model", "transform": "preprocess",
                "dataset": "data"}
 
 
-@contextlib.contextmanager
-def config_keys() -> Iterator[None]:
-    """Core messages made inside (or in a function decorated ``@config_keys()``) name options as
-    config keys: the solver's ``lr`` as ``optimizer.lr``, its method as ``optimizer``."""
-    from pipeline.core.errors import option_names
-
-    with option_names(CORE_GROUPS):
-        yield
+def config_keys() -> OptionNames:
+    """Core messages made inside (a ``with`` block, or a function decorated ``@config_keys()``) name
+    options as config keys: the solver's ``lr`` as ``optimizer.lr``, its method as ``optimizer``."""
+    return OptionNames(CORE_GROUPS)
 
 
 def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 
@@ -35,7 +35,7 @@ EXIT_USER_ERROR = 2
 # The core names an option by the component it belongs to: ``{solver.lr}``, ``{objective.l2}``,
 # ``{transform.eps}``, ``{dataset.classes}``; ``{solver}`` alone is the choice of a component (the
 # method, model, transform). Bare by default (``lr``, ``method``); a caller that knows them under
-# other names (a config group: ``<group>.lr``) words every message made inside ``option_names(...)``.
+# other names (a config group: ``<group>.lr``) words every message made inside ``OptionNames(...)``.
 
 COMPONENTS = {"solver": "method", "objective": "model", "transform": "transform", "dataset": "data"}
 _GROUPS: ContextVar[Mapping[str, str] | None] = ContextVar("curvlab_option_groups", default=None)
@@ -57,21 +57,26 @@ class _Named:
 
 def worded(template: str, **values: Any) -> str:
     """``template.format(**values)`` with ``{component.option}`` and ``{component}`` named in the
-    caller's words (``option_names``): ``{solver.lr}`` → ``lr``, or ``<group>.lr`` for a config."""
+    caller's words (``OptionNames``): ``{solver.lr}`` → ``lr``, or ``<group>.lr`` for a config."""
     groups = _GROUPS.get() or {}
     named = {c: _Named(c, groups.get(c)) for c in COMPONENTS}
     return template.format(**values, **named)
 
 
-@contextlib.contextmanager
-def option_names(groups: Mapping[str, str]) -> Iterator[None]:
-    """Within: core messages name an option ``o`` of component ``c`` as ``groups[c].o`` and the
-    choice of ``c`` as ``groups[c]`` (``{"solver": "opt"}``: ``opt.lr``, ``opt=gd``)."""
-    token = _GROUPS.set(dict(groups))
-    try:
-        yield
-    finally:
-        _GROUPS.reset(token)
+class OptionNames(contextlib.ContextDecorator):
+    """Within (a ``with`` block, or a function it decorates): core messages name an option ``o`` of
+    component ``c`` as ``groups[c].o`` and the choice of ``c`` as ``groups[c]``
+    (``{"solver": "opt"}``: ``opt.lr``, ``opt=gd``). Picklable, so decorated functions are too."""
+
+    def __init__(self, groups: Mapping[str, str]) -> None:
+        self.groups = dict(groups)
+        self._tokens: list[Token[Mapping[str, str] | None]] = []
+
+    def __enter__(self) -> None:
+        self._tokens.append(_GROUPS.set(self.groups))
+
+    def __exit__(self, *exc: object) -> None:
+        _GROUPS.reset(self._tokens.pop())
 
 
 class OptionError(ConfigError):
