@@ -42,7 +42,7 @@ _GROUPS: ContextVar[Mapping[str, str] | None] = ContextVar("curvlab_option_group
 
 
 class _Named:
-    """One component in a message template: ``{c}`` is its choice, ``{c.option}`` an option of it."""
+    """A component in a message template: ``{c}`` is its choice, ``{c.option}`` an option of it."""
 
     def __init__(self, component: str, group: str | None) -> None:
         self._choice = group or COMPONENTS[component]

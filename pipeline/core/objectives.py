@@ -453,7 +453,7 @@ class LinearModelObjective(Objective):
             if self.P is None or not self.l2:
                 return self.curvature_bound * self.input_second_moment_max() + self.l2
             return self.bound_matrix_max()
-        if method in ("lanczos", "power"):
+        if method == "lanczos":
             w = np.zeros(self.n_params, dtype=self.dtype) if w is None else self._check_w(w)
             op = self.hess_operator(w)
             return top_eigenvalue(op.matvec, self.n_params, self.dtype)
@@ -574,23 +574,7 @@ class HessianOperator:
                 G[np.arange(k_act), np.arange(k_act)] += o.l2
             else:
                 G[:k_act, :k_act] += o.l2 * o.P[np.ix_(rows[:k_act], rows[:k_act])]
-            # a tiny ridge keeps M_k positive definite without penalty (λ = 0) or for the bias
-            ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
-            G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
-            # small LAPACK calls run single-threaded: multi-threaded potrf on a ~10³ matrix gains
-            # nothing and, on a busy machine, spin-waiting BLAS threads make it 100× slower
-            with threadpool_limits(limits=1):
-                for _ in range(8):
-                    Lc, info = lapack.dpotrf(G, lower=1, clean=1)
-                    if info == 0:
-                        break
-                    ridge *= 100.0
-                    G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
-                else:
-                    raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
-                Minv_k, info = lapack.dpotri(Lc, lower=1)  # M_k⁻¹ from the Cholesky factor
-            Minv_k = np.tril(Minv_k)
-            facs.append(Minv_k + np.tril(Minv_k, -1).T)
+            facs.append(_ridged_inverse(G))
         Minv = np.stack(facs)  # (c, m, m)
         inactive = np.setdiff1d(np.arange(o.d), rows)
         pd_in = np.ones(inactive.size) if o._P_diag is None else o._P_diag[inactive]
@@ -604,6 +588,27 @@ class HessianOperator:
             return out.ravel()
 
         return solve
+
+
+def _ridged_inverse(G: FloatArray) -> FloatArray:
+    """(G + ρI)⁻¹ of a symmetric PSD G (in place) by Cholesky: a tiny ridge ρ = 1e-10·mean diag G
+    keeps it positive definite without penalty (λ = 0) or for the bias; ×100 until it is."""
+    ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
+    G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
+    # small LAPACK calls run single-threaded: multi-threaded potrf on a ~10³ matrix gains
+    # nothing and, on a busy machine, spin-waiting BLAS threads make it 100× slower
+    with threadpool_limits(limits=1):
+        for _ in range(8):
+            Lc, info = lapack.dpotrf(G, lower=1, clean=1)
+            if info == 0:
+                break
+            ridge *= 100.0
+            G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
+        else:
+            raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
+        Minv, info = lapack.dpotri(Lc, lower=1)  # G⁻¹ from the Cholesky factor
+    Minv = np.tril(Minv)
+    return Minv + np.tril(Minv, -1).T
 
 
 class LinearRegression(LinearModelObjective):
@@ -636,7 +641,7 @@ class LinearRegression(LinearModelObjective):
 
     def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
         """L = λ_max((1/n) X̃ᵀX̃ + λ I_W), exact: the Hessian is the same everywhere."""
-        if method not in ("bound", "lanczos", "power"):
+        if method not in ("bound", "lanczos"):
             raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
         if self.n_params <= 2000 and method == "bound":
             H = self.hessian(np.zeros(self.n_params, self.dtype)).astype(np.float64)
@@ -679,8 +684,8 @@ class _BinaryMixin:
         if y.ndim != 1 or y.shape[0] != n:
             raise DataError(f"y has shape {y.shape}, expected ({n},) labels in {{0, 1}}")
         if not np.all((y == 0) | (y == 1)):
-            raise DataError(worded("binary models need labels in {{0, 1}}; map the two classes to 0 "
-                                   "and 1 ({dataset.classes})"))
+            raise DataError(worded("binary models need labels in {{0, 1}}; map the two classes to "
+                                   "0 and 1 ({dataset.classes})"))
         return y.astype(self.dtype)[:, None]  # type: ignore[attr-defined]
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
@@ -896,7 +901,7 @@ def make_objective(model: str, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0,
                    dtype: Any = np.float64, penalty: ArrayLike | None = None) -> LinearModelObjective:
     """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2 tr(Wᵀ P W)."""
     if model not in MODELS:
-        raise ConfigError(worded("{objective}={model!r} is unknown; use one of {names}", model=model,
-                                 names=", ".join(MODELS)))
+        raise ConfigError(worded("{objective}={model!r} is unknown; use one of {names}",
+                                 model=model, names=", ".join(MODELS)))
     return MODELS[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
                            penalty=penalty)

@@ -209,18 +209,20 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
         raise OptionError("transform", "eps", eps, "must be >= 0 (e.g. 1.0e-3; 0 = none)", show=str)
     ridge = _opt_number(cfg, "ridge") if "ridge" in cfg else 0.0
     if ridge is None or ridge < 0:
-        raise OptionError("transform", "ridge", ridge,
-                          "must be >= 0 (ridge whitening: the model's λ, ${{{objective.l2}}})", show=str)
+        raise OptionError("transform", "ridge", ridge, "must be >= 0 (ridge whitening: the "
+                          "model's λ, ${{{objective.l2}}})", show=str)
     space = cfg.get("penalty_space", "input")
     if space not in PENALTY_SPACES:
-        raise OptionError("transform", "penalty_space", space, "is unknown; use input or transformed")
+        raise OptionError("transform", "penalty_space", space,
+                          "is unknown; use input or transformed")
     rt = _opt_number(cfg, "rel_threshold")
     if rt is not None and not (0 <= rt < 1):
         raise OptionError("transform", "rel_threshold", rt,
                           "must lie in [0, 1), e.g. 1.0e-6, or be null", show=str)
     nc = cfg.get("n_components")
     if nc is not None and not (isinstance(nc, int) and not isinstance(nc, bool) and nc >= 1):
-        raise OptionError("transform", "n_components", nc, "must be an integer >= 1 or null", show=str)
+        raise OptionError("transform", "n_components", nc, "must be an integer >= 1 or null",
+                          show=str)
     ev = _opt_number(cfg, "explained_variance")
     if ev is not None and not (0 < ev <= 1):
         raise OptionError("transform", "explained_variance", ev,
@@ -229,16 +231,17 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
         for key in DROPPING_KEYS:
             if cfg.get(key) is not None:
                 raise OptionError(
-                    "transform", key, cfg[key], "drops directions that carry data, which changes the "
-                    "objective under {transform.penalty_space}=input; set it to null "
+                    "transform", key, cfg[key], "drops directions that carry data, which "
+                    "changes the objective under {transform.penalty_space}=input; set it to null "
                     "({transform.ridge} keeps whitening well conditioned) or use "
                     "{transform.penalty_space}=transformed", show=str)
     if name != "whiten":
         for key, default in WHITEN_DEFAULTS.items():
             if key in cfg and cfg[key] != default:
                 raise OptionError(
-                    "transform", key, cfg[key], "only applies to {transform}=whiten (this is {name}); "
-                    "remove the override or use {transform}=whiten", show=str, name=name)
+                    "transform", key, cfg[key], "only applies to {transform}=whiten "
+                    "(this is {name}); remove the override or use {transform}=whiten",
+                    show=str, name=name)
 
 
 def fit_preprocess(

@@ -143,8 +143,8 @@ def fit_whitening(
         rank = numerical_rank(np.clip(lam, 0, None))
         raise NumericalError(worded(
             "the training second-moment matrix is singular (rank {rank} of {d}, smallest kept "
-            "eigenvalue {lam:.3g}); set {transform.rel_threshold} (e.g. 1.0e-6), {transform.eps} > 0, "
-            "{transform.n_components} or {transform.explained_variance}",
+            "eigenvalue {lam:.3g}); set {transform.rel_threshold} (e.g. 1.0e-6), "
+            "{transform.eps} > 0, {transform.n_components} or {transform.explained_variance}",
             rank=rank, d=lam.size, lam=lam_k[-1]))
     T = Phi[:, :k].T / np.sqrt(lam_k)[:, None]  # Λ_k^-1/2 Φ_kᵀ
     if zca:

@@ -68,8 +68,8 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
     """
     sgd = {k: ignored.pop(k) for k in list(ignored) if k in SGD_DEFAULTS}
     if sgd and method != "sgd":
-        raise ConfigError(worded("option(s) {keys} apply only to {solver}=sgd, not {method!r}; drop them",
-                                 keys=sorted(sgd), method=method))
+        raise ConfigError(worded("option(s) {keys} apply only to {solver}=sgd, not {method!r}; "
+                                 "drop them", keys=sorted(sgd), method=method))
     unknown = sorted(set(ignored) - set(_IGNORED))
     if unknown:
         raise ConfigError(f"unknown optimizer option(s) {unknown}; valid: lr, max_iter, tol, "

@@ -102,7 +102,7 @@ class Clock:
 
 
 class History:
-    """The rows of ``HISTORY_KEYS``, one per iterate; each row goes to the callback off the clock."""
+    """Rows of ``HISTORY_KEYS``, one per iterate; each row goes to the callback off the clock."""
 
     def __init__(self, clock: Clock, callback: Callback | None) -> None:
         self.rows: list[tuple[float, ...]] = []
@@ -181,7 +181,8 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
     hist = History(clock, callback)
     f, g = m.start(w)
     if not finite(f, g):
-        raise NumericalError("loss or gradient is non-finite at the start point; check the data and w0")
+        raise NumericalError("loss or gradient is non-finite at the start point; check the data "
+                             "and w0")
     f0, gn = f, float(np.linalg.norm(g))
     hist.add(0, m.passes, f, gn, 0.0)
     it, status, msg = 0, "max_iter", ""
@@ -206,8 +207,8 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
         gn = float(np.linalg.norm(g))
         hist.add(it, m.passes, f, gn, t)
     status, msg = m.finish(status, msg)
-    return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=m.lr, history=hist.arrays(),
-                          info=m.info())
+    return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=m.lr,
+                          history=hist.arrays(), info=m.info())
 
 
 def finite(f: float, g: FloatArray) -> bool:
@@ -223,7 +224,8 @@ def stop_rule(it: int, gn: float, tol: float, max_iter: int, clock: Clock,
     if it >= max_iter:
         return "max_iter", f"max_iter = {max_iter} reached with ‖∇f‖ = {gn:.3e} > tol = {tol:.1e}"
     if budget is not None and clock.now() >= budget:
-        return "time_budget", f"time budget {budget:g} s used up after {it} iterations (‖∇f‖ = {gn:.3e})"
+        return "time_budget", (f"time budget {budget:g} s used up after {it} iterations "
+                               f"(‖∇f‖ = {gn:.3e})")
     return None
 
 
@@ -243,8 +245,8 @@ def diverged_msg(it: int, f: float, f0: float) -> str:
     if not np.isfinite(f):
         return (f"loss became non-finite at iteration {it}; the step is too large (lr > 2/L?) — "
                 "use lr=auto or line_search=true; returned the last finite iterate")
-    return (f"loss grew from {f0:.3e} to {f:.3e} by iteration {it}; the step is too large (lr > 2/L?) — "
-            "use lr=auto or line_search=true; returned the last finite iterate")
+    return (f"loss grew from {f0:.3e} to {f:.3e} by iteration {it}; the step is too large "
+            "(lr > 2/L?) — use lr=auto or line_search=true; returned the last finite iterate")
 
 
 # ---------------------------------------------------------------- line search
@@ -261,7 +263,7 @@ class LineSearch:
 
     def __call__(self, m: Method, phi: Callable[[float], float], f0: float, slope: float, t0: float,
                  trial_cost: float) -> float | None:
-        """The accepted step (t0 without line search), or None; each trial adds ``trial_cost`` passes."""
+        """The accepted step (t0 without line search) or None; a trial costs ``trial_cost``."""
         if not self.enabled:
             return t0
 
@@ -275,7 +277,7 @@ class LineSearch:
 
 def armijo(phi: Callable[[float], float], f0: float, slope: float, t0: float, c1: float,
            rho: float, max_bt: int) -> tuple[float, float] | None:
-    """Backtracking: the first t = t0·ρ^j with φ(t) ≤ f0 + c1 t slope (slope = ∇fᵀs < 0); None if none."""
+    """Backtracking: the first t = t0·ρ^j with φ(t) ≤ f0 + c1·t·slope, slope = ∇fᵀs < 0; or None."""
     t = t0
     for _ in range(max_bt):
         ft = phi(t)

@@ -23,7 +23,8 @@ from pipeline.core.solvers.loop import (
 from pipeline.core.solvers.protocols import DenseHessian, FloatArray
 
 
-def damped_newton_step(H: FloatArray, g: FloatArray, beta: float = 1.0e-3) -> tuple[FloatArray, float]:
+def damped_newton_step(H: FloatArray, g: FloatArray,
+                       beta: float = 1.0e-3) -> tuple[FloatArray, float]:
     """s = −(H + τI)⁻¹ g by Cholesky with the smallest τ ∈ {0, τ₀·2^k} that makes H + τI positive
     definite (Nocedal & Wright, Alg. 3.3; τ₀ from the diagonal, scaled by β·mean|diag H|)."""
     H = np.asarray(H, dtype=np.float64)

@@ -43,7 +43,8 @@ Preconditioner = FloatArray | Callable[[FloatArray], FloatArray] | None
 
 def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, maxiter: int,
         minv: Preconditioner = None) -> tuple[FloatArray, int, bool]:
-    """Preconditioned CG for H x = b to ‖r‖ ≤ rtol‖b‖ (M⁻¹ = diag(minv)); stops at negative curvature.
+    """Preconditioned CG for H x = b to ‖r‖ ≤ rtol‖b‖ (M⁻¹ = diag(minv) or the map minv); stops at
+    negative curvature.
 
     Returns (x, iterations, negative_curvature_found); at negative curvature on the first
     iteration x is the preconditioned right-hand side (a descent direction when b = −∇f)."""
@@ -84,7 +85,7 @@ def margin_ray(obj: Margins, w: FloatArray, s: FloatArray, Z: FloatArray,
 
 
 class NewtonCG(Method):
-    """w ← w + t s with H s = −∇f solved by preconditioned CG to ‖r‖ ≤ max(min(0.5, √‖∇f‖)‖∇f‖, tol/2).
+    """w ← w + t s, H s = −∇f solved by preconditioned CG to ‖r‖ ≤ max(min(½, √‖∇f‖)‖∇f‖, tol/2).
 
     The forcing term min(0.5, √‖∇f‖) gives superlinear convergence; the floor tol/2 keeps the last
     inner solve from over-solving: the next gradient is ≈ the CG residual, so a residual below
@@ -95,8 +96,8 @@ class NewtonCG(Method):
 
     def __init__(self, obj: Objective, o: MethodOptions) -> None:
         super().__init__(obj, o)
-        self.search, self.cg_max_iter, self.preconditioner = o.search, o.cg_max_iter, o.preconditioner
-        self.tol = o.tol
+        self.search, self.cg_max_iter, self.tol = o.search, o.cg_max_iter, o.tol
+        self.preconditioner = o.preconditioner
         self.U = gauge(obj)
         self.glm: Margins | None = obj if isinstance(obj, Margins) else None
         precision = None if o.hvp_precision in ("auto", "float64") else "float32"
@@ -153,7 +154,7 @@ class NewtonCG(Method):
     def step(self, w: FloatArray, f: float, g: FloatArray, gn: float, it: int) -> Step | Halt:
         """One inexact Newton step: CG to the forcing tolerance, then the (Armijo) step along s."""
         eta = min(0.5, math.sqrt(gn))
-        if gn > 0:  # no need to solve beyond what ‖∇f‖ ≤ tol can use (never looser than the forcing 0.5)
+        if gn > 0:  # solve no further than ‖∇f‖ ≤ tol can use (never looser than the forcing 0.5)
             eta = min(0.5, max(eta, CG_TOL_SHARE * self.tol / gn))
         matvec, minv = self._operator(w)
         s, n_cg, negc = pcg(matvec, -np.asarray(g, dtype=np.float64), eta, self.cg_max_iter, minv)
@@ -171,7 +172,7 @@ class NewtonCG(Method):
 
     def _line_step(self, w: FloatArray, f: float, s: FloatArray, slope: float, gn: float,
                    it: int) -> Step | Halt:
-        """w + t s with t from the line search; f and ∇f there (from the margins for linear models)."""
+        """w + t s with t from the line search; f and ∇f there (from the margins if linear)."""
         glm = self.glm
         if glm is not None and self.Z is not None:
             self.passes += FORWARD

@@ -160,10 +160,10 @@ class SGD(Method):
     def finish(self, status: str, message: str) -> tuple[str, str]:
         """A run out of epochs says so in their terms."""
         if status == "max_iter":  # the epochs are the budget: say so in their terms
-            message = (f"{self.epochs} epoch(s) done ({self.t} minibatch updates of ≤ {self.B} rows); "
-                       + message.split(" reached with ", 1)[-1])
+            message = (f"{self.epochs} epoch(s) done ({self.t} minibatch updates of ≤ {self.B} "
+                       "rows); " + message.split(" reached with ", 1)[-1])
         return status, message
 
     def info(self) -> dict[str, Any]:
-        """Batch size, batches per epoch, updates, epochs done (and L, L_max, L_B for lr = 'auto')."""
+        """Batch size, batches per epoch, updates, epochs done (L, L_max, L_B for lr = 'auto')."""
         return {**self.extra, "updates": self.t, "epochs": self.t / self.n_batches}
