@@ -27,7 +27,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from pipeline.cli.entry import stage
-from pipeline.config.checks import check_boundary
+from pipeline.config.checks import check_boundary, config_keys
 from pipeline.config.schemas import AnalyticConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.spec import group_id
@@ -169,6 +169,7 @@ def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
     return run_id
 
 
+@config_keys()
 def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
     """Compute every selected study, then write and log them; returns their folders."""
     from pipeline.config.paths import project_path

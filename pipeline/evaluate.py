@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.cli.entry import stage
-from pipeline.config.checks import check_boundary
+from pipeline.config.checks import check_boundary, config_keys
 from pipeline.config.paths import project_path
 from pipeline.config.schemas import EvaluateConfig
 from pipeline.core.errors import CurvlabError, DataError
@@ -67,6 +67,7 @@ def locate_run(spec: RunSpec, given: str | None) -> Path:
     return out
 
 
+@config_keys()
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
     from pipeline.spec import run_objective

@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.cli.entry import stage
-from pipeline.config.checks import check_boundary, check_name
+from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.schemas import PrepareConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
@@ -60,6 +60,7 @@ def _cond(lam: np.ndarray) -> float | None:
     return k if np.isfinite(k) else None
 
 
+@config_keys()
 def prepare(
     data_cfg: Mapping[str, Any],
     preprocess_cfg: Mapping[str, Any],

@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli.entry import stage
-from pipeline.config.checks import check_boundary, check_name
+from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.schemas import ReferenceConfig
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.spec import RunSpec, objective_id, prepared_stem, run_objective
@@ -98,6 +98,7 @@ def kappa_objectives(spec: RunSpec, oid: str, dense: bool) -> list[tuple[str, An
     return others
 
 
+@config_keys()
 def reference(cfg: DictConfig) -> dict[str, Any]:
     """Solve the run's objective to the reference tolerance and write its JSON; returns the record."""
     from pipeline.core.optima import solve

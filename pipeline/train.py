@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pipeline.cli.entry import stage
 from pipeline.cli.progress import IterationBar, show_progress
-from pipeline.config.checks import apply_budget, validate_train_config
+from pipeline.config.checks import apply_budget, config_keys, validate_train_config
 from pipeline.config.schemas import TrainConfig
 from pipeline.core.errors import NumericalError
 from pipeline.core.solvers import SGD_KEYS, check_sgd_options
@@ -39,6 +39,7 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.asarray(pred) == np.asarray(y)))
 
 
+@config_keys()
 def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Validate, fit, save and track one run (in ``out_dir``, default the run directory its config
     names); returns the metrics dict (raises CurvlabError)."""

@@ -1,5 +1,5 @@
 """The shared iteration loop: same histories as the per-method loops it replaced, and the
-``passes`` cost axis counted as documented in pipeline/core/solvers/__init__.py."""
+``passes`` cost axis counted as documented in pipeline/core/solvers/loop.py."""
 
 from __future__ import annotations
 

@@ -128,11 +128,15 @@ def test_transform_round_trip_keeps_penalty_space_and_old_files_are_refused() ->
 
 
 def test_dropping_data_directions_is_refused_under_input_penalty() -> None:
+    from pipeline.config.checks import config_keys
     from pipeline.core.errors import ConfigError
     from pipeline.core.transforms import validate_preprocess_config
 
     for key, val in (("rel_threshold", 1.0e-6), ("n_components", 3), ("explained_variance", 0.9)):
-        with pytest.raises(ConfigError, match=f"preprocess.{key}=.*penalty_space=transformed"):
+        with pytest.raises(ConfigError, match=f"preprocess.{key}=.*penalty_space=transformed"), \
+                config_keys():
+            validate_preprocess_config({"name": "whiten", key: val})
+        with pytest.raises(ConfigError, match=f"^{key}=.* or use penalty_space=transformed"):
             validate_preprocess_config({"name": "whiten", key: val})
         validate_preprocess_config({"name": "whiten", key: val, "penalty_space": "transformed"})
     with pytest.raises(ConfigError, match="penalty_space"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.config.checks import config_keys
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.transforms import (
     WHITEN_DEFAULTS,
@@ -96,10 +97,13 @@ def test_non_finite_training_data(data: tuple[np.ndarray, np.ndarray]) -> None:
     ],
 )
 def test_bad_preprocess_config(cfg: dict, key: str) -> None:
-    with pytest.raises(ConfigError) as ei:
+    with pytest.raises(ConfigError) as ei, config_keys():  # the stages' wording: config keys
         validate_preprocess_config(cfg)
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(key)
+    with pytest.raises(ConfigError) as ei:  # the core's own: the bare option name
+        validate_preprocess_config(cfg)
+    assert str(ei.value) == msg.removeprefix("preprocess.").replace("preprocess=", "transform=")
 
 
 def test_defaults_of_other_kinds_are_accepted() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.config.checks import config_keys
 from pipeline.core.errors import ConfigError
 from pipeline.core.objectives import make_objective
 from pipeline.core.solvers import minibatch_smoothness, minimize, sgd_rate
@@ -116,5 +117,7 @@ def test_bad_sgd_options_raise_one_line_config_errors(kwargs):
 
 def test_sgd_options_are_refused_by_other_methods():
     _, _, obj = _problem()
-    with pytest.raises(ConfigError, match="only to optimizer=sgd"):
+    with pytest.raises(ConfigError, match="only to optimizer=sgd"), config_keys():
+        minimize(obj, obj.init("zeros"), "gd", batch_size=10)
+    with pytest.raises(ConfigError, match="only to method=sgd"):  # the core's own words
         minimize(obj, obj.init("zeros"), "gd", batch_size=10)

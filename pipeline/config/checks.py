@@ -7,6 +7,17 @@ from typing import Any
 
 from pipeline.config.ids import group_id
 from pipeline.config.schemas import OptimizerConfig
+from pipeline.core.errors import OptionNames
+
+# the config group each numerical-core component takes its options from
+CORE_GROUPS = {"solver": "optimizer", "objective": "model", "transform": "preprocess",
+               "dataset": "data"}
+
+
+def config_keys() -> OptionNames:
+    """Core messages made inside (a ``with`` block, or a function decorated ``@config_keys()``) name
+    options as config keys: the solver's ``lr`` as ``optimizer.lr``, its method as ``optimizer``."""
+    return OptionNames(CORE_GROUPS)
 
 
 def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
@@ -39,16 +50,12 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
                                   "fix it in the preset or on the command line") from None
 
 
-MODELS = ("linear", "logistic", "logistic_mse", "softmax")
-OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
-INITS = ("zeros", "random", "saturated")
-DTYPES = ("float64", "float32")
-HVP_PRECISIONS = ("auto", "float32", "float64")  # what pipeline.core.solvers.minimize accepts
-
-
 def validate_train_config(cfg: Any) -> None:
-    """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError."""
+    """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError.
+    The names allowed are the core's registries: models, dtypes, starting points, methods."""
     from pipeline.core.errors import ConfigError
+    from pipeline.core.objectives import DTYPES, INITS, MODELS
+    from pipeline.core.solvers import METHODS as OPTIMIZERS
 
     check_boundary(cfg)
 
@@ -81,7 +88,7 @@ def validate_train_config(cfg: Any) -> None:
         raise bad("optimizer.backtrack", o.backtrack, "must lie in (0, 1)")
     if o.cg_max_iter < 1:
         raise bad("optimizer.cg_max_iter", o.cg_max_iter, "must be >= 1")
-    from pipeline.core.solvers import PRECONDITIONERS
+    from pipeline.core.solvers.options import HVP_PRECISIONS, PRECONDITIONERS
 
     if o.preconditioner not in PRECONDITIONERS:
         raise bad("optimizer.preconditioner", o.preconditioner, f"choose one of {', '.join(PRECONDITIONERS)}")

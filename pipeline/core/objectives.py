@@ -34,10 +34,10 @@ from scipy.sparse import linalg as spla
 from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
-from pipeline.core.errors import ConfigError, DataError, NumericalError
+from pipeline.core.errors import ConfigError, DataError, NumericalError, OptionError, worded
 
-MODELS = ("linear", "logistic", "logistic_mse", "softmax")
 DTYPES = {"float64": np.float64, "float32": np.float32}
+INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
 # A dense Hessian of this many parameters takes 8·p² bytes (7850 = MNIST softmax: 493 MB).
 DENSE_HESSIAN_MAX_PARAMS = 8000
 # rows of X̃ per block of a Hessian-vector product: a block (≈ 6 MB of float32 MNIST) stays in cache between
@@ -341,10 +341,10 @@ class LinearModelObjective(Objective):
         """Dense ∇²f(w) = (1/n) X̃ᵀ D X̃ + λ (P ⊗ I_c) on the weights, shape (p, p)."""
         w = self._check_w(w)
         if self.n_params > DENSE_HESSIAN_MAX_PARAMS:
-            raise NumericalError(
-                f"dense Hessian of {self.n_params} parameters needs {8 * self.n_params**2 / 1e9:.1f} GB; "
-                "use optimizer=newton_cg (Hessian-vector products) instead of newton"
-            )
+            raise NumericalError(worded(
+                "dense Hessian of {p} parameters needs {gb:.1f} GB; use {solver}=newton_cg "
+                "(Hessian-vector products) instead of newton", p=self.n_params,
+                gb=8 * self.n_params**2 / 1e9))
         curv = self._curvature(self.margins(w))
         H = self._dense_hessian(curv)
         if self.l2:
@@ -453,7 +453,7 @@ class LinearModelObjective(Objective):
             if self.P is None or not self.l2:
                 return self.curvature_bound * self.input_second_moment_max() + self.l2
             return self.bound_matrix_max()
-        if method in ("lanczos", "power"):
+        if method == "lanczos":
             w = np.zeros(self.n_params, dtype=self.dtype) if w is None else self._check_w(w)
             op = self.hess_operator(w)
             return top_eigenvalue(op.matvec, self.n_params, self.dtype)
@@ -468,7 +468,7 @@ class LinearModelObjective(Objective):
         rng = np.random.default_rng(rng)
         if kind == "zeros":
             return np.zeros(self.n_params, dtype=self.dtype)
-        if kind not in ("random", "saturated"):
+        if kind not in INITS:
             raise ConfigError(f"init={kind!r} is unknown; use zeros, random or saturated")
         if not (np.isfinite(scale) and scale > 0):
             raise ConfigError(f"init_scale={scale} must be a positive number")
@@ -574,23 +574,7 @@ class HessianOperator:
                 G[np.arange(k_act), np.arange(k_act)] += o.l2
             else:
                 G[:k_act, :k_act] += o.l2 * o.P[np.ix_(rows[:k_act], rows[:k_act])]
-            # a tiny ridge keeps M_k positive definite without penalty (λ = 0) or for the bias
-            ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
-            G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
-            # small LAPACK calls run single-threaded: multi-threaded potrf on a ~10³ matrix gains
-            # nothing and, on a busy machine, spin-waiting BLAS threads make it 100× slower
-            with threadpool_limits(limits=1):
-                for _ in range(8):
-                    Lc, info = lapack.dpotrf(G, lower=1, clean=1)
-                    if info == 0:
-                        break
-                    ridge *= 100.0
-                    G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
-                else:
-                    raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
-                Minv_k, info = lapack.dpotri(Lc, lower=1)  # M_k⁻¹ from the Cholesky factor
-            Minv_k = np.tril(Minv_k)
-            facs.append(Minv_k + np.tril(Minv_k, -1).T)
+            facs.append(_ridged_inverse(G))
         Minv = np.stack(facs)  # (c, m, m)
         inactive = np.setdiff1d(np.arange(o.d), rows)
         pd_in = np.ones(inactive.size) if o._P_diag is None else o._P_diag[inactive]
@@ -604,6 +588,27 @@ class HessianOperator:
             return out.ravel()
 
         return solve
+
+
+def _ridged_inverse(G: FloatArray) -> FloatArray:
+    """(G + ρI)⁻¹ of a symmetric PSD G (in place) by Cholesky: a tiny ridge ρ = 1e-10·mean diag G
+    keeps it positive definite without penalty (λ = 0) or for the bias; ×100 until it is."""
+    ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
+    G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
+    # small LAPACK calls run single-threaded: multi-threaded potrf on a ~10³ matrix gains
+    # nothing and, on a busy machine, spin-waiting BLAS threads make it 100× slower
+    with threadpool_limits(limits=1):
+        for _ in range(8):
+            Lc, info = lapack.dpotrf(G, lower=1, clean=1)
+            if info == 0:
+                break
+            ridge *= 100.0
+            G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
+        else:
+            raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
+        Minv, info = lapack.dpotri(Lc, lower=1)  # G⁻¹ from the Cholesky factor
+    Minv = np.tril(Minv)
+    return Minv + np.tril(Minv, -1).T
 
 
 class LinearRegression(LinearModelObjective):
@@ -636,7 +641,7 @@ class LinearRegression(LinearModelObjective):
 
     def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
         """L = λ_max((1/n) X̃ᵀX̃ + λ I_W), exact: the Hessian is the same everywhere."""
-        if method not in ("bound", "lanczos", "power"):
+        if method not in ("bound", "lanczos"):
             raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
         if self.n_params <= 2000 and method == "bound":
             H = self.hessian(np.zeros(self.n_params, self.dtype)).astype(np.float64)
@@ -679,7 +684,8 @@ class _BinaryMixin:
         if y.ndim != 1 or y.shape[0] != n:
             raise DataError(f"y has shape {y.shape}, expected ({n},) labels in {{0, 1}}")
         if not np.all((y == 0) | (y == 1)):
-            raise DataError("binary models need labels in {0, 1}; map the two classes to 0 and 1 (data.classes)")
+            raise DataError(worded("binary models need labels in {{0, 1}}; map the two classes to "
+                                   "0 and 1 ({dataset.classes})"))
         return y.astype(self.dtype)[:, None]  # type: ignore[attr-defined]
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
@@ -754,7 +760,8 @@ class SoftmaxRegression(LinearModelObjective):
         if self.c == -1:
             self.c = int(yi.max()) + 1 if yi.size else 0
         if self.c < 2:
-            raise ConfigError(f"softmax needs n_classes ≥ 2, got {self.c}; set n_classes or use model=logistic")
+            raise ConfigError(worded("softmax needs n_classes ≥ 2, got {c}; set n_classes or use "
+                                     "{objective}=logistic", c=self.c))
         if yi.size and (yi.min() < 0 or yi.max() >= self.c):
             raise DataError(f"labels must lie in 0..{self.c - 1} (n_classes={self.c}); found {yi.min()}..{yi.max()}")
         return yi  # type: ignore[return-value]
@@ -838,7 +845,7 @@ class SoftmaxRegression(LinearModelObjective):
         return softmax_rows(self.predict_margins(X, w))
 
 
-_CLASSES: dict[str, type[LinearModelObjective]] = {
+MODELS: dict[str, type[LinearModelObjective]] = {  # the registry: model name → objective
     "linear": LinearRegression,
     "logistic": LogisticRegression,
     "logistic_mse": LogisticMSE,
@@ -872,9 +879,9 @@ def _check_l2(l2: float) -> float:
     try:
         lam = float(l2)
     except (TypeError, ValueError):
-        raise ConfigError(f"model.l2={l2!r} must be a number ≥ 0") from None
+        raise OptionError("objective", "l2", l2, "must be a number ≥ 0") from None
     if not (np.isfinite(lam) and lam >= 0):
-        raise ConfigError(f"model.l2={l2} must be a finite number ≥ 0")
+        raise OptionError("objective", "l2", l2, "must be a finite number ≥ 0", show=str)
     return lam
 
 
@@ -893,7 +900,8 @@ def make_objective(model: str, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0,
                    fit_intercept: bool = True, n_classes: int | None = None,
                    dtype: Any = np.float64, penalty: ArrayLike | None = None) -> LinearModelObjective:
     """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2 tr(Wᵀ P W)."""
-    if model not in _CLASSES:
-        raise ConfigError(f"model={model!r} is unknown; use one of {', '.join(MODELS)}")
-    return _CLASSES[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
+    if model not in MODELS:
+        raise ConfigError(worded("{objective}={model!r} is unknown; use one of {names}",
+                                 model=model, names=", ".join(MODELS)))
+    return MODELS[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
                            penalty=penalty)

@@ -1,6 +1,6 @@
-"""Theory helpers: convexity checks, curvature constants (L, μ, κ), predicted and fitted GD rates.
+"""Theory helpers: the lecture's 2-D functions, convexity checks, curvature constants (L, μ, κ).
 
-Lecture facts these functions compute, so a report can set prediction beside measurement:
+Lecture facts these constants enter, so a report can set prediction beside measurement:
 
 * f is convex on a region iff its Hessian is positive semidefinite there (all eigenvalues ≥ 0).
 * With L = sup λ_max(∇²f) and μ = inf λ_min(∇²f) > 0, gradient descent with ε = 1/L satisfies
@@ -189,78 +189,3 @@ def _complement_basis(U: FloatArray) -> FloatArray:
     """Orthonormal basis (p, p − k) of the orthogonal complement of the rows of U."""
     q, _ = np.linalg.qr(np.vstack([U, np.eye(U.shape[1])]).T)
     return q[:, U.shape[0]:U.shape[1]]
-
-
-# ----- rates ------------------------------------------------------------------------------------
-def gd_rate(L: float, mu: float, lr: float | None = None) -> float:
-    """Per-step contraction ρ of f − f* for GD on an L-smooth μ-strongly convex f.
-
-    lr = 1/L (default): ρ = 1 − μ/L.  For 0 < lr ≤ 1/L: ρ = 1 − μ·lr (from f(w⁺) ≤ f − lr/2‖∇f‖²
-    and the Polyak–Łojasiewicz inequality ‖∇f‖² ≥ 2μ(f − f*))."""
-    _check_L_mu(L, mu)
-    lr = 1.0 / L if lr is None else float(lr)
-    if not 0 < lr <= 1.0 / L * (1 + 1e-12):
-        raise ConfigError(f"gd_rate needs 0 < lr ≤ 1/L = {1.0 / L:.3e}; the bound does not apply to lr = {lr:.3e}")
-    return 1.0 - mu * lr
-
-
-def optimal_step_rate(kappa: float) -> float:
-    """((κ − 1)/(κ + 1))²: per-step contraction of f − f* on a quadratic with ε = 2/(L + μ)."""
-    if not kappa >= 1:
-        raise ConfigError(f"condition number κ = {kappa} must be ≥ 1")
-    if math.isinf(kappa):
-        return 1.0
-    return ((kappa - 1.0) / (kappa + 1.0)) ** 2
-
-
-def predicted_suboptimality(k: ArrayLike, gap0: float, rate: float) -> FloatArray:
-    """The bound f(w_k) − f* ≤ ρ^k (f(w_0) − f*) at iterations k."""
-    return float(gap0) * float(rate) ** np.asarray(k, dtype=np.float64)
-
-
-def iterations_to(eps: float, rate: float) -> float:
-    """Smallest k with ρ^k ≤ eps (relative reduction of f − f*); inf if ρ ≥ 1."""
-    if not 0 < eps < 1:
-        raise ConfigError(f"eps = {eps} must lie in (0, 1)")
-    if rate <= 0:
-        return 1.0
-    if rate >= 1:
-        return math.inf
-    return float(math.ceil(math.log(eps) / math.log(rate)))
-
-
-@dataclass(frozen=True)
-class RateFit:
-    """log(f_k − f*) ≈ log C + k log ρ fitted by least squares on the used points."""
-
-    rate: float
-    C: float
-    n_points: int
-    r2: float
-
-
-def fit_linear_rate(suboptimality: ArrayLike, iterations: ArrayLike | None = None,
-                    floor: float = 1.0e-13, skip: int = 0) -> RateFit:
-    """Fit a linear rate ρ to a measured suboptimality curve f_k − f* (entries ≤ floor — at the
-    precision limit — and the first ``skip`` entries are ignored)."""
-    gap = np.asarray(suboptimality, dtype=np.float64).ravel()
-    k = np.arange(gap.size, dtype=np.float64) if iterations is None else np.asarray(iterations, np.float64).ravel()
-    if k.shape != gap.shape:
-        raise ConfigError("iterations and suboptimality must have the same length")
-    m = (np.arange(gap.size) >= skip) & np.isfinite(gap) & (gap > floor)
-    if m.sum() < 2:
-        raise NumericalError("fewer than 2 suboptimality values above the floor; run more iterations or lower floor")
-    A = np.column_stack([np.ones(int(m.sum())), k[m]])
-    yv = np.log(gap[m])
-    coef, *_ = np.linalg.lstsq(A, yv, rcond=None)
-    resid = yv - A @ coef
-    ss = float(np.sum((yv - yv.mean()) ** 2))
-    r2 = 1.0 - float(resid @ resid) / ss if ss > 0 else 1.0
-    return RateFit(rate=float(math.exp(coef[1])), C=float(math.exp(coef[0])), n_points=int(m.sum()), r2=r2)
-
-
-def _check_L_mu(L: float, mu: float) -> None:
-    if not (np.isfinite(L) and L > 0):
-        raise ConfigError(f"smoothness constant L = {L} must be positive and finite")
-    if not (np.isfinite(mu) and 0 <= mu <= L * (1 + 1e-12)):
-        raise ConfigError(f"strong-convexity constant μ = {mu} must lie in [0, L = {L}]")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.errors import DataError, OptionError
 from pipeline.core.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
@@ -195,7 +195,7 @@ def _opt_number(cfg: Mapping[str, Any], key: str) -> float | None:
     if v is not None and not (
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     ):
-        raise ConfigError(f"preprocess.{key}={v!r} must be a finite number or null")
+        raise OptionError("transform", key, v, "must be a finite number or null")
     return v
 
 
@@ -203,43 +203,46 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
     """Check a ``preprocess`` config; a bad value is a one-line ConfigError."""
     name = cfg.get("name", "none")
     if name not in KINDS:
-        raise ConfigError(f"preprocess.name={name!r} is unknown; use one of {', '.join(KINDS)}")
+        raise OptionError("transform", "name", name, "is unknown; use one of {kinds}",
+                          kinds=", ".join(KINDS))
     eps = _opt_number(cfg, "eps") if "eps" in cfg else 0.0
     if eps is None or eps < 0:
-        raise ConfigError(f"preprocess.eps={eps} must be >= 0 (e.g. 1.0e-3; 0 = none)")
+        raise OptionError("transform", "eps", eps, "must be >= 0 (e.g. 1.0e-3; 0 = none)", show=str)
     ridge = _opt_number(cfg, "ridge") if "ridge" in cfg else 0.0
     if ridge is None or ridge < 0:
-        raise ConfigError(f"preprocess.ridge={ridge} must be >= 0 (ridge whitening: the model's λ, ${{model.l2}})")
+        raise OptionError("transform", "ridge", ridge, "must be >= 0 (ridge whitening: the "
+                          "model's λ, ${{{objective.l2}}})", show=str)
     space = cfg.get("penalty_space", PENALTY_SPACE)
     if space not in PENALTY_SPACES:
-        raise ConfigError(f"preprocess.penalty_space={space!r} is unknown; use input or transformed")
+        raise OptionError("transform", "penalty_space", space,
+                          "is unknown; use input or transformed")
     rt = _opt_number(cfg, "rel_threshold")
     if rt is not None and not (0 <= rt < 1):
-        raise ConfigError(
-            f"preprocess.rel_threshold={rt} must lie in [0, 1), e.g. 1.0e-6, or be null"
-        )
+        raise OptionError("transform", "rel_threshold", rt,
+                          "must lie in [0, 1), e.g. 1.0e-6, or be null", show=str)
     nc = cfg.get("n_components")
     if nc is not None and not (isinstance(nc, int) and not isinstance(nc, bool) and nc >= 1):
-        raise ConfigError(f"preprocess.n_components={nc} must be an integer >= 1 or null")
+        raise OptionError("transform", "n_components", nc, "must be an integer >= 1 or null",
+                          show=str)
     ev = _opt_number(cfg, "explained_variance")
     if ev is not None and not (0 < ev <= 1):
-        raise ConfigError(
-            f"preprocess.explained_variance={ev} must lie in (0, 1], e.g. 9.9e-1, or be null"
-        )
+        raise OptionError("transform", "explained_variance", ev,
+                          "must lie in (0, 1], e.g. 9.9e-1, or be null", show=str)
     if space == "input" and name == "whiten":
         for key in DROPPING_KEYS:
             if cfg.get(key) is not None:
-                raise ConfigError(
-                    f"preprocess.{key}={cfg[key]} drops directions that carry data, which changes the "
-                    "objective under preprocess.penalty_space=input; set it to null (preprocess.ridge "
-                    "keeps whitening well conditioned) or use preprocess.penalty_space=transformed")
+                raise OptionError(
+                    "transform", key, cfg[key], "drops directions that carry data, which "
+                    "changes the objective under {transform.penalty_space}=input; set it to null "
+                    "({transform.ridge} keeps whitening well conditioned) or use "
+                    "{transform.penalty_space}=transformed", show=str)
     if name != "whiten":
         for key, default in WHITEN_DEFAULTS.items():
             if key in cfg and cfg[key] != default:
-                raise ConfigError(
-                    f"preprocess.{key}={cfg[key]} only applies to preprocess=whiten (this is {name}); "
-                    "remove the override or use preprocess=whiten"
-                )
+                raise OptionError(
+                    "transform", key, cfg[key], "only applies to {transform}=whiten "
+                    "(this is {name}); remove the override or use {transform}=whiten",
+                    show=str, name=name)
 
 
 def absorbs_bias(cfg: Mapping[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.core.errors import ConfigError, NumericalError
+from pipeline.core.errors import NumericalError, OptionError, worded
 
 
 def second_moment(X: np.ndarray, augment: bool = False) -> np.ndarray:
@@ -84,9 +84,8 @@ def n_keep(
         k = min(k, int(np.count_nonzero(lam >= rel_threshold * lam[0])))
     if n_components is not None:
         if n_components > lam.size:
-            raise ConfigError(
-                f"preprocess.n_components={n_components} exceeds the {lam.size} input dimensions; lower it"
-            )
+            raise OptionError("transform", "n_components", n_components,
+                              "exceeds the {d} input dimensions; lower it", show=str, d=lam.size)
         k = min(k, int(n_components))
     if explained_variance is not None:
         share = np.cumsum(lam) / lam.sum()
@@ -138,15 +137,15 @@ def fit_whitening(
     lam_k = lam[:k] + eps
     if k == 0 or lam[0] <= 0:
         raise NumericalError(
-            "training inputs are all zero; whitening is undefined, use preprocess=none"
+            worded("training inputs are all zero; whitening is undefined, use {transform}=none")
         )
     if lam_k[-1] <= tol:
         rank = numerical_rank(np.clip(lam, 0, None))
-        raise NumericalError(
-            f"the training second-moment matrix is singular (rank {rank} of {lam.size}, "
-            f"smallest kept eigenvalue {lam_k[-1]:.3g}); set preprocess.rel_threshold (e.g. 1.0e-6), "
-            "preprocess.eps > 0, preprocess.n_components or preprocess.explained_variance"
-        )
+        raise NumericalError(worded(
+            "the training second-moment matrix is singular (rank {rank} of {d}, smallest kept "
+            "eigenvalue {lam:.3g}); set {transform.rel_threshold} (e.g. 1.0e-6), "
+            "{transform.eps} > 0, {transform.n_components} or {transform.explained_variance}",
+            rank=rank, d=lam.size, lam=lam_k[-1]))
     T = Phi[:, :k].T / np.sqrt(lam_k)[:, None]  # Λ_k^-1/2 Φ_kᵀ
     if zca:
         T = Phi[:, :k] @ T  # Φ_k Λ_k^-1/2 Φ_kᵀ: back in pixel coordinates
