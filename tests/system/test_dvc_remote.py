@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from repo_copy import REPO_ROOT, copy_repo, run_cmd
+from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 from test_dvc import TINY_PRESET
 
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-from dvc_stages import Stage, affected_stages, check_stages, expand_stages
-from repo_copy import REPO_ROOT, copy_repo, run_cmd
+from support.dvc_stages import Stage, affected_stages, check_stages, expand_stages
+from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 TOUCHED_MODULE = "pipeline/core/objectives.py"
 TOUCHED_CONF = "conf/model/softmax.yaml"  # its l2 value is changed

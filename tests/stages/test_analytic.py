@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 KAPPAS = [1.0, 10.0, 100.0]
 TOL = 1.0e-6

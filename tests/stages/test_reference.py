@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from pipeline.config.schemas import as_kwargs, register_configs
-from repo_copy import run_cmd
+from support.repo_copy import run_cmd
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 LAM = 1.0e-4
 DATA = ["data=mnist_binary", "data.id=r3v8", "data.n_train=600", "data.n_test=200", "model=logistic",

@@ -18,7 +18,7 @@ from pipeline.data.datasets import load_dataset
 from pipeline.prepare import prepare
 from pipeline.store.prepared import load_prepared, prepared_path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SYNTH = {
     "name": "synthetic_regression",
     "id": "synth-test",

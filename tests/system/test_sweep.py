@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from pipeline.config.schemas import as_kwargs, register_configs
-from repo_copy import copy_repo, run_cmd
+from support.repo_copy import copy_repo, run_cmd
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from repo_copy import REPO_ROOT, run_cmd
+from support.repo_copy import REPO_ROOT, run_cmd
 
 from pipeline.core.errors import DataError
 from pipeline.data import idxsets

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.browser import layout_problems, measure
-from tests.test_report import assert_png
+from support.browser import layout_problems, measure
+from tests.stages.test_report import assert_png
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from pipeline.config.schemas import as_kwargs, register_configs
-from repo_copy import BIN, copy_repo, env_for, run_cmd
+from support.repo_copy import BIN, copy_repo, env_for, run_cmd
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]
@@ -110,7 +110,7 @@ def test_slurm_launcher_config_becomes_the_sbatch_options_a_user_set(
     from omegaconf import OmegaConf
     from submitit.slurm.slurm import _make_sbatch_string
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):

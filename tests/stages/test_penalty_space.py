@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from pipeline.config.schemas import as_kwargs, register_configs
-from repo_copy import REPO_ROOT
+from support.repo_copy import REPO_ROOT
 
 from pipeline.core.objectives import make_objective
 from pipeline.core.solvers import minimize

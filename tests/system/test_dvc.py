@@ -12,7 +12,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from pipeline.config.schemas import register_configs
-from repo_copy import REPO_ROOT, copy_repo, run_cmd
+from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 from pipeline.spec import run_name
 
@@ -36,7 +36,7 @@ def _sub(text: str, item: dict[str, str]) -> str:
 def _jobs(apps: tuple[str, ...]) -> list[tuple[Any, Any, list[str]]]:
     """(stage, composed config, overrides) for every job of every dvc.yaml stage of these apps
     (a ``-m`` stage has one job per combination of its sweeps, as Hydra's basic sweeper runs them)."""
-    from dvc_stages import Composer, expand_stages, job_overrides
+    from support.dvc_stages import Composer, expand_stages, job_overrides
 
     register_configs()
     for app in apps:

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from pipeline.config.checks import validate_train_config
 from pipeline.config.schemas import register_configs
-from repo_copy import REPO_ROOT, run_cmd
+from support.repo_copy import REPO_ROOT, run_cmd
 
 from pipeline.core.errors import ConfigError
 from pipeline.spec import name_suffix, run_name

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.cli.progress import IterationBar, show_progress
 from pipeline.config.schemas import as_kwargs, register_configs
 from pipeline.tracking.sweep import JobContext
-from repo_copy import REPO_ROOT
+from support.repo_copy import REPO_ROOT
 
 from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate

@@ -26,7 +26,7 @@ from pipeline.reporting import analysis
 from pipeline.reporting.gather import gather_dirs, load_confusion
 from pipeline.store.references import Reference
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STUDY = "study_t"
 RUN_OVERRIDES = ["data=mnist", "data.id=mnist-t", "data.n_train=400", "data.n_test=200", "model=softmax",
