@@ -71,9 +71,8 @@ def _mlflow_runs(tmp: Path) -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Path, dict[str, Any], list[Path]]:
     """``run_analytic`` on the composed config (the CLI's config), MLflow into a tmp SQLite store."""
-    from pipeline.config.schemas import as_kwargs
-
     import pipeline.analytic as analytic
+    from pipeline.config.schemas import as_kwargs
 
     tmp = tmp_path_factory.mktemp("analytic")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from pipeline.config.schemas import as_kwargs, register_configs
 from support.repo_copy import REPO_ROOT, env_for
+
+from pipeline.config.schemas import as_kwargs, register_configs
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"

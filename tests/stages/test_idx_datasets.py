@@ -177,8 +177,8 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
 
     All 60000 images; 3 damped Newton-CG steps keep the test short (the converged run, 10 steps, gives 0.836)."""
     from hydra import compose, initialize_config_dir
-    from pipeline.config.schemas import as_kwargs, register_configs
 
+    from pipeline.config.schemas import as_kwargs, register_configs
     from pipeline.evaluate import evaluate
     from pipeline.prepare import prepare
     from pipeline.store.rundir import prepared_path, run_dir

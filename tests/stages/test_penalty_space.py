@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from pipeline.config.schemas import as_kwargs, register_configs
 from support.repo_copy import REPO_ROOT
 
+from pipeline.config.schemas import as_kwargs, register_configs
 from pipeline.core.objectives import make_objective
 from pipeline.core.solvers import minimize
 from pipeline.core.transforms import Transform, fit_preprocess

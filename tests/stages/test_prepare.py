@@ -217,8 +217,8 @@ def test_cli_wrong_type_is_rejected_by_hydra(tmp_path: Path) -> None:
 def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from pipeline.config.schemas import as_kwargs, register_configs
 
+    from pipeline.config.schemas import as_kwargs, register_configs
     from pipeline.core.transforms import validate_preprocess_config
     from pipeline.data.datasets import validate_data_config
     from pipeline.store.prepared import prepared_stem

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from pipeline.config.schemas import as_kwargs, register_configs
 from support.repo_copy import run_cmd
+
+from pipeline.config.schemas import as_kwargs, register_configs
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
-from pipeline.cli.progress import IterationBar, show_progress
-from pipeline.config.schemas import as_kwargs, register_configs
-from pipeline.tracking.sweep import JobContext
 from support.repo_copy import REPO_ROOT
 
+from pipeline.cli.progress import IterationBar, show_progress
+from pipeline.config.schemas import as_kwargs, register_configs
 from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
 from pipeline.prepare import prepare
 from pipeline.store.prepared import load_prepared
 from pipeline.store.rundir import prepared_path, run_dir
+from pipeline.tracking.sweep import JobContext
 from pipeline.train import HISTORY_COLUMNS, train
 
 METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",

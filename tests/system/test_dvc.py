@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
-from pipeline.config.schemas import register_configs
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
+from pipeline.config.schemas import register_configs
 from pipeline.spec import run_name
 
 

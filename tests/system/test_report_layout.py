@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from support.browser import layout_problems, measure, scroll_box
 
 from pipeline.reporting import render
-from support.browser import layout_problems, measure, scroll_box
 
 RUN_ID = "claim5_newton_vs_gd/mnist-5k-whiten_transformed-softmax-newton_cg,optimizer.lr=0.5"
 WORD = "unbroken_" * 40  # a 360-character "word" in running text

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pipeline.config.schemas import as_kwargs, register_configs
 from support.repo_copy import BIN, copy_repo, env_for, run_cmd
+
+from pipeline.config.schemas import as_kwargs, register_configs
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from pipeline.config.schemas import as_kwargs, register_configs
 from support.repo_copy import copy_repo, run_cmd
+
+from pipeline.config.schemas import as_kwargs, register_configs
 
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from pipeline.config.checks import validate_train_config
-from pipeline.config.schemas import register_configs
 from support.repo_copy import REPO_ROOT, run_cmd
 
+from pipeline.config.checks import validate_train_config
+from pipeline.config.schemas import register_configs
 from pipeline.core.errors import ConfigError
 from pipeline.spec import name_suffix, run_name
 from pipeline.store.rundir import run_dir
