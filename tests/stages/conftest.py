@@ -1,4 +1,5 @@
-"""Fixtures of the stage tests: a stage's command line run in-process, one BLAS thread."""
+"""Fixtures of the stage tests: the tiny project's work folder, a stage's command line run
+in-process, one BLAS thread."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import importlib
 import signal
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's tiny project: one work folder for its runs (tests/support/project.py)."""
+    return tmp_path_factory.mktemp("work")
+
 
 # the schema each stage's ``__main__`` hands to run_cli (it names config keys in error lines)
 _STAGE_SCHEMAS = {"train": ("pipeline.config.schemas", "TrainConfig"), "evaluate": ("pipeline.config.schemas", "EvaluateConfig"),

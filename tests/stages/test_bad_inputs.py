@@ -20,47 +20,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from support.project import TINY, paths, prepare_tiny
 from support.repo_copy import REPO_ROOT, env_for
+from support.snapshots import one_error_line, snapshot
 
-from pipeline.config.schemas import as_kwargs, register_configs
-
-TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path → bytes), dot-folders included."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_error_line(err: str, prog: str) -> str:
-    """The stderr of a failed command must be exactly one ``prog: error:`` line (log lines aside)."""
-    lines = [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"{prog}: error: ") and "Traceback" not in err, err
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A work folder with the tiny data set prepared (in-process) and one trained + evaluated run."""
-    from pipeline.prepare import prepare
-
-    register_configs()
-    work = tmp_path_factory.mktemp("bad")
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="prepare", overrides=TINY[:3])
-    prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, work / "prepared")
+def work(work: Path) -> Path:
+    """The module's work folder with the tiny data set prepared (in-process)."""
+    prepare_tiny(work / "prepared", ["none"], data=TINY[:3])
     return work
-
-
-def paths(work: Path, **over: str) -> list[str]:
-    base = {"paths.prepared_dir": str(work / "prepared"), "paths.experiments_dir": str(work / "experiments"),
-            "paths.reports_dir": str(work / "reports"), "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
-            "mlflow.artifact_root": str(work / "art")}
-    base.update(over)
-    return [f"{k}={v}" for k, v in base.items()]
 
 
 @pytest.fixture

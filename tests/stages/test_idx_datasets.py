@@ -176,22 +176,20 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
     """prepare data=fashion_mnist preprocess=whiten, then softmax + Newton-CG: test accuracy ≥ 0.83 (published ≈ 0.84).
 
     All 60000 images; 3 damped Newton-CG steps keep the test short (the converged run, 10 steps, gives 0.836)."""
-    from hydra import compose, initialize_config_dir
+    from support.compose import compose_app
 
-    from pipeline.config.schemas import as_kwargs, register_configs
+    from pipeline.config.schemas import as_kwargs
     from pipeline.evaluate import evaluate
     from pipeline.prepare import prepare
     from pipeline.store.rundir import prepared_path, run_dir
     from pipeline.train import train
 
-    register_configs()
     overrides = ["data=fashion_mnist", f"data.root={fashion_dir}", "preprocess=whiten", "model=softmax",
                  "optimizer=newton_cg", "optimizer.max_iter=3", "optimizer.line_search=true", "study=t",
                  f"paths.prepared_dir={tmp_path / 'prepared'}", f"paths.experiments_dir={tmp_path / 'exp'}",
                  "mlflow.enabled=false", "progress=false"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-        ecfg = compose(config_name="evaluate", overrides=[o for o in overrides if o != "progress=false"])
+    cfg = compose_app("train", overrides)
+    ecfg = compose_app("evaluate", [o for o in overrides if o != "progress=false"])
     facts = prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, prepared_path(cfg).parent)
     assert facts["n_train"] == 60000 and facts["cond_after_ridge"] == pytest.approx(1.0)  # ridge whitening: C + λI -> I
     metrics = train(cfg)

@@ -215,22 +215,22 @@ def test_cli_wrong_type_is_rejected_by_hydra(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
+    from support.compose import hydra_conf
 
-    from pipeline.config.schemas import as_kwargs, register_configs
+    from pipeline.config.schemas import as_kwargs
     from pipeline.core.transforms import validate_preprocess_config
     from pipeline.data.datasets import validate_data_config
     from pipeline.store.prepared import prepared_stem
 
-    register_configs()
     GlobalHydra.instance().clear()
     datas = sorted(p.stem for p in (REPO_ROOT / "conf" / "data").glob("*.yaml"))
     pres = sorted(p.stem for p in (REPO_ROOT / "conf" / "preprocess").glob("*.yaml"))
     assert {"mnist", "mnist_binary", "synthetic_regression"} <= set(datas)
     assert {"none", "zscore", "whiten"} <= set(pres)
     stems = set()
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with hydra_conf():
         for d in datas:
             for p in pres:
                 cfg = compose(config_name="prepare", overrides=[f"data={d}", f"preprocess={p}"])

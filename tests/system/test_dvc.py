@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
+from hydra import compose
+from support.compose import hydra_conf
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
-from pipeline.config.schemas import register_configs
 from pipeline.spec import run_name
 
 
@@ -38,11 +38,10 @@ def _jobs(apps: tuple[str, ...]) -> list[tuple[Any, Any, list[str]]]:
     (a ``-m`` stage has one job per combination of its sweeps, as Hydra's basic sweeper runs them)."""
     from support.dvc_stages import Composer, expand_stages, job_overrides
 
-    register_configs()
     for app in apps:
         __import__(f"pipeline.{app}")
     out = []
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with hydra_conf():
         comp = Composer()
         for st in expand_stages():
             if st.app in apps:

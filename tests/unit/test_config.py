@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support.compose import compose_app
 from support.repo_copy import REPO_ROOT, run_cmd
 
 from pipeline.config.checks import validate_train_config
@@ -26,11 +26,6 @@ def options(group: str) -> list[str]:
 @pytest.fixture(scope="module", autouse=True)
 def _schemas() -> None:
     register_configs()
-
-
-def compose_app(name: str, overrides: list[str]) -> OmegaConf:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 def test_the_groups_the_issue_asks_for_exist() -> None:
