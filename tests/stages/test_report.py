@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.compose import compose_app
+from support.png import assert_png
 
 from pipeline.core import studies as lecture
 from pipeline.core.errors import ConfigError, DataError
@@ -28,7 +28,6 @@ from pipeline.reporting.gather import gather_dirs, load_confusion
 from pipeline.store.references import Reference
 
 REPO = Path(__file__).resolve().parents[2]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STUDY = "study_t"
 RUN_OVERRIDES = ["data=mnist", "data.id=mnist-t", "data.n_train=400", "data.n_test=200", "model=softmax",
                  "model.l2=1.0e-3", f"study={STUDY}", "mlflow.enabled=false", "progress=false"]
@@ -49,19 +48,6 @@ def _paths(tmp: Path) -> list[str]:
     return [f"paths.reports_dir={tmp / 'reports'}", f"paths.experiments_dir={tmp / 'experiments'}",
             f"paths.prepared_dir={tmp / 'prepared'}", f"paths.reference_dir={tmp / 'experiments' / 'reference'}",
             f"paths.analytic_dir={tmp / 'experiments' / 'analytic'}"]
-
-
-def assert_png(path: Path) -> None:
-    """A real PNG: signature, IHDR size > 0, and matplotlib can decode it."""
-    import matplotlib.image as mpimg
-
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    w, h = struct.unpack(">II", data[16:24])
-    assert w > 50 and h > 50, (path, w, h)
-    img = mpimg.imread(path)
-    assert img.shape[0] == h and img.shape[1] == w
-    assert float(np.std(img)) > 0.01, f"{path} is blank"
 
 
 # ---------------------------------------------------------------------------- fixture project

@@ -4,7 +4,8 @@ store, configs composed with their paths pointed into it, the tiny data sets pre
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,19 @@ from support.compose import CONF, compose_app
 # a synthetic least-squares problem small enough for a subprocess sweep of six jobs
 TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 SYNTH = ["data=synthetic_regression", "data.n_samples=400", "data.n_features=5", "model=linear"]
+# the run folder of TINY trained with GD from the command line (its overrides name the run)
+TINY_RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
+# TINY as an experiment preset (conf/experiment/tiny.yaml in a repo copy), for DVC pipelines
+TINY_PRESET = """# @package _global_
+defaults:
+  - override /data: synthetic_regression
+  - override /model: linear
+study: tiny
+data:
+  id: tiny
+  n_samples: 300
+  n_features: 5
+"""
 
 
 def paths(work: Path, **over: str) -> list[str]:
@@ -59,3 +73,33 @@ def read_history(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     return rows[0], np.array(rows[1:], dtype=np.float64)
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def quiet(stage_cli: Cli) -> Cli:
+    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate without progress bars)."""
+    return lambda prog, *args: stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+
+
+def trained_tiny(work: Path, cli: Cli) -> Path:
+    """TINY trained and evaluated in ``work`` by ``cli`` (made once): the earlier result faults must not touch."""
+    out = work / "experiments" / "t" / TINY_RUN
+    if not (out / "evaluation.json").exists():
+        code, _, err = cli("train", *TINY, "study=t", *paths(work))
+        assert code == 0, err
+        code, _, err = cli("evaluate", *TINY, "study=t", *paths(work))
+        assert code == 0, err
+    assert {p.name for p in out.iterdir()} >= {"weights.npz", "metrics.json", "evaluation.json"}
+    return out
+
+
+def mlflow_runs(db: Path) -> list[tuple[str, str, str]]:
+    """(run name, status, parent run id or '') of every run in an MLflow SQLite store."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select r.name, r.status, coalesce(t.value, '') from runs r left join tags t "
+                           "on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId'").fetchall()
+    return [(str(a), str(b), str(c)) for a, b, c in rows]

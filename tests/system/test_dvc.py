@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hydra import compose
 from support.compose import hydra_conf
+from support.project import TINY_PRESET
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 from pipeline.spec import run_name
@@ -85,17 +86,6 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
         assert (REPO_ROOT / p).is_file(), p
     assert not any("mlflow.db" in p for st, _, _ in jobs for p in (*st.deps, *st.outs))  # not a DVC file
 
-
-TINY_PRESET = """# @package _global_
-defaults:
-  - override /data: synthetic_regression
-  - override /model: linear
-study: tiny
-data:
-  id: tiny
-  n_samples: 300
-  n_features: 5
-"""
 
 TINY_DVC = """
 stages:

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.browser import layout_problems, measure
-
-from tests.stages.test_report import assert_png
+from support.png import assert_png
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
