@@ -53,7 +53,7 @@ def _blas_threads_per_worker() -> None:
     """Under pytest-xdist (``make test``: 2 workers) each worker gets cores // workers BLAS and
     OpenMP threads, it and the processes it starts (they inherit the variables): OpenBLAS threads
     that outnumber the cores spin, and a BLAS-heavy test then takes 2-3x as long. Results do not
-    depend on the thread count (tests/test_optimizer_loop.py). A value already set is kept."""
+    depend on the thread count (tests/unit/test_optimizer_loop.py). A value already set is kept."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers < 1:
         return
@@ -130,8 +130,10 @@ def kind_of(path: Path) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {kind: i for i, kind in enumerate(KINDS)}
-    kinds = {item.nodeid: kind_of(item.path) for item in items if item.path.resolve().is_relative_to(TESTS)}
+    kinds = {item.nodeid: kind_of(item.path) for item in items
+             if item.path.resolve().is_relative_to(TESTS)}
     for item in items:
         if item.nodeid in kinds:
             item.add_marker(getattr(pytest.mark, kinds[item.nodeid]))
-    items.sort(key=lambda item: rank.get(kinds.get(item.nodeid, ""), len(rank)))  # stable: files stay whole
+    # a stable sort: each file stays whole and in its order
+    items.sort(key=lambda item: rank.get(kinds.get(item.nodeid, ""), len(rank)))

@@ -1,5 +1,5 @@
-"""The prepare stage in-process: facts and arrays on disk, every data and preprocess conf composes (the
-command line, its one-line errors and stray files: tests/system/test_prepare_cli.py)."""
+"""The prepare stage in-process: facts and arrays on disk, every data and preprocess conf composes
+(the command line, its one-line errors and stray files: tests/system/test_prepare_cli.py)."""
 
 from __future__ import annotations
 

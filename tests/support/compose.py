@@ -1,4 +1,5 @@
-"""Hydra composition of an app's config from a conf/ folder, as ``python -m pipeline.<app>`` composes it."""
+"""Hydra composition of an app's config from a conf/ folder, as ``python -m pipeline.<app>``
+composes it."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def hydra_conf(conf: Path = CONF) -> Iterator[None]:
         yield
 
 
-def compose_app(app: str, overrides: Sequence[str] = (), conf: Path = CONF, **kw: Any) -> DictConfig:
+def compose_app(app: str, overrides: Sequence[str] = (), conf: Path = CONF,
+                **kw: Any) -> DictConfig:
     """conf/<app>.yaml composed with ``overrides`` (``kw``: e.g. ``return_hydra_config=True``)."""
     with hydra_conf(conf):
         return compose(config_name=app, overrides=list(overrides), **kw)

@@ -36,18 +36,22 @@ data:
 
 def paths(work: Path, **over: str) -> list[str]:
     """Overrides that point every folder and the MLflow store of a run into ``work``."""
-    base = {"paths.prepared_dir": str(work / "prepared"), "paths.experiments_dir": str(work / "experiments"),
-            "paths.reports_dir": str(work / "reports"), "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+    base = {"paths.prepared_dir": str(work / "prepared"),
+            "paths.experiments_dir": str(work / "experiments"),
+            "paths.reports_dir": str(work / "reports"),
+            "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
             "mlflow.artifact_root": str(work / "art")}
     base.update(over)
     return [f"{k}={v}" for k, v in base.items()]
 
 
 def make_cfg(work: Path, overrides: list[str], mlflow: bool = False) -> DictConfig:
-    """The train config of a run in ``work`` (study ``t``, no progress bar, MLflow off unless asked)."""
+    """The train config of a run in ``work`` (study ``t``, no progress bar, MLflow off unless
+    asked)."""
     base = [f"paths.prepared_dir={work / 'prepared'}", f"paths.experiments_dir={work / 'experiments'}",
-            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}", f"mlflow.artifact_root={work / 'art'}",
-            f"mlflow.enabled={str(mlflow).lower()}", "progress=false", "study=t"]
+            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+            f"mlflow.artifact_root={work / 'art'}", f"mlflow.enabled={str(mlflow).lower()}",
+            "progress=false", "study=t"]
     return compose_app("train", base + overrides)
 
 
@@ -79,12 +83,17 @@ Cli = Callable[..., tuple[int, str, str]]
 
 
 def quiet(stage_cli: Cli) -> Cli:
-    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate without progress bars)."""
-    return lambda prog, *args: stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate
+    without progress bars)."""
+    def cli(prog: str, *args: str) -> tuple[int, str, str]:
+        return stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+
+    return cli
 
 
 def trained_tiny(work: Path, cli: Cli) -> Path:
-    """TINY trained and evaluated in ``work`` by ``cli`` (made once): the earlier result faults must not touch."""
+    """TINY trained and evaluated in ``work`` by ``cli`` (made once): the earlier result that
+    faults must not touch."""
     out = work / "experiments" / "t" / TINY_RUN
     if not (out / "evaluation.json").exists():
         code, _, err = cli("train", *TINY, "study=t", *paths(work))
@@ -100,6 +109,7 @@ def mlflow_runs(db: Path) -> list[tuple[str, str, str]]:
     if not db.exists():
         return []
     with sqlite3.connect(db) as con:
-        rows = con.execute("select r.name, r.status, coalesce(t.value, '') from runs r left join tags t "
-                           "on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId'").fetchall()
+        rows = con.execute("select r.name, r.status, coalesce(t.value, '') from runs r "
+                           "left join tags t on t.run_uuid = r.run_uuid "
+                           "and t.key = 'mlflow.parentRunId'").fetchall()
     return [(str(a), str(b), str(c)) for a, b, c in rows]

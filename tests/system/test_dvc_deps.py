@@ -1,6 +1,6 @@
 """dvc.yaml's deps are the stages' real inputs: every project module a stage imports and every conf
 file it reads is declared (so `dvc repro` reruns it when they change), and no module it never
-imports is (so it does not rerun for nothing). The analysis is tests/dvc_stages.py."""
+imports is (so it does not rerun for nothing). The analysis is tests/support/dvc_stages.py."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_every_stage_declares_the_modules_and_conf_files_it_uses() -> None:
             problems.append(f"  {name}:\n" + "\n".join(todo))
     if problems:
         pytest.fail("dvc.yaml deps do not match what the stages import and read "
-                    "(tests/dvc_stages.py):\n" + "\n".join(problems), pytrace=False)
+                    "(tests/support/dvc_stages.py):\n" + "\n".join(problems), pytrace=False)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
-"""The report page fits a 1280-px browser window: rendered in headless Chromium (tests/browser.py), the
-document never scrolls sideways, no element passes the right edge, a table too wide for the page scrolls
-inside its own box, a table that fits is shown whole, and long ids wrap instead of widening tables."""
+"""The report page fits a 1280-px browser window: rendered in headless Chromium
+(tests/support/browser.py), the document never scrolls sideways, no element passes the right
+edge, a table too wide for the page scrolls inside its own box, a table that fits is shown
+whole, and long ids wrap instead of widening tables."""
 
 from __future__ import annotations
 
