@@ -41,7 +41,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.cli.entry import user_errors_exit  # noqa: E402
-
 from pipeline.core.errors import CurvlabError
 from pipeline.core.objectives import make_objective  # noqa: E402
 from pipeline.core.solvers import minimize  # noqa: E402

@@ -22,37 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import pandas as pd
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary
-from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
+from pipeline.config.schemas import AnalyticConfig, as_kwargs
 from pipeline.core.errors import ConfigError
+from pipeline.spec import group_id
+from pipeline.tracking.sweep import JobContext
 
 PROG = "analytic"
-
-
-@dataclass
-class AnalyticOptions:
-    gd_paths: Any = MISSING  # claim 1 (see conf/analytic.yaml)
-    kappa_sweep: Any = MISSING  # claim 2
-    convexity: Any = MISSING  # claim 3
-    studies: list[str] = field(default_factory=lambda: ["gd_paths", "kappa_sweep", "convexity"])
-
-
-@dataclass
-class AnalyticConfig:
-    analytic: AnalyticOptions = field(default_factory=AnalyticOptions)
-    seed: int = 0
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-
-
-ConfigStore.instance().store(name="analytic_schema", node=AnalyticConfig)
 
 
 @dataclass
@@ -113,9 +94,10 @@ def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
     from pipeline.core.studies import study_kappa_sweep
     from pipeline.data.datasets import load_dataset
 
-    table = study_kappa_sweep(c, load_dataset, seed)
+    with_ids = [{**p, "id": group_id(p)} for p in c["preprocess"]]
+    table = study_kappa_sweep({**c, "preprocess": with_ids}, load_dataset, seed)
     st = Study(str(c["study"]), "Claim 2 — condition number and whitening", table)
-    ids = [str(p.get("id") or p["name"]) for p in c["preprocess"]]
+    ids = [group_id(p) for p in c["preprocess"]]
     raw = table[table["preprocess"] == ids[0]]
     if (raw["kappa_raw"] > 1.5).sum() >= 2:  # κ ≈ 1 takes one step whatever the tolerance: not the κ·ln(1/tol) regime
         raw = raw[raw["kappa_raw"] > 1.5]
@@ -160,16 +142,12 @@ def _metric_name(key: str) -> str:
 
 
 def write_study(root: Path, st: Study, seconds: float) -> Path:
-    """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole."""
-    from pipeline.store.writer import npz_writer, replace_dir, write_json, write_text
+    """``<root>/<name>/`` = table.csv, arrays.npz, study.json (``pipeline.store.studies``)."""
+    from pipeline.store.studies import write_study as write
 
-    dest = root / st.name
-    with replace_dir(dest) as new:
-        write_text(new / "table.csv", st.table.to_csv(index=False))
-        npz_writer(st.arrays)(new / "arrays.npz")
-        write_json(new / "study.json", {"name": st.name, "title": st.title, "params": st.params,
-                                        "metrics": st.metrics, "figures": st.figures, "seconds": seconds})
-    return dest
+    return write(root, st.name, st.table, st.arrays, {
+        "name": st.name, "title": st.title, "params": st.params, "metrics": st.metrics,
+        "figures": st.figures, "seconds": seconds})
 
 
 def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
@@ -221,15 +199,13 @@ def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="analytic")
-@user_errors_exit(PROG)
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (see the module docstring)."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job (see the module docstring)."""
     check_boundary(cfg)
     run_analytic(as_kwargs(cfg))
 
 
-if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
+main = stage(PROG, AnalyticConfig)(job)
 
-    run_cli(PROG, main, AnalyticConfig)
+if __name__ == "__main__":
+    main()

@@ -14,24 +14,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from pipeline.cli.entry import run_entry
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary
 from pipeline.config.paths import project_path
-from pipeline.config.schemas import register_configs
+from pipeline.config.schemas import EvaluateConfig
 from pipeline.core.errors import CurvlabError, DataError
+from pipeline.spec import RunSpec
+from pipeline.store.prepared import load_prepared_for
 from pipeline.store.rundir import (
-    load_prepared_for,
     read_json,
     read_run_config,
     read_weights,
     run_dir,
+    write_evaluation,
 )
-from pipeline.store.writer import csv_text, json_text, update_dir
-from pipeline.tracking.sweep import JobContext, job_context
+from pipeline.tracking.sweep import JobContext
 
 PROG = "evaluate"
 
@@ -56,11 +56,10 @@ def class_names_of(meta: dict[str, Any], n_classes: int) -> list[str]:
     return names
 
 
-def locate_run(cfg: DictConfig, ctx: JobContext) -> Path:
-    """The run directory: ``run_dir`` if set, else the one ``train`` derives from the overrides."""
-    overrides = [o for o in ctx.overrides if not o.startswith("run_dir=")]
-    given = cfg.get("run_dir")
-    out = project_path(given) if given else run_dir(cfg, overrides)
+def locate_run(spec: RunSpec, given: str | None) -> Path:
+    """The run directory: ``run_dir`` if given, else the one ``train`` derives from the overrides."""
+    overrides = [o for o in spec.overrides if not o.startswith("run_dir=")]
+    out = project_path(given) if given else run_dir(spec)
     for f in ("weights.npz", "config.yaml", "metrics.json"):
         if not (out / f).is_file():
             raise DataError(f"{out / f} not found; train this run first with `python -m pipeline.train "
@@ -74,12 +73,14 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
 
     ctx = ctx or JobContext()
     check_boundary(cfg)
-    out = locate_run(cfg, ctx)
+    spec = RunSpec.from_config(cfg, ctx.overrides)
+    out = locate_run(spec, cfg.get("run_dir"))
     run_cfg = read_run_config(out / "config.yaml")
     metrics = read_json(out / "metrics.json")
     w = read_weights(out / "weights.npz")
-    dataset, transform, _facts, _ = load_prepared_for(run_cfg)
-    objective = run_objective(run_cfg, dataset, transform)
+    run = RunSpec.from_config(run_cfg)  # the run as trained: its own prepared data and model
+    dataset, transform, _facts, _ = load_prepared_for(run)
+    objective = run_objective(run.model, dataset, transform)
     if w.shape != (objective.n_params,):
         raise DataError(f"{out / 'weights.npz'}: w has shape {w.shape}, the model needs "
                         f"({objective.n_params},); retrain the run")
@@ -105,28 +106,23 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         result["test_accuracy"] = float(np.trace(conf) / conf.sum())
         result["class_names"] = class_names_of(dataset.meta, c)
         result["per_class_accuracy"] = per_class_accuracy(conf)
-    files = {"evaluation.json": json_text(result)}
-    if conf is not None:
-        files["confusion.csv"] = csv_text(dict(zip(result["class_names"], conf.T, strict=True)))
-    # the run folder gains both files in one swap (a stale confusion.csv goes with the old folder)
-    update_dir(out, {name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
-                     for name, text in files.items()}, drop=("confusion.csv",))
-    log_to_mlflow(cfg, metrics.get("mlflow_run_id"), result, out)
+    write_evaluation(out, result, conf)
+    log_to_mlflow(spec, metrics.get("mlflow_run_id"), result, out)
     acc = "" if result["test_accuracy"] is None else f"test accuracy {result['test_accuracy']:.4f}, "
     print(f"{PROG}: {out.name}: {acc}test loss {result['test_loss']:.6g} -> {out / 'evaluation.json'}",
           flush=True)
     return result
 
 
-def log_to_mlflow(cfg: DictConfig, run_id: str | None, result: dict[str, Any], out: Path) -> None:
+def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out: Path) -> None:
     """``eval_*`` metrics and evaluation.json onto the train run (a warning if it is not in this store)."""
-    if not cfg.mlflow.enabled or not run_id:
+    if not spec.mlflow.get("enabled", True) or not run_id:
         return
     from mlflow.exceptions import MlflowException
 
     from pipeline.tracking.mlflow import Tracker
 
-    tracker = Tracker(OmegaConf.to_container(cfg.mlflow, resolve=True))  # type: ignore[arg-type]
+    tracker = Tracker(dict(spec.mlflow))
     try:
         tracker.log_metrics(run_id, {f"eval_{k}": v for k, v in result.items()
                                      if k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
@@ -137,18 +133,12 @@ def log_to_mlflow(cfg: DictConfig, run_id: str | None, result: dict[str, Any], o
               file=sys.stderr)
 
 
-register_configs()
+def job(cfg: DictConfig, ctx: JobContext) -> None:
+    """One evaluate job (see the module docstring)."""
+    evaluate(cfg, ctx)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> int:
-    """Hydra entry point (see the module docstring)."""
-    ctx = job_context()
-    return run_entry(PROG, lambda: evaluate(cfg, ctx), ctx)
-
+main = stage(PROG, EvaluateConfig)(job)
 
 if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-    from pipeline.config.schemas import EvaluateConfig
-
-    run_cli(PROG, main, EvaluateConfig)
+    main()

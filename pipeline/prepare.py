@@ -15,13 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, check_name
-from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.config.schemas import PrepareConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
 from pipeline.core.whitening import (
@@ -34,8 +33,10 @@ from pipeline.core.whitening import (
 from pipeline.data.catalog import complete
 from pipeline.data.datasets import load_dataset, validate_data_config
 from pipeline.data.split import check_val_fraction, validation_split
-from pipeline.store.prepared import prepared_path, prepared_stem, preprocess_id, save_prepared
+from pipeline.spec import group_id, prepared_stem
+from pipeline.store.prepared import prepared_path, save_prepared
 from pipeline.store.writer import check_writable
+from pipeline.tracking.sweep import JobContext
 
 
 def hessian_after(transform: Transform, C_aug: np.ndarray) -> np.ndarray:
@@ -71,9 +72,9 @@ def prepare(
     validate_data_config(data_cfg)
     validate_preprocess_config(preprocess_cfg)
     val_fraction = check_val_fraction(data_cfg.get("val_fraction"))
-    check_name("data.id", data_cfg.get("id"))
-    check_name("preprocess.id", preprocess_id(preprocess_cfg))
-    out = prepared_path(prepared_dir, data_cfg, preprocess_cfg)
+    data_id = check_name("data.id", data_cfg.get("id"))
+    pre_id = check_name("preprocess.id", group_id(preprocess_cfg))
+    out = prepared_path(prepared_dir, prepared_stem(data_id, pre_id))
     check_writable(out)  # a read-only folder fails now, not after the work
     ds = load_dataset(data_cfg, seed)
     val: tuple[np.ndarray, np.ndarray] | None = None
@@ -81,53 +82,25 @@ def prepare(
         rows, val_rows = validation_split(ds.y_train, val_fraction, seed, ds.task != "regression")
         val = (ds.X_train[val_rows], ds.y_train[val_rows])
         ds = dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows])
-    with np.errstate(over="ignore", invalid="ignore"):
-        C_aug = second_moment(ds.X_train, augment=True)
-    if not np.isfinite(C_aug).all():  # huge inputs: (1/n) XᵀX overflows float64
-        big = float(np.max(np.abs(ds.X_train))) if np.isfinite(ds.X_train).all() else float("inf")
-        raise ConfigError(
-            f"data.scale={data_cfg.get('scale')}: the training inputs (largest |x| = {big:.3g}) make "
-            "the second moment (1/n) XᵀX overflow float64; use a smaller data.scale, e.g. 3.9215686e-3 (1/255)")
+    C_aug = checked_second_moment(ds.X_train, data_cfg.get("scale"))
     transform = fit_preprocess(preprocess_cfg, ds.X_train, second_moment_aug=C_aug)
-    Z_train = transform.apply(ds.X_train)
-    Z_test = transform.apply(ds.X_test)
+    prepared = dataclasses.replace(ds, X_train=transform.apply(ds.X_train), X_test=transform.apply(ds.X_test))
     lam_before = spectrum(C_aug)
     # (1/n) Z̃ᵀZ̃ via M C Mᵀ: O(d³) instead of another O(n d²) product (tests check it against Z̃ᵀZ̃)
     lam_after = spectrum(hessian_after(transform, C_aug))
-    prepared = type(ds)(
-        Z_train, ds.y_train, Z_test, ds.y_test, ds.task, ds.n_classes, ds.name, ds.meta
-    )
-    ridge = float(preprocess_cfg.get("ridge") or 0.0)
-    ridge_facts: dict[str, Any] = {}
-    if ridge > 0:  # κ of the regularized least-squares Hessian C + λ I_W, before and after (= 1)
-        C_reg = C_aug.copy()
-        dw = C_aug.shape[0] - 1
-        C_reg[np.arange(dw), np.arange(dw)] += ridge
-        ridge_facts = {
-            "cond_before_ridge": _cond(spectrum(C_reg)),
-            "cond_after_ridge": _cond(spectrum(hessian_after(transform, C_reg))),
-        }
     facts: dict[str, Any] = {
         "data": str(data_cfg["id"]),
-        "preprocess": preprocess_id(preprocess_cfg),
+        "preprocess": pre_id,
         "task": ds.task,
         "n_classes": ds.n_classes,
-        "n_train": int(Z_train.shape[0]),
-        "n_test": int(Z_test.shape[0]),
+        "n_train": int(prepared.X_train.shape[0]),
+        "n_test": int(prepared.X_test.shape[0]),
         "n_val": 0 if val is None else int(val[1].shape[0]),
         "n_features_in": int(ds.X_train.shape[1]),
-        "n_features_out": int(Z_train.shape[1]),
-        "n_kept": int(transform.n_kept if transform.n_kept is not None else Z_train.shape[1]),
+        "n_features_out": int(prepared.X_train.shape[1]),
+        "n_kept": int(transform.n_kept if transform.n_kept is not None else prepared.X_train.shape[1]),
         "absorbs_bias": bool(transform.absorbs_bias),
-        "cond_before": _cond(lam_before),  # null: singular (κ = ∞)
-        "cond_after": _cond(lam_after),
-        "cond_before_nonzero": condition_number_nonzero(lam_before),  # over the nonzero eigenvalues
-        "cond_after_nonzero": condition_number_nonzero(lam_after),
-        **ridge_facts,
-        "rank_before": numerical_rank(lam_before),
-        "rank_after": numerical_rank(lam_after),
-        "hessian_dim_before": int(lam_before.size),
-        "hessian_dim_after": int(lam_after.size),
+        **conditioning_facts(lam_before, lam_after, ridge_facts(preprocess_cfg, transform, C_aug)),
         "sha256": dict(ds.meta.get("sha256", {})),
         "seconds": 0.0,
         "data_name": ds.name,
@@ -140,6 +113,46 @@ def prepare(
     extra = {} if val is None else {"X_val": transform.apply(val[0]), "y_val": val[1]}
     save_prepared(out, prepared, transform, lam_before, lam_after, facts, extra)
     return facts
+
+
+def checked_second_moment(X_train: np.ndarray, scale: Any) -> np.ndarray:
+    """(1/n) X̃ᵀX̃ of the training inputs (X̃ = [X, 1]); a ConfigError when it overflows float64."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        C_aug = second_moment(X_train, augment=True)
+    if not np.isfinite(C_aug).all():  # huge inputs: (1/n) XᵀX overflows float64
+        big = float(np.max(np.abs(X_train))) if np.isfinite(X_train).all() else float("inf")
+        raise ConfigError(
+            f"data.scale={scale}: the training inputs (largest |x| = {big:.3g}) make "
+            "the second moment (1/n) XᵀX overflow float64; use a smaller data.scale, e.g. 3.9215686e-3 (1/255)")
+    return C_aug
+
+
+def ridge_facts(preprocess_cfg: Mapping[str, Any], transform: Transform, C_aug: np.ndarray) -> dict[str, Any]:
+    """κ of the regularized least-squares Hessian C + λ I_W before and after (= 1); {} without ridge."""
+    ridge = float(preprocess_cfg.get("ridge") or 0.0)
+    if not ridge > 0:
+        return {}
+    C_reg = C_aug.copy()
+    dw = C_aug.shape[0] - 1
+    C_reg[np.arange(dw), np.arange(dw)] += ridge
+    return {"cond_before_ridge": _cond(spectrum(C_reg)),
+            "cond_after_ridge": _cond(spectrum(hessian_after(transform, C_reg)))}
+
+
+def conditioning_facts(lam_before: np.ndarray, lam_after: np.ndarray,
+                       ridge: dict[str, Any]) -> dict[str, Any]:
+    """κ (null: singular), κ on the range, rank and size of the Hessian spectra before / after."""
+    return {
+        "cond_before": _cond(lam_before),  # null: singular (κ = ∞)
+        "cond_after": _cond(lam_after),
+        "cond_before_nonzero": condition_number_nonzero(lam_before),  # over the nonzero eigenvalues
+        "cond_after_nonzero": condition_number_nonzero(lam_after),
+        **ridge,
+        "rank_before": numerical_rank(lam_before),
+        "rank_after": numerical_rank(lam_after),
+        "hessian_dim_before": int(lam_before.size),
+        "hessian_dim_after": int(lam_after.size),
+    }
 
 
 def _fmt_cond(k: float | None) -> str:
@@ -161,29 +174,23 @@ def summary(facts: Mapping[str, Any], path: Path, total_s: float | None = None) 
     )
 
 
-@user_errors_exit("prepare")
 def run(cfg: DictConfig) -> dict[str, Any]:
     """The stage on a Hydra config (validated, then ``prepare``), printing the summary line."""
     t0 = time.perf_counter()
     check_boundary(cfg)
     data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
     facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir)
-    path = Path(cfg.paths.prepared_dir) / f"{prepared_stem(data_cfg, pre_cfg)}.npz"
+    path = prepared_path(cfg.paths.prepared_dir, prepared_stem(str(data_cfg["id"]), group_id(pre_cfg)))
     print(summary(facts, path, time.perf_counter() - t0), flush=True)
     return facts
 
 
-register_configs()
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: ``python -m pipeline.prepare data=<name> preprocess=<name>``."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job: ``python -m pipeline.prepare data=<name> preprocess=<name>``."""
     run(cfg)
 
 
-if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-    from pipeline.config.schemas import PrepareConfig
+main = stage("prepare", PrepareConfig)(job)
 
-    run_cli("prepare", main, PrepareConfig)
+if __name__ == "__main__":
+    main()

@@ -19,22 +19,26 @@ seconds, coordinates: {<preprocess id>: {f, grad_norm, iterations, mu, L_local, 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, check_name
-from pipeline.config.paths import project_path
-from pipeline.config.schemas import ReferenceConfig, as_kwargs, register_configs
+from pipeline.config.schemas import ReferenceConfig
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.spec import group_id
-from pipeline.store.rundir import check_model_fits_data, load_prepared_for
-from pipeline.store.writer import check_writable, write_json
+from pipeline.spec import RunSpec, objective_id, prepared_stem, run_objective
+from pipeline.store.prepared import (
+    check_model_fits_data,
+    file_sha256,
+    load_prepared_for,
+    prepared_path,
+    read_facts,
+)
+from pipeline.store.references import check_reference_writable, write_reference
+from pipeline.tracking.sweep import JobContext
 
 PROG = "reference"
 NONCONVEX = ("logistic_mse",)  # no global optimum to certify
@@ -60,105 +64,112 @@ def validate(cfg: Any) -> None:
                           "use a convex model (linear, logistic, softmax)")
 
 
-def _other_coordinates(cfg: Any, pre_id: str) -> DictConfig:
-    """The run config with the preprocessing of ``<data.id>-<pre_id>`` (from that file's facts)."""
-    from pipeline.store.prepared import prepared_path
-
-    facts_path = prepared_path(project_path(cfg.paths.prepared_dir), cfg.data, {"id": pre_id}).with_suffix(".json")
-    try:
-        facts = json.loads(facts_path.read_text(encoding="utf-8"))
-        pre = dict(facts["preprocess_config"])
-    except FileNotFoundError:
-        raise DataError(f"{facts_path} not found (reference.kappa_in={pre_id}); run `python -m pipeline.prepare "
-                        f"data={cfg.data.name} preprocess={pre_id}` first") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{facts_path}: unreadable prepared facts ({err}); rerun `python -m pipeline.prepare`") from None
-    other = OmegaConf.create(as_kwargs(cfg))
+def other_coordinates(spec: RunSpec, pre_id: str) -> RunSpec:
+    """The run with the preprocessing of ``<data.id>-<pre_id>`` (from that file's facts)."""
+    facts_path = prepared_path(spec.prepared_dir, prepared_stem(spec.data_id, pre_id)).with_suffix(".json")
+    facts = read_facts(facts_path, missing=(
+        f"reference.kappa_in={pre_id}: run `python -m pipeline.prepare data={spec.data_name} "
+        f"preprocess={pre_id}` first"))
+    pre = facts.get("preprocess_config")
+    if not isinstance(pre, dict):
+        raise DataError(f"{facts_path}: unreadable prepared facts (no preprocess_config); rerun "
+                        "`python -m pipeline.prepare`")
+    other = OmegaConf.create(dict(spec.config))
     other.preprocess = pre
-    return other
+    return RunSpec.from_config(other, spec.overrides)
+
+
+def kappa_objectives(spec: RunSpec, oid: str, dense: bool) -> list[tuple[str, Any, Any]]:
+    """(preprocess id, objective, transform) of every ``reference.kappa_in`` coordinates, checked to
+    be the same objective (also where κ is not computed: not dense)."""
+    others = []
+    for other in spec.config["reference"]["kappa_in"]:
+        if other == spec.preprocess_id:
+            continue
+        ospec = other_coordinates(spec, str(other))
+        ods, otr, _ofacts, opath = load_prepared_for(ospec)
+        if objective_id(ospec, otr) != oid:
+            raise ConfigError(f"reference.kappa_in={other}: {opath.name} has objective "
+                              f"{objective_id(ospec, otr)}, not {oid} (its penalty acts on the transformed "
+                              "weights); list only preprocessings with preprocess.penalty_space=input")
+        if dense:
+            others.append((str(other), run_objective(ospec.model, ods, otr), otr))
+        del ods  # not held during the solve where κ is not computed
+    return others
 
 
 def reference(cfg: DictConfig) -> dict[str, Any]:
     """Solve the run's objective to the reference tolerance and write its JSON; returns the record."""
-    from pipeline.core.optima import curvature, map_weights, solve
-    from pipeline.spec import objective_id, run_objective
-    from pipeline.store.prepared import file_sha256
+    from pipeline.core.optima import solve
 
     check_boundary(cfg)
     validate(cfg)
-    r = cfg.reference
-    dataset, transform, facts, path = load_prepared_for(cfg)
-    check_model_fits_data(cfg.model.name, dataset.task, cfg.data.id)
-    objective = run_objective(cfg, dataset, transform)
-    oid = objective_id(cfg, transform)
-    out = project_path(cfg.paths.reference_dir) / f"{oid}.json"
-    check_writable(out)
-    opts = {"tol": float(r.tol), "max_iter": int(r.max_iter), "dense_max": int(r.dense_max),
-            "cg_max_iter": int(r.cg_max_iter), "preconditioner": str(r.preconditioner)}
-    solved_in = group_id(cfg.preprocess)
-    dense = objective.n_params <= int(r.dense_max)
-    others = []  # every kappa_in is checked before the solve, also where κ is not computed (not dense)
-    for other in r.kappa_in:
-        if other == solved_in:
-            continue
-        ocfg = _other_coordinates(cfg, str(other))
-        ods, otr, _ofacts, opath = load_prepared_for(ocfg)
-        if objective_id(ocfg, otr) != oid:
-            raise ConfigError(f"reference.kappa_in={other}: {opath.name} has objective {objective_id(ocfg, otr)}, "
-                              f"not {oid} (its penalty acts on the transformed weights); list only "
-                              "preprocessings with preprocess.penalty_space=input")
-        if dense:
-            others.append((str(other), run_objective(ocfg, ods, otr), otr))
-        del ods  # not held during the solve where κ is not computed
+    spec = RunSpec.from_config(cfg)
+    r = spec.config["reference"]
+    dataset, transform, _facts, path = load_prepared_for(spec)
+    check_model_fits_data(spec.model.name, dataset.task, spec.data_id)
+    objective = run_objective(spec.model, dataset, transform)
+    oid = objective_id(spec, transform)
+    out = check_reference_writable(spec.reference_dir, oid)
+    opts = {"tol": float(r["tol"]), "max_iter": int(r["max_iter"]), "dense_max": int(r["dense_max"]),
+            "cg_max_iter": int(r["cg_max_iter"]), "preconditioner": str(r["preconditioner"])}
+    dense = objective.n_params <= opts["dense_max"]
+    others = kappa_objectives(spec, oid, dense)
     t0 = time.perf_counter()
     s = solve(objective, **opts)
     seconds = time.perf_counter() - t0
-    coords: dict[str, dict[str, Any]] = {}
-    if dense:
-        coords[solved_in] = {"f": s.f_star, "grad_norm": s.grad_norm, "iterations": 0,
-                             **curvature(objective, s.w)}
-    for other, oobj, otr in others:
-        w0 = map_weights(s.w, objective, transform, oobj, otr)
-        f0 = float(oobj.value(w0))  # the same predictions and penalty: the same f, else not the same objective
-        if not abs(f0 - s.f_star) <= SAME_F_RTOL * abs(s.f_star) + float(r.tol) ** 2:
-            raise ConfigError(f"reference.kappa_in={other}: w* mapped into {other} coordinates has f = {f0:.15g}, "
-                              f"not f* = {s.f_star:.15g}: {other} and {solved_in} are not one objective (e.g. a "
-                              "model without intercept on inputs with an offset); drop it from reference.kappa_in")
-        polished = solve(oobj, w0=w0, **opts)  # w* mapped is the optimum there too: 0-2 steps
-        coords[str(other)] = {"f": polished.f_star, "grad_norm": polished.grad_norm,
-                              "iterations": polished.iterations, **curvature(oobj, polished.w)}
+    coords = coordinates(spec, s, (objective, transform), others, opts, dense)
     record = {
-        "objective": oid, "data": str(cfg.data.id), "model": str(cfg.model.name), "l2": float(cfg.model.l2),
-        "fit_intercept": bool(cfg.model.fit_intercept), "solved_in": solved_in, "prepared": str(path),
-        "prepared_sha256": file_sha256(path), "method": s.method, "status": s.status,
-        "converged": s.status == "converged", "message": s.message, "iterations": s.iterations,
-        "cg_iterations": s.cg_iterations, "tol": float(r.tol), "f_star": s.f_star, "grad_norm": s.grad_norm,
-        "n_params": int(objective.n_params), "n_train": int(dataset.X_train.shape[0]), "seconds": seconds,
-        "coordinates": coords,
+        "objective": oid, "data": spec.data_id, "model": spec.model.name, "l2": spec.model.l2,
+        "fit_intercept": spec.model.fit_intercept, "solved_in": spec.preprocess_id,
+        "prepared": str(path), "prepared_sha256": file_sha256(path), "method": s.method,
+        "status": s.status, "converged": s.status == "converged", "message": s.message,
+        "iterations": s.iterations, "cg_iterations": s.cg_iterations, "tol": opts["tol"],
+        "f_star": s.f_star, "grad_norm": s.grad_norm, "n_params": int(objective.n_params),
+        "n_train": int(dataset.X_train.shape[0]), "seconds": seconds, "coordinates": coords,
     }
-    write_json(out, record)
+    write_reference(spec.reference_dir, record)
     kappas = ", ".join(f"κ({k}) = {v['kappa']:.3g}" for k, v in coords.items())
     print(f"{PROG}: {oid}: f* = {s.f_star:.15g}, ‖∇f‖ = {s.grad_norm:.1e} ({s.status} after {s.iterations} "
-          f"{s.method} steps in {solved_in} coordinates, {seconds:.1f} s){'; ' + kappas if kappas else ''} -> {out}",
-          flush=True)
+          f"{s.method} steps in {spec.preprocess_id} coordinates, {seconds:.1f} s)"
+          f"{'; ' + kappas if kappas else ''} -> {out}", flush=True)
     if s.status != "converged":
         print(f"{PROG}: warning: {oid}: {s.message}; the report will not certify this f* "
               "(raise reference.max_iter or reference.tol)", file=sys.stderr)
     return record
 
 
-register_configs()
+def coordinates(spec: RunSpec, s: Any, solved: tuple[Any, Any], others: list[tuple[str, Any, Any]],
+                opts: dict[str, Any], dense: bool) -> dict[str, dict[str, Any]]:
+    """f, ‖∇f‖ and μ, L, κ of ∇²f(w*) in the solve's coordinates and each ``kappa_in`` one (w*
+    mapped there, checked to give the same f, then polished)."""
+    from pipeline.core.optima import curvature, map_weights, solve
+
+    objective, transform = solved
+    coords: dict[str, dict[str, Any]] = {}
+    if dense:
+        coords[spec.preprocess_id] = {"f": s.f_star, "grad_norm": s.grad_norm, "iterations": 0,
+                                      **curvature(objective, s.w)}
+    for other, oobj, otr in others:
+        w0 = map_weights(s.w, objective, transform, oobj, otr)
+        f0 = float(oobj.value(w0))  # the same predictions and penalty: the same f, else not the same objective
+        if not abs(f0 - s.f_star) <= SAME_F_RTOL * abs(s.f_star) + opts["tol"] ** 2:
+            raise ConfigError(f"reference.kappa_in={other}: w* mapped into {other} coordinates has f = "
+                              f"{f0:.15g}, not f* = {s.f_star:.15g}: {other} and {spec.preprocess_id} are "
+                              "not one objective (e.g. a model without intercept on inputs with an offset); "
+                              "drop it from reference.kappa_in")
+        polished = solve(oobj, w0=w0, **opts)  # w* mapped is the optimum there too: 0-2 steps
+        coords[other] = {"f": polished.f_star, "grad_norm": polished.grad_norm,
+                         "iterations": polished.iterations, **curvature(oobj, polished.w)}
+    return coords
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="reference")
-@user_errors_exit(PROG)
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (see the module docstring)."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job (see the module docstring)."""
     reference(cfg)
 
 
+main = stage(PROG, ReferenceConfig)(job)
+
 if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
-
-    run_cli(PROG, main, ReferenceConfig)
-
+    main()

@@ -14,60 +14,24 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
-from pipeline.cli.entry import user_errors_exit
+from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary
-from pipeline.config.schemas import MlflowConfig, PathsConfig, as_kwargs
+from pipeline.config.paths import project_path
+from pipeline.config.schemas import (
+    REPORT_SECTIONS,
+    ReportConfig,
+    as_kwargs,
+)
 from pipeline.core.errors import ConfigError
+from pipeline.tracking.sweep import JobContext
 
 PROG = "report"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "trained")
 REPORT_FILES = ("index.html", "report.md", "figures", "tables")  # what each report replaces
-
-
-@dataclass
-class TrainedStudies:
-    bad_init: str = "claim4_bad_init"
-    newton_vs_gd: list[str] = field(default_factory=lambda: ["claim5_newton_vs_gd", "default"])
-
-
-@dataclass
-class ReportOptions:
-    source: str = "dirs"  # dirs | mlflow
-    experiment: str | None = None  # source=mlflow: the MLflow experiment (= study) to report
-    studies: list[str] | None = None  # source=dirs: only these experiments/<study>/ (null = all)
-    title: str = "curvlab report"
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))
-    tolerances: list[float] = field(default_factory=lambda: [1.0e-4, 1.0e-8])
-    headline_study: str = "default"  # the study of the first table (optimizer × preprocessing per problem)
-    trained_studies: TrainedStudies = field(default_factory=TrainedStudies)
-    conditioning: Any = MISSING  # {data: <data.id>, prepared: [<preprocess ids of the prepared files to compare>]}
-    analytic: Any = MISSING  # {claim1|claim2|claim3: <study folder under paths.analytic_dir>}
-    accuracy_data: list[str] = field(default_factory=list)  # data ids given a claim-6-style accuracy section
-
-
-@dataclass
-class ReportConfig:
-    report: ReportOptions = field(default_factory=ReportOptions)
-    seed: int = 0
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-
-
-ConfigStore.instance().store(name="report_schema", node=ReportConfig)
-
-
-def _abs(p: str) -> Path:
-    path = Path(p).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def validate(cfg: dict[str, Any]) -> None:
@@ -77,9 +41,10 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"report.source={rep['source']!r} is invalid: use dirs or mlflow")
     if rep["source"] == "mlflow" and not rep.get("experiment"):
         raise ConfigError("report.source=mlflow needs report.experiment=<MLflow experiment (study) name>")
-    unknown = sorted(set(rep["sections"]) - set(SECTIONS))
+    unknown = sorted(set(rep["sections"]) - set(REPORT_SECTIONS))
     if unknown:
-        raise ConfigError(f"report.sections: unknown {unknown}; choose from {list(SECTIONS)}")
+        choose = list(REPORT_SECTIONS)
+        raise ConfigError(f"report.sections: unknown {unknown}; choose from {choose}")
     tols = rep["tolerances"]
     if not tols or not all(0.0 < float(t) < 1.0 for t in tols):
         raise ConfigError(f"report.tolerances={tols} is invalid: give relative tolerances in (0, 1)")
@@ -98,8 +63,8 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
         from pipeline.tracking.mlflow import tracking_uri
 
         return gather_mlflow(str(rep["experiment"]), tracking_uri(cfg["mlflow"]), stage_dir / ".mlflow",
-                             local_experiments=_abs(cfg["paths"]["experiments_dir"]))
-    exp = _abs(cfg["paths"]["experiments_dir"])
+                             local_experiments=project_path(cfg["paths"]["experiments_dir"]))
+    exp = project_path(cfg["paths"]["experiments_dir"])
     try:
         return gather_dirs(exp, rep["studies"])
     except NoRuns:
@@ -115,7 +80,7 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
     from pipeline.store.writer import check_writable, replace_dir, write_text
 
     validate(cfg)
-    cfg = {**cfg, "paths": {k: str(_abs(v)) for k, v in cfg["paths"].items()}}
+    cfg = {**cfg, "paths": {k: str(project_path(v)) for k, v in cfg["paths"].items()}}
     dest = Path(cfg["paths"]["reports_dir"])
     check_writable(dest)  # fail before the minutes of work, not at the end
     t0 = time.perf_counter()
@@ -159,17 +124,15 @@ def run_report(cfg: dict[str, Any]) -> dict[str, Any]:
             "runs": 0 if runs is None else len(runs), "timings": built.timings}
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
-@user_errors_exit(PROG)
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point (see the module docstring)."""
+def job(cfg: DictConfig, _ctx: JobContext) -> None:
+    """Hydra job (see the module docstring)."""
     check_boundary(cfg)
     summary = run_report(as_kwargs(cfg))
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings"].items())
     print(f"report: wrote {summary['index']} ({summary['runs']} runs, {summary['seconds']:.1f} s: {timings})")
 
 
-if __name__ == "__main__":
-    from pipeline.cli.entry import run_cli
+main = stage(PROG, ReportConfig)(job)
 
-    run_cli(PROG, main, ReportConfig)
+if __name__ == "__main__":
+    main()

@@ -13,18 +13,16 @@ validation split — with ``score_test=true``), an MLflow child of the sweep's p
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipeline.cli.entry import report_and_exit
+from pipeline.cli.entry import exit_with
 from pipeline.config.paths import project_path
-from pipeline.core.errors import CurvlabError, DataError
-from pipeline.store.rundir import read_json
+from pipeline.core.errors import DataError
 from pipeline.store.writer import write_csv, write_json
-from pipeline.tracking.sweep import JobContext
+from pipeline.tracking.sweep import JobContext, any_failed, parent_run_id_from_env, read_trials
 
 try:
     from hydra.experimental.callback import Callback
@@ -70,16 +68,16 @@ class RetrainBest(Callback):  # type: ignore[misc]
         self.data_id, self.final_name = str(data_id), str(final_name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        try:  # Hydra turns a callback's exception into a warning: end the command here
             self._finish(config)
-        except CurvlabError as err:
-            report_and_exit(err, "train")
+        except Exception as err:  # noqa: BLE001 - one line, as for the stage's own errors
+            exit_with(err, "train")
 
     def _finish(self, config: DictConfig) -> None:
         from pipeline.train import train
 
         sweep = project_path(str(config.hydra.sweep.dir))
-        if any((sweep / "failed").glob("*.json")):
+        if any_failed(sweep):
             print("train: some trials failed; the chosen configuration is not retrained", file=sys.stderr)
             return
         results = sweep / "optimization_results.yaml"
@@ -88,7 +86,7 @@ class RetrainBest(Callback):  # type: ignore[misc]
                             "hydra/sweeper=optuna")
         best = OmegaConf.to_container(OmegaConf.load(results), resolve=True)
         best_params = dict(best["best_params"])  # type: ignore[index]
-        trials = sorted((read_json(p) for p in (sweep / "trials").glob("*.json")), key=lambda t: t["job"])
+        trials = read_trials(sweep)
         study_dir = project_path(str(config.paths.experiments_dir)) / str(config.study)
         params = sorted(best_params)
         write_csv(study_dir / "trials.csv", trial_rows(trials, params))
@@ -102,7 +100,7 @@ class RetrainBest(Callback):  # type: ignore[misc]
         print(f"train: {len(trials)} trials; best {chosen['objective']} = {chosen['best_value']:.4f} "
               f"with {' '.join(f'{k}={v}' for k, v in best_params.items())} -> {study_dir / 'chosen.json'}",
               flush=True)
-        ctx = JobContext(parent_run_id=os.environ.get("CURVLAB_MLFLOW_PARENT_RUN_ID"))
+        ctx = JobContext(parent_run_id=parent_run_id_from_env())
         metrics = train(cfg, ctx, out_dir=study_dir / self.final_name)
         if metrics.get("status") == "diverged":
             print("train: error: the chosen configuration diverged on train + validation", file=sys.stderr)

@@ -73,12 +73,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("work")
 
 
-# the schema each stage's ``__main__`` hands to run_cli (it names config keys in error lines)
-_STAGE_SCHEMAS = {"train": ("pipeline.config.schemas", "TrainConfig"), "evaluate": ("pipeline.config.schemas", "EvaluateConfig"),
-                  "prepare": ("pipeline.config.schemas", "PrepareConfig"), "reference": ("pipeline.config.schemas", "ReferenceConfig"),
-                  "analytic": ("pipeline.analytic", "AnalyticConfig"), "report": ("pipeline.report", "ReportConfig")}
-
-
 @pytest.fixture
 def stage_cli(monkeypatch: pytest.MonkeyPatch,
               capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., tuple[int, str, str]]]:
@@ -86,20 +80,17 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from pipeline.cli.entry import run_cli
-
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # conf/ found from the file, as with python -m
 
     def call(prog: str, *args: str) -> tuple[int, str, str]:
         mod = importlib.import_module(f"pipeline.{prog}")
-        home, name = _STAGE_SCHEMAS[prog]
         monkeypatch.setattr(sys, "argv", [f"pipeline/{prog}.py", *args])
         capsys.readouterr()
         try:
             with pytest.raises(SystemExit) as ex:
-                run_cli(prog, mod.main, getattr(importlib.import_module(home), name))
+                mod.main()
         finally:
             GlobalHydra.instance().clear()
             HydraConfig.instance().cfg = None  # type: ignore[assignment]

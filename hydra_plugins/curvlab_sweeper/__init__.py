@@ -8,7 +8,6 @@ plugin's traceback. Selected by ``conf/experiment/hw3_sgd.yaml``
 
 from __future__ import annotations
 
-import os
 import sys
 
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as _OptunaSweeper
@@ -24,7 +23,9 @@ class OptunaSweeper(_OptunaSweeper):
         except ValueError as err:
             if "No trials are completed" not in str(err):
                 raise
-            parent = os.environ.get("CURVLAB_MLFLOW_PARENT_RUN_ID")
+            from pipeline.tracking.sweep import parent_run_id_from_env
+
+            parent = parent_run_id_from_env()
             config = getattr(self.sweeper, "config", None)
             if parent and config is not None and config.get("mlflow") is not None:
                 from pipeline.tracking.mlflow import Tracker

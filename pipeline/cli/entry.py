@@ -1,15 +1,20 @@
-"""Command-line entry points: every way a command can end badly is ONE line on stderr.
+"""The stage wrapper: ``main = stage("train", TrainConfig)(body)``; every way a command can end
+badly is ONE line on stderr.
 
-``run_cli(prog, hydra_main)`` runs a ``@hydra.main`` function. Hydra's ``run_and_report``
-prints composition errors over several lines (or a traceback) and exits 1; with
-``HYDRA_FULL_ERROR=1`` it re-raises them instead, so we set it, catch the exception here and
-print ``prog: error: <what> (<how to fix>)`` with exit status 2:
+``stage(prog, schema)(body)`` makes ``main``: it registers the schemas, lets Hydra compose
+``conf/<prog>.yaml`` and runs ``body(cfg, ctx)`` as the job. Hydra's ``run_and_report`` prints
+composition errors over several lines (or a traceback) and exits 1; with ``HYDRA_FULL_ERROR=1`` it
+re-raises them instead, so we set it, catch the exception here and print
+``prog: error: <what> (<how to fix>)`` with exit status 2:
 
 - a config group option that does not exist (``optimizer=adamw``): the options there are;
 - a value of the wrong type (``model.l2=abc``, ``optimizer.max_iter=1.5``), an unknown key
   (``foo=1``), an unparsable override, a mandatory value left ``???``: the key and the fix;
 - a ``CurvlabError`` raised by a stage: its message;
 - an ``OSError`` (permissions, disk full, a file vanished): the path and the reason.
+
+In a sweep whose end is summarized (``SweepCallback``), a failed job is one line and a record in
+``<sweep dir>/failed/``, and the other jobs go on; elsewhere the job's error ends the command.
 
 SIGINT and SIGTERM raise ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread, so every
 ``try``/``with`` unwinds: MLflow runs are marked KILLED, temporary folders removed, nothing is
@@ -23,47 +28,21 @@ its traceback, for debugging.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import signal
 import sys
 from collections.abc import Callable
-from functools import wraps
-from typing import Any, NoReturn, TypeVar
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from pipeline.core.errors import EXIT_USER_ERROR, CurvlabError
 from pipeline.tracking.exits import run_exit_hooks
-from pipeline.tracking.sweep import JobContext, record_sweep_failure
+from pipeline.tracking.sweep import JobContext, job_context, record_sweep_failure
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def report_and_exit(err: CurvlabError, prog: str = "curvlab") -> None:
-    """Print ``prog: error: <message>`` on one line to stderr and exit with status 2."""
-    msg = " ".join(str(err).split())
-    print(f"{prog}: error: {msg}", file=sys.stderr)
-    sys.exit(EXIT_USER_ERROR)
-
-
-def user_errors_exit(prog: str = "curvlab") -> Callable[[F], F]:
-    """Decorator for entry points: a CurvlabError becomes one stderr line and exit status 2; any
-    other exception one line too (``pipeline.cli.entry.exit_with``: 2 for OS/config errors, 1 for bugs)."""
-
-    def deco(fn: F) -> F:
-        @wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except CurvlabError as err:
-                report_and_exit(err, prog)
-            except Exception as err:  # noqa: BLE001 - one line, never a traceback
-                from pipeline.cli.entry import exit_with
-
-                exit_with(err, prog)
-
-        return wrapper  # type: ignore[return-value]
-
-    return deco
+Body = Callable[[Any, JobContext], Any]  # (the composed config, the Hydra job) -> the job's value
+SWEEP_SUMMARY = "pipeline.tracking.mlflow.SweepCallback"  # reads the failure records at the end
 
 EXIT_INTERNAL = 1
 
@@ -139,7 +118,7 @@ def hydra_error_message(err: BaseException, prog: str, schema: type | None = Non
     help_cmd = f"`python -m pipeline.{prog} --help` lists them"
     if isinstance(err, MissingConfigException):
         missing = str(err.missing_cfg_file or "")
-        options = sorted(o for o in err.options or [] if not str(o).endswith("_schema"))
+        options = sorted(str(o) for o in err.options or [])
         if "/" in missing and options:
             group, _, name = missing.rpartition("/")
             close = difflib.get_close_matches(name, options, n=1)
@@ -218,7 +197,7 @@ def interrupted_line(prog: str, signum: int) -> str:
             "marked KILLED and no result folder is half-written (rerun the command)")
 
 
-def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
+def run_command(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
     """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 130/143 (signal), 1 (bug)."""
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # run_and_report re-raises instead of printing/exit(1)
@@ -226,7 +205,7 @@ def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None
     code, line = 0, None
     try:
         hydra_main()
-    except SystemExit as ex:  # --help, or a stage that already printed its one line
+    except SystemExit as ex:  # --help, or a job that already printed its one line
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
         run_exit_hooks("FAILED" if code else "FINISHED")
         raise
@@ -245,24 +224,59 @@ def run_cli(prog: str, hydra_main: Callable[[], Any], schema: type | None = None
     sys.exit(code)
 
 
-# ---------------------------------------------------------------- entry points
+def _sweep_summarized() -> bool:
+    """Whether this sweep ends with ``SweepCallback``'s summary of the failed jobs."""
+    from hydra.core.hydra_config import HydraConfig
+
+    callbacks = HydraConfig.get().get("callbacks") or {}
+    return any(str(c.get("_target_")) == SWEEP_SUMMARY for c in callbacks.values())
 
 
-def run_entry(prog: str, fn: Callable[[], Any], ctx: JobContext) -> int:
-    """Run a job body: in a single run, errors propagate to ``pipeline.cli.entry.run_cli`` (one line,
-    exit 2); in a sweep job, any error is one stderr line and a failure recorded for
-    ``SweepCallback`` so the other jobs keep going. SIGINT/SIGTERM raise ``Interrupted`` here too
-    (sweep workers are separate processes), so runs end KILLED and nothing is half-written."""
-    from pipeline.cli.entry import describe, exit_with, install_signal_handlers
-
+def run_job(prog: str, body: Body, cfg: Any) -> Any:
+    """Run ``body(cfg, ctx)`` as one Hydra job and return its value. Its error ends the command
+    with one line (exit 2: Hydra would add its own lines), except in a summarized sweep: there it
+    is one line and a record for ``SweepCallback``, the job returns None (a failed trial for a
+    sweeper) and the other jobs go on. SIGINT/SIGTERM raise ``Interrupted`` here too (sweep
+    workers are separate processes), so runs end KILLED and nothing is half-written."""
     install_signal_handlers()
+    ctx = job_context()
     try:
-        fn()
+        return body(cfg, ctx)
     except Exception as err:  # noqa: BLE001 - a failed sweep job is a line, not a dead sweep
-        if not ctx.multirun:
-            exit_with(err, prog)  # one line and exit here: Hydra would add its own lines
+        if not (ctx.multirun and _sweep_summarized()):
+            exit_with(err, prog)
         _code, msg = describe(err, prog)
         print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): {msg}", file=sys.stderr)
         record_sweep_failure(ctx, msg)
-        return 2
-    return 0
+        return None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage command: ``main()`` runs ``python -m pipeline.<prog>`` on ``sys.argv`` and exits."""
+
+    prog: str
+    schema: type
+    hydra_main: Callable[[], Any]
+
+    def __call__(self) -> NoReturn:
+        from pipeline.config.schemas import register_configs
+
+        register_configs()
+        run_command(self.prog, self.hydra_main, self.schema)
+
+
+def stage(prog: str, schema: type) -> Callable[[Body], Stage]:
+    """``main = stage(prog, schema)(body)``: ``conf/<prog>.yaml`` composed by Hydra, ``body(cfg,
+    ctx)`` run as the job (``run_job``), every way out one line (``run_command``)."""
+    import hydra
+
+    def wrap(body: Body) -> Stage:
+        @functools.wraps(body)  # Hydra finds conf/ and names the job from the body's module
+        def job(cfg: Any) -> Any:
+            return run_job(prog, body, cfg)
+
+        main = hydra.main(version_base="1.3", config_path="../conf", config_name=prog)(job)
+        return Stage(prog, schema, main)
+
+    return wrap

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.config.ids import group_id
 from pipeline.config.schemas import OptimizerConfig
 
 
@@ -17,7 +18,7 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
     from pipeline.core.errors import ConfigError
 
     budgets = cfg.get("budgets") or {}
-    opt_id = str(cfg.optimizer.get("id") or cfg.optimizer.name)
+    opt_id = group_id(cfg.optimizer)
     allowed = set(_fields(OptimizerConfig)) - {"name", "id"}
     for oid, budget in budgets.items():
         if not isinstance(budget, DictConfig | dict):
@@ -42,6 +43,7 @@ MODELS = ("linear", "logistic", "logistic_mse", "softmax")
 OPTIMIZERS = ("gd", "newton", "newton_cg", "closed_form", "sgd")
 INITS = ("zeros", "random", "saturated")
 DTYPES = ("float64", "float32")
+HVP_PRECISIONS = ("auto", "float32", "float64")  # what pipeline.core.solvers.minimize accepts
 
 
 def validate_train_config(cfg: Any) -> None:
@@ -79,6 +81,12 @@ def validate_train_config(cfg: Any) -> None:
         raise bad("optimizer.backtrack", o.backtrack, "must lie in (0, 1)")
     if o.cg_max_iter < 1:
         raise bad("optimizer.cg_max_iter", o.cg_max_iter, "must be >= 1")
+    from pipeline.core.solvers import PRECONDITIONERS
+
+    if o.preconditioner not in PRECONDITIONERS:
+        raise bad("optimizer.preconditioner", o.preconditioner, f"choose one of {', '.join(PRECONDITIONERS)}")
+    if o.hvp_precision not in HVP_PRECISIONS:
+        raise bad("optimizer.hvp_precision", o.hvp_precision, f"choose one of {', '.join(HVP_PRECISIONS)}")
     if o.init not in INITS:
         raise bad("optimizer.init", o.init, f"choose one of {', '.join(INITS)}")
     if not o.init_scale > 0.0:

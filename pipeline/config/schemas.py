@@ -1,8 +1,9 @@
-"""Structured-config schemas for the Hydra apps (types here; ranges checked by ``validate_*``).
+"""Structured-config schemas of every stage (types here; ranges checked in ``config.checks``).
 
-One dataclass per config group a user sweeps: ``data``, ``preprocess``, ``model``, ``optimizer``.
-The YAML files in ``conf/`` fill these in; ``register_configs()`` puts the schemas in Hydra's
-ConfigStore so that a misspelt key or a wrongly typed value is rejected before any work starts.
+One dataclass per config group a user sweeps (``data``, ``preprocess``, ``model``, ``optimizer``),
+one per stage (its fields type the groups; ``AppBase`` holds what every stage has). The YAML files
+in ``conf/`` fill these in; ``register_configs()`` puts the stage schemas in Hydra's ConfigStore so
+that a misspelt key or a wrongly typed value is rejected before any work starts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from pipeline.core.transforms import PENALTY_SPACE
 
 
 @dataclass
@@ -64,7 +67,8 @@ class PreprocessConfig:
     zca: bool = False  # whiten: rotate back with Φ (ZCA) instead of staying in eigen-coordinates
     augment: bool = True  # whiten: include the constant bias feature before the eigendecomposition
     ridge: float = 0.0  # whiten: whiten (1/n) X̃ᵀX̃ + ridge·I on the weights (ridge whitening: ${model.l2})
-    penalty_space: str = "input"  # input: λ/2 ‖W_x‖² on input-space weights (same objective); transformed: on W_z
+    # input: λ/2 ‖W_x‖² on input-space weights (same objective); transformed: on W_z
+    penalty_space: str = PENALTY_SPACE
 
 
 @dataclass
@@ -92,6 +96,8 @@ class OptimizerConfig:
     armijo_c: float = 1.0e-4
     backtrack: float = 0.5
     cg_max_iter: int = 250  # newton_cg: inner conjugate-gradient iterations per Newton step
+    preconditioner: str = "auto"  # newton_cg: auto | block | jacobi | none (pipeline.core.solvers)
+    hvp_precision: str = "auto"  # newton_cg: Hessian-vector products in auto | float32 | float64
     init: str = "zeros"  # zeros | random | saturated (the lecture's bad initialization)
     init_scale: float = 1.0
     # sgd only (the other optimizers ignore these): lr "auto" = 1/L_B, the minibatch smoothness
@@ -128,31 +134,36 @@ class PathsConfig:
 
 
 @dataclass
-class PrepareConfig:
-    data: DataConfig = MISSING
-    preprocess: PreprocessConfig = MISSING
-    model: ModelConfig = MISSING  # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
+class AppBase:
+    """The keys every stage's config has: the seed, the project's folders, MLflow tracking."""
+
     seed: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass
-class TrainConfig:
+class PrepareConfig(AppBase):
+    data: DataConfig = MISSING
+    preprocess: PreprocessConfig = MISSING
+    model: ModelConfig = MISSING  # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
+
+
+@dataclass
+class TrainConfig(AppBase):
     data: DataConfig = MISSING
     preprocess: PreprocessConfig = MISSING
     model: ModelConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     study: str = "default"
-    seed: int = 0
     progress: bool | None = None  # null: a bar on a terminal, quiet otherwise
     fail_on_diverged: bool = True  # a diverged run is saved, then exits non-zero (false: exit 0)
     score_test: bool = True  # false: test_accuracy/test_loss stay null (tuning trials never see the test set)
     sweep_metric: str | None = None  # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
-    # a study's budget per optimizer (its id): optimizer.<key> values the preset gives that optimizer,
-    # e.g. {gd: {max_iter: 300}, newton_cg: {max_iter: 50}}; applied by ``apply_budget``
+    # a budget per optimizer (its id) from the command line, for sweeps over optimizers:
+    # +budgets.gd.max_iter=300 +budgets.newton_cg.max_iter=50; applied by ``apply_budget``
+    # (a preset's budgets are conf/experiment/<preset>/<optimizer>.yaml, composed by Hydra)
     budgets: dict[str, Any] = field(default_factory=dict)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass
@@ -182,17 +193,63 @@ class ReferenceConfig(TrainConfig):
     reference: ReferenceOptions = field(default_factory=ReferenceOptions)
 
 
+@dataclass
+class AnalyticOptions:
+    """The lecture's analytic studies (conf/analytic.yaml); each is free-form, read by its study."""
+
+    gd_paths: Any = MISSING  # claim 1
+    kappa_sweep: Any = MISSING  # claim 2
+    convexity: Any = MISSING  # claim 3
+    studies: list[str] = field(default_factory=lambda: ["gd_paths", "kappa_sweep", "convexity"])
+
+
+@dataclass
+class AnalyticConfig(AppBase):
+    analytic: AnalyticOptions = field(default_factory=AnalyticOptions)
+
+
+# the report page's optional parts
+REPORT_SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "trained")
+
+
+@dataclass
+class TrainedStudies:
+    bad_init: str = "claim4_bad_init"
+    newton_vs_gd: list[str] = field(default_factory=lambda: ["claim5_newton_vs_gd", "default"])
+
+
+@dataclass
+class ReportOptions:
+    source: str = "dirs"  # dirs | mlflow
+    experiment: str | None = None  # source=mlflow: the MLflow experiment (= study) to report
+    studies: list[str] | None = None  # source=dirs: only these experiments/<study>/ (null = all)
+    title: str = "curvlab report"
+    sections: list[str] = field(default_factory=lambda: list(REPORT_SECTIONS))
+    tolerances: list[float] = field(default_factory=lambda: [1.0e-4, 1.0e-8])
+    headline_study: str = "default"  # the first table's study (optimizer × preprocessing)
+    trained_studies: TrainedStudies = field(default_factory=TrainedStudies)
+    conditioning: Any = MISSING  # {data: <data.id>, prepared: [<preprocess ids to compare>]}
+    analytic: Any = MISSING  # {claim1|claim2|claim3: <study folder under paths.analytic_dir>}
+    accuracy_data: list[str] = field(default_factory=list)  # data ids with a claim-6-style section
+
+
+@dataclass
+class ReportConfig(AppBase):
+    report: ReportOptions = field(default_factory=ReportOptions)
+
+
+# conf/<stage>.yaml names its schema first in its defaults list; the group configs (conf/data/,
+# conf/optimizer/, ...) are typed by the schema's field, so no schema shows as a group option
+STAGE_SCHEMAS: dict[str, type] = {
+    "prepare": PrepareConfig, "train": TrainConfig, "evaluate": EvaluateConfig,
+    "reference": ReferenceConfig, "analytic": AnalyticConfig, "report": ReportConfig}
+
+
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (idempotent)."""
+    """Register each stage's schema with Hydra's ConfigStore as ``<stage>_schema`` (idempotent)."""
     cs = ConfigStore.instance()
-    cs.store(name="prepare_schema", node=PrepareConfig)
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="evaluate_schema", node=EvaluateConfig)
-    cs.store(name="reference_schema", node=ReferenceConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="preprocess", name="preprocess_schema", node=PreprocessConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
+    for stage, schema in STAGE_SCHEMAS.items():
+        cs.store(name=f"{stage}_schema", node=schema)
 
 
 def as_kwargs(node: Any) -> dict[str, Any]:

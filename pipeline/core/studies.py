@@ -177,7 +177,7 @@ def study_kappa_sweep(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, 
                            tol=float(cfg["tol"]), line_search=False, time_budget_s=None)
             rows.append({"kappa_requested": float(kappa_req), "kappa_raw": kappa_raw,
                          "kappa": float(ev[-1] / ev[0]),
-                         "preprocess": str(pre_cfg.get("id") or pre_cfg["name"]),
+                         "preprocess": str(pre_cfg["id"]),
                          "lr": res.lr, "iterations": int(res.n_iter), "status": res.status,
                          "grad_norm_end": float(res.history["grad_norm"][-1]),
                          "predicted_iterations": float(np.ceil(

@@ -26,6 +26,7 @@ from pipeline.core.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
 PENALTY_SPACES = ("input", "transformed")
+PENALTY_SPACE = PENALTY_SPACES[0]  # the default: the schema's preprocess.penalty_space and old files
 DROPPING_KEYS = ("rel_threshold", "n_components", "explained_variance")  # drop data directions
 WHITEN_DEFAULTS = {  # whiten-only options and their defaults (other kinds must leave them so)
     "eps": 0.0,
@@ -51,7 +52,7 @@ class Transform:
         None  # whiten: spectrum of the training second moment, descending
     )
     n_kept: int | None = None  # whiten: eigen-directions kept
-    penalty_space: str = "input"  # input: the penalty acts on W_x = Aᵀ W (P = A Aᵀ); transformed: on W
+    penalty_space: str = PENALTY_SPACE  # input: the penalty acts on W_x = Aᵀ W (P = A Aᵀ); transformed: on W
 
     def penalty_matrix(self) -> np.ndarray | None:
         """P of the penalty λ/2 tr(Wᵀ P W) on weights over z: A Aᵀ (``input``), None = I (``transformed``, ``none``)."""
@@ -209,7 +210,7 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
     ridge = _opt_number(cfg, "ridge") if "ridge" in cfg else 0.0
     if ridge is None or ridge < 0:
         raise ConfigError(f"preprocess.ridge={ridge} must be >= 0 (ridge whitening: the model's λ, ${{model.l2}})")
-    space = cfg.get("penalty_space", "input")
+    space = cfg.get("penalty_space", PENALTY_SPACE)
     if space not in PENALTY_SPACES:
         raise ConfigError(f"preprocess.penalty_space={space!r} is unknown; use input or transformed")
     rt = _opt_number(cfg, "rel_threshold")
@@ -241,6 +242,11 @@ def validate_preprocess_config(cfg: Mapping[str, Any]) -> None:
                 )
 
 
+def absorbs_bias(cfg: Mapping[str, Any]) -> bool:
+    """Augmented whitening (``whiten`` with ``augment``) puts the constant feature inside z."""
+    return cfg.get("name", "none") == "whiten" and bool(cfg.get("augment", True))
+
+
 def fit_preprocess(
     cfg: Mapping[str, Any], X_train: np.ndarray, *, second_moment_aug: np.ndarray | None = None
 ) -> Transform:
@@ -256,7 +262,7 @@ def fit_preprocess(
         raise DataError("training inputs contain NaN or inf; clean the data before preprocessing")
     d = X.shape[1]
     name = cfg.get("name", "none")
-    space = str(cfg.get("penalty_space", "input"))
+    space = str(cfg.get("penalty_space", PENALTY_SPACE))
     if name == "none":
         return Transform(kind="none", offset=np.zeros(d), penalty_space=space)
     if name == "zscore":
@@ -265,7 +271,7 @@ def fit_preprocess(
         const = np.ptp(X, axis=0) == 0  # a constant feature is centred, never divided by its std 0
         scale = np.where(const, 1.0, 1.0 / np.where(const, 1.0, sigma))
         return Transform(kind="zscore", offset=-mu * scale, scale=scale, penalty_space=space)
-    augment = bool(cfg.get("augment", True))
+    augment = absorbs_bias(cfg)  # the constant feature is whitened with the inputs: inside z
     C = None
     if second_moment_aug is not None:
         C = second_moment_aug if augment else second_moment_aug[:d, :d]

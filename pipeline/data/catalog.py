@@ -13,8 +13,6 @@ from typing import Any
 
 from pipeline.core.errors import ConfigError
 
-SCHEMA_DEFAULTS = ("data_schema", "_self_")
-
 
 def project_root() -> Path:
     """The directory holding ``pyproject.toml``: above this package, else above the cwd, else cwd."""
@@ -48,7 +46,7 @@ def _load_yaml(name: str, seen: tuple[str, ...] = ()) -> Any:
         node = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, ValueError) as err:
         raise ConfigError(f"{path}: unreadable data set YAML ({' '.join(str(err).split())}); fix the file") from None
-    parents = [d for d in node.pop("defaults", []) or [] if isinstance(d, str) and d not in SCHEMA_DEFAULTS]
+    parents = [d for d in node.pop("defaults", []) or [] if isinstance(d, str) and d != "_self_"]
     return OmegaConf.merge(*[_load_yaml(p, (*seen, name)) for p in parents], node)
 
 

@@ -23,7 +23,6 @@ from pipeline.data.idxsets import SPLITS, IdxSpec, load_idx_set
 FORMATS = ("idx", "synthetic_regression")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-TASKS = ("regression", "binary", "multiclass")
 
 
 @dataclass(frozen=True, eq=False)

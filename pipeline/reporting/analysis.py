@@ -56,9 +56,11 @@ def data_id_of(runs: RunSet, run_id: str) -> str:
 
 def prepared_file(runs: RunSet, run_id: str, prepared_dir: str | Path) -> Path:
     """The prepared ``.npz`` a run was trained on: ``<data.id>-<preprocess.id>.npz``."""
+    from pipeline.spec import prepared_stem
     from pipeline.store.prepared import prepared_path
 
-    return prepared_path(prepared_dir, {"id": data_id_of(runs, run_id)}, {"id": runs.runs.loc[run_id, "preprocess"]})
+    stem = prepared_stem(str(data_id_of(runs, run_id)), str(runs.runs.loc[run_id, "preprocess"]))
+    return prepared_path(prepared_dir, stem)
 
 
 def match_references(runs: RunSet, refs: dict[str, Reference]) -> tuple[dict[str, Reference], list[str]]:

@@ -7,7 +7,6 @@ Nothing here solves or trains: the stages before the report computed everything 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -19,12 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.config.schemas import PreprocessConfig
+from pipeline.core.errors import DataError
 from pipeline.reporting import analysis, figures
-from pipeline.reporting.gather import RunSet, class_names, load_confusion, load_weights
+from pipeline.reporting.gather import RunSet
 from pipeline.reporting.homework import homework
 from pipeline.reporting.render import Section
-from pipeline.store.prepared import prepared_path
+from pipeline.spec import prepared_stem
+from pipeline.store.prepared import load_spectra, load_transform, prepared_path, read_facts
 from pipeline.store.references import Reference, load_references, reference_table
+from pipeline.store.rundir import class_names, load_confusion, load_weights
+from pipeline.store.studies import read_study
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
 
@@ -119,16 +123,11 @@ class Builder:
         name = str(self.rep["analytic"][key])
         folder = Path(self.cfg["paths"]["analytic_dir"]) / name
         try:
-            meta = json.loads((folder / "study.json").read_text(encoding="utf-8"))
-            table = pd.read_csv(folder / "table.csv")
-            with np.load(folder / "arrays.npz", allow_pickle=False) as z:
-                arrays = {k: np.asarray(z[k]) for k in z.files}
-        except (OSError, ValueError, KeyError) as err:
-            s.note(f"Not computed yet ({folder}: {' '.join(str(err).split())[:200]}); run `dvc repro` "
-                   "(or `python -m pipeline.analytic`).")
+            return read_study(folder)
+        except DataError as err:
+            s.note(f"Not computed yet ({err}).")
             self.sections.append(s)
             return None
-        return meta, table, arrays
 
     # -- analytic studies (python -m pipeline.analytic) ---------------------------------------
     def claim1(self) -> None:
@@ -216,23 +215,23 @@ class Builder:
         pdir = Path(self.cfg["paths"]["prepared_dir"])
         rows, spec, conds = [], {}, {}
         for pre in c["prepared"]:
-            js = prepared_path(pdir, {"id": c["data"]}, {"id": pre}).with_suffix(".json")
+            js = prepared_path(pdir, prepared_stem(str(c["data"]), str(pre))).with_suffix(".json")
             try:
-                facts = json.loads(js.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                facts = read_facts(js)
+            except DataError:
                 continue
             rows.append({"prepared": js.stem, "preprocess": pre, **{k: facts.get(k) for k in (
                 "n_train", "n_features_in", "n_features_out", "n_kept", "cond_before", "cond_after",
                 "cond_before_nonzero", "cond_after_nonzero", "cond_before_ridge", "cond_after_ridge")}})
             npz = js.with_suffix(".npz")
             if npz.exists():
-                with np.load(npz, allow_pickle=False) as z:
-                    if "raw" not in spec and "spectrum_before" in z.files:
-                        spec["raw"] = np.asarray(z["spectrum_before"], dtype=np.float64)
-                        conds["raw"] = _cond(spec["raw"])
-                    if pre != "none" and "spectrum_after" in z.files:
-                        spec[pre] = np.asarray(z["spectrum_after"], dtype=np.float64)
-                        conds[pre] = _cond(spec[pre])
+                spectra = load_spectra(npz)
+                if "raw" not in spec and "spectrum_before" in spectra:
+                    spec["raw"] = spectra["spectrum_before"]
+                    conds["raw"] = _cond(spec["raw"])
+                if pre != "none" and "spectrum_after" in spectra:
+                    spec[pre] = spectra["spectrum_after"]
+                    conds[pre] = _cond(spec[pre])
         if not rows:
             s.note(f"No prepared files {pdir}/{c['data']}-{{{','.join(map(str, c['prepared']))}}}.json; "
                    "run `dvc repro` (prepare) first.")
@@ -552,8 +551,8 @@ class Builder:
         """The data set's image shape (prepared facts ``meta.image_shape``), else 28×28 for 784 pixels."""
         js = analysis.prepared_file(runs, rid, self.cfg["paths"]["prepared_dir"]).with_suffix(".json")
         try:
-            shape = json.loads(js.read_text(encoding="utf-8")).get("meta", {}).get("image_shape")
-        except (OSError, ValueError):
+            shape = read_facts(js).get("meta", {}).get("image_shape")
+        except DataError:
             shape = None
         return [int(v) for v in shape] if isinstance(shape, list) and shape else [28, 28]
 
@@ -564,12 +563,7 @@ class Builder:
         npz = analysis.prepared_file(runs, rid, self.cfg["paths"]["prepared_dir"])
         if not npz.exists():
             return None, ""
-        from pipeline.core.transforms import Transform
-
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k[len("transform/"):]: z[k] for k in z.files if k.startswith("transform/")}
-        tr = Transform.from_arrays(arrays)
-        W_x, _ = tr.input_weights(W, b)
+        W_x, _ = load_transform(npz).input_weights(W, b)
         return np.asarray(W_x), ", mapped back to pixel space through the transform (W_x = Aᵀ W)"
 
     def reference_section(self, refs: dict[str, Reference]) -> None:
@@ -655,7 +649,7 @@ def penalty_contrast(runs: RunSet, studies: list[str]) -> pd.DataFrame:
         if str(r.get("study")) not in studies:
             continue
         pre_cfg = runs.configs.get(rid, {}).get("preprocess", {})
-        space = pre_cfg.get("penalty_space", "transformed") if isinstance(pre_cfg, dict) else "?"
+        space = pre_cfg.get("penalty_space", PreprocessConfig.penalty_space) if isinstance(pre_cfg, dict) else "?"
         rows.append({"study": r.get("study"), "preprocess": r.get("preprocess"), "penalty_space": space,
                      "optimizer": r.get("optimizer"), "objective": r.get("objective"), "status": r.get("status"),
                      "final_f": r.get("train_loss"), "test_accuracy": r.get("test_accuracy"),

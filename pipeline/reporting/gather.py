@@ -10,11 +10,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.store.rundir import (
+    load_confusion,
+    read_config_dict,
+    read_history,
+    read_json,
+    read_weights,
+)
 
-HISTORY_COLUMNS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
 METRIC_KEYS = (
     "study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
     "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
@@ -43,50 +48,12 @@ class RunSet:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    from pipeline.store.rundir import read_json
-
     return read_json(path, fix="rerun the stage that wrote it")
-
-
-def read_history(path: Path) -> pd.DataFrame:
-    """history.csv → DataFrame with float64 columns iteration, time_s, loss, grad_norm, step_size."""
-    try:
-        df = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"{path}: unreadable history ({err}); rerun train for this run") from err
-    except (UnicodeDecodeError, ValueError) as err:
-        raise DataError(f"{path}: unreadable history ({' '.join(str(err).split())[:200]}); "
-                        "rerun train for this run") from None
-    missing = [c for c in HISTORY_COLUMNS[:4] if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: history lacks columns {missing}; rerun train for this run")
-    for c in HISTORY_COLUMNS:
-        if c in df.columns:
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
-    if df.empty or df["iteration"].isna().any():
-        raise DataError(f"{path}: history has no rows or non-numeric iterations; rerun train for this run")
-    return df
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
-        msg = " ".join(str(err).split())[:200]
-        raise DataError(f"{path}: unreadable config ({msg}); rerun train for this run") from None
-    if cfg is not None and not isinstance(cfg, dict):
-        raise DataError(f"{path}: not a run config (a YAML mapping); rerun train for this run")
-    return cfg or {}
 
 
 def _check_weights(run_dir: Path) -> None:
     """A run's weights.npz and confusion.csv, when present, are readable (the report shows them)."""
     if (run_dir / "weights.npz").exists():
-        from pipeline.store.rundir import read_weights
-
         read_weights(run_dir / "weights.npz")
     load_confusion(run_dir)
 
@@ -97,7 +64,7 @@ def _read_run(run_dir: Path, run_id: str, art_dir: Path | None = None) -> tuple[
     src = art_dir or run_dir
     row = _row_from_dir(src, run_id)
     history = read_history(src / "history.csv") if (src / "history.csv").exists() else None
-    config = _read_config(src / "config.yaml")
+    config = read_config_dict(src / "config.yaml")
     _check_weights(run_dir)
     return row, history, config
 
@@ -226,7 +193,7 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         row.update(run_id=run_id, run=run_name, mlflow_run_id=rid, run_dir=str(run_dir))
         try:
             history = read_history(art_dir / "history.csv") if (art_dir / "history.csv").exists() else None
-            config = _read_config(art_dir / "config.yaml")
+            config = read_config_dict(art_dir / "config.yaml")
             _check_weights(run_dir)
         except DataError as err:
             skipped.append((run_id, f"MLflow run {rid}: {err}"))
@@ -240,60 +207,3 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         raise DataError(f"MLflow experiment {experiment!r} has no runs with a metrics.json artifact; "
                         "train some (python -m pipeline.train study=...) first")
     return _finish(rows, histories, configs, dirs, f"MLflow experiment {experiment!r}", skipped)
-
-
-def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
-    """weights.npz of a run (``w``, ``coef``, ``intercept``) or None when absent."""
-    path = Path(run_dir) / "weights.npz"
-    if not path.exists():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except Exception as err:  # noqa: BLE001 - damaged: one line naming the file
-        from pipeline.store.rundir import damaged
-
-        raise damaged(path, "unreadable weights", err) from None
-
-
-def class_names(run_dir: Path, n_classes: int) -> list[str]:
-    """The class names evaluate wrote (evaluation.json ``class_names``), else the class indices."""
-    path = Path(run_dir) / "evaluation.json"
-    names = _read_json(path).get("class_names") if path.exists() else None
-    if isinstance(names, list) and len(names) == n_classes:
-        return [str(n) for n in names]
-    return [str(k) for k in range(n_classes)]
-
-
-def load_confusion(run_dir: Path) -> np.ndarray | None:
-    """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or None."""
-    import csv
-    import io
-
-    path = Path(run_dir) / "confusion.csv"
-    if not path.exists():
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: unreadable ({' '.join(str(err).split())[:200]}); "
-                        "rerun `python -m pipeline.evaluate`") from None
-    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
-    def numeric(x: str) -> bool:
-        try:
-            float(x)
-        except ValueError:
-            return False
-        return True
-
-    if rows and (not all(numeric(x) for x in rows[0]) or len(rows) == len(rows[0]) + 1):
-        rows = rows[1:]  # a header row: names, or the class indices 0..c-1
-    try:
-        m = np.asarray([[float(x) for x in r] for r in rows], dtype=np.float64)
-    except ValueError as err:
-        raise DataError(f"{path}: not a numeric matrix ({err}); rerun `python -m pipeline.evaluate`") from err
-    if m.ndim == 2 and m.shape[1] == m.shape[0] + 1:  # a leading label column
-        m = m[:, 1:]
-    if m.ndim != 2 or m.shape[0] != m.shape[1]:
-        raise DataError(f"{path}: confusion matrix is {m.shape}, not square; rerun `python -m pipeline.evaluate`")
-    return m.astype(np.int64)

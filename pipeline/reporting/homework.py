@@ -4,7 +4,6 @@ Newton-CG on one objective against passes over the data and seconds."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,12 @@ import pandas as pd
 from pipeline.reporting import figures
 from pipeline.reporting.gather import RunSet
 from pipeline.reporting.render import Section
+from pipeline.store.rundir import read_json
 
 STUDY = "hw3_sgd"
 COMPARE_STUDY = "default"  # the same objective (raw MNIST pixels, λ = 1e-4) for gd, sgd, newton_cg
 COMPARE = ("gd", "sgd", "newton_cg")
+RERUN_TUNING = "rerun the tuning study (python -m pipeline.train -m experiment=hw3_sgd)"
 # published MNIST test accuracy of multinomial logistic regression (the homework's yardstick)
 PUBLISHED_SOFTMAX = ("multinomial logistic regression, typical", 0.925)
 
@@ -66,7 +67,7 @@ def homework(b: Any, runs: RunSet | None, refs: dict[str, Any] | None = None) ->
         s.note(f"The tuning study has not run yet ({chosen_path} missing); run `dvc repro`.")
         b.sections.append(s)
         return
-    chosen = json.loads(chosen_path.read_text(encoding="utf-8"))
+    chosen = read_json(chosen_path, fix=RERUN_TUNING)
     trials = pd.read_csv(trials_path)
     rel = b.save_table(trials, "homework-trials")
     params = list(chosen["best_params"])
@@ -83,7 +84,7 @@ def homework(b: Any, runs: RunSet | None, refs: dict[str, Any] | None = None) ->
     ref_name, ref_acc = PUBLISHED_SOFTMAX
     conv = _converged_reference(b)
     if final_path.exists():
-        final = json.loads(final_path.read_text(encoding="utf-8"))
+        final = read_json(final_path, fix=RERUN_TUNING)
         rows = [{"model": "chosen SGD model, retrained on train + validation", "l2": final["l2"],
                  "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]}]
         if conv is not None:
@@ -106,7 +107,7 @@ def homework(b: Any, runs: RunSet | None, refs: dict[str, Any] | None = None) ->
 def _converged_reference(b: Any) -> dict[str, Any] | None:
     p = (Path(b.cfg["paths"]["experiments_dir"]).absolute() / COMPARE_STUDY
          / "mnist-none-softmax-newton_cg" / "metrics.json")
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else None
+    return read_json(p) if p.exists() else None
 
 
 def _compare(b: Any, s: Section, runs: RunSet | None, refs: dict[str, Any]) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.errors import DataError
+from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.transforms import Transform
 from pipeline.data.datasets import Dataset
+from pipeline.spec import RunSpec
+from pipeline.store.reading import damaged, read_file
 from pipeline.store.writer import npz_writer, write_group
 
 _PREFIX = "transform/"
@@ -34,21 +36,18 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def preprocess_id(preprocess_cfg: Mapping[str, Any]) -> str:
-    """The preprocessing's short name in file and run names: ``preprocess.id``, else ``preprocess.name``."""
-    return str(preprocess_cfg.get("id") or preprocess_cfg.get("name") or "none")
+def prepared_path(prepared_dir: str | Path, stem: str) -> Path:
+    """``<prepared_dir>/<stem>.npz`` (stem ``<data.id>-<preprocess.id>``); the facts are ``.with_suffix('.json')``."""
+    return Path(prepared_dir) / f"{stem}.npz"
 
 
-def prepared_stem(data_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any]) -> str:
-    """``<data.id>-<preprocess.id>``, e.g. ``mnist-whiten`` (the shared prefix of run names too)."""
-    return f"{data_cfg['id']}-{preprocess_id(preprocess_cfg)}"
+def prepared_file(spec: RunSpec) -> Path:
+    """The run's prepared ``.npz``, its ids checked to be safe file names."""
+    from pipeline.config.checks import check_name
 
-
-def prepared_path(
-    prepared_dir: str | Path, data_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any]
-) -> Path:
-    """Path of the ``.npz`` for a (data, preprocess) pair; the facts are ``.with_suffix('.json')``."""
-    return Path(prepared_dir) / f"{prepared_stem(data_cfg, preprocess_cfg)}.npz"
+    check_name("data.id", spec.data_id)
+    check_name("preprocess.id", spec.preprocess_id)
+    return prepared_path(spec.prepared_dir, spec.prepared_stem)
 
 
 def save_prepared(
@@ -80,11 +79,32 @@ def save_prepared(
     write_group({npz: npz_writer(arrays), js: lambda t: t.write_text(text, encoding="utf-8")})
 
 
-def _short(err: BaseException) -> str:
-    return " ".join(str(err).split())[:200] or type(err).__name__
-
-
 VAL_ARRAYS = ("X_val", "y_val")
+REDO = "delete it and rerun `python -m pipeline.prepare` (or `dvc repro`)"
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _facts_of(js: Path, raw: bytes) -> dict[str, Any]:
+    """The facts object of a ``.json``'s bytes; else a one-line DataError."""
+    try:
+        facts = json.loads(raw.decode("utf-8"))
+    except ValueError as err:
+        raise damaged(js, "unreadable prepared facts", err, REDO) from None
+    if not isinstance(facts, dict):
+        raise DataError(f"{js}: expected a JSON object of facts, found {type(facts).__name__}; {REDO}")
+    return facts
+
+
+def read_facts(path: str | Path, missing: str | None = None) -> dict[str, Any]:
+    """The facts ``.json`` of a prepared pair (``path``: its ``.npz``, ``.json`` or stem)."""
+    js = Path(path).with_suffix(".json")
+    return _facts_of(js, read_file(js, lambda f: f.read_bytes(), "unreadable prepared facts", REDO,
+                                   missing=missing))
+
 
 
 def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]:
@@ -96,40 +116,26 @@ def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]
             raise DataError(
                 f"{f}: prepared data not found; run `python -m pipeline.prepare` (or `dvc repro`) first"
             )
-    redo = "delete it and rerun `python -m pipeline.prepare` (or `dvc repro`)"
-    try:
-        raw = js.read_bytes()
-        facts = json.loads(raw.decode("utf-8"))
-    except PermissionError as err:
-        raise DataError(f"{js}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
-    except (OSError, ValueError) as err:
-        raise DataError(f"{js}: unreadable prepared facts ({_short(err)}); {redo}") from None
-    if not isinstance(facts, dict):
-        raise DataError(f"{js}: expected a JSON object of facts, found {type(facts).__name__}; {redo}")
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except PermissionError as err:
-        raise DataError(f"{npz}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
-    except Exception as err:  # noqa: BLE001 - BadZipFile, zlib/EOF/ValueError: a damaged file
-        raise DataError(f"{npz}: unreadable prepared data ({_short(err)}); {redo}") from None
+    raw = read_file(js, lambda f: f.read_bytes(), "unreadable prepared facts", REDO)
+    facts = _facts_of(js, raw)
+    arrays = read_file(npz, _npz_arrays, "unreadable prepared data", REDO)
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
-        raise DataError(f"{npz}: lacks array {missing[0]}; {redo}")
+        raise DataError(f"{npz}: lacks array {missing[0]}; {REDO}")
     digest = arrays.pop(_FACTS_DIGEST, None)
     if digest is not None and str(digest) != hashlib.sha256(raw).hexdigest():
-        raise DataError(f"{js} does not belong to {npz} (written by different prepare runs); {redo}")
+        raise DataError(f"{js} does not belong to {npz} (written by different prepare runs); {REDO}")
     X_tr, y_tr, X_te, y_te = (arrays[k] for k in ("X_train", "y_train", "X_test", "y_test"))
     if (X_tr.ndim != 2 or X_te.ndim != 2 or y_tr.shape != (X_tr.shape[0],)
             or y_te.shape != (X_te.shape[0],) or X_tr.shape[1] != X_te.shape[1]):
         raise DataError(f"{npz}: inconsistent array shapes X_train {X_tr.shape}, y_train {y_tr.shape}, "
-                        f"X_test {X_te.shape}, y_test {y_te.shape}; {redo}")
+                        f"X_test {X_te.shape}, y_test {y_te.shape}; {REDO}")
     try:
         transform = Transform.from_arrays(
             {k[len(_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PREFIX)}
         )
     except (KeyError, ValueError, TypeError, IndexError) as err:
-        raise DataError(f"{npz}: damaged transform arrays ({_short(err)}); {redo}") from None
+        raise damaged(npz, "damaged transform arrays", err, REDO) from None
     dataset = Dataset(
         X_train=arrays["X_train"],
         y_train=arrays["y_train"],
@@ -146,3 +152,83 @@ def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]
         if k in arrays:
             facts[k] = arrays[k]
     return dataset, transform, facts
+
+
+def load_spectra(path: str | Path) -> dict[str, np.ndarray]:
+    """``spectrum_before`` / ``spectrum_after`` of a prepared ``.npz`` (those it holds), float64."""
+    keys = ("spectrum_before", "spectrum_after")
+    with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as z:
+        return {k: np.asarray(z[k], dtype=np.float64) for k in keys if k in z.files}
+
+
+def load_transform(path: str | Path) -> Transform:
+    """Only the transform of a prepared ``.npz`` (its ``transform/…`` arrays)."""
+    with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as z:
+        return Transform.from_arrays({k[len(_PREFIX):]: z[k] for k in z.files if k.startswith(_PREFIX)})
+
+
+# ---------------------------------------------------------------- the prepared data of a run
+
+
+TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
+                 "softmax": "multiclass"}
+
+
+def _override(key: str, value: Any) -> str:
+    """``key=value`` as a Hydra command-line override (lists without spaces, null, true/false)."""
+    def text(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(text(x) for x in v) + "]"
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return f"{key}={text(value)}"
+
+
+def _prepare_cmd(spec: RunSpec) -> str:
+    """The ``prepare`` command that makes the run's prepared file: its data and preprocess choices
+    and every ``data.*`` value that differs from ``conf/data/<name>.yaml``."""
+    from pipeline.data.catalog import data_config
+
+    want = spec.group_config("data")
+    try:
+        declared = data_config(spec.data_name)
+    except ConfigError:  # a data set declared outside conf/data/ (hydra.searchpath)
+        declared = want
+    changed = [_override(f"data.{k}", v) for k, v in want.items()
+               if k != "name" and declared.get(k) != v]
+    return " ".join([f"python -m pipeline.prepare data={spec.data_name}",
+                     f"preprocess={spec.preprocess_id}", *changed])
+
+
+def load_prepared_for(spec: RunSpec) -> tuple[Dataset, Transform, dict[str, Any], Path]:
+    """The prepared data set the run names, checked against its config, or a DataError saying how to make it."""
+    path = prepared_file(spec)
+    if not path.exists():
+        raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(spec)}` "
+                        "(with the same preprocess.* and paths.* overrides) first, or `dvc repro`")
+    dataset, transform, facts = load_prepared(path)
+    for group in ("data", "preprocess"):
+        made = facts.get(f"{group}_config") or {}
+        want = spec.group_config(group)
+        for key in sorted(set(made) & set(want) - {"root"}):
+            if made[key] != want[key]:
+                given = "" if group == "data" else f" {_override(f'{group}.{key}', want[key])}"
+                raise DataError(
+                    f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
+                    f"{want[key]!r}; rerun `{_prepare_cmd(spec)}{given}` (give it its "
+                    f"own {group}.id to keep both)")
+    val_fraction = spec.group_config("data").get("val_fraction")
+    if (val_fraction or 0) > 0 and "X_val" not in facts:
+        raise DataError(f"{path} has no validation split but data.val_fraction={val_fraction}; "
+                        f"rerun `{_prepare_cmd(spec)}`")
+    return dataset, transform, dict(facts), path
+
+
+def check_model_fits_data(model: str, task: str, data_id: str) -> None:
+    """Each model needs its kind of labels (regression targets, two classes, c classes)."""
+    want = TASK_OF_MODEL[model]
+    if task != want:
+        hint = {"regression": "data=synthetic_regression", "binary": "data=mnist_binary",
+                "multiclass": "data=mnist"}[want]
+        raise ConfigError(f"model={model} needs a {want} data set but data {data_id!r} is {task}; "
+                          f"use {hint} or another model")

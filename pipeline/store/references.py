@@ -1,5 +1,5 @@
-"""Reference optima f* as the report reads them: ``<paths.reference_dir>/<objective id>.json``, written
-by the ``reference`` stage (``python -m pipeline.reference``, see its docstring for the fields)."""
+"""Reference optima f*: ``<paths.reference_dir>/<objective id>.json``, written by the ``reference``
+stage (``python -m pipeline.reference``, see its docstring for the fields) and read by the report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,56 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from pipeline.core.errors import DataError
+from pipeline.store.reading import damaged, read_file
+from pipeline.store.writer import check_writable, write_json
+
+RERUN = "rerun its `python -m pipeline.reference` stage (dvc repro)"
+
+
+def reference_path(folder: str | Path, objective: str) -> Path:
+    """``<folder>/<objective id>.json``."""
+    return Path(folder) / f"{objective}.json"
+
+
+def check_reference_writable(folder: str | Path, objective: str) -> Path:
+    """The reference file's path, checked writable before the solve."""
+    out = reference_path(folder, objective)
+    check_writable(out)
+    return out
+
+
+def write_reference(folder: str | Path, record: dict[str, Any]) -> Path:
+    """Write one reference record (its ``objective`` names the file); returns the path."""
+    out = reference_path(folder, str(record["objective"]))
+    write_json(out, record)
+    return out
+
+
+def read_reference(path: Path) -> Reference:
+    """One reference file as a ``Reference``; a damaged file is a one-line DataError."""
+    d = read_file(
+        path,
+        lambda p: json.loads(p.read_text(encoding="utf-8")),
+        "unreadable reference optimum",
+        RERUN,
+        damage=(OSError, ValueError),
+    )
+    try:
+        return Reference(
+            objective=str(d["objective"]),
+            f_star=float(d["f_star"]),
+            status=str(d["status"]),
+            source=str(d["method"]),
+            grad_norm=float(d["grad_norm"]),
+            solved_in=d.get("solved_in"),
+            iterations=d.get("iterations"),
+            seconds=d.get("seconds"),
+            coordinates=dict(d.get("coordinates") or {}),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise damaged(path, "unreadable reference optimum", err, RERUN) from None
 
 
 @dataclass
@@ -23,7 +73,9 @@ class Reference:
     solved_in: str | None = None
     iterations: int | None = None
     seconds: float | None = None
-    coordinates: dict[str, dict[str, Any]] = field(default_factory=dict)  # preprocess id -> mu, L_local, kappa, ...
+    coordinates: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # preprocess id -> mu, L_local, kappa, ...
     note: str = ""
 
     @property
@@ -43,14 +95,9 @@ def load_references(folder: str | Path) -> tuple[dict[str, Reference], list[str]
     root = Path(folder)
     for path in sorted(root.glob("*.json")) if root.is_dir() else []:
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-            ref = Reference(objective=str(d["objective"]), f_star=float(d["f_star"]), status=str(d["status"]),
-                            source=str(d["method"]), grad_norm=float(d["grad_norm"]),
-                            solved_in=d.get("solved_in"), iterations=d.get("iterations"),
-                            seconds=d.get("seconds"), coordinates=dict(d.get("coordinates") or {}))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            notes.append(f"{path}: unreadable reference optimum ({' '.join(str(err).split())[:200]}); "
-                         "rerun its `python -m pipeline.reference` stage (dvc repro)")
+            ref = read_reference(path)
+        except DataError as err:
+            notes.append(str(err))
             continue
         refs[ref.objective] = ref
     return refs, notes
@@ -62,11 +109,42 @@ def reference_table(refs: dict[str, Reference]) -> pd.DataFrame:
     for oid, r in sorted(refs.items()):
         coords = r.coordinates or {r.solved_in or "": {}}
         for pre, c in coords.items():
-            rows.append({"objective": oid, "coordinates": pre, "solved_in": r.solved_in, "method": r.source,
-                         "status": r.status, "iterations": r.iterations, "f_star": r.f_star,
-                         "grad_norm": r.grad_norm, "f_here": c.get("f"), "grad_norm_here": c.get("grad_norm"),
-                         "mu": c.get("mu"), "L_local": c.get("L_local"), "kappa": c.get("kappa"),
-                         "L_bound": c.get("L_bound"), "seconds": r.seconds, "note": r.note})
-    cols = ["objective", "coordinates", "solved_in", "method", "status", "iterations", "f_star", "grad_norm",
-            "f_here", "grad_norm_here", "mu", "L_local", "kappa", "L_bound", "seconds", "note"]
+            rows.append(
+                {
+                    "objective": oid,
+                    "coordinates": pre,
+                    "solved_in": r.solved_in,
+                    "method": r.source,
+                    "status": r.status,
+                    "iterations": r.iterations,
+                    "f_star": r.f_star,
+                    "grad_norm": r.grad_norm,
+                    "f_here": c.get("f"),
+                    "grad_norm_here": c.get("grad_norm"),
+                    "mu": c.get("mu"),
+                    "L_local": c.get("L_local"),
+                    "kappa": c.get("kappa"),
+                    "L_bound": c.get("L_bound"),
+                    "seconds": r.seconds,
+                    "note": r.note,
+                }
+            )
+    cols = [
+        "objective",
+        "coordinates",
+        "solved_in",
+        "method",
+        "status",
+        "iterations",
+        "f_star",
+        "grad_norm",
+        "f_here",
+        "grad_norm_here",
+        "mu",
+        "L_local",
+        "kappa",
+        "L_bound",
+        "seconds",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=cols)

@@ -1,158 +1,244 @@
-"""Run directories: names derived from the config (files are written by ``pipeline.store.writer``).
+"""The run folder: ``experiments/<study>/<run name>/`` and its files, each writer beside its reader.
 
-A run lives in ``experiments/<study>/<data.id>-<preprocess.id>-<model.id>-<optimizer.id>[,key=value...]``
-(docs/architecture.md). The ids are the conf/ file names (``optimizer=gd_armijo`` gives
-``gd_armijo``; a null id falls back to ``name``); every non-group override that changes the result
-(``optimizer.lr=0.1``, ``model.l2=0``, ``seed=3`` ...) is appended as ``,key=value`` in key order,
-so the runs of a sweep never overwrite each other. Relative paths are relative to the current
-directory (Hydra does not change it), as in ``pipeline.prepare``.
+``config.yaml`` (the resolved config), ``history.csv`` (one row per iteration), ``weights.npz``
+(``w``, ``coef``, ``intercept``) and ``metrics.json`` are written by ``train`` as one folder swap;
+``evaluation.json`` and ``confusion.csv`` (c×c counts, rows = true class, header = class names)
+by ``evaluate``. The run name is ``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` plus
+``,key=value`` for each non-group override (``pipeline.spec``), so the runs of a sweep never
+overwrite each other. Every reader fails with one line (``pipeline.store.reading``).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.paths import project_path
+import numpy as np
+
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.spec import group_id, run_name
+from pipeline.core.solvers import HISTORY_KEYS
+from pipeline.spec import RunSpec
+from pipeline.store.reading import damaged, read_file
+from pipeline.store.writer import (
+    csv_text,
+    json_text,
+    replace_dir,
+    update_dir,
+    write_csv,
+    write_json,
+    write_npz,
+    write_text,
+)
 
 MAX_NAME_BYTES = 240  # a folder name (most file systems allow 255 bytes)
+RETRAIN = "retrain the run (python -m pipeline.train with the same overrides) or delete its folder"
+REEVALUATE = "rerun `python -m pipeline.evaluate`"
+RUN_CONFIG_GROUPS = ("data", "preprocess", "model", "optimizer")
+HISTORY_COLUMNS = HISTORY_KEYS  # iteration, time_s, loss, grad_norm, step_size, passes
 
 
-def run_dir(cfg: Any, overrides: Sequence[str] = ()) -> Path:
+def run_dir(spec: RunSpec) -> Path:
     """``<experiments_dir>/<study>/<run name>`` (absolute), checked to be a safe path inside it."""
     from pipeline.config.checks import check_inside, check_name
 
-    root = project_path(cfg.paths.experiments_dir)
-    name = run_name(cfg, overrides)
+    root, name = spec.experiments_dir, spec.run_name
     if len(name.encode()) > MAX_NAME_BYTES:
-        raise ConfigError(f"the run name {name[:80]}... is {len(name.encode())} bytes, too long for a "
-                          f"folder name (max {MAX_NAME_BYTES}); override fewer keys or use shorter ids")
-    path = root / check_name("study", cfg.study) / name
+        raise ConfigError(
+            f"the run name {name[:80]}... is {len(name.encode())} bytes, too long for a "
+            f"folder name (max {MAX_NAME_BYTES}); override fewer keys or use shorter ids"
+        )
+    path = root / check_name("study", spec.study) / name
     check_inside(path, root, "study / the group ids")
     return path
 
 
-def prepared_path(cfg: Any) -> Path:
-    """``<prepared_dir>/<data.id>-<preprocess.id>.npz`` as written by ``python -m pipeline.prepare``."""
-    from pipeline.config.checks import check_name
-
-    data_id = check_name("data.id", cfg.data.id)
-    pre_id = check_name("preprocess.id", group_id(cfg.preprocess))
-    return project_path(cfg.paths.prepared_dir) / f"{data_id}-{pre_id}.npz"
+# ---------------------------------------------------------------- writers
 
 
-# ---------------------------------------------------------------- a run's inputs
+def write_run(
+    out_dir: Path,
+    config_yaml: str,
+    history: Mapping[str, Any],
+    weights: Mapping[str, np.ndarray],
+    metrics: Mapping[str, Any],
+) -> None:
+    """Replace the run folder as a whole with config.yaml, history.csv, weights.npz, metrics.json.
+
+    The old folder (and its evaluation.json/confusion.csv, which describe the old weights) stays
+    untouched until the new one is complete (``pipeline.store.writer.replace_dir``).
+    """
+    with replace_dir(out_dir) as new:
+        write_text(new / "config.yaml", config_yaml)
+        write_csv(new / "history.csv", {k: np.asarray(history[k]) for k in HISTORY_COLUMNS})
+        write_npz(new / "weights.npz", dict(weights))
+        write_json(new / "metrics.json", dict(metrics))
 
 
-TASK_OF_MODEL = {"linear": "regression", "logistic": "binary", "logistic_mse": "binary",
-                 "softmax": "multiclass"}
+def write_evaluation(out: Path, result: Mapping[str, Any], confusion: np.ndarray | None) -> None:
+    """evaluation.json (+ confusion.csv, columns = the class names) in one swap of the run folder
+    (a stale confusion.csv goes with the old folder)."""
+    files = {"evaluation.json": json_text(dict(result))}
+    if confusion is not None:
+        files["confusion.csv"] = csv_text(
+            dict(zip(result["class_names"], confusion.T, strict=True))
+        )
+    update_dir(
+        out,
+        {
+            name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
+            for name, text in files.items()
+        },
+        drop=("confusion.csv",),
+    )
 
 
-def _prepare_cmd(cfg: Any) -> str:
-    return (f"python -m pipeline.prepare data={cfg.data.name} "
-            f"preprocess={cfg.preprocess.get('id') or cfg.preprocess.name}")
-
-
-def load_prepared_for(cfg: Any) -> tuple[Any, Any, dict[str, Any], Path]:
-    """The prepared data set named by the config, checked against it, or a DataError saying how to make it."""
-    from pipeline.config.schemas import as_kwargs
-    from pipeline.store.prepared import load_prepared
-
-    path = prepared_path(cfg)
-    if not path.exists():
-        raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(cfg)}` "
-                        "(with the same data.*/preprocess.* overrides) first, or `dvc repro`")
-    dataset, transform, facts = load_prepared(path)
-    for group in ("data", "preprocess"):
-        made = facts.get(f"{group}_config") or {}
-        want = as_kwargs(cfg[group])
-        for key in sorted(set(made) & set(want) - {"root"}):
-            if made[key] != want[key]:
-                raise DataError(
-                    f"{path} was prepared with {group}.{key}={made[key]!r} but this run asks for "
-                    f"{want[key]!r}; rerun `{_prepare_cmd(cfg)} {group}.{key}={want[key]}` (give it its "
-                    f"own {group}.id to keep both)")
-    if (cfg.data.get("val_fraction") or 0) > 0 and "X_val" not in facts:
-        raise DataError(f"{path} has no validation split but data.val_fraction={cfg.data.val_fraction}; "
-                        f"rerun `{_prepare_cmd(cfg)} data.val_fraction={cfg.data.val_fraction}`")
-    return dataset, transform, dict(facts), path
-
-
-def check_model_fits_data(model: str, task: str, data_id: str) -> None:
-    """Each model needs its kind of labels (regression targets, two classes, c classes)."""
-    want = TASK_OF_MODEL[model]
-    if task != want:
-        hint = {"regression": "data=synthetic_regression", "binary": "data=mnist_binary",
-                "multiclass": "data=mnist"}[want]
-        raise ConfigError(f"model={model} needs a {want} data set but data {data_id!r} is {task}; "
-                          f"use {hint} or another model")
-
-
-# ---------------------------------------------------------------- files (written by pipeline.store.writer)
-
-
-RETRAIN = "retrain the run (python -m pipeline.train with the same overrides) or delete its folder"
-
-
-def damaged(path: Path | str, what: str, err: BaseException | None = None, fix: str = RETRAIN) -> DataError:
-    """The one-line error for a run file that exists but cannot be used."""
-    why = f" ({' '.join(str(err).split())[:200] or type(err).__name__})" if err is not None else ""
-    return DataError(f"{path}: {what}{why}; {fix}")
+# ---------------------------------------------------------------- readers
 
 
 def read_json(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
     """A JSON object from disk; missing, unreadable or malformed is a one-line DataError."""
-    try:
-        data = json.loads(Path(path).read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} not found; {fix}") from None
-    except PermissionError as err:
-        raise DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
-    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise damaged(path, "not a valid UTF-8 JSON file", err, fix) from None
+    data = read_file(
+        path,
+        lambda p: json.loads(p.read_bytes().decode("utf-8")),
+        "not a valid UTF-8 JSON file",
+        fix,
+        damage=(OSError, ValueError),
+    )
     if not isinstance(data, dict):
         raise damaged(path, f"expected a JSON object, found {type(data).__name__}", None, fix)
     return data
-
-
-RUN_CONFIG_GROUPS = ("data", "preprocess", "model", "optimizer")
 
 
 def read_run_config(path: Path | str) -> Any:
     """A run's ``config.yaml`` as a DictConfig with its groups; else a one-line DataError."""
     from omegaconf import DictConfig, OmegaConf
 
-    try:
-        cfg = OmegaConf.load(path)
-    except FileNotFoundError:
-        raise DataError(f"{path} not found; {RETRAIN}") from None
-    except PermissionError as err:
-        raise DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
-    except Exception as err:  # noqa: BLE001 - yaml.YAMLError, UnicodeDecodeError, OmegaConf errors
-        raise damaged(path, "not a valid YAML config", err) from None
-    if not isinstance(cfg, DictConfig) or any(not isinstance(cfg.get(g), DictConfig)
-                                               for g in RUN_CONFIG_GROUPS):
-        raise damaged(path, f"not a run config (needs the groups {', '.join(RUN_CONFIG_GROUPS)})")
+    cfg = read_file(path, OmegaConf.load, "not a valid YAML config", RETRAIN)
+    if not isinstance(cfg, DictConfig) or any(
+        not isinstance(cfg.get(g), DictConfig) for g in RUN_CONFIG_GROUPS
+    ):
+        raise damaged(
+            path,
+            f"not a run config (needs the groups {', '.join(RUN_CONFIG_GROUPS)})",
+            None,
+            RETRAIN,
+        )
     return cfg
 
 
-def read_weights(path: Path | str) -> Any:
-    """The flat weight vector ``w`` of a run's ``weights.npz``; else a one-line DataError."""
-    import numpy as np
+def read_config_dict(path: Path | str) -> dict[str, Any]:
+    """A run's ``config.yaml`` as a plain dict ({} when absent), as the report reads it."""
+    import yaml
 
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            w = np.asarray(z["w"])
-    except FileNotFoundError:
-        raise DataError(f"{path} not found; {RETRAIN}") from None
-    except PermissionError as err:
-        raise DataError(f"{path}: cannot read it ({err.strerror}); make it readable (chmod u+r)") from None
-    except Exception as err:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ValueError: damaged
-        raise damaged(path, "unreadable weights", err) from None
+    if not Path(path).exists():
+        return {}
+
+    def load(p: Path) -> Any:
+        with open(p, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+
+    fix = "rerun train for this run"
+    cfg = read_file(
+        path, load, "unreadable config", fix, damage=(OSError, yaml.YAMLError, ValueError)
+    )
+    if cfg is not None and not isinstance(cfg, dict):
+        raise DataError(f"{path}: not a run config (a YAML mapping); {fix}")
+    return cfg or {}
+
+
+def read_weights(path: Path | str) -> np.ndarray:
+    """The flat weight vector ``w`` of a run's ``weights.npz``; else a one-line DataError."""
+    w = read_file(path, lambda p: load_weight_arrays(p)["w"], "unreadable weights", RETRAIN)
     if w.ndim != 1 or not np.issubdtype(w.dtype, np.floating) or not np.isfinite(w).all():
-        raise damaged(path, f"w must be a finite float vector (found {w.dtype} {w.shape})")
+        raise damaged(
+            path, f"w must be a finite float vector (found {w.dtype} {w.shape})", None, RETRAIN
+        )
     return w
+
+
+def load_weight_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a ``weights.npz`` (``w``, ``coef``, ``intercept``); no pickles."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: np.asarray(z[k]) for k in z.files}
+
+
+def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """weights.npz of a run (``w``, ``coef``, ``intercept``) or None when absent."""
+    path = Path(run_dir) / "weights.npz"
+    if not path.exists():
+        return None
+    return read_file(path, load_weight_arrays, "unreadable weights", RETRAIN)
+
+
+def read_history(path: Path | str) -> Any:
+    """history.csv → DataFrame with float64 columns iteration, time_s, loss, grad_norm, step_size."""
+    import pandas as pd
+
+    fix = "rerun train for this run"
+    df = read_file(
+        path,
+        pd.read_csv,
+        "unreadable history",
+        fix,
+        damage=(OSError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError),
+    )
+    missing = [c for c in HISTORY_COLUMNS[:4] if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: history lacks columns {missing}; {fix}")
+    for c in HISTORY_COLUMNS:
+        if c in df.columns:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
+    if df.empty or df["iteration"].isna().any():
+        raise DataError(f"{path}: history has no rows or non-numeric iterations; {fix}")
+    return df
+
+
+def class_names(run_dir: Path, n_classes: int) -> list[str]:
+    """The class names evaluate wrote (evaluation.json ``class_names``), else the class indices."""
+    path = Path(run_dir) / "evaluation.json"
+    names = (
+        read_json(path, fix="rerun the stage that wrote it").get("class_names")
+        if path.exists()
+        else None
+    )
+    if isinstance(names, list) and len(names) == n_classes:
+        return [str(n) for n in names]
+    return [str(k) for k in range(n_classes)]
+
+
+def _numeric(x: str) -> bool:
+    try:
+        float(x)
+    except ValueError:
+        return False
+    return True
+
+
+def load_confusion(run_dir: Path) -> np.ndarray | None:
+    """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or None."""
+    path = Path(run_dir) / "confusion.csv"
+    if not path.exists():
+        return None
+    text = read_file(
+        path,
+        lambda p: p.read_text(encoding="utf-8"),
+        "unreadable",
+        REEVALUATE,
+        damage=(OSError, ValueError),
+    )
+    rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    if rows and (not all(_numeric(x) for x in rows[0]) or len(rows) == len(rows[0]) + 1):
+        rows = rows[1:]  # a header row: names, or the class indices 0..c-1
+    try:
+        m = np.asarray([[float(x) for x in r] for r in rows], dtype=np.float64)
+    except ValueError as err:
+        raise DataError(f"{path}: not a numeric matrix ({err}); {REEVALUATE}") from err
+    if m.ndim == 2 and m.shape[1] == m.shape[0] + 1:  # a leading label column
+        m = m[:, 1:]
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise DataError(f"{path}: confusion matrix is {m.shape}, not square; {REEVALUATE}")
+    return m.astype(np.int64)

@@ -29,12 +29,10 @@ import numpy as np
 
 from pipeline.config.paths import PROJECT_ROOT, project_path
 from pipeline.core.errors import ConfigError, CurvlabError
-from pipeline.store.rundir import read_json
 from pipeline.tracking.exits import on_exit
+from pipeline.tracking.sweep import announce_parent, begin_sweep, end_sweep, failed_jobs
 
 T = TypeVar("T")
-PARENT_ENV = "CURVLAB_MLFLOW_PARENT_RUN_ID"
-SWEEP_ENV = "CURVLAB_SWEEP_DIR"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
 # MLflow >= 3 opens an experiment without this tag on its GenAI "Traces" overview; this value
@@ -341,7 +339,7 @@ def close_open_sweeps(status: str) -> None:
             print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
 
 
-on_exit(close_open_sweeps)  # a command that ends with sweeps open ends them too (pipeline.cli.entry.run_cli)
+on_exit(close_open_sweeps)  # a command ending with sweeps open ends them (cli.entry.run_command)
 
 
 # ------------------------------------------------------------------ Hydra multirun
@@ -363,7 +361,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
         """Launchers that pickle the callbacks (submitit) ship no MLflow client to the jobs: they
-        find the parent through ``$CURVLAB_MLFLOW_PARENT_RUN_ID`` or the sweep folder's file."""
+        find the parent through ``pipeline.tracking.sweep`` (environment or the sweep folder's file)."""
         return {**self.__dict__, "tracker": None}
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
@@ -371,7 +369,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
 
         sweep_dir = project_path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        os.environ[SWEEP_ENV] = str(sweep_dir)  # joblib (loky) workers inherit the environment
+        begin_sweep(sweep_dir)
         mlflow_cfg = OmegaConf.select(config, "mlflow")
         if mlflow_cfg is None or not mlflow_cfg.get("enabled", True) or "study" not in config:
             return
@@ -383,22 +381,19 @@ class SweepCallback(Callback):  # type: ignore[misc]
             str(config.study), f"sweep {sweep_dir.name}",
             {"curvlab.kind": "sweep", "curvlab.overrides": overrides, "curvlab.sweep_dir": str(sweep_dir),
              "mlflow.source.git.commit": git_commit(), "curvlab.app": str(config.hydra.job.name)})
-        os.environ[PARENT_ENV] = self.parent_run_id
         _OPEN_SWEEPS.append((self.tracker, self.parent_run_id))
-        (sweep_dir / "mlflow_parent_run_id").write_text(self.parent_run_id + "\n", encoding="utf-8")
+        announce_parent(sweep_dir, self.parent_run_id)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep = os.environ.pop(SWEEP_ENV, None)
-        os.environ.pop(PARENT_ENV, None)
-        failed = sorted(Path(sweep).glob("failed/*.json")) if sweep else []
+        sweep = end_sweep()
+        jobs = failed_jobs(sweep)
         if self.tracker is not None and self.parent_run_id is not None:
             with contextlib.suppress(ValueError):
                 _OPEN_SWEEPS.remove((self.tracker, self.parent_run_id))
             self.tracker.end_running_children(self.parent_run_id, "FAILED")  # jobs that crashed
-            self.tracker.end_run(self.parent_run_id, "FAILED" if failed else "FINISHED")
-        if failed:
-            jobs = [read_json(p) for p in failed]
-            nums = ", ".join(str(j["job"]) for j in sorted(jobs, key=lambda j: j["job"]))
+            self.tracker.end_run(self.parent_run_id, "FAILED" if jobs else "FINISHED")
+        if jobs:
+            nums = ", ".join(str(j["job"]) for j in jobs)
             prog = str(config.hydra.job.name)
             print(f"{prog}: error: {len(jobs)} sweep job(s) failed (job {nums}); see the messages "
                   f"above and {sweep}/failed/", file=sys.stderr)

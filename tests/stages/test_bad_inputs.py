@@ -1,10 +1,10 @@
 """Bad inputs and faults (issue 10): every one ends in ONE ``prog: error:`` line with its exit status,
 and every earlier result is byte-identical afterwards (snapshot, act, compare).
 
-The commands run in-process through ``pipeline.cli.entry.run_cli`` (the same path as ``python -m
-pipeline.<stage>``) on a tiny synthetic regression; signals (8) and the ``python -m`` path itself
-run as subprocesses in tests/system/test_bad_inputs_signals.py. Disk-full and read-only file
-systems use small tmpfs mounts (root only).
+The commands run in-process through each stage's ``main`` (``pipeline.cli.entry.stage``, the same
+path as ``python -m pipeline.<stage>``) on a tiny synthetic regression; signals (8) and the
+``python -m`` path itself run as subprocesses in tests/system/test_bad_inputs_signals.py.
+Disk-full and read-only file systems use small tmpfs mounts (root only).
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def test_9_plus_keys_outside_the_schema_are_refused(work: Path, cli: object, tra
 
 
 def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object) -> None:
-    from pipeline.spec import run_objective
+    from pipeline.spec import RunSpec, run_objective
     from pipeline.store.prepared import load_prepared
     from pipeline.store.rundir import read_run_config, read_weights
 
@@ -323,7 +323,7 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "diverged"
     ds, tr, _ = load_prepared(work / "prepared" / "synth-kappa100-none.npz")
-    obj = run_objective(read_run_config(run / "config.yaml"), ds, tr)
+    obj = run_objective(RunSpec.from_config(read_run_config(run / "config.yaml")).model, ds, tr)
     w = read_weights(run / "weights.npz")
     f, g = obj.value_grad(w)
     assert metrics["train_loss"] == pytest.approx(float(f), rel=1e-12)

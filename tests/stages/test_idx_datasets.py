@@ -91,7 +91,9 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
     from pipeline.config.schemas import as_kwargs
     from pipeline.evaluate import evaluate
     from pipeline.prepare import prepare
-    from pipeline.store.rundir import prepared_path, run_dir
+    from pipeline.spec import RunSpec
+    from pipeline.store.prepared import prepared_file
+    from pipeline.store.rundir import run_dir
     from pipeline.train import train
 
     overrides = ["data=fashion_mnist", f"data.root={fashion_dir}", "preprocess=whiten", "model=softmax",
@@ -100,13 +102,14 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(fashion_
                  "mlflow.enabled=false", "progress=false"]
     cfg = compose_app("train", overrides)
     ecfg = compose_app("evaluate", [o for o in overrides if o != "progress=false"])
-    facts = prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, prepared_path(cfg).parent)
+    facts = prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0,
+                    prepared_file(RunSpec.from_config(cfg)).parent)
     assert facts["n_train"] == 60000 and facts["cond_after_ridge"] == pytest.approx(1.0)  # ridge whitening: C + λI -> I
     metrics = train(cfg)
     assert metrics["iterations"] == 3 and metrics["test_accuracy"] >= 0.83
     ev = evaluate(ecfg)
     assert ev["test_accuracy"] == pytest.approx(metrics["test_accuracy"]) and ev["class_names"] == FASHION_NAMES
-    assert (run_dir(cfg) / "confusion.csv").read_text().splitlines()[0] == ",".join(FASHION_NAMES)
+    assert (run_dir(RunSpec.from_config(cfg)) / "confusion.csv").read_text().splitlines()[0] == ",".join(FASHION_NAMES)
     assert min(ev["per_class_accuracy"]) == ev["per_class_accuracy"][FASHION_NAMES.index("Shirt")]  # the hard one
     # the report's Fashion-MNIST section (report.accuracy_data): the run against the published 84 %, classes by name
     from pipeline.reporting.build import Builder

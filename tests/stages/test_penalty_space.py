@@ -21,8 +21,8 @@ from pipeline.core.solvers import minimize
 from pipeline.core.transforms import Transform, fit_preprocess
 from pipeline.data.datasets import load_dataset
 from pipeline.prepare import prepare
-from pipeline.spec import run_objective
-from pipeline.store.rundir import prepared_path
+from pipeline.spec import ModelSpec, RunSpec, run_objective
+from pipeline.store.prepared import prepared_file
 from pipeline.train import train
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")
@@ -102,14 +102,14 @@ def test_transformed_objective_equals_raw_objective_at_mapped_weights(model: str
     mcfg = {"name": model, "l2": 0.3, "fit_intercept": True}
     raw = make_objective(model, X, y, l2=0.3, n_classes=c)
     ds = type("D", (), {"X_train": tr.apply(X), "y_train": y, "n_classes": c})()
-    obj = run_objective({"model": mcfg, "preprocess": cfg}, ds, tr)
+    obj = run_objective(ModelSpec.from_node(mcfg), ds, tr)
     w = np.random.default_rng(3).normal(size=obj.n_params)
     W, b = obj.unpack(w)
     Wx, bx = tr.input_weights(W, b)
     assert obj.value(w) == pytest.approx(raw.value(raw.pack(Wx, bx)), rel=1e-11)
     # the same data with penalty_space=transformed is another objective
     tr_t = fit_preprocess({**cfg, "penalty_space": "transformed"}, X)
-    other = run_objective({"model": mcfg, "preprocess": cfg}, ds, tr_t)
+    other = run_objective(ModelSpec.from_node(mcfg), ds, tr_t)
     assert abs(other.value(w) - obj.value(w)) > 1e-6
 
 
@@ -144,7 +144,7 @@ def _solve_all(ds, model: str, lam: float, method: str, **opts):
         pre = {**pre, "ridge": lam} if name == "whiten" else pre
         tr = fit_preprocess(pre, ds.X_train)
         d2 = replace(ds, X_train=tr.apply(ds.X_train), X_test=tr.apply(ds.X_test))
-        obj = run_objective({"model": {"name": model, "l2": lam, "fit_intercept": True}, "preprocess": pre}, d2, tr)
+        obj = run_objective(ModelSpec.from_node({"name": model, "l2": lam, "fit_intercept": True}), d2, tr)
         res = minimize(obj, obj.init("zeros"), method, **opts)
         out[name] = (obj, res, d2, tr)
     return out
@@ -252,7 +252,7 @@ def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnis
                 "model=logistic", "optimizer=newton", "optimizer.tol=1.0e-10",
                 "data.n_train=1000", "data.n_test=500", "data.id=mnist-3v8-1k"]
         cfg = compose_app("train", base)
-        path = prepared_path(cfg)
+        path = prepared_file(RunSpec.from_config(cfg))
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
         m = train(cfg)
         written = json.loads(next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")).read_text())

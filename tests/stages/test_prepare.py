@@ -13,6 +13,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.transforms import WHITEN_DEFAULTS
 from pipeline.data.datasets import load_dataset
 from pipeline.prepare import prepare
+from pipeline.spec import group_id, prepared_stem
 from pipeline.store.prepared import load_prepared, prepared_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ FACT_KEYS = {
 
 def test_prepare_synthetic_in_process(tmp_path: Path) -> None:
     facts = prepare(SYNTH, WHITEN, seed=5, prepared_dir=tmp_path)
-    path = prepared_path(tmp_path, SYNTH, WHITEN)
+    path = prepared_path(tmp_path, prepared_stem(SYNTH["id"], group_id(WHITEN)))
     assert path.name == "synth-test-whiten.npz" and path.with_suffix(".json").is_file()
     assert FACT_KEYS <= set(facts)
     assert json.loads(path.with_suffix(".json").read_text()) == facts
@@ -91,7 +92,6 @@ def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
     from pipeline.config.schemas import as_kwargs
     from pipeline.core.transforms import validate_preprocess_config
     from pipeline.data.datasets import validate_data_config
-    from pipeline.store.prepared import prepared_stem
 
     GlobalHydra.instance().clear()
     datas = sorted(p.stem for p in (REPO_ROOT / "conf" / "data").glob("*.yaml"))
@@ -107,6 +107,6 @@ def test_every_data_and_preprocess_conf_composes_and_validates() -> None:
                 validate_data_config(data_cfg)
                 validate_preprocess_config(pre_cfg)
                 assert pre_cfg["id"] == p  # file names follow the conf file names
-                stems.add(prepared_stem(data_cfg, pre_cfg))
+                stems.add(prepared_stem(str(data_cfg["id"]), group_id(pre_cfg)))
     GlobalHydra.instance().clear()
     assert len(stems) == len(datas) * len(pres)  # no two choices write the same file

@@ -403,14 +403,14 @@ def test_objective_id_names_what_changes_the_function() -> None:
     """One id per function of the raw inputs: the preprocessing is part of it only where it changes f."""
     from types import SimpleNamespace
 
-    from pipeline.spec import objective_id
+    from pipeline.spec import RunSpec, objective_id
 
     def oid(pre: str, space: str = "input", fit_intercept: bool = True, offset: float = 0.5,
             absorbs: bool = False) -> str:
         tr = SimpleNamespace(kind=pre, penalty_space=space, absorbs_bias=absorbs, offset=np.array([offset, 0.0]))
         cfg = {"data": {"id": "d"}, "preprocess": {"name": pre, "id": pre},
                "model": {"name": "logistic", "l2": 1.0e-4, "fit_intercept": fit_intercept}}
-        return objective_id(cfg, tr)
+        return objective_id(RunSpec.from_config(cfg), tr)
 
     assert oid("none", offset=0.0) == oid("zscore") == oid("whiten", absorbs=True) == "d-logistic-l2=0.0001"
     assert oid("zscore", space="transformed") == "d-zscore-logistic-l2=0.0001"  # λ on W_z

@@ -38,7 +38,6 @@ OPTIMIZERS = {"gd": ["optimizer=gd", "optimizer.max_iter=40"],
 
 def compose_report_cfg(tmp: Path, *overrides: str) -> dict[str, Any]:
     """conf/report.yaml composed with Hydra (the real defaults), paths pointed into ``tmp``."""
-    import pipeline.report  # noqa: F401  (registers report_schema)
     from pipeline.config.schemas import as_kwargs
 
     return as_kwargs(compose_app("report", [*_paths(tmp), "mlflow.enabled=false", *overrides]))

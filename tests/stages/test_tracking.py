@@ -12,6 +12,7 @@ import pytest
 from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.core.errors import NumericalError
+from pipeline.spec import RunSpec
 from pipeline.store.rundir import run_dir
 from pipeline.tracking import mlflow as tracking
 from pipeline.tracking.mlflow import Tracker, artifact_root, flatten, tracking_uri
@@ -143,7 +144,7 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     assert json.loads(inp.dataset.source) == {"uri": str(prep)} and inp.dataset.source_type == "local"
     assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "train", "curvlab.sha256": digest}
     assert json.loads(inp.dataset.profile)["n_train"] == 320
-    out = run_dir(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"])
+    out = run_dir(RunSpec.from_config(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"]))
     _, hist = read_history(out / "history.csv")
     steps = client.get_metric_history(run.info.run_id, "loss")
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == list(range(41))
@@ -162,7 +163,7 @@ def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
     ensure_prepared(cfg)
     with pytest.raises(NumericalError):
         train(cfg)
-    metrics = json.loads((run_dir(cfg) / "metrics.json").read_text())
+    metrics = json.loads((run_dir(RunSpec.from_config(cfg)) / "metrics.json").read_text())
     run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["curvlab.status"] == "diverged"
 

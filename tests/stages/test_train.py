@@ -13,10 +13,11 @@ from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 from pipeline.cli.progress import IterationBar, show_progress
 from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
+from pipeline.spec import RunSpec
 from pipeline.store.prepared import load_prepared
-from pipeline.store.rundir import run_dir
+from pipeline.store.rundir import HISTORY_COLUMNS, run_dir
 from pipeline.tracking.sweep import JobContext
-from pipeline.train import HISTORY_COLUMNS, train
+from pipeline.train import train
 
 METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
                "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
@@ -27,7 +28,7 @@ def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None
     cfg = make_cfg(work, [*SYNTH, "preprocess=whiten", "optimizer=gd"])
     prep = ensure_prepared(cfg)
     metrics = train(cfg)
-    out = run_dir(cfg)
+    out = run_dir(RunSpec.from_config(cfg))
     assert out.name == "synth-kappa100-whiten-linear-gd"
     assert set(metrics) >= METRIC_KEYS
     assert metrics["status"] == "converged" and metrics["converged"] is True
@@ -62,7 +63,7 @@ def test_raw_least_squares_newton_fits_the_intercept(work: Path) -> None:
     ds, _, _ = load_prepared(prep)
     A = np.hstack([ds.X_train, np.ones((ds.X_train.shape[0], 1))])
     sol = np.linalg.lstsq(A, ds.y_train, rcond=None)[0]
-    with np.load(run_dir(cfg) / "weights.npz", allow_pickle=False) as z:
+    with np.load(run_dir(RunSpec.from_config(cfg)) / "weights.npz", allow_pickle=False) as z:
         np.testing.assert_allclose(z["coef"], sol[:-1], rtol=1e-6, atol=1e-8)
         assert float(z["intercept"]) == pytest.approx(sol[-1], rel=1e-6, abs=1e-8)
 
@@ -82,7 +83,7 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     metrics = train(cfg)
     assert metrics["status"] == "converged", metrics["message"]
     assert metrics["objective"] == "mnist-zscore_transformed-softmax-l2=0.05"  # λ on W_z: its own objective
-    hist = read_history(run_dir(cfg) / "history.csv")[1]
+    hist = read_history(run_dir(RunSpec.from_config(cfg)) / "history.csv")[1]
     assert metrics["cg_iterations"] >= 1 and metrics["passes"] == hist[-1, 5]
     ds, _, _ = load_prepared(prep)
     n = ds.X_train.shape[0]
@@ -90,7 +91,7 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     sk = LogisticRegression(C=1.0 / (n * l2), tol=1e-8, max_iter=3000, solver="newton-cg").fit(ds.X_train, ds.y_train)
     obj = make_objective("softmax", ds.X_train, ds.y_train, l2=l2, fit_intercept=True, n_classes=10,
                          dtype=np.float64)
-    with np.load(run_dir(cfg) / "weights.npz", allow_pickle=False) as z:
+    with np.load(run_dir(RunSpec.from_config(cfg)) / "weights.npz", allow_pickle=False) as z:
         w, W = z["w"], z["coef"]
     f_ours, f_sk = obj.value(w), obj.value(obj.pack(sk.coef_.T, sk.intercept_))
     assert f_ours <= f_sk + 1e-9 and f_ours == pytest.approx(f_sk, rel=1e-6)
@@ -99,7 +100,7 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     assert metrics["test_accuracy"] == pytest.approx(np.mean(pred == ds.y_test))
 
     ev = evaluate(cfg)
-    out = run_dir(cfg)
+    out = run_dir(RunSpec.from_config(cfg))
     assert json.loads((out / "evaluation.json").read_text()) == json.loads(json.dumps(ev))
     assert ev["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert ev["train_accuracy"] == pytest.approx(metrics["train_accuracy"])
@@ -118,7 +119,7 @@ def test_diverged_run_is_saved_with_finite_weights_and_refused(work: Path) -> No
     ensure_prepared(cfg)
     with pytest.raises(NumericalError, match="diverged"):
         train(cfg)
-    out = run_dir(cfg)
+    out = run_dir(RunSpec.from_config(cfg))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "diverged" and metrics["converged"] is False
     with np.load(out / "weights.npz", allow_pickle=False) as z:

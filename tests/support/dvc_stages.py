@@ -18,7 +18,21 @@ list, ``name@v1-v2`` for ``matrix``) and substitutes ``vars``, ``${item...}`` an
   files ``pipeline.data.catalog`` reads to complete partial ``data`` dicts of the config (the
   report's analytic studies). Files under ``conf/hydra/`` are left out: they set how a job is
   launched and logged (working dir, launcher, log format), not what it computes.
-* declared: the stage's ``deps`` (a folder covers every file under it) and its ``params`` files.
+* declared: the stage's ``deps`` and its ``params`` files (a folder covers every file under it).
+
+The module deps of a stage (its ``deps`` under ``pipeline/`` or ``hydra_plugins/``) follow one
+rule, so that a change to a module reruns exactly the stages that import it, at the grain of a
+layer folder:
+
+* every module the stage imports is covered: declared itself, or under a declared folder;
+* a declared module file is one the stage imports;
+* a declared folder is a package below the top level (a layer such as ``pipeline/core``, or a
+  sub-package of one; never ``pipeline/`` itself, which holds every stage's module) from which
+  the stage imports at least one module.
+
+So DVC reruns a stage for a changed module exactly when the stage imports that module or
+imports from the layer folder that holds it (``affected_stages``); a module added to a layer
+needs no edit of dvc.yaml. Conf files are exact: every file read is declared, none other.
 """
 
 from __future__ import annotations
@@ -61,9 +75,10 @@ class StageCheck:
 
     required_modules: set[str] = field(default_factory=set)
     required_conf: set[str] = field(default_factory=set)
+    declared_modules: tuple[str, ...] = ()  # deps under the project's packages: files and folders
     missing_modules: list[str] = field(default_factory=list)
     missing_conf: list[str] = field(default_factory=list)
-    spurious_modules: list[str] = field(default_factory=list)  # declared module files never imported
+    spurious_modules: list[str] = field(default_factory=list)  # module deps the rule does not allow
     spurious_conf: list[str] = field(default_factory=list)  # declared conf entries no required file is in
 
 
@@ -146,7 +161,8 @@ def expand_stages(repo: Path = REPO_ROOT) -> list[Stage]:
             ctx = {**base, **extra}
             spec = _resolve(body, ctx)
             outs = sum((_paths(spec.get(k)) for k in ("outs", "metrics", "plots")), ())
-            params = tuple(next(iter(p)) if isinstance(p, dict) else "params.yaml" for p in spec.get("params") or ())
+            params = tuple(f for p in spec.get("params") or ()  # {a, b}: two files
+                           for f in (p if isinstance(p, dict) else ["params.yaml"]))
             stage = Stage(stage_name, str(spec["cmd"]), _paths(spec.get("deps")), params, outs)
             argv = shlex.split(stage.cmd)
             if argv[:2] == ["python", "-m"] and len(argv) > 2 and argv[2].startswith("pipeline."):
@@ -229,7 +245,7 @@ def _targets(node: Any, multirun: bool, path: tuple[str, ...] = ()) -> Iterator[
 class Composer:
     """An app's config composed by Hydra for some overrides, and the conf files that composition
     reads (its defaults list). Make it inside ``hydra.initialize_config_dir(<repo>/conf)``, with
-    the app modules imported (their ConfigStore schemas registered).
+    the stage schemas registered (``pipeline.config.schemas.register_configs``).
 
     ``public=True`` calls ``hydra.compose(..., return_hydra_config=True)`` and
     ``config_loader().compute_defaults_list(...)``. The default does the same steps as
@@ -351,10 +367,23 @@ def _covered(path: str, declared: Iterable[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
 
 
-def project_module_files(repo: Path = REPO_ROOT) -> set[str]:
-    """Every ``.py`` file of the project's packages (the files a module dep can name)."""
-    return {p.relative_to(repo).as_posix() for pkg in PACKAGES for p in (repo / pkg).rglob("*.py")
-            if "__pycache__" not in p.parts}
+def module_deps(deps: Iterable[str]) -> tuple[str, ...]:
+    """The deps that name the project's code (under one of its packages)."""
+    return tuple(d.rstrip("/") for d in deps if d.split("/")[0] in PACKAGES)
+
+
+def disallowed_module_deps(declared: Iterable[str], modules: set[str], repo: Path = REPO_ROOT
+                           ) -> list[str]:
+    """Module deps the rule (module docstring) does not allow, given the modules a stage imports:
+    a file it never imports, a package root, or a folder it imports nothing from."""
+    bad = []
+    for dep in declared:
+        if (repo / dep).is_dir():
+            if dep in PACKAGES or not any(_covered(m, [dep]) for m in modules):
+                bad.append(dep)
+        elif dep not in modules:
+            bad.append(dep)
+    return sorted(bad)
 
 
 def check_stages(repo: Path = REPO_ROOT, public: bool = False,
@@ -363,24 +392,29 @@ def check_stages(repo: Path = REPO_ROOT, public: bool = False,
     missing and spurious deps; ``public``: compose with ``hydra.compose`` (see ``Composer``)."""
     from hydra import initialize_config_dir
 
+    from pipeline.config.schemas import register_configs
+
+    register_configs()
     stages = [s for s in expand_stages(repo) if s.app is not None and (only is None or s.name in only)]
     for app in sorted({s.app for s in stages if s.app}):
-        module = importlib.import_module(f"pipeline.{app}")  # registers the structured schemas
+        module = importlib.import_module(f"pipeline.{app}")
         if not Path(str(module.__file__)).resolve().is_relative_to(REPO_ROOT):  # e.g. another checkout's
             raise RuntimeError(f"{module.__name__} imported from {module.__file__}, not {REPO_ROOT}: "
                                "run from the repository root (python -m pytest)")
-    all_modules = project_module_files(repo)
     checks: dict[str, StageCheck] = {}
     with initialize_config_dir(config_dir=str(repo / "conf"), version_base="1.3"):
         compose = Composer(repo, public)
         for stage in stages:
             modules, conf = required(stage, compose)
             declared_conf = [d for d in (*stage.deps, *stage.params) if d.startswith("conf/")]
+            declared_modules = module_deps(stage.deps)
+            bad = disallowed_module_deps(declared_modules, modules, compose.repo)
+            allowed = [d for d in declared_modules if d not in bad]
             checks[stage.name] = StageCheck(
-                required_modules=modules, required_conf=conf,
-                missing_modules=sorted(m for m in modules if not _covered(m, stage.deps)),
+                required_modules=modules, required_conf=conf, declared_modules=declared_modules,
+                missing_modules=sorted(m for m in modules if not _covered(m, allowed)),
                 missing_conf=sorted(c for c in conf if not _covered(c, declared_conf)),
-                spurious_modules=sorted(m for m in all_modules - modules if _covered(m, stage.deps)),
+                spurious_modules=bad,
                 spurious_conf=sorted(d for d in declared_conf if not d.startswith("conf/hydra/")
                                      and not any(_covered(c, [d]) for c in conf)),
             )
@@ -388,6 +422,9 @@ def check_stages(repo: Path = REPO_ROOT, public: bool = False,
 
 
 def affected_stages(checks: Mapping[str, StageCheck], changed: Iterable[str]) -> set[str]:
-    """The stages that need (module or conf file) any of the ``changed`` repo paths."""
+    """The stages DVC must rerun when the ``changed`` repo paths change: a conf file the stage
+    reads, or a module under one of its module deps (a module it imports, or a layer folder it
+    imports from: with deps that pass ``check_stages``, nothing wider)."""
     changed = set(changed)
-    return {name for name, c in checks.items() if changed & (c.required_modules | c.required_conf)}
+    return {name for name, c in checks.items()
+            if changed & c.required_conf or any(_covered(p, c.declared_modules) for p in changed)}

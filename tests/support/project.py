@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from pipeline.config.schemas import as_kwargs
 from pipeline.prepare import prepare
-from pipeline.store.rundir import prepared_path
+from pipeline.spec import RunSpec
+from pipeline.store.prepared import prepared_file
 from support.compose import CONF, compose_app
 
 # a synthetic least-squares problem small enough for a subprocess sweep of six jobs
@@ -57,7 +58,7 @@ def make_cfg(work: Path, overrides: list[str], mlflow: bool = False) -> DictConf
 
 def ensure_prepared(cfg: DictConfig) -> Path:
     """The prepared file a run config reads, made in-process when absent."""
-    path = prepared_path(cfg)
+    path = prepared_file(RunSpec.from_config(cfg))
     if not path.exists():
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
     return path

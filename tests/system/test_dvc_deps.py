@@ -1,6 +1,8 @@
 """dvc.yaml's deps are the stages' real inputs: every project module a stage imports and every conf
-file it reads is declared (so `dvc repro` reruns it when they change), and no module it never
-imports is (so it does not rerun for nothing). The analysis is tests/support/dvc_stages.py."""
+file it reads is declared (so `dvc repro` reruns it when they change); code is declared as module
+files or layer folders the stage imports from, so it never reruns for a layer it does not use, and
+no conf file it never reads is declared. The rule and the analysis are in
+tests/support/dvc_stages.py."""
 
 from __future__ import annotations
 
@@ -9,29 +11,29 @@ import re
 from pathlib import Path
 
 import pytest
-from support.dvc_stages import Stage, affected_stages, check_stages, expand_stages
+from support.dvc_stages import (
+    Stage,
+    StageCheck,
+    affected_stages,
+    check_stages,
+    disallowed_module_deps,
+    expand_stages,
+    module_deps,
+)
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 TOUCHED_MODULE = "pipeline/core/objectives.py"
 TOUCHED_CONF = "conf/model/softmax.yaml"  # its l2 value is changed
 
 
-def _where(path: str, deps: tuple[str, ...]) -> str:
-    """``path``, plus the folder dep that covers it when it is not declared itself."""
-    folder = next((d for d in deps if path.startswith(d.rstrip("/") + "/")), None)
-    return f"{path} (in {folder})" if folder else path
-
-
 def test_every_stage_declares_the_modules_and_conf_files_it_uses() -> None:
-    stages = {s.name: s for s in expand_stages(REPO_ROOT)}
     problems = []
     for name, check in check_stages(REPO_ROOT).items():
-        deps = stages[name].deps
         todo = [f"    {what}: {', '.join(paths)}" for what, paths in (
-            ("add to deps", check.missing_modules),
+            ("add to deps (the module, or its layer folder)", check.missing_modules),
             ("add to params", check.missing_conf),
-            ("remove from deps (never imported; list a folder's needed files instead)",
-             [_where(m, deps) for m in check.spurious_modules]),
+            ("remove from deps (a module never imported, a folder nothing is imported from, "
+             "or a package root)", check.spurious_modules),
             ("remove from params (never read)", check.spurious_conf),
         ) if paths]
         if todo:
@@ -41,14 +43,35 @@ def test_every_stage_declares_the_modules_and_conf_files_it_uses() -> None:
                     "(tests/support/dvc_stages.py):\n" + "\n".join(problems), pytrace=False)
 
 
+def test_module_deps_are_imported_modules_or_layer_folders_imported_from() -> None:
+    """The rule of dvc_stages, on made-up deps: a folder is allowed only below a package root and
+    only when the stage imports from it; a module file only when the stage imports it."""
+    imported = {"pipeline/__init__.py", "pipeline/train.py", "pipeline/core/__init__.py",
+                "pipeline/core/errors.py", "pipeline/core/solvers/__init__.py"}
+    assert disallowed_module_deps(("pipeline/train.py", "pipeline/core"), imported) == []
+    assert disallowed_module_deps(("pipeline/core/solvers",), imported) == []  # a sub-package
+    assert disallowed_module_deps(("pipeline",), imported) == ["pipeline"]  # every stage's module
+    assert disallowed_module_deps(("pipeline/reporting",), imported) == ["pipeline/reporting"]
+    assert disallowed_module_deps(("pipeline/report.py", "pipeline/core/theory.py"), imported) \
+        == ["pipeline/core/theory.py", "pipeline/report.py"]
+    assert module_deps(("pipeline/core/", "data/prepared/x.npz", "hydra_plugins/a/__init__.py")) \
+        == ("pipeline/core", "hydra_plugins/a/__init__.py")
+    check = StageCheck(required_conf={"conf/a.yaml"},
+                       declared_modules=("pipeline/core", "pipeline/t.py"))
+    checks = {"s": check, "other": StageCheck(declared_modules=("pipeline/store",))}
+    assert affected_stages(checks, {"pipeline/core/solvers/gd.py"}) == {"s"}
+    assert affected_stages(checks, {"conf/a.yaml"}) == {"s"}
+    assert affected_stages(checks, {"pipeline/tx.py", "conf/b.yaml"}) == set()
+
+
 @pytest.mark.slow
 def test_the_fast_composition_finds_what_hydra_compose_finds() -> None:
     """dvc_stages.Composer's shared-cache composition against hydra.compose, on the stages with sweeps,
     Hydra callbacks, a custom sweeper, nested data defaults and the report's catalog reads."""
     names = [s.name for s in expand_stages(REPO_ROOT) if s.multirun or s.app == "report"]
-    names += ["prepare@mnist-3v8-whiten", "evaluate-logistic@none-gd"]
+    names += ["prepare@mnist-val-none", "train-softmax-sgd"]  # single runs
     fast, public = check_stages(REPO_ROOT, only=names), check_stages(REPO_ROOT, public=True, only=names)
-    assert set(fast) == set(public) and len(fast) >= 4
+    assert set(fast) == set(public) == set(names) and len(fast) >= 4
     for name in fast:
         assert fast[name].required_modules == public[name].required_modules, name
         assert fast[name].required_conf == public[name].required_conf, name
@@ -87,9 +110,20 @@ def test_touching_a_core_module_and_a_conf_value_marks_every_downstream_stage(tm
             _placeholder(root / rel)
     commit = run_cmd(["dvc", "commit", "--force", "--quiet"], cwd=root)
     assert commit.returncode == 0, commit.stdout[-2000:] + commit.stderr[-2000:]
+    cache = root / "pipeline" / "core" / "__pycache__"  # what running a stage writes: .dvcignore'd
+    cache.mkdir(exist_ok=True)
+    (cache / "objectives.cpython-312.pyc").write_bytes(b"bytecode")
     assert _status(root) == {}
 
-    expected = affected_stages(check_stages(root), {TOUCHED_MODULE, TOUCHED_CONF})
+    checks = check_stages(root)
+    expected = affected_stages(checks, {TOUCHED_MODULE, TOUCHED_CONF})
+    # "exactly the stages that import it", at the grain of a layer folder: every stage importing
+    # the module reruns, and any other stage that reruns for it imports from its layer
+    for_module = affected_stages(checks, {TOUCHED_MODULE})
+    layer = TOUCHED_MODULE.rsplit("/", 1)[0]
+    assert {n for n, c in checks.items() if TOUCHED_MODULE in c.required_modules} <= for_module
+    assert all(any(m.startswith(layer + "/") for m in checks[n].required_modules)
+               for n in for_module)
     module = root / TOUCHED_MODULE
     module.write_text(module.read_text() + "# touched by test_dvc_deps\n")  # DVC hashes the content
     conf = root / TOUCHED_CONF
@@ -98,6 +132,7 @@ def test_touching_a_core_module_and_a_conf_value_marks_every_downstream_stage(tm
     conf.write_text(text)
 
     changed = set(_status(root))
-    assert {"train-softmax-gd", "train-softmax-newton_cg", "evaluate-softmax", "reference-mnist"} <= expected
+    assert {"train-softmax@gd", "train-softmax@newton_cg", "evaluate-softmax",
+            "reference-mnist"} <= expected
     assert changed == expected, (f"stages that use {TOUCHED_MODULE} or {TOUCHED_CONF} but DVC does not rerun: "
                                  f"{sorted(expected - changed)}; DVC reruns, needlessly: {sorted(changed - expected)}")

@@ -52,9 +52,6 @@ def tiny_set(folder: Path, seed: int = 0) -> tuple[dict[str, str], dict[str, np.
 def tiny_yaml(digests: dict[str, str], root: Path) -> str:
     files = "\n".join(f"  {k}: {{name: tiny-{k}, sha256: {d}}}" for k, d in digests.items())
     return f"""# a data set declared by this file alone
-defaults:
-  - data_schema
-  - _self_
 name: tiny
 id: tiny
 format: idx

@@ -10,7 +10,7 @@ from support.repo_copy import REPO_ROOT
 from pipeline.config.checks import validate_train_config
 from pipeline.config.schemas import register_configs
 from pipeline.core.errors import ConfigError
-from pipeline.spec import name_suffix, run_name
+from pipeline.spec import RunSpec, name_suffix, run_name
 from pipeline.store.rundir import run_dir
 
 CONF = REPO_ROOT / "conf"
@@ -88,7 +88,7 @@ def test_a_bad_budget_is_one_config_error_naming_it() -> None:
     cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd.max_iters=3"])
     with pytest.raises(ConfigError, match=r"budgets\.gd\.max_iters: unknown optimizer key"):
         apply_budget(cfg)
-    cfg = compose_app("train", ["experiment=default_softmax", "budgets.gd=3"])
+    cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd=3"])
     with pytest.raises(ConfigError, match=r"budgets\.gd=3 must map optimizer keys"):
         apply_budget(cfg)
 
@@ -128,5 +128,6 @@ def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
     assert name_suffix(ovs) == ",model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg, ovs) == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg) != run_name(cfg, ["optimizer.lr=0.2"])
-    assert run_dir(cfg).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
+    assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == (
+        "experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
     assert name_suffix(["data.n_samples=a/b c"]) == ",data.n_samples=a_b_c"
