@@ -24,10 +24,11 @@ repro: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/dvc repro
 
 # `make test` runs the suite on TEST_WORKERS processes (pytest-xdist), each test file on one of
-# them, so a module's fixtures are built once; files are handed out in collection order, longest
-# first (tests/conftest.py), not by their number of tests. `make test TEST_WORKERS=0` runs it in
-# one process, PYTEST_ARGS adds options (`make test PYTEST_ARGS="-m 'not slow'"`). A plain
-# `python -m pytest tests/test_x.py` stays serial.
+# them, so a module's fixtures are built once; files are handed out in collection order, by kind:
+# tests/system/ first, then tests/stages/, then tests/unit/ (tests/conftest.py), not by their
+# number of tests. `make test TEST_WORKERS=0` runs it in one process, PYTEST_ARGS adds options
+# (`make test PYTEST_ARGS="-m 'not slow'"`, `PYTEST_ARGS=tests/unit`). A plain
+# `python -m pytest tests/unit/test_x.py` stays serial.
 TEST_WORKERS ?= 2
 PYTEST_ARGS  ?=
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,19 +43,6 @@ def fashion_dir() -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """The chromium binary; installed with apt-get (root) when absent, else the test is skipped."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        exe = shutil.which("chromium")
-    if exe is None:
-        pytest.skip("headless Chromium unavailable: `apt-get install -y chromium` failed or not root")
-    return exe
-
-
 @pytest.fixture(autouse=True)
 def _no_network_download(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never download: the loader refuses the network when this variable is set."""
@@ -68,7 +53,7 @@ def _blas_threads_per_worker() -> None:
     """Under pytest-xdist (``make test``: 2 workers) each worker gets cores // workers BLAS and
     OpenMP threads, it and the processes it starts (they inherit the variables): OpenBLAS threads
     that outnumber the cores spin, and a BLAS-heavy test then takes 2-3x as long. Results do not
-    depend on the thread count (tests/test_optimizer_loop.py). A value already set is kept."""
+    depend on the thread count (tests/unit/test_optimizer_loop.py). A value already set is kept."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers < 1:
         return
@@ -82,18 +67,10 @@ def _blas_threads_per_worker() -> None:
 
 _blas_threads_per_worker()
 
-# The longest files (measured, slowest first), sent to the xdist workers first: ``make test``
-# hands out whole files in collection order (--dist loadfile --no-loadscope-reorder), and a long
-# file handed out last would run alone at the end. A serial run keeps the usual order.
-LONGEST_FIRST = ("test_scaling.py", "test_report_e2e.py", "test_bad_inputs.py", "test_penalty_space.py",
-                 "test_dvc.py", "test_prepare.py", "test_tuning.py", "test_report.py", "test_idx_datasets.py",
-                 "test_sweep.py", "test_tracking.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0) > 0:
-        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A module's tiny project: one work folder for its runs (tests/support/project.py)."""
+    return tmp_path_factory.mktemp("work")
 
 
 @pytest.fixture
@@ -125,12 +102,29 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
         signal.signal(s, h)
 
 
-@pytest.fixture(scope="module")
-def one_blas_thread() -> Iterator[None]:
-    """One BLAS thread for a module's dense ~785 × 785 factorizations: on two shared, busy cores
-    OpenBLAS's two spinning threads make Cholesky and eigvalsh 10–60× slower (same results)."""
-    import scipy.linalg  # noqa: F401 - scipy's own OpenBLAS: loaded now, so that the limit covers it too
-    from threadpoolctl import threadpool_limits
+# Test kinds, one folder each, in the order ``make test`` hands their files to the xdist workers
+# (--dist loadfile --no-loadscope-reorder gives out whole files in collection order): the system
+# tests (subprocesses, repo copies) take longest and go first, so that no long file is handed
+# out last and runs alone at the end; the in-memory unit tests fill the gaps. Each test is also
+# marked with its kind (``-m unit``, ``-m "not system"``). A new file needs no entry anywhere.
+KINDS = ("system", "stages", "unit")
+TESTS = Path(__file__).resolve().parent
 
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+
+def kind_of(path: Path) -> str:
+    """The kind of a test file: the folder under tests/ it lives in."""
+    parts = path.resolve().relative_to(TESTS).parts
+    if len(parts) < 2 or parts[0] not in KINDS:
+        raise pytest.UsageError(f"{path}: a test file lives in tests/{{{','.join(KINDS)}}}/")
+    return parts[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {kind: i for i, kind in enumerate(KINDS)}
+    kinds = {item.nodeid: kind_of(item.path) for item in items
+             if item.path.resolve().is_relative_to(TESTS)}
+    for item in items:
+        if item.nodeid in kinds:
+            item.add_marker(getattr(pytest.mark, kinds[item.nodeid]))
+    # a stable sort: each file stays whole and in its order
+    items.sort(key=lambda item: rank.get(kinds.get(item.nodeid, ""), len(rank)))

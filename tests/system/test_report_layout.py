@@ -1,6 +1,7 @@
-"""The report page fits a 1280-px browser window: rendered in headless Chromium (tests/browser.py), the
-document never scrolls sideways, no element passes the right edge, a table too wide for the page scrolls
-inside its own box, a table that fits is shown whole, and long ids wrap instead of widening tables."""
+"""The report page fits a 1280-px browser window: rendered in headless Chromium
+(tests/support/browser.py), the document never scrolls sideways, no element passes the right
+edge, a table too wide for the page scrolls inside its own box, a table that fits is shown
+whole, and long ids wrap instead of widening tables."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from support.browser import layout_problems, measure, scroll_box
 
 from pipeline.reporting import render
-from tests.browser import layout_problems, measure, scroll_box
 
 RUN_ID = "claim5_newton_vs_gd/mnist-5k-whiten_transformed-softmax-newton_cg,optimizer.lr=0.5"
 WORD = "unbroken_" * 40  # a 360-character "word" in running text

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from repo_copy import REPO_ROOT, copy_repo, run_cmd
-from test_dvc import TINY_PRESET
+from support.project import TINY_PRESET
+from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 RUN = "experiments/tiny/tiny-none-linear-newton"

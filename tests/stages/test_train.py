@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
-from repo_copy import REPO_ROOT
+from omegaconf import OmegaConf
+from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.cli.progress import IterationBar, show_progress
-from pipeline.config.schemas import as_kwargs, register_configs
 from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
-from pipeline.prepare import prepare
 from pipeline.spec import RunSpec
-from pipeline.store.prepared import load_prepared, prepared_file
+from pipeline.store.prepared import load_prepared
 from pipeline.store.rundir import HISTORY_COLUMNS, run_dir
 from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
@@ -26,34 +22,6 @@ from pipeline.train import train
 METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
                "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
                "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id"}
-SYNTH = ["data=synthetic_regression", "data.n_samples=400", "data.n_features=5", "model=linear"]
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    register_configs()
-    return tmp_path_factory.mktemp("train")
-
-
-def make_cfg(work: Path, overrides: list[str], mlflow: bool = False) -> DictConfig:
-    base = [f"paths.prepared_dir={work / 'prepared'}", f"paths.experiments_dir={work / 'experiments'}",
-            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}", f"mlflow.artifact_root={work / 'art'}",
-            f"mlflow.enabled={str(mlflow).lower()}", "progress=false", "study=t"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=base + overrides)
-
-
-def ensure_prepared(cfg: DictConfig) -> Path:
-    path = prepared_file(RunSpec.from_config(cfg))
-    if not path.exists():
-        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
-    return path
-
-
-def read_history(path: Path) -> tuple[list[str], np.ndarray]:
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    return rows[0], np.array(rows[1:], dtype=np.float64)
 
 
 def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None:

@@ -50,7 +50,7 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "hydra_plugins")  # the project's own top-level packages
 HYDRA_RUN_ONLY = ("sweeper", "launcher")  # hydra.<node>._target_ instantiated only by -m
 

@@ -1,7 +1,8 @@
 """dvc.yaml's deps are the stages' real inputs: every project module a stage imports and every conf
 file it reads is declared (so `dvc repro` reruns it when they change); code is declared as module
 files or layer folders the stage imports from, so it never reruns for a layer it does not use, and
-no conf file it never reads is declared. The rule and the analysis are in tests/dvc_stages.py."""
+no conf file it never reads is declared. The rule and the analysis are in
+tests/support/dvc_stages.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from dvc_stages import (
+from support.dvc_stages import (
     Stage,
     StageCheck,
     affected_stages,
@@ -19,7 +20,7 @@ from dvc_stages import (
     expand_stages,
     module_deps,
 )
-from repo_copy import REPO_ROOT, copy_repo, run_cmd
+from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 TOUCHED_MODULE = "pipeline/core/objectives.py"
 TOUCHED_CONF = "conf/model/softmax.yaml"  # its l2 value is changed
@@ -39,7 +40,7 @@ def test_every_stage_declares_the_modules_and_conf_files_it_uses() -> None:
             problems.append(f"  {name}:\n" + "\n".join(todo))
     if problems:
         pytest.fail("dvc.yaml deps do not match what the stages import and read "
-                    "(tests/dvc_stages.py):\n" + "\n".join(problems), pytrace=False)
+                    "(tests/support/dvc_stages.py):\n" + "\n".join(problems), pytrace=False)
 
 
 def test_module_deps_are_imported_modules_or_layer_folders_imported_from() -> None:

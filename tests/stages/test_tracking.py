@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_train import SYNTH, ensure_prepared, make_cfg, read_history
+from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.core.errors import NumericalError
 from pipeline.spec import RunSpec

@@ -1,95 +1,46 @@
 """Bad inputs and faults (issue 10): every one ends in ONE ``prog: error:`` line with its exit status,
 and every earlier result is byte-identical afterwards (snapshot, act, compare).
 
-The commands run in-process through ``pipeline.cli.entry.run_cli`` (the same path as ``python -m
-pipeline.<stage>``) on a tiny synthetic regression; signals and the ``python -m`` path itself run
-as subprocesses. Disk-full and read-only file systems use small tmpfs mounts (root only).
+The commands run in-process through each stage's ``main`` (``pipeline.cli.entry.stage``, the same
+path as ``python -m pipeline.<stage>``) on a tiny synthetic regression; signals (8) and the
+``python -m`` path itself run as subprocesses in tests/system/test_bad_inputs_signals.py.
+Disk-full and read-only file systems use small tmpfs mounts (root only).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from repo_copy import REPO_ROOT, env_for
-
-from pipeline.config.schemas import as_kwargs, register_configs
-
-TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
-RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path → bytes), dot-folders included."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def one_error_line(err: str, prog: str) -> str:
-    """The stderr of a failed command must be exactly one ``prog: error:`` line (log lines aside)."""
-    lines = [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"{prog}: error: ") and "Traceback" not in err, err
-    return lines[0]
+from support.project import TINY, mlflow_runs, paths, prepare_tiny, quiet, trained_tiny
+from support.project import TINY_RUN as RUN
+from support.repo_copy import REPO_ROOT
+from support.snapshots import one_error_line, snapshot
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A work folder with the tiny data set prepared (in-process) and one trained + evaluated run."""
-    from pipeline.prepare import prepare
-
-    register_configs()
-    work = tmp_path_factory.mktemp("bad")
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="prepare", overrides=TINY[:3])
-    prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, work / "prepared")
+def work(work: Path) -> Path:
+    """The module's work folder with the tiny data set prepared (in-process)."""
+    prepare_tiny(work / "prepared", ["none"], data=TINY[:3])
     return work
-
-
-def paths(work: Path, **over: str) -> list[str]:
-    base = {"paths.prepared_dir": str(work / "prepared"), "paths.experiments_dir": str(work / "experiments"),
-            "paths.reports_dir": str(work / "reports"), "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
-            "mlflow.artifact_root": str(work / "art")}
-    base.update(over)
-    return [f"{k}={v}" for k, v in base.items()]
 
 
 @pytest.fixture
 def cli(stage_cli: Any) -> Any:
     """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate without progress bars)."""
-    return lambda prog, *args: stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+    return quiet(stage_cli)
 
 
 @pytest.fixture
-def trained(work: Path, cli: object) -> Path:
+def trained(work: Path, cli: Any) -> Path:
     """A trained and evaluated run (the earlier result the faults must not touch)."""
-    out = work / "experiments" / "t" / RUN
-    if not (out / "evaluation.json").exists():
-        code, _, err = cli("train", *TINY, "study=t", *paths(work))  # type: ignore[operator]
-        assert code == 0, err
-        code, _, err = cli("evaluate", *TINY, "study=t", *paths(work))  # type: ignore[operator]
-        assert code == 0, err
-    assert {p.name for p in out.iterdir()} >= {"weights.npz", "metrics.json", "evaluation.json"}
-    return out
-
-
-def mlflow_runs(db: Path) -> list[tuple[str, str, str]]:
-    """(run name, status, parent run id or '') of every run in an MLflow SQLite store."""
-    if not db.exists():
-        return []
-    with sqlite3.connect(db) as con:
-        rows = con.execute("select r.name, r.status, coalesce(t.value, '') from runs r left join tags t "
-                           "on t.run_uuid = r.run_uuid and t.key = 'mlflow.parentRunId'").fetchall()
-    return [(str(a), str(b), str(c)) for a, b, c in rows]
+    return trained_tiny(work, cli)
 
 
 def _mount(path: Path, size: str) -> None:
@@ -344,79 +295,6 @@ def test_7_report_skips_damaged_runs_and_lists_them(work: Path, trained: Path, t
         assert any(str(exp / "t" / f"{RUN}-{tag}" / name) in ln for ln in lines), (tag, lines)
 
 
-# ------------------------------------------------------------------ 8. interruption
-
-
-def _popen(args: list[str], work: Path) -> subprocess.Popen[str]:
-    env = env_for(REPO_ROOT)
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=work, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-
-
-def _wait_running(db: Path, n: int = 1, timeout: float = 120.0) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if sum(s == "RUNNING" for _, s, _ in mlflow_runs(db)) >= n:
-                return
-        except sqlite3.Error:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no {n} RUNNING MLflow run(s) in {db} after {timeout} s")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_8_a_signal_ends_a_run_killed_with_one_line(work: Path, trained: Path, tmp_path: Path,
-                                                    sig: int, code: int) -> None:
-    db = tmp_path / "mlflow.db"
-    before = snapshot(work / "experiments")
-    proc = _popen(["pipeline.train", *TINY, "study=t", "optimizer.max_iter=100000000", "optimizer.tol=0",
-                   "progress=false", *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"})], work)
-    try:
-        _wait_running(db)
-        time.sleep(0.5)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == code, err
-    assert f"interrupted by {signal.Signals(sig).name}" in one_error_line(err, "train")
-    assert [s for _, s, _ in mlflow_runs(db)] == ["KILLED"]
-    assert snapshot(work / "experiments") == before  # the earlier run of this name is untouched
-    assert not [p for p in (work / "experiments" / "t").iterdir() if p.name.startswith(".")]
-
-
-@pytest.mark.slow
-def test_8_ctrl_c_on_a_parallel_sweep_marks_parent_and_children_killed(work: Path, tmp_path: Path) -> None:
-    db = tmp_path / "mlflow.db"
-    exp = tmp_path / "experiments"
-    proc = _popen(["pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
-                   "study=sw8", "optimizer.max_iter=100000000", "optimizer.tol=0", "optimizer.lr=0.1,0.2",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}", "paths.experiments_dir": str(exp)})],
-                  work)
-    try:
-        _wait_running(db, 3, timeout=240)  # the parent and both jobs
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
-        _, err = proc.communicate(timeout=90)
-    finally:
-        with_suppress_kill(proc)
-    assert proc.returncode == 130, err
-    assert "interrupted by SIGINT" in err and "Traceback" not in err
-    runs = mlflow_runs(db)
-    assert len(runs) == 3 and {s for _, s, _ in runs} == {"KILLED"}, runs
-    assert not exp.exists() or not [p for p in exp.rglob("*") if p.is_file()]
-
-
-def with_suppress_kill(proc: subprocess.Popen[str]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 # ------------------------------------------------------------------ 9. +keys the schema does not have
 
 
@@ -521,14 +399,6 @@ def test_12_hydra_errors_are_one_line_exit_2(work: Path, cli: object, prog: str,
     assert code == 2
     assert want in one_error_line(err, prog)
     assert snapshot(work) == before
-
-
-@pytest.mark.slow
-def test_12_the_python_m_path_prints_one_line(work: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pipeline.train", "optimizer=adamw"], cwd=work,
-                          env=env_for(REPO_ROOT), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "choose one of closed_form, gd, gd_armijo, newton, newton_cg" in one_error_line(proc.stderr, "train")
 
 
 # ------------------------------------------------------------------ 13. overflowing inputs

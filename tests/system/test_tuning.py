@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from repo_copy import copy_repo, run_cmd
+from support.repo_copy import copy_repo, run_cmd
 
 from pipeline.prepare import prepare
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.snapshots import snapshot
 
 from pipeline.store import writer
 from pipeline.store.writer import (
@@ -18,11 +19,6 @@ from pipeline.store.writer import (
     write_json,
     write_npz,
 )
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path → bytes)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _old_run(d: Path) -> dict[str, bytes]:

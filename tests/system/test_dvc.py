@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from repo_copy import REPO_ROOT, copy_repo, run_cmd
+from hydra import compose
+from support.compose import hydra_conf
+from support.project import TINY_PRESET
+from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
-from pipeline.config.schemas import register_configs
 from pipeline.spec import run_name
 
 
@@ -36,13 +37,12 @@ def _sub(text: str, item: dict[str, str]) -> str:
 def _jobs(apps: tuple[str, ...]) -> list[tuple[Any, Any, list[str]]]:
     """(stage, composed config, overrides) for every job of every dvc.yaml stage of these apps
     (a ``-m`` stage has one job per combination of its sweeps, as Hydra's basic sweeper runs them)."""
-    from dvc_stages import Composer, expand_stages, job_overrides
+    from support.dvc_stages import Composer, expand_stages, job_overrides
 
-    register_configs()
     for app in apps:
         __import__(f"pipeline.{app}")
     out = []
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+    with hydra_conf():
         comp = Composer()
         for st in expand_stages():
             if st.app in apps:
@@ -86,17 +86,6 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
         assert (REPO_ROOT / p).is_file(), p
     assert not any("mlflow.db" in p for st, _, _ in jobs for p in (*st.deps, *st.outs))  # not a DVC file
 
-
-TINY_PRESET = """# @package _global_
-defaults:
-  - override /data: synthetic_regression
-  - override /model: linear
-study: tiny
-data:
-  id: tiny
-  n_samples: 300
-  n_features: 5
-"""
 
 TINY_DVC = """
 stages:

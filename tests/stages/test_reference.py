@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from repo_copy import run_cmd
+from support.compose import compose_app
+from support.repo_copy import run_cmd
+from support.snapshots import error_lines, snapshot
 
-from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.config.schemas import as_kwargs
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 LAM = 1.0e-4
 DATA = ["data=mnist_binary", "data.id=r3v8", "data.n_train=600", "data.n_test=200", "model=logistic",
@@ -30,30 +31,16 @@ OID = "r3v8-logistic-l2=0.0001"
 SYNTH = ["data=synthetic_regression", "data.id=rsyn", "data.n_samples=300", "data.n_features=5", "model=linear"]
 
 
-def _compose(app: str, overrides: list[str]) -> Any:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=app, overrides=overrides)
-
-
 def _prepare(base: list[str], pre: str, prepared: Path) -> None:
     from pipeline.prepare import prepare
 
-    cfg = _compose("prepare", [*base, f"preprocess={pre}"])
+    cfg = compose_app("prepare", [*base, f"preprocess={pre}"])
     prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), prepared)
 
 
 def _ref_cfg(tmp: Path, ref_dir: str, *over: str, base: list[str] = DATA) -> Any:
-    return _compose("reference", [*base, f"paths.prepared_dir={tmp / 'prepared'}",
+    return compose_app("reference", [*base, f"paths.prepared_dir={tmp / 'prepared'}",
                                   f"paths.reference_dir={tmp / ref_dir}", *over])
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _error_lines(err: str) -> list[str]:
-    return [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
 
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")  # dense ~785 × 785 factorizations (conftest)
@@ -226,7 +213,7 @@ def test_cli_run_is_bit_identical_to_the_in_process_run(mnist_work: Path, solved
                    extra_env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})  # as in this process
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"reference: {OID}: f* = " in proc.stdout and "converged" in proc.stdout
-    assert _error_lines(proc.stderr) == []
+    assert error_lines(proc.stderr) == []
     rec = json.loads((mnist_work / "ref_cli" / f"{OID}.json").read_text(encoding="utf-8"))
     mine = json.loads(json.dumps(solved_raw))
     rec.pop("seconds"), mine.pop("seconds")
@@ -275,7 +262,7 @@ def test_max_iter_reached_is_written_with_a_warning_and_not_certified(mnist_work
                          f"paths.prepared_dir={mnist_work / 'prepared'}",
                          f"paths.reference_dir={ref}")
     assert code == 0, err
-    lines = _error_lines(err)
+    lines = error_lines(err)
     assert len(lines) == 1 and lines[0].startswith(f"reference: warning: {OID}: "), err
     assert "will not certify" in lines[0] and "reference.max_iter" in lines[0]
     rec = json.loads((ref / f"{OID}.json").read_text(encoding="utf-8"))
@@ -383,18 +370,18 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synth_work: Path, cli:
     if not ok.exists():  # an earlier good result in another folder: untouched by the failures
         code, _, err = cli(*SYNTH, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ok}")
         assert code == 0, err
-    before = _snapshot(synth_work)
+    before = snapshot(synth_work)
     solves: list[Any] = []
     monkeypatch.setattr(pipeline.core.optima, "solve", lambda *a, **k: solves.append(a) or pytest.fail("solved"))
     code, out, err = cli(*SYNTH, *args, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ref}")
-    lines = _error_lines(err)
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1, (code, err)
     assert lines[0].startswith("reference: error: ") and "Traceback" not in err
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert solves == []  # refused before any work
     assert not ref.exists() or not any(ref.iterdir())
-    assert _snapshot(synth_work) == before
+    assert snapshot(synth_work) == before
 
 
 @pytest.mark.slow
@@ -405,7 +392,7 @@ def test_kappa_in_of_another_objective_without_a_bias_is_refused(mnist_work: Pat
     ref = mnist_work / "ref_nobias"
     code, _, err = cli(*DATA, "model.fit_intercept=false", "preprocess=none", "reference.kappa_in=[zscore]",
                        f"paths.prepared_dir={mnist_work / 'prepared'}", f"paths.reference_dir={ref}")
-    lines = _error_lines(err)
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("reference: error: reference.kappa_in=zscore:")
     assert "r3v8-zscore-logistic-l2=0.0001-nobias, not r3v8-logistic-l2=0.0001-nobias" in lines[0]

@@ -17,29 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from repo_copy import BIN, copy_repo, env_for, run_cmd
+from support.compose import compose_app
+from support.project import TINY
+from support.repo_copy import BIN, env_for, run_cmd
 
-from pipeline.config.schemas import as_kwargs, register_configs
-
-TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
 SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repo copy with the tiny prepared data sets (prepared in-process: fast)."""
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.prepare import prepare
-
-    root = copy_repo(tmp_path_factory.mktemp("scaling"))
-    register_configs()
-    for pre in ("none", "whiten"):
-        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-            # model=linear too: ridge whitening reads model.l2 (preprocess.ridge: ${model.l2})
-            cfg = compose(config_name="prepare", overrides=[*TINY, f"preprocess={pre}"])
-        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, root / "data" / "prepared")
-    return root
 
 
 def sweep_runs(root: Path, study: str) -> tuple[Any, list[Any]]:
@@ -105,19 +87,15 @@ def test_slurm_launcher_config_becomes_the_sbatch_options_a_user_set(
     """conf/hydra/launcher/slurm.yaml, handed to submitit as hydra-submitit-launcher hands it, gives
     these sbatch lines (no cluster needed: submitit writes the script before calling sbatch)."""
     import submitit
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
     from submitit.slurm.slurm import _make_sbatch_string
 
-    root = Path(__file__).resolve().parents[1]
-    register_configs()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", return_hydra_config=True, overrides=[
-            "hydra/launcher=slurm", "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=30",
-            "hydra.launcher.array_parallelism=4", "hydra.job.name=train"])
+    cfg = compose_app("train", return_hydra_config=True, overrides=[
+        "hydra/launcher=slurm", "hydra.launcher.partition=cpu", "hydra.launcher.timeout_min=30",
+        "hydra.launcher.array_parallelism=4", "hydra.job.name=train"])
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert {k: launcher[k] for k in ("partition", "timeout_min", "cpus_per_task", "mem_gb",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train import ensure_prepared, make_cfg, work  # noqa: F401  (fixture)
+from support.project import ensure_prepared, make_cfg
 
 from pipeline.core.errors import ConfigError
 from pipeline.data.split import check_val_fraction, validation_split
@@ -49,7 +49,7 @@ def test_prepare_fits_preprocessing_on_the_training_rows_only(tmp_path: Path, mn
     assert np.abs(Xv.mean(axis=0)).max() > 1e-3
 
 
-def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(work: Path, mnist_dir: Path):  # noqa: F811
+def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(work: Path, mnist_dir: Path):
     over = ["data=mnist", f"data.root={mnist_dir}", "data.id=mnist-v", "data.n_train=3000",
             "data.n_test=500", "data.val_fraction=2.0e-1", "model=softmax", "optimizer=sgd",
             "optimizer.epochs=2", "optimizer.lr=1.0e-1"]

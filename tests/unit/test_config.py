@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from repo_copy import REPO_ROOT, run_cmd
+from support.compose import compose_app
+from support.repo_copy import REPO_ROOT
 
 from pipeline.config.checks import validate_train_config
 from pipeline.config.schemas import register_configs
@@ -26,11 +24,6 @@ def options(group: str) -> list[str]:
 @pytest.fixture(scope="module", autouse=True)
 def _schemas() -> None:
     register_configs()
-
-
-def compose_app(name: str, overrides: list[str]) -> OmegaConf:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 def test_the_groups_the_issue_asks_for_exist() -> None:
@@ -135,38 +128,6 @@ def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
     assert name_suffix(ovs) == ",model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg, ovs) == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
     assert run_name(cfg) != run_name(cfg, ["optimizer.lr=0.2"])
-    assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == ("experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
+    assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == (
+        "experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
     assert name_suffix(["data.n_samples=a/b c"]) == ",data.n_samples=a_b_c"
-
-
-def _no_outputs(cwd: Path) -> None:
-    assert sorted(p.name for p in cwd.iterdir()) == [], "a refused run wrote files"
-
-
-@pytest.mark.parametrize(
-    ("override", "rc", "expect"),
-    [("optimizer.lr=-1", 2, "train: error: optimizer.lr=-1 is invalid"),
-     ("optimizer=adamw", 2, "train: error: optimizer=adamw: no such optimizer config (choose one of"),
-     ("model.l2=abc", 2, "train: error: model.l2=abc: Value 'abc' of type 'str' could not be converted to Float"),
-     ("+budgets.gd.max_iters=3", 2, "train: error: budgets.gd.max_iters: unknown optimizer key"),
-     ("+budgets.gd.max_iter=abc", 2, "train: error: budgets.gd.max_iter='abc' does not fit optimizer.max_iter")])
-def test_cli_refuses_bad_values_without_traceback_or_files(tmp_path: Path, override: str, rc: int,
-                                                          expect: str) -> None:
-    res = run_cmd(["python", "-m", "pipeline.train", override], cwd=tmp_path, code_root=REPO_ROOT,
-                  extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    assert res.returncode == rc, res.stderr
-    assert expect in res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
-    if rc == 2:
-        assert len(res.stderr.strip().splitlines()) == 1
-    _no_outputs(tmp_path)
-
-
-def test_cli_missing_prepared_data_says_how_to_make_it(tmp_path: Path) -> None:
-    res = run_cmd(["python", "-m", "pipeline.train", "data=mnist_binary", "preprocess=whiten", "model=logistic"],
-                  cwd=tmp_path, code_root=REPO_ROOT,
-                  extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    assert res.returncode == 2
-    line = res.stderr.strip()
-    assert "\n" not in line and "python -m pipeline.prepare data=mnist_binary preprocess=whiten" in line
-    _no_outputs(tmp_path)

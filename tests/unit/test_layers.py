@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "pipeline"
+PKG = Path(__file__).resolve().parents[2] / "pipeline"
 # bottom to top; a module may import its own layer and the ones below it
 LAYERS = ("core", "config", "spec", "data", "store", "tracking", ("cli", "reporting"), "stages")
 

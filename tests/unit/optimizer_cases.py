@@ -1,10 +1,10 @@
 """Small deterministic optimizer problems whose histories are pinned in
-``tests/data/optimizer_histories.json`` (recorded with the per-method loops of commit 56aced6,
-before the optimizers moved onto one shared iteration loop). ``python tests/optimizer_cases.py``
+``tests/unit/data/optimizer_histories.json`` (recorded with the per-method loops of commit 56aced6,
+before the optimizers moved onto one shared iteration loop). ``python tests/unit/optimizer_cases.py``
 prints the current histories as JSON (regenerate only for a deliberate numerical change).
 
 A run is deterministic on one machine, but another BLAS build (OpenBLAS kernel, version) rounds
-differently, so tests/test_optimizer_loop.py compares with tolerances set by each case's
+differently, so tests/unit/test_optimizer_loop.py compares with tolerances set by each case's
 arithmetic. That only works if no discrete decision of a pinned path is taken at the rounding
 floor: a case must stop (``tol``) before the loss stops changing, because an Armijo test between
 losses equal to the last bits, or a stop test with ‖∇f‖ ≈ tol, goes either way on another

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from repo_copy import REPO_ROOT
+from support.compose import compose_app
 
-from pipeline.config.schemas import as_kwargs, register_configs
+from pipeline.config.schemas import as_kwargs
 from pipeline.core.objectives import make_objective
 from pipeline.core.solvers import minimize
 from pipeline.core.transforms import Transform, fit_preprocess
@@ -250,15 +249,13 @@ def _cg_iterations(obj, cap: int, rtol: float = 1e-6) -> int:
 
 @pytest.mark.slow
 def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnist_dir) -> None:
-    register_configs()
     losses = {}
     for pre in ("none", "whiten"):
         base = [f"paths.prepared_dir={tmp_path / 'prepared'}", f"paths.experiments_dir={tmp_path / 'exp'}",
                 "mlflow.enabled=false", "progress=false", "data=mnist_binary", f"preprocess={pre}",
                 "model=logistic", "optimizer=newton", "optimizer.tol=1.0e-10",
                 "data.n_train=1000", "data.n_test=500", "data.id=mnist-3v8-1k"]
-        with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=base)
+        cfg = compose_app("train", base)
         path = prepared_file(RunSpec.from_config(cfg))
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
         m = train(cfg)

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.browser import layout_problems, measure
+from support.png import assert_png
 
-from tests.browser import layout_problems, measure
-from tests.test_report import assert_png
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

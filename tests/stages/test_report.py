@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from support.compose import compose_app
+from support.png import assert_png
 
 from pipeline.core import studies as lecture
 from pipeline.core.errors import ConfigError, DataError
@@ -26,8 +27,7 @@ from pipeline.reporting import analysis
 from pipeline.reporting.gather import gather_dirs, load_confusion
 from pipeline.store.references import Reference
 
-REPO = Path(__file__).resolve().parents[1]
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[2]
 STUDY = "study_t"
 RUN_OVERRIDES = ["data=mnist", "data.id=mnist-t", "data.n_train=400", "data.n_test=200", "model=softmax",
                  "model.l2=1.0e-3", f"study={STUDY}", "mlflow.enabled=false", "progress=false"]
@@ -38,44 +38,15 @@ OPTIMIZERS = {"gd": ["optimizer=gd", "optimizer.max_iter=40"],
 
 def compose_report_cfg(tmp: Path, *overrides: str) -> dict[str, Any]:
     """conf/report.yaml composed with Hydra (the real defaults), paths pointed into ``tmp``."""
-    from hydra import compose, initialize_config_dir
+    from pipeline.config.schemas import as_kwargs
 
-    from pipeline.config.schemas import as_kwargs, register_configs
-
-    register_configs()
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("report", overrides=[*_paths(tmp), "mlflow.enabled=false", *overrides])
-    return as_kwargs(cfg)
+    return as_kwargs(compose_app("report", [*_paths(tmp), "mlflow.enabled=false", *overrides]))
 
 
 def _paths(tmp: Path) -> list[str]:
     return [f"paths.reports_dir={tmp / 'reports'}", f"paths.experiments_dir={tmp / 'experiments'}",
             f"paths.prepared_dir={tmp / 'prepared'}", f"paths.reference_dir={tmp / 'experiments' / 'reference'}",
             f"paths.analytic_dir={tmp / 'experiments' / 'analytic'}"]
-
-
-def _compose(app: str, overrides: list[str]) -> Any:
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.config.schemas import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name=app, overrides=overrides)
-
-
-def assert_png(path: Path) -> None:
-    """A real PNG: signature, IHDR size > 0, and matplotlib can decode it."""
-    import matplotlib.image as mpimg
-
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE, path
-    w, h = struct.unpack(">II", data[16:24])
-    assert w > 50 and h > 50, (path, w, h)
-    img = mpimg.imread(path)
-    assert img.shape[0] == h and img.shape[1] == w
-    assert float(np.std(img)) > 0.01, f"{path} is blank"
 
 
 # ---------------------------------------------------------------------------- fixture project
@@ -99,14 +70,14 @@ def _build_project(tmp: Path) -> Path:
     from pipeline.train import train
 
     for pre in ("none", "zscore"):
-        cfg = _compose("train", [*RUN_OVERRIDES, *_paths(tmp), f"preprocess={pre}"])
+        cfg = compose_app("train", [*RUN_OVERRIDES, *_paths(tmp), f"preprocess={pre}"])
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, tmp / "prepared")
         for opt in OPTIMIZERS.values():
             over = [*RUN_OVERRIDES, *_paths(tmp), f"preprocess={pre}", *opt]
-            train(_compose("train", over))
-            evaluate(_compose("evaluate", [o for o in over if o != "progress=false"]))
-    reference(_compose("reference", [*RUN_OVERRIDES, *_paths(tmp), "preprocess=none"]))
-    acfg = as_kwargs(_compose("analytic", [*_paths(tmp), "mlflow.enabled=false",
+            train(compose_app("train", over))
+            evaluate(compose_app("evaluate", [o for o in over if o != "progress=false"]))
+    reference(compose_app("reference", [*RUN_OVERRIDES, *_paths(tmp), "preprocess=none"]))
+    acfg = as_kwargs(compose_app("analytic", [*_paths(tmp), "mlflow.enabled=false",
                                            "analytic.kappa_sweep.condition_numbers=[1.0e1,1.0e2]",
                                            "analytic.convexity.n_points=2"]))
     run_analytic(acfg)

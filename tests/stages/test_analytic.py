@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
+from support.compose import compose_app
+from support.snapshots import error_lines, snapshot
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 KAPPAS = [1.0, 10.0, 100.0]
 TOL = 1.0e-6
@@ -47,14 +48,6 @@ def _paths(tmp: Path) -> list[str]:
             f"mlflow.artifact_root={tmp / 'mlartifacts'}"]
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _error_lines(err: str) -> list[str]:
-    return [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
-
-
 def _mlflow_runs(tmp: Path) -> list[tuple[str, str, str]]:
     """(experiment name, run status, run id) of every run in the tmp store."""
     import sqlite3
@@ -75,8 +68,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Path
     from pipeline.config.schemas import as_kwargs
 
     tmp = tmp_path_factory.mktemp("analytic")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="analytic", overrides=[*SMALL, *_paths(tmp)])
+    cfg = compose_app("analytic", [*SMALL, *_paths(tmp)])
     kw = as_kwargs(cfg)
     assert kw["mlflow"]["enabled"] is True and kw["analytic"]["studies"] == list(STUDIES)
     folders = analytic.run_analytic(kw)
@@ -268,14 +260,14 @@ def cli(stage_cli: Any) -> Any:
 def test_bad_value_is_one_line_exit_2_and_keeps_earlier_studies(
         run: tuple[Path, dict[str, Any], list[Path]], cli: Any, bad: list[str], words: list[str]) -> None:
     tmp, _, _ = run
-    before, runs_before = _snapshot(tmp / "analytic"), _mlflow_runs(tmp)
+    before, runs_before = snapshot(tmp / "analytic"), _mlflow_runs(tmp)
     # other values for the studies before the bad one: a stage that wrote them first would change files
     code, out, err = cli(*SMALL, *_paths(tmp), "analytic.gd_paths.n_steps=3",
                          "analytic.kappa_sweep.condition_numbers=[2.0]", *bad)
-    lines = _error_lines(err)
+    lines = error_lines(err)
     assert code == 2 and len(lines) == 1, (code, out, err)
     assert lines[0].startswith("analytic: error: ") and "Traceback" not in err
     for w in words:
         assert w in lines[0], (w, lines[0])
-    assert _snapshot(tmp / "analytic") == before  # byte-identical, nothing added
+    assert snapshot(tmp / "analytic") == before  # byte-identical, nothing added
     assert _mlflow_runs(tmp) == runs_before  # and no MLflow run for a failed command

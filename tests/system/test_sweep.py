@@ -7,28 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from repo_copy import copy_repo, run_cmd
-
-from pipeline.config.schemas import as_kwargs, register_configs
-
-TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A repo copy with the tiny prepared data sets (prepared in-process: fast)."""
-    from hydra import compose, initialize_config_dir
-
-    from pipeline.prepare import prepare
-
-    root = copy_repo(tmp_path_factory.mktemp("sweep"))
-    register_configs()
-    for pre in ("none", "whiten"):
-        with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-            # model=linear too: ridge whitening reads model.l2 (preprocess.ridge: ${model.l2})
-            cfg = compose(config_name="prepare", overrides=[*TINY, f"preprocess={pre}"])
-        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, root / "data" / "prepared")
-    return root
+from support.project import TINY
+from support.repo_copy import run_cmd
 
 
 def runs_by_kind(root: Path, study: str) -> tuple[object, list[object]]:

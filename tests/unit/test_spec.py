@@ -10,26 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
-from repo_copy import REPO_ROOT
+from support.compose import compose_app
 
 from pipeline.config.checks import apply_budget
-from pipeline.config.schemas import OptimizerConfig, PreprocessConfig, register_configs
+from pipeline.config.schemas import OptimizerConfig, PreprocessConfig
 from pipeline.core.errors import DataError
 from pipeline.spec import ModelSpec, RunSpec, SolverOptions, objective_id
-
-CONF = REPO_ROOT / "conf"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _schemas() -> None:
-    register_configs()
 
 
 def spec_of(overrides: list[str]) -> RunSpec:
     """The spec of ``train`` composed with ``overrides``, the study's budgets applied first."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_app("train", overrides)
     apply_budget(cfg, overrides)
     return RunSpec.from_config(cfg, overrides)
 

@@ -1,0 +1,116 @@
+"""The tiny project of the stage tests: a work folder holding prepared/, experiments/ and an MLflow
+store, configs composed with their paths pointed into it, the tiny data sets prepared in-process."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.config.schemas import as_kwargs
+from pipeline.prepare import prepare
+from pipeline.spec import RunSpec
+from pipeline.store.prepared import prepared_file
+from support.compose import CONF, compose_app
+
+# a synthetic least-squares problem small enough for a subprocess sweep of six jobs
+TINY = ["data=synthetic_regression", "data.n_samples=300", "data.n_features=5", "model=linear"]
+SYNTH = ["data=synthetic_regression", "data.n_samples=400", "data.n_features=5", "model=linear"]
+# the run folder of TINY trained with GD from the command line (its overrides name the run)
+TINY_RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
+# TINY as an experiment preset (conf/experiment/tiny.yaml in a repo copy), for DVC pipelines
+TINY_PRESET = """# @package _global_
+defaults:
+  - override /data: synthetic_regression
+  - override /model: linear
+study: tiny
+data:
+  id: tiny
+  n_samples: 300
+  n_features: 5
+"""
+
+
+def paths(work: Path, **over: str) -> list[str]:
+    """Overrides that point every folder and the MLflow store of a run into ``work``."""
+    base = {"paths.prepared_dir": str(work / "prepared"),
+            "paths.experiments_dir": str(work / "experiments"),
+            "paths.reports_dir": str(work / "reports"),
+            "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+            "mlflow.artifact_root": str(work / "art")}
+    base.update(over)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def make_cfg(work: Path, overrides: list[str], mlflow: bool = False) -> DictConfig:
+    """The train config of a run in ``work`` (study ``t``, no progress bar, MLflow off unless
+    asked)."""
+    base = [f"paths.prepared_dir={work / 'prepared'}", f"paths.experiments_dir={work / 'experiments'}",
+            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+            f"mlflow.artifact_root={work / 'art'}", f"mlflow.enabled={str(mlflow).lower()}",
+            "progress=false", "study=t"]
+    return compose_app("train", base + overrides)
+
+
+def ensure_prepared(cfg: DictConfig) -> Path:
+    """The prepared file a run config reads, made in-process when absent."""
+    path = prepared_file(RunSpec.from_config(cfg))
+    if not path.exists():
+        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
+    return path
+
+
+def prepare_tiny(prepared_dir: Path, preprocesses: Sequence[str], data: Sequence[str] = TINY,
+                 conf: Path = CONF) -> None:
+    """``data`` prepared in-process (fast) into ``prepared_dir``, once per preprocessing."""
+    for pre in preprocesses:
+        # model=linear too: ridge whitening reads model.l2 (preprocess.ridge: ${model.l2})
+        cfg = compose_app("prepare", [*data, f"preprocess={pre}"], conf=conf)
+        prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), 0, prepared_dir)
+
+
+def read_history(path: Path) -> tuple[list[str], np.ndarray]:
+    """A CSV file with a header (history.csv, confusion.csv): header and float rows."""
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.array(rows[1:], dtype=np.float64)
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def quiet(stage_cli: Cli) -> Cli:
+    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate
+    without progress bars)."""
+    def cli(prog: str, *args: str) -> tuple[int, str, str]:
+        return stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+
+    return cli
+
+
+def trained_tiny(work: Path, cli: Cli) -> Path:
+    """TINY trained and evaluated in ``work`` by ``cli`` (made once): the earlier result that
+    faults must not touch."""
+    out = work / "experiments" / "t" / TINY_RUN
+    if not (out / "evaluation.json").exists():
+        code, _, err = cli("train", *TINY, "study=t", *paths(work))
+        assert code == 0, err
+        code, _, err = cli("evaluate", *TINY, "study=t", *paths(work))
+        assert code == 0, err
+    assert {p.name for p in out.iterdir()} >= {"weights.npz", "metrics.json", "evaluation.json"}
+    return out
+
+
+def mlflow_runs(db: Path) -> list[tuple[str, str, str]]:
+    """(run name, status, parent run id or '') of every run in an MLflow SQLite store."""
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as con:
+        rows = con.execute("select r.name, r.status, coalesce(t.value, '') from runs r "
+                           "left join tags t on t.run_uuid = r.run_uuid "
+                           "and t.key = 'mlflow.parentRunId'").fetchall()
+    return [(str(a), str(b), str(c)) for a, b, c in rows]
