@@ -7,6 +7,7 @@ import csv
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -114,3 +115,15 @@ def mlflow_runs(db: Path) -> list[tuple[str, str, str]]:
                            "left join tags t on t.run_uuid = r.run_uuid "
                            "and t.key = 'mlflow.parentRunId'").fetchall()
     return [(str(a), str(b), str(c)) for a, b, c in rows]
+
+
+def sweep_runs(root: Path, study: str) -> tuple[Any, list[Any]]:
+    """The one sweep parent of ``study`` in ``root/mlflow.db`` and its train runs."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("curvlab.kind") == "sweep"]
+    assert len(parents) == 1
+    return parents[0], [r for r in runs if r.data.tags.get("curvlab.kind") == "train"]

@@ -18,22 +18,11 @@ from typing import Any
 
 import pytest
 from support.compose import compose_app
-from support.project import TINY
+from support.project import TINY, sweep_runs
 from support.repo_copy import BIN, env_for, run_cmd
 
 SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]
 
-
-def sweep_runs(root: Path, study: str) -> tuple[Any, list[Any]]:
-    """The one sweep parent of ``study`` in the repo's SQLite store and its train runs."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(study)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("curvlab.kind") == "sweep"]
-    assert len(parents) == 1
-    return parents[0], [r for r in runs if r.data.tags.get("curvlab.kind") == "train"]
 
 
 @pytest.mark.slow

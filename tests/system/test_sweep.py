@@ -7,19 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from support.project import TINY
+from support.project import TINY, sweep_runs
 from support.repo_copy import run_cmd
-
-
-def runs_by_kind(root: Path, study: str) -> tuple[object, list[object]]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(study)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("curvlab.kind") == "sweep"]
-    assert len(parents) == 1
-    return parents[0], [r for r in runs if r.data.tags.get("curvlab.kind") == "train"]
 
 
 @pytest.mark.slow
@@ -30,7 +19,7 @@ def test_parallel_sweep_records_every_job_under_one_parent(repo: Path) -> None:
                    "optimizer.max_iter=200"], cwd=repo)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "n_jobs=2" in res.stdout + res.stderr and "launching 6 jobs" in res.stdout + res.stderr
-    parent, children = runs_by_kind(repo, "sweep")
+    parent, children = sweep_runs(repo, "sweep")
     assert len(children) == 6
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -55,6 +44,6 @@ def test_a_failing_job_fails_the_sweep_but_not_the_others(repo: Path) -> None:
     assert "Traceback" not in res.stderr
     assert "train: error: 1 sweep job(s) failed (job 1)" in res.stderr
     assert "diverged" in res.stderr
-    parent, children = runs_by_kind(repo, "failing")
+    parent, children = sweep_runs(repo, "failing")
     assert parent.info.status == "FAILED"
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
