@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pipeline.core.memory import MEMORY_GB
 from pipeline.core.transforms import PENALTY_SPACE
 
 
@@ -133,12 +134,20 @@ class PathsConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Resource limits checked before work starts (pipeline.core.memory)."""
+
+    memory_gb: float = MEMORY_GB  # GiB: allocation estimates and data files read are bounded by it
+
+
+@dataclass
 class PrepareConfig:
     data: DataConfig = MISSING
     preprocess: PreprocessConfig = MISSING
     model: ModelConfig = MISSING  # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
     seed: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 @dataclass

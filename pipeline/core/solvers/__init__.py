@@ -7,8 +7,9 @@ Each method is a ``_Method`` that knows how to take ONE step (``start`` evaluate
 around it, like the ``solve()`` template of scikit-learn's ``_glm/_newton_solver.py``: the
 stopping rule (‖∇f‖ ≤ tol, ``max_iter``, ``time_budget_s``), the divergence guard (a non-finite
 loss or gradient — or a loss grown by ``divergence_factor`` over the start — ends the run with
-``status='diverged'`` and returns the last finite iterate), the history (row 0 = the start
-point), the callback and the clock live there and nowhere else.
+``status='diverged'`` and returns the last finite iterate; a run that stops on ``max_iter`` or
+its time budget with f − f₀ > ``ENDED_ABOVE``·max(1, |f₀|) is ``diverged`` too), the history
+(row 0 = the start point), the callback and the clock live there and nowhere else.
 
 The clock (``history['time_s']``) covers the work the method itself needs; evaluations made only
 for logging and callbacks are kept out of it (``self.clock.paused()``).
@@ -55,6 +56,8 @@ GRADIENT = 1.0  # X̃w and X̃ᵀr
 HVP = 1.0  # X̃v and X̃ᵀ(D X̃v)
 # Newton-CG's inner solve stops at ‖r‖ ≤ this share of tol at the latest (the next ‖∇f‖ ≈ ‖r‖)
 CG_TOL_SHARE = 0.5
+# a run that stops on max_iter or its time budget with f − f₀ > ENDED_ABOVE · max(1, |f₀|) diverged
+ENDED_ABOVE = 1.0e3
 # keys of OptimizerConfig that describe the start point, not the method (the caller uses them)
 _IGNORED = ("init", "init_scale", "name")
 
@@ -306,6 +309,8 @@ def _iterate(m: _Method, w: FloatArray, *, max_iter: int, tol: float, budget: fl
         w, f, g = w_new, f_new, g_new
         gn = float(np.linalg.norm(g))
         hist.add(it, m.passes, f, gn, t)
+    if status in ("max_iter", "time_budget") and f - f0 > ENDED_ABOVE * max(1.0, abs(f0)):
+        status, msg = "diverged", _ended_above_msg(it, f, f0)
     status, msg = m.finish(status, msg)
     return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=m.lr, history=hist.arrays(),
                           info=m.info())
@@ -325,6 +330,12 @@ def _stop(it: int, gn: float, tol: float, max_iter: int, clock: _Clock,
 def _blew_up(f: float, g: FloatArray, f0: float, div: float) -> bool:
     """Divergence: f or ∇f non-finite, or f − f₀ > div · max(1, |f₀|)."""
     return not _finite(f, g) or f - f0 > div * max(1.0, abs(f0))
+
+
+def _ended_above_msg(it: int, f: float, f0: float) -> str:
+    return (f"loss ended at {f:.3e} after {it} iterations, far above its start {f0:.3e} "
+            f"(f − f₀ > {ENDED_ABOVE:g}·max(1, |f₀|)); the iteration diverged — use lr=auto or "
+            "line_search=true")
 
 
 def _stalled_msg(it: int, gn: float) -> str:
