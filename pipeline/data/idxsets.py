@@ -7,6 +7,7 @@ cache (refused when ``$CURVLAB_OFFLINE=1``). ``data.root`` and ``$CURVLAB_DATA_D
 the folder holding the files or a parent folder holding one ``<folder>/`` per data set. Each file
 may be ``.gz`` or uncompressed; the SHA-256 of its *decompressed* payload is checked whatever the
 source, and a file that belongs to another data set declared in conf/data/ is named as such.
+No file is read or downloaded further than its IDX header declares (at most limits.memory_gb).
 """
 
 from __future__ import annotations
