@@ -33,11 +33,15 @@ GiB = 1 << 30
 
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path → bytes)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def one_error_line(err: str, prog: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
+    lines = [
+        ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln
+    ]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{prog}: error: ") and "Traceback" not in err, err
     return lines[0]
@@ -59,12 +63,18 @@ def bomb(head: bytes, n_mib: int) -> bytes:
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     first = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)
     block = c.compress(bytes(MiB)) + c.flush(zlib.Z_FULL_FLUSH)
-    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + first + block * n_mib + c.flush()
-            + (0).to_bytes(4, "little") + ((len(head) + n_mib * MiB) % 2**32).to_bytes(4, "little"))
+    return (
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+        + first
+        + block * n_mib
+        + c.flush()
+        + (0).to_bytes(4, "little")
+        + ((len(head) + n_mib * MiB) % 2**32).to_bytes(4, "little")
+    )
 
 
 def bounded(fn: Callable[[], Any], max_mib: float = 64, max_s: float = 20) -> BaseException:
-    """Run ``fn``, which must raise; its Python allocations stay under ``max_mib`` and it is fast."""
+    """Run ``fn``, which must raise, with its Python allocations under ``max_mib``, fast."""
     tracemalloc.start()
     t0 = time.perf_counter()
     try:
@@ -86,8 +96,11 @@ def test_the_bomb_helper_is_what_it_says() -> None:
     assert data == b"abc" + bytes(3 * MiB)
 
 
-@pytest.mark.parametrize("head", [idx_header((10,)), idx_header((65536, 65536)), b""],
-                         ids=["small-header-then-zeros", "header-of-4GiB", "zeros-only"])
+@pytest.mark.parametrize(
+    "head",
+    [idx_header((10,)), idx_header((65536, 65536)), b""],
+    ids=["small-header-then-zeros", "header-of-4GiB", "zeros-only"],
+)
 def test_a_gzip_bomb_stops_at_its_header_with_bounded_memory(tmp_path: Path, head: bytes) -> None:
     """~4 MB of gzip that expands to 4 GiB: refused after at most the declared size + 1 byte."""
     p = tmp_path / "train-labels-idx1-ubyte.gz"
@@ -96,19 +109,25 @@ def test_a_gzip_bomb_stops_at_its_header_with_bounded_memory(tmp_path: Path, hea
     err = bounded(lambda: read_idx(p))
     msg = str(err)
     assert isinstance(err, DataError) and "\n" not in msg and str(p) in msg
-    assert {b"": "bad IDX magic", idx_header((10,)): "trailing bytes",
-            idx_header((65536, 65536)): "limits.memory_gb"}[head] in msg
+    assert {
+        b"": "bad IDX magic",
+        idx_header((10,)): "trailing bytes",
+        idx_header((65536, 65536)): "limits.memory_gb",
+    }[head] in msg
 
 
 @pytest.mark.parametrize("declared", [(16,), (2**31, 3)], ids=["header-smaller", "header-6GiB"])
-def test_a_sparse_huge_file_is_refused_from_its_size_without_reading_it(tmp_path: Path,
-                                                                        declared: tuple[int, ...]) -> None:
+def test_a_sparse_huge_file_is_refused_from_its_size_without_reading_it(
+    tmp_path: Path, declared: tuple[int, ...]
+) -> None:
     p = tmp_path / "train-labels-idx1-ubyte"
     with open(p, "wb") as fh:
         fh.write(idx_header(declared))
         fh.truncate(5 * GiB)  # sparse: no disk used
     msg = str(bounded(lambda: read_idx(p), max_mib=4, max_s=5))
-    assert str(p) in msg and ("has trailing bytes" in msg if declared == (16,) else "limits.memory_gb" in msg)
+    assert str(p) in msg and (
+        "has trailing bytes" in msg if declared == (16,) else "limits.memory_gb" in msg
+    )
 
 
 def test_an_idx_header_whose_dimensions_multiply_to_2_64_is_refused(tmp_path: Path) -> None:
@@ -183,13 +202,17 @@ def mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("kind", ["endless", "garbage", "huge"])
-def test_a_download_stops_at_the_size_its_header_declares(tmp_path: Path, mirror: str, kind: str) -> None:
+def test_a_download_stops_at_the_size_its_header_declares(
+    tmp_path: Path, mirror: str, kind: str
+) -> None:
     spec = idxsets.IdxSpec.from_config(catalog.data_config("mnist"))
     dest = tmp_path / "cache"
     dest.mkdir()
     (dest / "train-images-idx3-ubyte.gz").write_bytes(b"an earlier download")
     before = snapshot(dest)
-    msg = str(bounded(lambda: idxsets.download(spec, dest, mirrors=(f"{mirror}/{kind}/",)), max_s=30))
+    msg = str(
+        bounded(lambda: idxsets.download(spec, dest, mirrors=(f"{mirror}/{kind}/",)), max_s=30)
+    )
     assert "could not download train-labels-idx1-ubyte.gz" in msg and "\n" not in msg
     want = {"endless": "sent more than", "garbage": "bad IDX magic", "huge": "announces"}[kind]
     assert want in msg, msg
@@ -207,35 +230,60 @@ def earlier(tmp_path: Path) -> Path:
     """A prepared folder holding an earlier result (tiny synthetic least squares)."""
     from pipeline.prepare import prepare
 
-    prepare({"name": "synthetic_regression", "id": "synth", "n_samples": 300, "n_features": 5},
-            {"name": "none"}, 0, tmp_path / "prepared")
+    prepare(
+        {"name": "synthetic_regression", "id": "synth", "n_samples": 300, "n_features": 5},
+        {"name": "none"},
+        0,
+        tmp_path / "prepared",
+    )
     return tmp_path / "prepared"
 
 
-def test_synthetic_data_beyond_the_memory_budget_is_refused_up_front(earlier: Path, stage_cli: Any) -> None:
+def test_synthetic_data_beyond_the_memory_budget_is_refused_up_front(
+    earlier: Path, stage_cli: Any
+) -> None:
     before = snapshot(earlier)
     t0 = time.perf_counter()
-    code, _, err = stage_cli("prepare", "data=synthetic_regression", "data.n_features=50000",
-                             "data.n_samples=100000", f"paths.prepared_dir={earlier}")
+    code, _, err = stage_cli(
+        "prepare",
+        "data=synthetic_regression",
+        "data.n_features=50000",
+        "data.n_samples=100000",
+        f"paths.prepared_dir={earlier}",
+    )
     line = one_error_line(err, "prepare")
     assert code == 2 and "data.n_features=50000" in line and "limits.memory_gb=4" in line, line
     assert time.perf_counter() - t0 < 30 and snapshot(earlier) == before
     # the same data set under a budget that fits: prepared
-    code, _, err = stage_cli("prepare", "data=synthetic_regression", "data.n_features=50",
-                             "limits.memory_gb=0.5", f"paths.prepared_dir={earlier}")
+    code, _, err = stage_cli(
+        "prepare",
+        "data=synthetic_regression",
+        "data.n_features=50",
+        "limits.memory_gb=0.5",
+        f"paths.prepared_dir={earlier}",
+    )
     assert code == 0, err
-    code, _, err = stage_cli("prepare", "data=synthetic_regression", "limits.memory_gb=-1",
-                             f"paths.prepared_dir={earlier}")
+    code, _, err = stage_cli(
+        "prepare",
+        "data=synthetic_regression",
+        "limits.memory_gb=-1",
+        f"paths.prepared_dir={earlier}",
+    )
     assert code == 2 and "limits.memory_gb=-1" in one_error_line(err, "prepare")
 
 
-def test_an_analytic_study_beyond_the_memory_budget_is_refused_before_any_study(tmp_path: Path,
-                                                                               stage_cli: Any) -> None:
+def test_an_analytic_study_beyond_the_memory_budget_is_refused_before_any_study(
+    tmp_path: Path, stage_cli: Any
+) -> None:
     out = tmp_path / "analytic"
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier result")
-    code, _, err = stage_cli("analytic", "analytic.kappa_sweep.data.n_features=20000",
-                             f"paths.analytic_dir={out}", "mlflow.enabled=false")
+    code, _, err = stage_cli(
+        "analytic",
+        "analytic.kappa_sweep.data.n_features=20000",
+        f"paths.analytic_dir={out}",
+        "mlflow.enabled=false",
+    )
     line = one_error_line(err, "analytic")
     assert code == 2 and "analytic.kappa_sweep" in line and "limits.memory_gb" in line
     assert snapshot(out) == {"earlier.txt": b"an earlier result"}
@@ -245,12 +293,15 @@ def test_an_analytic_study_beyond_the_memory_budget_is_refused_before_any_study(
 
 
 def tiny_set(folder: Path, n_train: int = 30, side: int = 3, n_labels: int = 3) -> dict[str, str]:
-    """Four gzip'd IDX files of ``n_train``/12 images side × side, labels 0..n_labels-1; their digests."""
+    """Four gzip'd IDX files of n_train / 12 images side × side, labels 0..n_labels-1; digests."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     digests = {}
     for split, n in (("train", n_train), ("test", 12)):
-        arrays = {"images": rng.integers(0, 256, (n, side, side)), "labels": np.arange(n) % n_labels}
+        arrays = {
+            "images": rng.integers(0, 256, (n, side, side)),
+            "labels": np.arange(n) % n_labels,
+        }
         for kind, a in arrays.items():
             payload = idx_bytes(a)
             (folder / f"tiny-{split}_{kind}.gz").write_bytes(gzip.compress(payload))
@@ -263,23 +314,32 @@ def tiny_yaml(conf: Path, digests: dict[str, str], root: Path, names: list[str])
     (conf / "data").mkdir(parents=True, exist_ok=True)
     (conf / "data" / "tiny.yaml").write_text(
         f"defaults:\n  - data_schema\n  - _self_\nname: tiny\nid: tiny\nformat: idx\ntitle: Tiny\n"
-        f"root: {root}\nfiles:\n{files}\nclass_names: [{', '.join(names)}]\n")
+        f"root: {root}\nfiles:\n{files}\nclass_names: [{', '.join(names)}]\n"
+    )
 
 
 @pytest.mark.parametrize("case", ["extra_class_names", "zero_training_rows", "zero_pixels"])
-def test_bad_data_is_refused_at_prepare_time_in_one_line(tmp_path: Path, earlier: Path, stage_cli: Any,
-                                                         case: str) -> None:
+def test_bad_data_is_refused_at_prepare_time_in_one_line(
+    tmp_path: Path, earlier: Path, stage_cli: Any, case: str
+) -> None:
     idxsets._CACHE.clear()
     kw = {"zero_training_rows": {"n_train": 0}, "zero_pixels": {"side": 0}}.get(case, {})
     digests = tiny_set(tmp_path / "raw", **kw)
     names = ["a", "b", "c", "d", "e"] if case == "extra_class_names" else ["a", "b", "c"]
     tiny_yaml(tmp_path / "conf", digests, tmp_path / "raw", names)
     before = snapshot(earlier)
-    code, _, err = stage_cli("prepare", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "data=tiny",
-                             f"paths.prepared_dir={earlier}")
+    code, _, err = stage_cli(
+        "prepare",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        "data=tiny",
+        f"paths.prepared_dir={earlier}",
+    )
     line = one_error_line(err, "prepare")
-    want = {"extra_class_names": "data.class_names lists 5 names but Tiny's labels take the values 0..2",
-            "zero_training_rows": "Tiny has no training rows", "zero_pixels": "without a pixel"}[case]
+    want = {
+        "extra_class_names": "data.class_names lists 5 names but Tiny's labels take the values",
+        "zero_training_rows": "Tiny has no training rows",
+        "zero_pixels": "without a pixel",
+    }[case]
     assert code == 2 and want in line, line
     assert snapshot(earlier) == before
 
@@ -290,11 +350,20 @@ def test_a_class_without_training_examples_is_refused(tmp_path: Path) -> None:
     idxsets._CACHE.clear()
     digests = tiny_set(tmp_path / "raw")
     cfg = catalog.data_config("mnist") | {
-        "name": "tiny", "title": "Tiny", "root": str(tmp_path / "raw"), "class_names": ["a", "b", "c"],
+        "name": "tiny",
+        "title": "Tiny",
+        "root": str(tmp_path / "raw"),
+        "class_names": ["a", "b", "c"],
         "files": {k: {"name": f"tiny-{k}", "sha256": d} for k, d in digests.items()},
-        "classes": [0, 1, 7], "reference_accuracy": None}
+        "classes": [0, 1, 7],
+        "reference_accuracy": None,
+    }
     with pytest.raises(DataError, match=r"class 2 \(7\) has no training example"):
         load_dataset({**cfg, "class_names": [str(i) for i in range(8)]}, seed=0)
+    with pytest.raises(
+        DataError, match="the 1 training rows of data.n_train=1 hold a single class"
+    ):
+        load_dataset({**cfg, "classes": [], "n_train": 1}, seed=0)
 
 
 def test_a_loss_that_ends_far_above_its_start_is_diverged() -> None:
@@ -319,8 +388,9 @@ def test_a_loss_that_ends_far_above_its_start_is_diverged() -> None:
 # ------------------------------------------------------------------ one data-set YAML per data set
 
 
-def test_a_broken_sibling_yaml_does_not_change_another_data_sets_message(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_sibling_yaml_does_not_change_another_data_sets_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.data.datasets import load_dataset
 
     idxsets._CACHE.clear()
@@ -331,13 +401,21 @@ def test_a_broken_sibling_yaml_does_not_change_another_data_sets_message(tmp_pat
     monkeypatch.setattr(catalog, "conf_data_dir", lambda: conf)
     digests = tiny_set(tmp_path / "raw")
     good = {k: {"name": f"tiny-{k}", "sha256": d} for k, d in digests.items()}
-    cfg = catalog.data_config("mnist") | {"name": "tiny", "title": "Tiny", "root": str(tmp_path / "raw"),
-                                          "class_names": ["a", "b", "c"], "reference_accuracy": None,
-                                          "files": {**good, "test_labels": {**good["test_labels"],
-                                                                             "sha256": "0" * 64}}}
+    cfg = catalog.data_config("mnist") | {
+        "name": "tiny",
+        "title": "Tiny",
+        "root": str(tmp_path / "raw"),
+        "class_names": ["a", "b", "c"],
+        "reference_accuracy": None,
+        "files": {**good, "test_labels": {**good["test_labels"], "sha256": "0" * 64}},
+    }
     before = snapshot(tmp_path / "raw")
-    for broken in ("name: [unclosed\n", "- a list\n", "name: x\nid: ${nowhere}\nformat: idx\n",
-                   "defaults:\n  - broken\nname: loop\n"):
+    for broken in (
+        "name: [unclosed\n",
+        "- a list\n",
+        "name: x\nid: ${nowhere}\nformat: idx\n",
+        "defaults:\n  - broken\nname: loop\n",
+    ):
         (conf / "broken.yaml").write_text(broken)
         with pytest.raises(DataError) as ei:
             load_dataset(cfg, seed=0)

@@ -232,6 +232,10 @@ def _idx(cfg: Mapping[str, Any], rng: np.random.Generator, memory_gb: float) -> 
     }
     Xtr, ytr = _subsample(Xtr, ytr, cfg.get("n_train"), rng, "n_train")
     Xte, yte = _subsample(Xte, yte, cfg.get("n_test"), rng, "n_test")
+    if np.unique(ytr).size < 2:
+        raise DataError(f"{raw.source}: the {ytr.size} training rows of "
+                        f"data.n_train={cfg.get('n_train')} hold a single class of {title}; "
+                        "raise data.n_train")
     (n_tr, d), n_te = Xtr.shape, Xte.shape[0]
     check_memory(table_bytes(n_tr + n_te, d), f"{title} as float64 ({n_tr} + {n_te} rows × {d})",
                  memory_gb, "lower data.n_train / data.n_test")
