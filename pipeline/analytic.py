@@ -15,6 +15,7 @@ MLflow run (experiment = the study name) with those files as artifacts. The repo
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -28,14 +29,26 @@ from omegaconf import DictConfig
 
 from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, config_keys
-from pipeline.config.schemas import AnalyticConfig, as_kwargs
+from pipeline.config.schemas import (
+    AnalyticConfig,
+    as_kwargs,
+)
 from pipeline.core.errors import ConfigError
+from pipeline.core.memory import (
+    MEMORY_GB,
+    check_memory,
+    check_memory_gb,
+    hessian_bytes,
+    prepare_bytes,
+    synthetic_bytes,
+)
 from pipeline.spec import group_id
 from pipeline.tracking.sweep import JobContext
 
 PROG = "analytic"
 
 
+@dataclass
 @dataclass
 class Study:
     """One computed study: its table, the arrays its figures need, and scalar results."""
@@ -68,7 +81,20 @@ def validate(a: Mapping[str, Any]) -> None:
         raise ConfigError(f"analytic.convexity.functions: unknown {unknown}; choose from {sorted(LECTURE_FUNCTIONS)}")
 
 
-def gd_paths(c: Mapping[str, Any], seed: int) -> Study:
+def check_study_memory(a: Mapping[str, Any], memory_gb: float) -> None:
+    """The κ sweep's synthetic problem and its whitening fit the budget (before any study runs)."""
+    if "kappa_sweep" not in a["studies"]:
+        return
+    from pipeline.data.catalog import complete
+
+    data = complete(dict(a["kappa_sweep"]["data"]))
+    n, d = int(data.get("n_samples", 2000)), int(data.get("n_features", 20))
+    need = max(synthetic_bytes(n, d), prepare_bytes(n, d) + hessian_bytes(d + 1))
+    check_memory(need, f"analytic.kappa_sweep on {n} × {d} synthetic data", memory_gb,
+                 "lower analytic.kappa_sweep.data.n_features or n_samples")
+
+
+def gd_paths(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
     """Claim 1: the GD path per learning rate on each quadratic, and the predicted behaviour."""
     from pipeline.core.studies import study_gd_paths
 
@@ -89,13 +115,14 @@ def gd_paths(c: Mapping[str, Any], seed: int) -> Study:
     return st
 
 
-def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
+def kappa_sweep(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
     """Claim 2: GD iterations to ‖∇f‖ ≤ tol against κ, raw vs whitened; the log–log slope."""
     from pipeline.core.studies import study_kappa_sweep
     from pipeline.data.datasets import load_dataset
 
     with_ids = [{**p, "id": group_id(p)} for p in c["preprocess"]]
-    table = study_kappa_sweep({**c, "preprocess": with_ids}, load_dataset, seed)
+    load = functools.partial(load_dataset, memory_gb=memory_gb)
+    table = study_kappa_sweep({**c, "preprocess": with_ids}, load, seed)
     st = Study(str(c["study"]), "Claim 2 — condition number and whitening", table)
     ids = [group_id(p) for p in c["preprocess"]]
     raw = table[table["preprocess"] == ids[0]]
@@ -112,13 +139,15 @@ def kappa_sweep(c: Mapping[str, Any], seed: int) -> Study:
     return st
 
 
-def convexity(c: Mapping[str, Any], seed: int) -> Study:
+def convexity(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
     """Claim 3: λ_min of the Hessian on the exercise functions' grid and of each model on real data."""
     from pipeline.core.studies import study_convexity_functions, study_convexity_models
     from pipeline.data.datasets import load_dataset
 
     maps, ftab = study_convexity_functions(c)
-    table = pd.concat([ftab, study_convexity_models(c, load_dataset, seed)], ignore_index=True)
+    load = functools.partial(load_dataset, memory_gb=memory_gb)
+    models = study_convexity_models(c, load, seed, memory_gb=memory_gb)
+    table = pd.concat([ftab, models], ignore_index=True)
     st = Study(str(c["study"]), "Claim 3 — convexity", table)
     titles = []
     for i, (label, gx, gy, lam) in enumerate(maps):
@@ -131,7 +160,7 @@ def convexity(c: Mapping[str, Any], seed: int) -> Study:
     return st
 
 
-STUDIES: dict[str, Callable[[Mapping[str, Any], int], Study]] = {
+STUDIES: dict[str, Callable[[Mapping[str, Any], int, float], Study]] = {
     "gd_paths": gd_paths, "kappa_sweep": kappa_sweep, "convexity": convexity}
 
 
@@ -177,12 +206,14 @@ def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
 
     a = cfg["analytic"]
     validate(a)
+    memory_gb = check_memory_gb((cfg.get("limits") or {}).get("memory_gb", MEMORY_GB))
+    check_study_memory(a, memory_gb)
     root = project_path(cfg["paths"]["analytic_dir"])
     check_writable(root)
     computed = []
     for key in a["studies"]:  # every study first: a bad value found in a later one replaces nothing
         t0 = time.perf_counter()
-        st = STUDIES[key](a[key], int(cfg["seed"]))
+        st = STUDIES[key](a[key], int(cfg["seed"]), memory_gb)
         st.params = {k: v for k, v in a[key].items() if k != "study"}
         computed.append((st, time.perf_counter() - t0))
     out = []

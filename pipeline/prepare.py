@@ -22,6 +22,7 @@ from pipeline.cli.entry import stage
 from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.schemas import PrepareConfig, as_kwargs
 from pipeline.core.errors import ConfigError
+from pipeline.core.memory import MEMORY_GB, check_memory, check_memory_gb, prepare_bytes
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
 from pipeline.core.whitening import (
     condition_number,
@@ -66,6 +67,7 @@ def prepare(
     preprocess_cfg: Mapping[str, Any],
     seed: int,
     prepared_dir: str | Path,
+    memory_gb: float = MEMORY_GB,
 ) -> dict[str, Any]:
     """Run the stage on plain dicts; returns the facts written to the ``.json``."""
     t0 = time.perf_counter()
@@ -77,7 +79,11 @@ def prepare(
     pre_id = check_name("preprocess.id", group_id(preprocess_cfg))
     out = prepared_path(prepared_dir, prepared_stem(data_id, pre_id))
     check_writable(out)  # a read-only folder fails now, not after the work
-    ds = load_dataset(data_cfg, seed)
+    memory_gb = check_memory_gb(memory_gb)
+    ds = load_dataset(data_cfg, seed, memory_gb)
+    n_rows, d = ds.X_train.shape[0] + ds.X_test.shape[0], ds.n_features
+    check_memory(prepare_bytes(n_rows, d), f"preprocessing {n_rows} rows × {d} features", memory_gb,
+                 "use fewer rows or features (data.n_train, data.n_features)")
     val: tuple[np.ndarray, np.ndarray] | None = None
     if val_fraction > 0:  # held out before anything is fitted on the training rows
         rows, val_rows = validation_split(ds.y_train, val_fraction, seed, ds.task != "regression")
@@ -180,7 +186,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     check_boundary(cfg)
     data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
-    facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir)
+    facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir, cfg.limits.memory_gb)
     path = prepared_path(cfg.paths.prepared_dir, prepared_stem(str(data_cfg["id"]), group_id(pre_cfg)))
     print(summary(facts, path, time.perf_counter() - t0), flush=True)
     return facts

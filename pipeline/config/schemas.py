@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pipeline.core.memory import MEMORY_GB
 from pipeline.core.transforms import PENALTY_SPACE
 
 
@@ -134,6 +135,13 @@ class PathsConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Resource limits checked before work starts (pipeline.core.memory)."""
+
+    memory_gb: float = MEMORY_GB  # GiB: allocation estimates and data files read are bounded by it
+
+
+@dataclass
 class AppBase:
     """The keys every stage's config has: the seed, the project's folders, MLflow tracking."""
 
@@ -147,6 +155,7 @@ class PrepareConfig(AppBase):
     data: DataConfig = MISSING
     preprocess: PreprocessConfig = MISSING
     model: ModelConfig = MISSING  # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 @dataclass
@@ -206,6 +215,7 @@ class AnalyticOptions:
 @dataclass
 class AnalyticConfig(AppBase):
     analytic: AnalyticOptions = field(default_factory=AnalyticOptions)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 # the report page's optional parts

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.memory import MEMORY_GB, check_memory, hessian_bytes
 
 Grad = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -116,7 +117,7 @@ def study_convexity_functions(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, A
 
 
 def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, Any]], Any],
-                           seed: int = 0) -> pd.DataFrame:
+                           seed: int = 0, memory_gb: float = MEMORY_GB) -> pd.DataFrame:
     """Claim 3b: λ_min of the dense Hessian of each model's loss on a small MNIST subsample at random points
     (``load_dataset(data_cfg)`` gives the data set of each entry)."""
     from pipeline.core.objectives import make_objective
@@ -125,7 +126,7 @@ def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[
     rng = np.random.default_rng(seed)
     rows = []
     loaded: dict[str, Any] = {}
-    for spec in cfg["models"]:
+    for i, spec in enumerate(cfg["models"]):
         data_cfg = dict(spec["data"])
         data_cfg.setdefault("seed", seed)
         key = repr(sorted(data_cfg.items()))
@@ -137,6 +138,9 @@ def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[
             X = X.reshape(-1, side // pool, pool, side // pool, pool).mean(axis=(2, 4)).reshape(X.shape[0], -1)
         obj = make_objective(str(spec["model"]), X, ds.y_train, l2=0.0, fit_intercept=True,
                              n_classes=ds.n_classes, dtype="float64")
+        what = f"analytic.convexity.models[{i}] ({spec['model']}, {obj.n_params} parameters)"
+        check_memory(hessian_bytes(obj.n_params), what, memory_gb,
+                     f"raise analytic.convexity.models[{i}].pool")
         t0 = time.perf_counter()
         n_pts = int(cfg.get("n_points", 3))
         points = np.vstack([np.zeros((1, obj.n_params)),

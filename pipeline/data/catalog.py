@@ -35,7 +35,8 @@ def known_names() -> list[str]:
 
 def _load_yaml(name: str, seen: tuple[str, ...] = ()) -> Any:
     """conf/data/<name>.yaml merged over the data sets its ``defaults`` list names (same group, then _self_)."""
-    from omegaconf import OmegaConf
+    import yaml
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     path = conf_data_dir() / f"{name}.yaml"
@@ -44,8 +45,10 @@ def _load_yaml(name: str, seen: tuple[str, ...] = ()) -> Any:
                           "or add conf/data/<name>.yaml")
     try:
         node = OmegaConf.load(path)
-    except (OSError, OmegaConfBaseException, ValueError) as err:
+    except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: unreadable data set YAML ({' '.join(str(err).split())}); fix the file") from None
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{path}: a data set YAML must be a mapping of keys; fix the file")
     parents = [d for d in node.pop("defaults", []) or [] if isinstance(d, str) and d != "_self_"]
     return OmegaConf.merge(*[_load_yaml(p, (*seen, name)) for p in parents], node)
 
@@ -57,12 +60,13 @@ def data_config(name: str) -> dict[str, Any]:
 
     from pipeline.config.schemas import DataConfig
 
+    node = _load_yaml(name)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(DataConfig), _load_yaml(name))
+        merged = OmegaConf.merge(OmegaConf.structured(DataConfig), node)
+        return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         raise ConfigError(f"conf/data/{name}.yaml does not fit the data schema "
                           f"({' '.join(str(err).split())}); fix the file") from None
-    return OmegaConf.to_container(merged, resolve=True)  # type: ignore[return-value]
 
 
 def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,13 +77,17 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def known_files() -> dict[str, tuple[str, str, str]]:
-    """SHA-256 of every IDX payload declared in conf/data/ -> (title, data name, file name)."""
+    """SHA-256 of every IDX payload declared in conf/data/ -> (title, data name, file name); a YAML
+    that does not load is skipped (its own data set reports it)."""
     out: dict[str, tuple[str, str, str]] = {}
     for name in known_names():
         try:
             cfg = data_config(name)
-        except ConfigError:
+        except (ConfigError, RecursionError):
             continue
-        for f in (cfg.get("files") or {}).values():
-            out.setdefault(str(f["sha256"]).lower(), (str(cfg.get("title") or name), name, str(f["name"])))
+        files = cfg.get("files")
+        for f in files.values() if isinstance(files, dict) else ():
+            if isinstance(f, dict) and f.get("sha256") and f.get("name"):
+                title = str(cfg.get("title") or name)
+                out.setdefault(str(f["sha256"]).lower(), (title, name, str(f["name"])))
     return out

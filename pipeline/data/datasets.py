@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.memory import MEMORY_GB, budget_bytes, check_memory, synthetic_bytes, table_bytes
 from pipeline.data.catalog import complete
 from pipeline.data.idxsets import SPLITS, IdxSpec, load_idx_set
 
@@ -174,19 +175,42 @@ def _map_labels(
     return y, y >= 0
 
 
-def _idx(cfg: Mapping[str, Any], rng: np.random.Generator) -> Dataset:
-    raw = load_idx_set(IdxSpec.from_config(cfg), cfg.get("root"))
+def check_labels(source: str, title: str, train_labels: np.ndarray, test_labels: np.ndarray,
+                 names: list[Any], classes: list[Any]) -> int:
+    """The number of label values 0..top; a DataError when a split has no rows or ``class_names`` do
+    not match the labels (a label without a name, or names beyond the largest label)."""
+    for split, labels in (("training", train_labels), ("test", test_labels)):
+        if labels.size == 0:
+            raise DataError(f"{source}: {title} has no {split} rows; replace its {split} files "
+                            "with good copies")
+    top = int(max(train_labels.max(), test_labels.max()))
+    if names and top >= len(names):
+        raise DataError(f"{source}: {title} has label value {top} but data.class_names lists only "
+                        f"{len(names)} names; add the missing names to its conf/data YAML")
+    if names and not classes and len(names) > top + 1:
+        raise DataError(f"{source}: data.class_names lists {len(names)} names but {title}'s "
+                        f"labels take the values 0..{top} ({top + 1} classes); remove the extra "
+                        "names from its conf/data YAML (or pick the classes with data.classes)")
+    return max(len(names), top + 1)
+
+
+def check_classes(source: str, title: str, y: np.ndarray, names: list[str]) -> None:
+    """Every class has a training example (else its weights are never fitted)."""
+    counts = np.bincount(y, minlength=len(names))
+    empty = [f"{k} ({names[k]})" for k in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"{source}: {title}'s class {', '.join(empty)} has no training example; "
+                        "fix data.classes or data.class_names, or the label files")
+
+
+def _idx(cfg: Mapping[str, Any], rng: np.random.Generator, memory_gb: float) -> Dataset:
+    raw = load_idx_set(IdxSpec.from_config(cfg), cfg.get("root"), budget_bytes(memory_gb))
     scale = float(cfg.get("scale", 1.0 / 255.0))
+    title = str(cfg.get("title") or cfg["name"])
+    names, classes = list(cfg.get("class_names") or []), list(cfg.get("classes") or [])
+    n_labels = check_labels(raw.source, title, raw.train_labels, raw.test_labels, names, classes)
     Xtr = raw.train_images.reshape(raw.train_images.shape[0], -1)
     Xte = raw.test_images.reshape(raw.test_images.shape[0], -1)
-    title = str(cfg.get("title") or cfg["name"])
-    names = list(cfg.get("class_names") or [])
-    top = int(max(raw.train_labels.max(initial=0), raw.test_labels.max(initial=0)))
-    n_labels = max(len(names), top + 1)
-    if names and top >= len(names):
-        raise DataError(f"{raw.source}: {title} has label value {top} but data.class_names lists only "
-                        f"{len(names)} names; add the missing names to its conf/data YAML")
-    classes = list(cfg.get("classes") or [])
     if classes:
         ytr, mtr = _map_labels(raw.train_labels, classes, n_labels)
         yte, mte = _map_labels(raw.test_labels, classes, n_labels)
@@ -199,6 +223,7 @@ def _idx(cfg: Mapping[str, Any], rng: np.random.Generator) -> Dataset:
     if n_classes < 2 or ytr.size == 0:
         raise DataError(f"{raw.source}: {title} yields {n_classes} class(es) and {ytr.size} training "
                         "examples; a classifier needs two classes or more (check data.classes)")
+    check_classes(raw.source, title, ytr, class_names(cfg, n_labels))
     task = "binary" if n_classes == 2 else "multiclass"
     meta: dict[str, Any] = {
         "source": raw.source, "sha256": dict(raw.sha256), "scale": scale, "title": title,
@@ -207,6 +232,13 @@ def _idx(cfg: Mapping[str, Any], rng: np.random.Generator) -> Dataset:
     }
     Xtr, ytr = _subsample(Xtr, ytr, cfg.get("n_train"), rng, "n_train")
     Xte, yte = _subsample(Xte, yte, cfg.get("n_test"), rng, "n_test")
+    if np.unique(ytr).size < 2:
+        raise DataError(f"{raw.source}: the {ytr.size} training rows of "
+                        f"data.n_train={cfg.get('n_train')} hold a single class of {title}; "
+                        "raise data.n_train")
+    (n_tr, d), n_te = Xtr.shape, Xte.shape[0]
+    check_memory(table_bytes(n_tr + n_te, d), f"{title} as float64 ({n_tr} + {n_te} rows × {d})",
+                 memory_gb, "lower data.n_train / data.n_test")
     # uint8 -> float64 and scaling in one pass each (no Python loop over images)
     Xtr = np.multiply(Xtr, scale, dtype=np.float64)
     Xte = np.multiply(Xte, scale, dtype=np.float64)
@@ -254,15 +286,20 @@ def synthetic_regression(
     )
 
 
-def load_dataset(cfg: Mapping[str, Any], seed: int | None = None) -> Dataset:
-    """Load the data set a ``data`` config names; ``seed`` (else ``cfg['seed']``, else 0) fixes all randomness."""
+def load_dataset(cfg: Mapping[str, Any], seed: int | None = None,
+                 memory_gb: float = MEMORY_GB) -> Dataset:
+    """Load the data set a ``data`` config names; ``seed`` (else ``cfg['seed']``, else 0) fixes all
+    randomness; reads and arrays beyond ``memory_gb`` (limits.memory_gb) are refused up front."""
     cfg = complete(cfg)
     validate_data_config(cfg)
     if seed is None:
         seed = int(cfg.get("seed", 0) or 0)
     rng = np.random.default_rng(seed)
     if cfg["format"] == "idx":
-        return _idx(cfg, rng)
+        return _idx(cfg, rng, memory_gb)
+    n, d = int(cfg.get("n_samples", 2000)), int(cfg.get("n_features", 20))
+    check_memory(synthetic_bytes(n, d), f"synthetic data of data.n_samples={n} × "
+                 f"data.n_features={d}", memory_gb, "lower data.n_features or data.n_samples")
     ds = synthetic_regression(
         int(cfg.get("n_samples", 2000)),
         int(cfg.get("n_features", 20)),

@@ -7,11 +7,13 @@ cache (refused when ``$CURVLAB_OFFLINE=1``). ``data.root`` and ``$CURVLAB_DATA_D
 the folder holding the files or a parent folder holding one ``<folder>/`` per data set. Each file
 may be ``.gz`` or uncompressed; the SHA-256 of its *decompressed* payload is checked whatever the
 source, and a file that belongs to another data set declared in conf/data/ is named as such.
+No file is read or downloaded further than its IDX header declares (at most limits.memory_gb).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 import urllib.error
@@ -19,13 +21,20 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from pipeline.core.errors import DataError
 from pipeline.data.catalog import data_config, known_files, project_root
-from pipeline.data.idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_bytes
+from pipeline.data.idx import (
+    DEFAULT_MAX_BYTES,
+    MAGIC_IMAGES,
+    MAGIC_LABELS,
+    declared_size,
+    parse_idx,
+    read_bytes,
+)
 
 SPLITS: tuple[str, ...] = ("train_images", "train_labels", "test_images", "test_labels")
 ENV_DATA_DIR = "CURVLAB_DATA_DIR"
@@ -117,7 +126,8 @@ def _check_dir(directory: Path, spec: IdxSpec, origin: str) -> Path:
     return directory
 
 
-def resolve_source(spec: IdxSpec, root: str | Path | None = None) -> tuple[Path, str]:
+def resolve_source(spec: IdxSpec, root: str | Path | None = None,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Path, str]:
     """The directory to read the data set from (and which setting named it), downloading when needed."""
     if root is not None and str(root) != "":
         return _check_dir(Path(root).expanduser(), spec, "data.root"), "data.root"
@@ -127,7 +137,7 @@ def resolve_source(spec: IdxSpec, root: str | Path | None = None) -> tuple[Path,
         return _check_dir(Path(env).expanduser(), spec, origin), origin
     cache = cache_dir(spec.folder)
     if not _has_all(cache, spec):
-        download(spec, cache)
+        download(spec, cache, max_bytes=max_bytes)
     return cache, f"the download cache {cache}"
 
 
@@ -152,8 +162,10 @@ def _mismatch(spec: IdxSpec, name: str, digest: str, path: Path | str, origin: s
     )
 
 
-def download(spec: IdxSpec, dest: Path, mirrors: tuple[str, ...] | None = None) -> None:
-    """Download the missing files into ``dest``, trying each mirror in turn (atomic, verified)."""
+def download(spec: IdxSpec, dest: Path, mirrors: tuple[str, ...] | None = None,
+             max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Download the missing files into ``dest``, trying each mirror in turn (atomic, verified, each
+    stopped once it sends more than its IDX header declares, at most ``max_bytes`` decompressed)."""
     mirrors = spec.mirrors if mirrors is None else mirrors
     if os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
         raise DataError(
@@ -166,8 +178,6 @@ def download(spec: IdxSpec, dest: Path, mirrors: tuple[str, ...] | None = None) 
             f"{spec.title} not found (no data.root, no ${ENV_DATA_DIR}, nothing in {dest}) and its config "
             f"lists no download mirrors (data.mirrors); copy the four IDX files into {dest} or set {ENV_DATA_DIR}"
         )
-    from tqdm.auto import tqdm
-
     dest.mkdir(parents=True, exist_ok=True)
     for name in spec.names:
         if _find_file(dest, name) is not None:
@@ -178,16 +188,9 @@ def download(spec: IdxSpec, dest: Path, mirrors: tuple[str, ...] | None = None) 
             fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest)
             tmp = Path(tmp_name)
             try:
-                with (
-                    os.fdopen(fd, "wb") as out,
-                    urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp,
-                ):
-                    total = int(resp.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=f"{name}.gz") as bar:
-                        while chunk := resp.read(1 << 16):
-                            out.write(chunk)
-                            bar.update(len(chunk))
-                digest = hashlib.sha256(read_bytes(tmp)).hexdigest()
+                with os.fdopen(fd, "wb") as out:
+                    fetch(url, out, max_bytes)
+                digest = hashlib.sha256(read_bytes(tmp, max_bytes)).hexdigest()
                 if digest != spec.sha256[name]:  # verified BEFORE the rename
                     raise _mismatch(spec, name, digest, url, "data.mirrors")
                 os.replace(tmp, dest / f"{name}.gz")
@@ -203,18 +206,59 @@ def download(spec: IdxSpec, dest: Path, mirrors: tuple[str, ...] | None = None) 
             )
 
 
+def gzip_bound(size: int) -> int:
+    """The most bytes a gzip file of ``size`` decompressed bytes takes: deflate's stored blocks add
+    5 bytes per 16 KiB at worst; 64 KiB cover the gzip header, its file name and trailer."""
+    return size + size // 1000 + (1 << 16)
+
+
+def fetch(url: str, out: BinaryIO, max_bytes: int) -> int:
+    """Stream ``url`` into ``out``, stopping as soon as it sends more than its IDX header declares
+    (at most ``max_bytes`` decompressed); returns the bytes written."""
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        limit = gzip_bound(max_bytes)
+        if total is not None and total > limit:
+            raise DataError(f"announces {total} bytes, more than the {limit} bytes "
+                            "limits.memory_gb allows; the mirror is wrong")
+        head, got, declared = b"", 0, None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as bar:
+            while chunk := resp.read(1 << 16):
+                got += len(chunk)
+                if got > limit:
+                    raise DataError(f"sent more than {limit} bytes (the most its IDX header "
+                                    "allows); stopped, the mirror is wrong")
+                out.write(chunk)
+                bar.update(len(chunk))
+                if declared is None:
+                    head += chunk
+                    declared = declared_size(head, url, max_bytes)
+                    if declared is None and len(head) >= 1 << 20:
+                        raise DataError("its first MiB holds no IDX header; not an IDX file")
+                    if declared is not None:
+                        limit = gzip_bound(declared) if head[:2] == b"\x1f\x8b" else declared
+                        head = b""
+    return got
+
+
 _CACHE: dict[tuple, IdxRaw] = {}
 
 
-def load_idx_set(spec: IdxSpec, root: str | Path | None = None) -> IdxRaw:
-    """Load a data set's four IDX files as arrays, verified against the SHA-256 of each decompressed payload."""
-    directory, origin = resolve_source(spec, root)
+def load_idx_set(spec: IdxSpec, root: str | Path | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> IdxRaw:
+    """Load a data set's four IDX files as arrays, verified against the SHA-256 of each decompressed
+    payload; no file is read beyond its header's size or ``max_bytes``."""
+    directory, origin = resolve_source(spec, root, max_bytes)
     directory = directory.resolve()
     paths = {n: _find_file(directory, n) for n in spec.names}
     key = (tuple(sorted(spec.sha256.items())), *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths.values() if p))
     if key in _CACHE:
         return _CACHE[key]
-    payloads = {n: read_bytes(p) for n, p in paths.items() if p is not None}
+    magics = {n: MAGIC_IMAGES if s.endswith("images") else MAGIC_LABELS
+              for s, n in spec.files.items()}
+    payloads = {n: read_bytes(p, max_bytes, magics[n]) for n, p in paths.items() if p is not None}
     digests = {n: hashlib.sha256(buf).hexdigest() for n, buf in payloads.items()}
     bad = [n for n in spec.names if digests[n] != spec.sha256[n]]
     known = known_files() if bad else {}
@@ -224,20 +268,8 @@ def load_idx_set(spec: IdxSpec, root: str | Path | None = None) -> IdxRaw:
         raise _mismatch(spec, n, digests[n], paths[n], origin)  # type: ignore[arg-type]
     arrays = {}
     for split, n in spec.files.items():
-        magic = MAGIC_IMAGES if split.endswith("images") else MAGIC_LABELS
-        arrays[split] = parse_idx(payloads[n], name=str(paths[n]), expected_magic=magic)
-    for split in ("train", "test"):
-        n_img, n_lab = arrays[f"{split}_images"].shape[0], arrays[f"{split}_labels"].shape[0]
-        if n_img != n_lab:
-            raise DataError(
-                f"{directory}: {split} images/labels count mismatch ({n_img} images, {n_lab} labels); "
-                "the two files come from different sets, replace them with a matching pair"
-            )
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise DataError(
-            f"{directory}: train images are {arrays['train_images'].shape[1:]} but test images are "
-            f"{arrays['test_images'].shape[1:]}; the files come from different data sets, replace them"
-        )
+        arrays[split] = parse_idx(payloads[n], name=str(paths[n]), expected_magic=magics[n])
+    check_shapes(arrays, directory)
     if bad:
         raise _mismatch(spec, bad[0], digests[bad[0]], paths[bad[0]], origin)  # type: ignore[arg-type]
     raw = IdxRaw(
@@ -251,6 +283,30 @@ def load_idx_set(spec: IdxSpec, root: str | Path | None = None) -> IdxRaw:
     _CACHE.clear()  # keep at most one data set (≈ 55 MB) in memory
     _CACHE[key] = raw
     return raw
+
+
+def check_shapes(arrays: Mapping[str, np.ndarray], directory: Path) -> None:
+    """Images and labels of a split agree in number, train and test images in shape; images have
+    pixels."""
+    for split in ("train", "test"):
+        n_img, n_lab = arrays[f"{split}_images"].shape[0], arrays[f"{split}_labels"].shape[0]
+        if n_img != n_lab:
+            raise DataError(
+                f"{directory}: {split} images/labels count mismatch ({n_img} images, "
+                f"{n_lab} labels); "
+                "the two files come from different sets, replace them with a matching pair"
+            )
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(
+            f"{directory}: train images are {arrays['train_images'].shape[1:]} but test images are "
+            f"{arrays['test_images'].shape[1:]}; the files come from different data sets, "
+            "replace them"
+        )
+    if math.prod(arrays["train_images"].shape[1:]) == 0:
+        raise DataError(
+            f"{directory}: the images are {arrays['train_images'].shape[1:]}, without a pixel; "
+            "replace the image files with good copies"
+        )
 
 
 def mnist_spec() -> IdxSpec:

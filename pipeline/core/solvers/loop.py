@@ -5,8 +5,9 @@ Each method is a ``Method`` that knows how to take ONE step (``start`` evaluates
 around it, like the ``solve()`` template of scikit-learn's ``_glm/_newton_solver.py``: the
 stopping rule (‖∇f‖ ≤ tol, ``max_iter``, ``time_budget_s``), the divergence guard (a non-finite
 loss or gradient — or a loss grown by ``divergence_factor`` over the start — ends the run with
-``status='diverged'`` and returns the last finite iterate), the history (row 0 = the start
-point), the callback and the clock live there and nowhere else.
+``status='diverged'`` and returns the last finite iterate; a run that stops on ``max_iter`` or
+its time budget with f − f₀ > ``ENDED_ABOVE``·max(1, |f₀|) is ``diverged`` too), the history
+(row 0 = the start point), the callback and the clock live there and nowhere else.
 
 The clock (``history['time_s']``) covers the work the method itself needs; evaluations made only
 for logging and callbacks are kept out of it (``self.clock.paused()``).
@@ -41,6 +42,8 @@ HISTORY_KEYS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes
 FORWARD = 0.5  # X̃w: a value-only evaluation
 GRADIENT = 1.0  # X̃w and X̃ᵀr
 HVP = 1.0  # X̃v and X̃ᵀ(D X̃v)
+# a run that stops on max_iter or its time budget with f − f₀ > ENDED_ABOVE · max(1, |f₀|) diverged
+ENDED_ABOVE = 1.0e3
 
 Callback = Callable[[int, dict[str, float]], Any]
 Step = tuple[FloatArray, float, FloatArray, float]  # w_new, f(w_new), ∇f(w_new), step size
@@ -206,6 +209,8 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
         w, f, g = w_new, f_new, g_new
         gn = float(np.linalg.norm(g))
         hist.add(it, m.passes, f, gn, t)
+    if status in ("max_iter", "time_budget") and f - f0 > ENDED_ABOVE * max(1.0, abs(f0)):
+        status, msg = "diverged", ended_above_msg(it, f, f0)
     status, msg = m.finish(status, msg)
     return OptimizeResult(w=w, status=status, message=msg, n_iter=it, lr=m.lr,
                           history=hist.arrays(), info=m.info())
@@ -238,6 +243,13 @@ def stalled_msg(it: int, gn: float) -> str:
     """The message of a line search that found no decrease."""
     return (f"Armijo line search found no decrease at iteration {it} (‖∇f‖ = {gn:.3e}); "
             "tol is below the attainable precision — raise tol")
+
+
+def ended_above_msg(it: int, f: float, f0: float) -> str:
+    """The message of a run that stopped far above its starting loss."""
+    return (f"loss ended at {f:.3e} after {it} iterations, far above its start {f0:.3e} "
+            f"(f − f₀ > {ENDED_ABOVE:g}·max(1, |f₀|)); the iteration diverged — use lr=auto or "
+            "line_search=true")
 
 
 def diverged_msg(it: int, f: float, f0: float) -> str:
