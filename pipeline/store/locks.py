@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.errors import CurvlabError
+from pipeline.store.writer import write_error
 
 LOCK_TIMEOUT_S = 600.0  # how long a writer waits for the one holding the folder
 _POLL_S = 0.1
@@ -59,15 +60,24 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _try_lock_or_fail(path: Path) -> int | None:
+    """``_try_lock``; an OSError (read-only, no space) becomes the writer's one-line WriteError."""
+    try:
+        return _try_lock(path)
+    except OSError as err:
+        raise write_error(path, err) from None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path, who: str, timeout_s: float | None = None) -> Iterator[None]:
     """Hold ``folder``'s exclusive lock for the block; wait up to ``timeout_s`` (default
     ``LOCK_TIMEOUT_S``) for another holder, saying so once on stderr, then a LockedError."""
     path = lock_path(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
     limit = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
     deadline, said = time.monotonic() + limit, False
-    while (fd := _try_lock(path)) is None:
+    while (fd := _try_lock_or_fail(path)) is None:
         if time.monotonic() >= deadline:
             raise LockedError(f"{folder} is being written by {_holder(path)} (lock {path}); "
                               f"wait for it to finish, or stop it, and rerun")
@@ -77,8 +87,9 @@ def folder_lock(folder: Path, who: str, timeout_s: float | None = None) -> Itera
             said = True
         time.sleep(_POLL_S)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        with contextlib.suppress(OSError):  # the pid only names the holder (a full disk: none)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         yield
     finally:
         with contextlib.suppress(OSError):
