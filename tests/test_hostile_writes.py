@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -259,7 +260,8 @@ def test_an_evaluation_of_other_weights_is_skipped_by_the_report(project: Path) 
 # ------------------------------------------------------------------ one writer per run folder
 
 
-def test_writers_of_one_run_folder_are_serialized_by_a_lock(project: Path) -> None:
+def test_writers_of_one_run_folder_are_serialized_by_a_lock(project: Path, stage_cli: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     run = run_folder(project)
     code = ("import time; from pathlib import Path; from pipeline.store.locks import folder_lock\n"
             f"with folder_lock(Path({str(run)!r}), 'holder'):\n"
@@ -269,10 +271,11 @@ def test_writers_of_one_run_folder_are_serialized_by_a_lock(project: Path) -> No
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         before = snapshot(run)
-        with pytest.raises(locks.LockedError) as err:
-            with locks.folder_lock(run, "evaluate", timeout_s=0.3):
-                pytest.fail("two writers of one run folder")
-        assert f"being written by pid {holder.pid}" in str(err.value) and "\n" not in str(err.value)
+        monkeypatch.setattr(locks, "LOCK_TIMEOUT_S", 0.5)
+        code, _, err = stage_cli("evaluate", *SYNTH, *paths(project))
+        lines = err.strip().splitlines()
+        assert code == 2 and lines[0] == f"evaluate: waiting for pid {holder.pid} to finish writing {run}"
+        assert len(lines) == 2 and f"being written by pid {holder.pid}" in lines[1], err
         assert snapshot(run) == before
     finally:
         holder.send_signal(signal.SIGKILL)  # the kernel drops a dead holder's lock
