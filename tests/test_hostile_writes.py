@@ -61,6 +61,13 @@ def cli(prog: str, args: list[str], cwd: Path, timeout: float = 120) -> subproce
                           env=env_for(REPO_ROOT), text=True, capture_output=True, timeout=timeout)
 
 
+def report_cli(tmp: Path, reports: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m pipeline.report`` over the runs of ``tmp`` into ``reports`` (no MLflow)."""
+    return cli("report", [f"paths.experiments_dir={tmp / 'exp'}", f"paths.reports_dir={reports}",
+                          f"paths.reference_dir={tmp / 'ref'}", f"paths.analytic_dir={tmp / 'an'}"],
+               tmp, timeout=90)
+
+
 def run_folder(tmp: Path) -> Path:
     return tmp / "exp" / "t" / RUN
 
@@ -87,9 +94,14 @@ def test_a_swap_never_crosses_a_mount_point(tmp_path: Path, monkeypatch: pytest.
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "index.html").write_text("old report")
-    with mounted(reports / "public", monkeypatch):
+    with mounted(reports / "public", monkeypatch) as how:
         (reports / "public" / "page.html").write_text("x")
         before = snapshot(reports)
+        if how == "tmpfs":  # the stage itself (a simulated mount point is not seen by a child)
+            proc = report_cli(tmp_path, reports)
+            assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            assert f"{reports / 'public'} is a mount point" in proc.stderr
+            assert snapshot(reports) == before
         for attempt in (lambda: writer.check_writable(reports),
                         lambda: writer.update_dir(reports, {"index.html": lambda p: p.write_text("new")})):
             with pytest.raises(tree.TreeError) as err:
@@ -165,9 +177,13 @@ def test_a_fifo_in_a_run_folder_or_reports_never_hangs_a_stage(project: Path) ->
         fifo.unlink()
     reports = project / "reports"
     reports.mkdir(exist_ok=True)
+    (reports / "index.html").write_text("old report")
     os.mkfifo(reports / "pipe")
-    with pytest.raises(tree.TreeError, match="is a FIFO, not a regular file"):
-        writer.check_writable(reports)
+    before = snapshot(reports)
+    proc = report_cli(project, reports)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"{reports / 'pipe'} is a FIFO, not a regular file" in proc.stderr
+    assert snapshot(reports) == before and stat.S_ISFIFO((reports / "pipe").lstat().st_mode)
     with pytest.raises(DataError, match="is a FIFO, not a regular file"):
         read_file(reports / "pipe", lambda p: p.read_bytes(), "unreadable", "fix")  # never opened
 
