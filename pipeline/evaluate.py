@@ -78,9 +78,10 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     with folder_lock(out, PROG):  # a retrain of this run waits: the scores stay with the weights
         result, mlflow_run_id = score_run(out)
     log_to_mlflow(spec, mlflow_run_id, result, out)
-    acc = "" if result["test_accuracy"] is None else f"test accuracy {result['test_accuracy']:.4f}, "
-    print(f"{PROG}: {out.name}: {acc}test loss {result['test_loss']:.6g} -> {out / 'evaluation.json'}",
-          flush=True)
+    acc = result["test_accuracy"]
+    acc_text = "" if acc is None else f"test accuracy {acc:.4f}, "
+    print(f"{PROG}: {out.name}: {acc_text}test loss {result['test_loss']:.6g} -> "
+          f"{out / 'evaluation.json'}", flush=True)
     return result
 
 

@@ -1,4 +1,4 @@
-"""A hostile file system and concurrent writers: every fault ends in one line, earlier results intact.
+"""A hostile file system and concurrent writers: each fault ends in one line, earlier results kept.
 
 One case per class: a mount point in a swapped folder, the replaced folder's mode/owner/ACL, a FIFO
 in a run folder or reports/, the temporaries of a SIGKILLed writer, reserved folder names, an
@@ -56,7 +56,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
-def cli(prog: str, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(prog: str, args: list[str], cwd: Path,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", f"pipeline.{prog}", *args], cwd=cwd,
                           env=env_for(REPO_ROOT), text=True, capture_output=True, timeout=timeout)
 
@@ -79,7 +80,8 @@ def run_folder(tmp: Path) -> Path:
 def mounted(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A tmpfs at ``path`` (as root); else a simulated mount point (``os.path.ismount`` patched)."""
     path.mkdir(parents=True, exist_ok=True)
-    real = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], capture_output=True).returncode == 0
+    mount = subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(path)], capture_output=True)
+    real = mount.returncode == 0
     if not real:
         ismount = os.path.ismount
         monkeypatch.setattr(tree.os.path, "ismount", lambda p: Path(p) == path or ismount(p))
@@ -90,7 +92,8 @@ def mounted(path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             subprocess.run(["umount", str(path)], check=True)
 
 
-def test_a_swap_never_crosses_a_mount_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_swap_never_crosses_a_mount_point(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     reports = tmp_path / "reports"
     reports.mkdir()
     (reports / "index.html").write_text("old report")
@@ -102,8 +105,9 @@ def test_a_swap_never_crosses_a_mount_point(tmp_path: Path, monkeypatch: pytest.
             assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
             assert f"{reports / 'public'} is a mount point" in proc.stderr
             assert snapshot(reports) == before
+        new = {"index.html": lambda p: p.write_text("new")}
         for attempt in (lambda: writer.check_writable(reports),
-                        lambda: writer.update_dir(reports, {"index.html": lambda p: p.write_text("new")})):
+                        lambda: writer.update_dir(reports, new)):
             with pytest.raises(tree.TreeError) as err:
                 attempt()
             msg = str(err.value)
@@ -142,8 +146,9 @@ def test_the_swap_keeps_mode_owner_and_acl(tmp_path: Path) -> None:
     dest.mkdir()
     (dest / "keep.txt").write_text("kept")
     os.chmod(dest, 0o700)
-    acl = _acl([(0x01, 7, 0xFFFFFFFF), (0x02, 5, 4242), (0x04, 0, 0xFFFFFFFF), (0x10, 5, 0xFFFFFFFF),
-                (0x20, 0, 0xFFFFFFFF)])  # user::rwx user:4242:r-x group::--- mask::r-x other::---
+    anyone = 0xFFFFFFFF
+    acl = _acl([(0x01, 7, anyone), (0x02, 5, 4242), (0x04, 0, anyone), (0x10, 5, anyone),
+                (0x20, 0, anyone)])  # user::rwx user:4242:r-x group::--- mask::r-x other::---
     xattrs = {"user.curvlab": b"tag"}
     for name, value in [("system.posix_acl_access", acl), *xattrs.items()]:
         with contextlib.suppress(OSError):  # a file system without ACLs / user xattrs: mode only
@@ -194,7 +199,8 @@ def test_a_fifo_in_a_run_folder_or_reports_never_hangs_a_stage(project: Path) ->
 def test_a_sigkilled_writer_leaves_nothing_the_next_stage_keeps(project: Path) -> None:
     target = project / "prepared" / "victim.npz"
     code = ("import sys,time; from pipeline.store import writer\n"
-            "def w(t):\n    t.write_bytes(b'x' * 4096); print('ready', flush=True); time.sleep(60)\n"
+            "def w(t):\n"
+            "    t.write_bytes(b'x' * 4096); print('ready', flush=True); time.sleep(60)\n"
             f"writer.write_atomic({str(target)!r}, w)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env_for(REPO_ROOT), text=True,
                             stdout=subprocess.PIPE)
@@ -208,7 +214,8 @@ def test_a_sigkilled_writer_leaves_nothing_the_next_stage_keeps(project: Path) -
     runs = snapshot(project / "exp")
     before = snapshot(project / "prepared")
     del before[str(stale[0].relative_to(project / "prepared"))]
-    args = [a for a in [*SYNTH, *paths(project)] if a.startswith(("data", "model", "preprocess", "paths.prep"))]
+    args = [a for a in [*SYNTH, *paths(project)]
+            if a.startswith(("data", "model", "preprocess", "paths.prep"))]
     out = cli("prepare", args, project)
     assert out.returncode == 0, out.stderr
     assert not stale[0].exists() and live.exists()
@@ -243,8 +250,9 @@ def test_the_reserved_list_covers_every_folder_a_stage_owns_whole() -> None:
     from pipeline.config.paths import RESERVED_DIRS
 
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    owned = {str(o).split("/")[1] for s in stages.values() if "pipeline.train" not in str(s.get("cmd"))
-             and "pipeline.evaluate" not in str(s.get("cmd"))
+    writers_of_runs = ("pipeline.train", "pipeline.evaluate")
+    owned = {str(o).split("/")[1] for s in stages.values()
+             if not any(w in str(s.get("cmd")) for w in writers_of_runs)
              for o in s.get("outs", []) if str(o).startswith("experiments/")}
     assert owned == set(RESERVED_DIRS)
 
@@ -276,8 +284,8 @@ def test_an_evaluation_of_other_weights_is_skipped_by_the_report(project: Path) 
 # ------------------------------------------------------------------ one writer per run folder
 
 
-def test_writers_of_one_run_folder_are_serialized_by_a_lock(project: Path, stage_cli: Any,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writers_of_one_run_folder_are_serialized_by_a_lock(
+        project: Path, stage_cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     run = run_folder(project)
     code = ("import time; from pathlib import Path; from pipeline.store.locks import folder_lock\n"
             f"with folder_lock(Path({str(run)!r}), 'holder'):\n"
@@ -290,7 +298,8 @@ def test_writers_of_one_run_folder_are_serialized_by_a_lock(project: Path, stage
         monkeypatch.setattr(locks, "LOCK_TIMEOUT_S", 0.5)
         code, _, err = stage_cli("evaluate", *SYNTH, *paths(project))
         lines = err.strip().splitlines()
-        assert code == 2 and lines[0] == f"evaluate: waiting for pid {holder.pid} to finish writing {run}"
+        waiting = f"evaluate: waiting for pid {holder.pid} to finish writing {run}"
+        assert code == 2 and lines[0] == waiting
         assert len(lines) == 2 and f"being written by pid {holder.pid}" in lines[1], err
         assert snapshot(run) == before
     finally:

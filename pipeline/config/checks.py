@@ -224,7 +224,8 @@ def check_reserved(cfg: Any) -> None:
         stage = RESERVED_DIRS[str(study)][0]
         raise ConfigError(f"study={study} is reserved: experiments/{study}/ belongs to `{stage}` "
                           "and `dvc repro` replaces it; choose another study name")
-    paths = OmegaConf.to_container(cfg.paths, resolve=True) if "paths" in cfg and cfg.paths is not None else {}
+    node = cfg.paths if "paths" in cfg else None
+    paths = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     given = {f"paths.{k}": v for k, v in paths.items() if isinstance(v, str)}
     if isinstance(cfg.get("run_dir"), str):
         given["run_dir"] = cfg.run_dir

@@ -25,7 +25,7 @@ _NO_XATTR = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.ENOSYS)
 
 
 class TreeError(CurvlabError):
-    """A folder holds something a swap must not touch (a mount point, a FIFO, a socket, a device)."""
+    """A folder holds what a swap must not touch (a mount point, a FIFO, a socket, a device)."""
 
 
 def special_kind(mode: int) -> str | None:
@@ -45,7 +45,8 @@ def is_mount_point(path: Path) -> bool:
 
 
 def check_tree(dest: Path, what: str = "replace") -> None:
-    """Refuse (TreeError) when ``dest`` is or holds a mount point or holds a FIFO, socket or device."""
+    """Refuse (TreeError) a ``dest`` that is or holds a mount point, or holds a FIFO, socket or
+    device."""
     if not dest.is_dir() or dest.is_symlink():
         return
     if is_mount_point(dest):
@@ -98,7 +99,7 @@ def _copy_xattrs(src: Path, dst: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Delete ``path`` and what it holds, never descending into another file system (best effort)."""
+    """Delete ``path`` and what it holds, never entering another file system (best effort)."""
     try:
         dev = os.lstat(path).st_dev
     except OSError:
