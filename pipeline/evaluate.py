@@ -23,7 +23,8 @@ from pipeline.config.paths import project_path
 from pipeline.config.schemas import EvaluateConfig
 from pipeline.core.errors import CurvlabError, DataError
 from pipeline.spec import RunSpec
-from pipeline.store.prepared import load_prepared_for
+from pipeline.store.locks import folder_lock
+from pipeline.store.prepared import file_sha256, load_prepared_for
 from pipeline.store.rundir import (
     read_json,
     read_run_config,
@@ -70,14 +71,28 @@ def locate_run(spec: RunSpec, given: str | None) -> Path:
 @config_keys()
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
-    from pipeline.spec import run_objective
-
     ctx = ctx or JobContext()
     check_boundary(cfg)
     spec = RunSpec.from_config(cfg, ctx.overrides)
     out = locate_run(spec, cfg.get("run_dir"))
+    with folder_lock(out, PROG):  # a retrain of this run waits: the scores stay with the weights
+        result, mlflow_run_id = score_run(out)
+    log_to_mlflow(spec, mlflow_run_id, result, out)
+    acc = result["test_accuracy"]
+    acc_text = "" if acc is None else f"test accuracy {acc:.4f}, "
+    print(f"{PROG}: {out.name}: {acc_text}test loss {result['test_loss']:.6g} -> "
+          f"{out / 'evaluation.json'}", flush=True)
+    return result
+
+
+def score_run(out: Path) -> tuple[dict[str, Any], str | None]:
+    """Score the weights of the run folder ``out``, write evaluation.json (+ confusion.csv);
+    returns the evaluation and the run's MLflow run id."""
+    from pipeline.spec import run_objective
+
     run_cfg = read_run_config(out / "config.yaml")
     metrics = read_json(out / "metrics.json")
+    weights_sha = file_sha256(out / "weights.npz")
     w = read_weights(out / "weights.npz")
     run = RunSpec.from_config(run_cfg)  # the run as trained: its own prepared data and model
     dataset, transform, _facts, _ = load_prepared_for(run)
@@ -96,6 +111,7 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         "test_accuracy": None,
         "class_names": None,
         "per_class_accuracy": None,
+        "weights_sha256": weights_sha,
     }
     conf = None
     if dataset.task != "regression":
@@ -108,11 +124,7 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
         result["class_names"] = class_names_of(dataset.meta, c)
         result["per_class_accuracy"] = per_class_accuracy(conf)
     write_evaluation(out, result, conf)
-    log_to_mlflow(spec, metrics.get("mlflow_run_id"), result, out)
-    acc = "" if result["test_accuracy"] is None else f"test accuracy {result['test_accuracy']:.4f}, "
-    print(f"{PROG}: {out.name}: {acc}test loss {result['test_loss']:.6g} -> {out / 'evaluation.json'}",
-          flush=True)
-    return result
+    return result, metrics.get("mlflow_run_id")
 
 
 def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out: Path) -> None:

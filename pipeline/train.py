@@ -24,6 +24,7 @@ from pipeline.config.schemas import TrainConfig
 from pipeline.core.errors import NumericalError
 from pipeline.core.solvers import SGD_KEYS, check_sgd_options
 from pipeline.spec import RunSpec
+from pipeline.store.locks import folder_lock
 from pipeline.store.prepared import check_model_fits_data, file_sha256, load_prepared_for
 from pipeline.store.rundir import run_dir, write_run
 from pipeline.store.writer import check_writable
@@ -72,7 +73,8 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - t0
         val = (facts["X_val"], facts["y_val"]) if "X_val" in facts else None
         metrics = summarize(spec, objective, dataset, result, seconds, run_id, val, obj_id)
-        save_run(out_dir, spec, objective, result, metrics)
+        with folder_lock(out_dir, PROG):  # an evaluate of the old weights finishes first
+            save_run(out_dir, spec, objective, result, metrics)
         if tracker is not None:  # inside the try: a logging failure ends it FAILED
             log_result(tracker, run_id, result, metrics, out_dir)
     except BaseException as err:

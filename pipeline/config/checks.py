@@ -213,3 +213,33 @@ def check_boundary(cfg: Any) -> None:
         if value is None and key.endswith(".id"):  # the id defaults to the name
             key, value = f"{group}.name", OmegaConf.select(cfg, f"{group}.name", default=None)
         check_name(key, value)
+    check_reserved(cfg)
+
+
+def check_reserved(cfg: Any) -> None:
+    """No ``study`` naming, and no ``paths.*`` / ``run_dir`` inside, a folder a DVC stage owns
+    (``pipeline.config.paths.RESERVED_DIRS``); else a one-line ConfigError naming the key."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    from pipeline.config.paths import RESERVED_DIRS, project_path, reserved_folders
+    from pipeline.core.errors import ConfigError
+
+    study = cfg.get("study") if "study" in cfg else None
+    if study is not None and str(study) in RESERVED_DIRS:
+        stage = RESERVED_DIRS[str(study)][0]
+        raise ConfigError(f"study={study} is reserved: experiments/{study}/ belongs to `{stage}` "
+                          "and `dvc repro` replaces it; choose another study name")
+    node = cfg.paths if "paths" in cfg else None
+    paths = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    given = {f"paths.{k}": v for k, v in paths.items() if isinstance(v, str)}
+    if isinstance(cfg.get("run_dir"), str):
+        given["run_dir"] = cfg.run_dir
+    for folder, name in reserved_folders(paths).items():
+        stage, owner = RESERVED_DIRS[name]
+        for key, value in given.items():
+            p = os.path.abspath(project_path(value))
+            if key != owner and os.path.commonpath([p, str(folder)]) == str(folder):
+                raise ConfigError(f"{key}={value} lies in {folder}, which `{stage}` owns (`dvc "
+                                  f"repro` replaces it); point {key} at another folder")

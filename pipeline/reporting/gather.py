@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.store.prepared import file_sha256
 from pipeline.store.rundir import (
     load_confusion,
     read_config_dict,
@@ -51,11 +52,25 @@ def _read_json(path: Path) -> dict[str, Any]:
     return read_json(path, fix="rerun the stage that wrote it")
 
 
-def _check_weights(run_dir: Path) -> None:
-    """A run's weights.npz and confusion.csv, when present, are readable (the report shows them)."""
-    if (run_dir / "weights.npz").exists():
-        read_weights(run_dir / "weights.npz")
+def _check_weights(run_dir: Path, eval_dir: Path | None = None) -> None:
+    """A run's weights.npz and confusion.csv, when present, are readable (the report shows them),
+    and its evaluation.json (in ``eval_dir``, default ``run_dir``) scored these weights."""
+    weights = run_dir / "weights.npz"
+    if weights.exists():
+        read_weights(weights)
+        check_scored(weights, (eval_dir or run_dir) / "evaluation.json")
     load_confusion(run_dir)
+
+
+def check_scored(weights: Path, evaluation: Path) -> None:
+    """evaluation.json's ``weights_sha256`` (when it has one) is the SHA-256 of ``weights``; else a
+    one-line DataError (the evaluation belongs to other weights)."""
+    if not evaluation.exists():
+        return
+    scored = _read_json(evaluation).get("weights_sha256")
+    if scored is not None and scored != file_sha256(weights):
+        raise DataError(f"{evaluation}: scored other weights than {weights} (weights_sha256 "
+                        f"{str(scored)[:12]}… differs); rerun `python -m pipeline.evaluate`")
 
 
 def _read_run(run_dir: Path, run_id: str, art_dir: Path | None = None) -> tuple[
@@ -194,7 +209,7 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         try:
             history = read_history(art_dir / "history.csv") if (art_dir / "history.csv").exists() else None
             config = read_config_dict(art_dir / "config.yaml")
-            _check_weights(run_dir)
+            _check_weights(run_dir, art_dir)
         except DataError as err:
             skipped.append((run_id, f"MLflow run {rid}: {err}"))
             continue

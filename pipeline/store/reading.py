@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from pipeline.core.errors import DataError
+from pipeline.store.tree import special_kind
 
 T = TypeVar("T")
 
@@ -36,7 +38,14 @@ def read_file(
     damage: tuple[type[BaseException], ...] = (Exception,),
 ) -> T:
     """``read(path)``; a missing file, a permission error or a ``damage`` exception is one DataError
-    (``missing`` replaces the fix in the not-found line)."""
+    (``missing`` replaces the fix in the not-found line); anything but a regular file (a FIFO, a
+    socket, a device) is refused unopened: opening a FIFO would block."""
+    try:
+        kind = special_kind(os.stat(path).st_mode)
+    except OSError:
+        kind = None  # missing or not readable: ``read`` says which
+    if kind:
+        raise damaged(path, f"is {kind}, not a regular file", None, fix)
     try:
         return read(Path(path))
     except FileNotFoundError:

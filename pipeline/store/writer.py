@@ -10,7 +10,14 @@ when the block ends normally its files are fsynced, the entries of the old folde
 ``carry`` are hard-linked (or copied) in, and the new folder is swapped in with one
 ``renameat2(RENAME_EXCHANGE)`` (two renames where the file system lacks it); the old folder is
 deleted only after that. On any exception (disk full, permission denied, Ctrl-C, SIGTERM) the
-sibling is deleted and ``dest`` is left byte-identical.
+sibling is deleted and ``dest`` is left byte-identical. The new folder gets the mode, owner and
+extended attributes (POSIX ACLs) of the one it replaces; a ``dest`` that is or holds a mount
+point, a FIFO, a socket or a device is refused before anything is written
+(``pipeline.store.tree``), and nothing but regular files is ever opened.
+
+Temporary names carry the writer's pid (``.<name>.<pid>-<random>.tmp``, ``.<name>.new-<pid>-…``);
+``clean_stale_temps(folder)`` deletes those of dead processes (SIGKILL, power loss) and runs on
+every write into a folder and in ``check_writable`` (a stage's first check).
 
 An ``OSError`` while writing (no space, read-only file system, permission denied) becomes a
 ``WriteError`` — a one-line ``CurvlabError`` naming the path and the fix.
@@ -27,7 +34,9 @@ import io
 import json
 import math
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Container, Iterator, Mapping
 from pathlib import Path
@@ -36,11 +45,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import CurvlabError
+from pipeline.store.tree import check_tree, copy_folder_meta, remove_tree
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _RENAME_EXCHANGE = 2
 _NEW, _OLD = ".new-", ".old-"
+_STALE = re.compile(r"\.(?P<name>.+?)(?:\.(?P<kind>new|old)-(?P<pid>\d+)-.+"
+                    r"|\.(?P<fpid>\d+)-[^.]+\.tmp)")
 
 
 class WriteError(CurvlabError):
@@ -83,7 +95,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """fsync a regular file (anything else is skipped: opening a FIFO would block)."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
@@ -94,7 +109,8 @@ def _fsync_file(path: Path) -> None:
 
 
 def _temp_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix = f".{path.name}.{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give it a normal file's mode
     return Path(tmp)
@@ -114,6 +130,7 @@ def write_group(writers: Mapping[Path, Callable[[Path], None]]) -> None:
             current = Path(path)
             with _translate(current):
                 current.parent.mkdir(parents=True, exist_ok=True)
+                clean_stale_temps(current.parent)
                 tmp = _temp_beside(current)
                 temps[current] = tmp
                 write(tmp)
@@ -239,24 +256,33 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale(dest: Path) -> None:
-    """Delete temporary siblings of ``dest`` left by a killed process (SIGKILL, power loss).
+    """Delete temporary siblings of ``dest`` left by a killed process (``clean_stale_temps``)."""
+    clean_stale_temps(dest.parent)
 
-    A leftover ``.old-`` sibling while ``dest`` itself is missing is the previous folder of a
-    swap that was cut between its two renames: it is moved back first.
+
+def clean_stale_temps(folder: Path) -> None:
+    """Delete the temporary files and folders of dead writers in ``folder`` (SIGKILL, power loss).
+
+    A leftover ``.old-`` sibling while its folder itself is missing is the previous folder of a
+    swap that was cut between its two renames: it is moved back instead.
     """
-    parent = dest.parent
-    if not parent.is_dir():
+    try:
+        names = os.listdir(folder)
+    except OSError:
         return
-    for p in parent.glob(f".{dest.name}.*-*"):
-        kind, _, rest = p.name[len(dest.name) + 1 :].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind + "-" not in (_NEW, _OLD) or not pid.isdigit() or _pid_alive(int(pid)):
+    for name in names:
+        m = _STALE.fullmatch(name)
+        if m is None or _pid_alive(int(m["pid"] or m["fpid"])):
             continue
+        p, dest = folder / name, folder / m["name"]
         with contextlib.suppress(OSError):
-            if kind + "-" == _OLD and not dest.exists():
+            if m["fpid"]:
+                if stat.S_ISREG(os.lstat(p).st_mode):
+                    os.unlink(p)
+            elif m["kind"] == "old" and not os.path.lexists(dest):
                 os.rename(p, dest)
             else:
-                shutil.rmtree(p)
+                remove_tree(p)
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -272,16 +298,16 @@ def _link_tree(src: Path, dst: Path) -> None:
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
-    except OSError:
+    except OSError as err:
+        if err.errno == errno.EXDEV or not stat.S_ISREG(os.lstat(src).st_mode):
+            raise  # never copy across file systems, never open a special file
         shutil.copy2(src, dst)
 
 
 def _fsync_tree(root: Path) -> None:
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
-            p = Path(dirpath) / f
-            if not p.is_symlink():
-                _fsync_file(p)
+            _fsync_file(Path(dirpath) / f)
         _fsync_dir(Path(dirpath))
 
 
@@ -320,13 +346,19 @@ def replace_dir(dest: Path | str, carry: Container[str] | Callable[[str], bool] 
     keep = carry if callable(carry) else (lambda n: n in carry)  # type: ignore[operator]
     with _translate(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale(dest)
+        check_tree(dest)
+        clean_stale_temps(dest.parent)
         new = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=dest.parent))
-        os.chmod(new, 0o777 & ~_UMASK)
     old: Path | None = None
     try:
+        with _translate(dest):
+            if dest.is_dir() and not dest.is_symlink():
+                copy_folder_meta(dest, new)  # before the block: new files inherit its default ACL
+            else:
+                os.chmod(new, 0o777 & ~_UMASK)
         yield new
         with _translate(dest):
+            check_tree(dest)
             if dest.is_dir():
                 for entry in sorted(os.listdir(dest)):
                     if keep(entry) and not os.path.lexists(new / entry):
@@ -339,19 +371,22 @@ def replace_dir(dest: Path | str, carry: Container[str] | Callable[[str], bool] 
     finally:
         for leftover in (new, old):
             if leftover is not None and os.path.lexists(leftover):
-                shutil.rmtree(leftover, ignore_errors=True)
+                remove_tree(leftover)
 
 
 def check_writable(dest: Path | str) -> None:
-    """Fail early (a WriteError) when ``dest`` could not be created or replaced; creates nothing.
+    """Fail early (a WriteError / TreeError) when ``dest`` could not be created or replaced;
+    creates nothing, and deletes the temporaries of dead writers beside ``dest``.
 
     Probes the nearest existing folder on the way to ``dest`` with a temporary sibling.
     """
     dest = Path(dest).absolute()
     with _translate(dest):
+        check_tree(dest)
         base = dest.parent
         while not base.exists() and base != base.parent:
             base = base.parent
+        clean_stale_temps(base)
         probe = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=base))
         probe.rmdir()
         if dest.exists() and not os.access(dest, os.W_OK | (os.X_OK if dest.is_dir() else 0)):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (relative path → bytes), dot-folders included."""
+    """Every regular file under ``root`` (relative path → bytes), dot-folders included; FIFOs,
+    sockets and devices are never opened."""
     return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if stat.S_ISREG(p.lstat().st_mode)}
 
 
 def error_lines(err: str) -> list[str]:
