@@ -62,7 +62,8 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
     if rep["source"] == "mlflow":
         from pipeline.tracking.mlflow import reading_store
 
-        return gather_mlflow(str(rep["experiment"]), reading_store(cfg["mlflow"]), stage_dir / ".mlflow",
+        uri = reading_store(cfg["mlflow"])  # never creates a store
+        return gather_mlflow(str(rep["experiment"]), uri, stage_dir / ".mlflow",
                              local_experiments=project_path(cfg["paths"]["experiments_dir"]))
     exp = project_path(cfg["paths"]["experiments_dir"])
     try:

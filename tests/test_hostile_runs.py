@@ -33,12 +33,16 @@ LONG_RUN = f"{RUN},optimizer.max_iter=100000000,optimizer.tol=0"
 
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (relative path → bytes), dot-folders included."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def one_error_line(err: str, prog: str) -> str:
-    """The stderr of a failed command must be exactly one ``prog: error:`` line (log lines aside)."""
-    lines = [ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln]
+    """The stderr of a failed command is exactly one ``prog: error:`` line (log lines aside)."""
+    lines = [
+        ln for ln in err.splitlines() if ln.strip() and " INFO " not in ln and "[HYDRA]" not in ln
+    ]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{prog}: error: ") and "Traceback" not in err, err
     return lines[0]
@@ -54,9 +58,13 @@ def mlflow_runs(db: Path) -> list[tuple[str, str, str]]:
 
 
 def paths(work: Path, **over: str) -> list[str]:
-    base = {"paths.prepared_dir": str(work / "prepared"), "paths.experiments_dir": str(work / "experiments"),
-            "paths.reports_dir": str(work / "reports"), "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
-            "mlflow.artifact_root": str(work / "art")}
+    base = {
+        "paths.prepared_dir": str(work / "prepared"),
+        "paths.experiments_dir": str(work / "experiments"),
+        "paths.reports_dir": str(work / "reports"),
+        "mlflow.tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        "mlflow.artifact_root": str(work / "art"),
+    }
     base.update(over)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -77,7 +85,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def cli(stage_cli: Any) -> Any:
     """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process."""
-    return lambda prog, *args: stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+    return lambda prog, *args: stage_cli(
+        prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else [])
+    )
 
 
 @pytest.fixture
@@ -92,8 +102,15 @@ def trained(work: Path, cli: Any) -> Path:
 
 
 def _popen(args: list[str], work: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=work, env=env_for(REPO_ROOT), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=work,
+        env=env_for(REPO_ROOT),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _wait_running(db: Path, n: int = 1, timeout: float = 180.0) -> None:
@@ -144,8 +161,16 @@ def _children(pid: int) -> list[int]:
 def test_sighup_ends_a_run_killed_with_one_line(work: Path, trained: Path, tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
     before = snapshot(work / "experiments")
-    proc = _popen(["pipeline.train", *TINY, "study=t", *LONG,
-                   *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"})], work)
+    proc = _popen(
+        [
+            "pipeline.train",
+            *TINY,
+            "study=t",
+            *LONG,
+            *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"}),
+        ],
+        work,
+    )
     try:
         _wait_running(db)
         time.sleep(0.5)
@@ -162,7 +187,10 @@ def test_sighup_ends_a_run_killed_with_one_line(work: Path, trained: Path, tmp_p
 def test_signal_handlers_cover_hangup_and_leave_ignored_signals_ignored() -> None:
     from pipeline.cli import entry
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGINT, signal.SIGTERM)}
+    saved = {
+        s: signal.getsignal(s)
+        for s in (signal.SIGHUP, signal.SIGUSR1, signal.SIGINT, signal.SIGTERM)
+    }
     try:
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # as nohup leaves SIGHUP
@@ -192,33 +220,54 @@ def test_a_rerun_closes_only_stale_running_records_of_its_name(tmp_path: Path) -
     from pipeline.tracking.mlflow import Tracker
     from pipeline.tracking.owner import owner_tags
 
-    tracker = Tracker({"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "artifact_root": str(tmp_path / "a")})
+    tracker = Tracker(
+        {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "artifact_root": str(tmp_path / "a")}
+    )
     exp = tracker.experiment_id("s")
     me = owner_tags()
     create = tracker.client.create_run
     stale = create(exp, run_name="r", tags={**me, "curvlab.pid": str(_dead_pid())}).info.run_id
-    live = create(exp, run_name="r", tags={**me, "curvlab.pid": str(os.getppid()),
-                                           "curvlab.pid_start": ""}).info.run_id
+    live = create(
+        exp, run_name="r", tags={**me, "curvlab.pid": str(os.getppid()), "curvlab.pid_start": ""}
+    ).info.run_id
     unknown = create(exp, run_name="r", tags={}).info.run_id  # no owner recorded: left alone
-    away = create(exp, run_name="r", tags={**me, "curvlab.host": "elsewhere",
-                                           "curvlab.pid": str(_dead_pid())}).info.run_id
+    away = create(
+        exp, run_name="r", tags={**me, "curvlab.host": "elsewhere", "curvlab.pid": str(_dead_pid())}
+    ).info.run_id
     other = create(exp, run_name="q", tags={**me, "curvlab.pid": str(_dead_pid())}).info.run_id
     new = tracker.start_run("s", "r", {"curvlab.kind": "train"})
-    status = {rid: tracker.client.get_run(rid).info.status
-              for rid in (stale, live, unknown, away, other, new)}
-    assert status == {stale: "KILLED", live: "RUNNING", unknown: "RUNNING", away: "RUNNING",
-                      other: "RUNNING", new: "RUNNING"}
+    status = {
+        rid: tracker.client.get_run(rid).info.status
+        for rid in (stale, live, unknown, away, other, new)
+    }
+    assert status == {
+        stale: "KILLED",
+        live: "RUNNING",
+        unknown: "RUNNING",
+        away: "RUNNING",
+        other: "RUNNING",
+        new: "RUNNING",
+    }
     assert tracker.client.get_run(new).data.tags["curvlab.pid"] == str(os.getpid())
 
 
 @pytest.mark.slow
-def test_sigkill_then_rerun_closes_the_crashed_record(work: Path, trained: Path, tmp_path: Path) -> None:
+def test_sigkill_then_rerun_closes_the_crashed_record(
+    work: Path, trained: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "mlflow.db"
     exp = tmp_path / "experiments"
     shutil.copytree(work / "experiments", exp)
     before = snapshot(exp)
-    args = ["pipeline.train", *TINY, "study=t", *LONG,
-            *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}", "paths.experiments_dir": str(exp)})]
+    args = [
+        "pipeline.train",
+        *TINY,
+        "study=t",
+        *LONG,
+        *paths(
+            work, **{"mlflow.tracking_uri": f"sqlite:///{db}", "paths.experiments_dir": str(exp)}
+        ),
+    ]
     first = _popen(args, work)
     try:
         _wait_running(db)
@@ -245,10 +294,27 @@ def test_sigkill_then_rerun_closes_the_crashed_record(work: Path, trained: Path,
 @pytest.mark.slow
 def test_sweep_workers_exit_when_the_launcher_is_killed(work: Path, tmp_path: Path) -> None:
     db = tmp_path / "mlflow.db"
-    proc = _popen(["pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
-                   "study=orphans", *LONG, "optimizer.lr=0.1,0.2", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}",
-                                   "paths.experiments_dir": str(tmp_path / "experiments")})], work)
+    proc = _popen(
+        [
+            "pipeline.train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *TINY,
+            "study=orphans",
+            *LONG,
+            "optimizer.lr=0.1,0.2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *paths(
+                work,
+                **{
+                    "mlflow.tracking_uri": f"sqlite:///{db}",
+                    "paths.experiments_dir": str(tmp_path / "experiments"),
+                },
+            ),
+        ],
+        work,
+    )
     try:
         _wait_running(db, 3, timeout=240)  # the parent and both jobs
         workers = [p for p in _children(proc.pid) if _alive(p)]
@@ -269,18 +335,39 @@ def test_sweep_workers_exit_when_the_launcher_is_killed(work: Path, tmp_path: Pa
 # ------------------------------------------------------------------ launcher and sweeper settings
 
 
-@pytest.mark.parametrize("setting,want", [
-    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 is not allowed"),
-    (["experiment=hw3_sgd", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is not allowed"),
-    (["experiment=hw3_sgd", "hydra.sweeper.n_jobs=-1"], "hydra.sweeper.n_jobs=-1 is not allowed"),
-])
-def test_sweep_counts_are_refused_before_anything_starts(work: Path, trained: Path, cli: Any,
-                                                         tmp_path: Path, setting: list[str], want: str) -> None:
+@pytest.mark.parametrize(
+    "setting,want",
+    [
+        (
+            ["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+            "hydra.launcher.n_jobs=0 is not allowed",
+        ),
+        (
+            ["experiment=hw3_sgd", "hydra.sweeper.n_trials=0"],
+            "hydra.sweeper.n_trials=0 is not allowed",
+        ),
+        (
+            ["experiment=hw3_sgd", "hydra.sweeper.n_jobs=-1"],
+            "hydra.sweeper.n_jobs=-1 is not allowed",
+        ),
+    ],
+)
+def test_sweep_counts_are_refused_before_anything_starts(
+    work: Path, trained: Path, cli: Any, tmp_path: Path, setting: list[str], want: str
+) -> None:
     before = snapshot(work)
     db = tmp_path / "mlflow.db"
     sweep = tmp_path / "sweep"
-    code, _, err = cli("train", "-m", *setting, *TINY, "study=sw", "optimizer.lr=0.1,0.2",
-                       f"hydra.sweep.dir={sweep}", *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"}))
+    code, _, err = cli(
+        "train",
+        "-m",
+        *setting,
+        *TINY,
+        "study=sw",
+        "optimizer.lr=0.1,0.2",
+        f"hydra.sweep.dir={sweep}",
+        *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"}),
+    )
     assert code == 2 and want in one_error_line(err, "train")
     assert mlflow_runs(db) == [] and not sweep.exists()
     assert snapshot(work) == before
@@ -292,10 +379,19 @@ def test_sweep_settings_check() -> None:
     from pipeline.config.sweeps import check_sweep_settings
     from pipeline.core.errors import ConfigError
 
-    for ok in ({"launcher": {"n_jobs": -1}}, {"launcher": {"n_jobs": None}}, {"sweeper": {"n_trials": 1}}, {}):
+    for ok in (
+        {"launcher": {"n_jobs": -1}},
+        {"launcher": {"n_jobs": None}},
+        {"sweeper": {"n_trials": 1}},
+        {},
+    ):
         check_sweep_settings(OmegaConf.create(ok))
-    for bad in ({"launcher": {"n_jobs": 0}}, {"launcher": {"n_jobs": 1.5}}, {"sweeper": {"n_trials": -3}},
-                {"sweeper": {"n_trials": True}}):
+    for bad in (
+        {"launcher": {"n_jobs": 0}},
+        {"launcher": {"n_jobs": 1.5}},
+        {"sweeper": {"n_trials": -3}},
+        {"sweeper": {"n_trials": True}},
+    ):
         with pytest.raises(ConfigError, match=r"^hydra\.(launcher|sweeper)\.n_"):
             check_sweep_settings(OmegaConf.create(bad))
 
@@ -303,19 +399,39 @@ def test_sweep_settings_check() -> None:
 # ------------------------------------------------------------------ the report's MLflow source
 
 
-def test_report_never_creates_an_mlflow_store(work: Path, trained: Path, cli: Any, tmp_path: Path) -> None:
+def test_report_never_creates_an_mlflow_store(
+    work: Path, trained: Path, cli: Any, tmp_path: Path
+) -> None:
     before = snapshot(work)
     typo = tmp_path / "mlfow.db"
-    code, _, err = cli("report", "report.source=mlflow", "report.experiment=t",
-                       *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{typo}",
-                                       "paths.reports_dir": str(tmp_path / "r")}))
+    code, _, err = cli(
+        "report",
+        "report.source=mlflow",
+        "report.experiment=t",
+        *paths(
+            work,
+            **{
+                "mlflow.tracking_uri": f"sqlite:///{typo}",
+                "paths.reports_dir": str(tmp_path / "r"),
+            },
+        ),
+    )
     assert code == 2 and "does not exist" in one_error_line(err, "report")
     assert not typo.exists() and not (tmp_path / "r").exists()
     truncated = tmp_path / "truncated.db"
     truncated.write_bytes((work / "mlflow.db").read_bytes()[:3000])
-    code, _, err = cli("report", "report.source=mlflow", "report.experiment=t",
-                       *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{truncated}",
-                                       "paths.reports_dir": str(tmp_path / "r")}))
+    code, _, err = cli(
+        "report",
+        "report.source=mlflow",
+        "report.experiment=t",
+        *paths(
+            work,
+            **{
+                "mlflow.tracking_uri": f"sqlite:///{truncated}",
+                "paths.reports_dir": str(tmp_path / "r"),
+            },
+        ),
+    )
     assert code == 2 and "not a readable MLflow database" in one_error_line(err, "report")
     assert truncated.read_bytes() == (work / "mlflow.db").read_bytes()[:3000]
     assert snapshot(work) == before
@@ -326,7 +442,9 @@ def test_report_uses_the_writers_http_timeouts(monkeypatch: pytest.MonkeyPatch) 
 
     for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES"):
         monkeypatch.delenv(k, raising=False)
-    uri = reading_store({"tracking_uri": "http://127.0.0.1:9", "http_timeout_s": 3, "http_max_retries": 1})
+    uri = reading_store(
+        {"tracking_uri": "http://127.0.0.1:9", "http_timeout_s": 3, "http_max_retries": 1}
+    )
     assert uri == "http://127.0.0.1:9"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
@@ -335,8 +453,9 @@ def test_report_uses_the_writers_http_timeouts(monkeypatch: pytest.MonkeyPatch) 
 # ------------------------------------------------------------------ one bad run, unreadable folders
 
 
-def test_a_run_with_badly_typed_files_is_skipped_and_named(work: Path, trained: Path, cli: Any,
-                                                           tmp_path: Path) -> None:
+def test_a_run_with_badly_typed_files_is_skipped_and_named(
+    work: Path, trained: Path, cli: Any, tmp_path: Path
+) -> None:
     exp = tmp_path / "experiments"
     shutil.copytree(work / "experiments", exp)
     bad = exp / "t" / f"{RUN}-typed"
@@ -344,9 +463,13 @@ def test_a_run_with_badly_typed_files_is_skipped_and_named(work: Path, trained: 
     metrics = json.loads((bad / "metrics.json").read_text())
     (bad / "metrics.json").write_text(json.dumps({**metrics, "model": ["linear"]}))
     before = snapshot(exp)
-    code, _, err = cli("report", *paths(work, **{"paths.experiments_dir": str(exp),
-                                                 "paths.reports_dir": str(tmp_path / "r")}),
-                       "mlflow.enabled=false")
+    code, _, err = cli(
+        "report",
+        *paths(
+            work, **{"paths.experiments_dir": str(exp), "paths.reports_dir": str(tmp_path / "r")}
+        ),
+        "mlflow.enabled=false",
+    )
     assert code == 0, err
     warnings = [ln for ln in err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and str(bad / "metrics.json") in warnings[0], err
@@ -354,8 +477,9 @@ def test_a_run_with_badly_typed_files_is_skipped_and_named(work: Path, trained: 
     assert snapshot(exp) == before
 
 
-def test_an_unreadable_run_folder_is_named(work: Path, trained: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_run_folder_is_named(
+    work: Path, trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.reporting import gather
 
     exp = tmp_path / "experiments"
@@ -372,8 +496,9 @@ def test_an_unreadable_run_folder_is_named(work: Path, trained: Path, tmp_path: 
     monkeypatch.setattr(gather.os, "listdir", listdir)  # as mode 000 does for a non-root user
     runs = gather.gather_dirs(exp)
     assert list(runs.runs.index) == [f"t/{RUN}"]
-    assert [w for _, w in runs.skipped] == [f"{locked}: cannot read this run folder; make it readable "
-                                            "(chmod u+rx)"]
+    assert [w for _, w in runs.skipped] == [
+        f"{locked}: cannot read this run folder; make it readable (chmod u+rx)"
+    ]
 
 
 # ------------------------------------------------------------------ escaping

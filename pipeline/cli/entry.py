@@ -52,7 +52,8 @@ EXIT_INTERNAL = 1
 
 
 class Interrupted(KeyboardInterrupt):
-    """A terminating signal (SIGINT, SIGTERM, SIGHUP, ...) received (``signum``); raised where the main thread is."""
+    """A terminating signal (SIGINT, SIGTERM, SIGHUP, ...) received (``signum``); raised where
+    the main thread is."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -76,7 +77,8 @@ def install_signal_handlers() -> None:
         if sig is None:  # not on this platform
             continue
         try:
-            if name in ALWAYS_HANDLED or signal.getsignal(sig) in (signal.SIG_DFL, _raise_interrupted):
+            current = signal.getsignal(sig)
+            if name in ALWAYS_HANDLED or current in (signal.SIG_DFL, _raise_interrupted):
                 signal.signal(sig, _raise_interrupted)
         except (ValueError, OSError):  # not the main thread
             return
@@ -212,10 +214,11 @@ def interrupted_line(prog: str, signum: int) -> str:
 
 
 def run_command(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
-    """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 128 + signal, 1 (bug)."""
+    """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 128 + signal,
+    1 (bug)."""
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # run_and_report re-raises instead of printing/exit(1)
-    os.environ[LAUNCHER_ENV] = str(os.getpid())  # sweep workers watch this process (orphan_watch)
+    os.environ[LAUNCHER_ENV] = str(os.getpid())  # sweep workers watch it (cli.orphans)
     install_signal_handlers()
     code, line = 0, None
     try:
@@ -282,8 +285,8 @@ def _exit_orphaned(prog: str, ctx: JobContext, cfg: Any, ex: KeyboardInterrupt) 
     from pipeline.tracking.mlflow import close_orphaned_sweep
 
     node = OmegaConf.select(cfg, "mlflow") if isinstance(cfg, DictConfig) else None
-    mlflow_cfg = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else None
-    close_orphaned_sweep(mlflow_cfg)  # type: ignore[arg-type]
+    if isinstance(node, DictConfig):
+        close_orphaned_sweep(OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
     signum = ex.signum if isinstance(ex, Interrupted) else int(signal.SIGTERM)
     print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): the sweep's launcher "
           "process died; this run is marked KILLED and the worker exits (rerun the sweep)",

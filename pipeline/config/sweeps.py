@@ -1,4 +1,5 @@
-"""Launcher and sweeper settings of a multirun, checked before any job, MLflow run or study starts."""
+"""Launcher and sweeper settings of a multirun, checked before any job, MLflow run or study
+starts."""
 
 from __future__ import annotations
 

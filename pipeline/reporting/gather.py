@@ -180,7 +180,8 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
     wanted = None if studies is None else set(studies)
     rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
     if _listing(root) is None:
-        raise DataError(f"{root}: cannot read the experiments folder; make it readable (chmod u+rx)")
+        raise DataError(f"{root}: cannot read the experiments folder; make it readable "
+                        "(chmod u+rx)")
     for run_dir in _run_folders(root, wanted, skipped):
         run_id = f"{run_dir.parent.name}/{run_dir.name}"
         try:
@@ -220,7 +221,8 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
             f"MLflow experiment {experiment!r} not found at {mlflow.get_tracking_uri()}; "
             "set report.experiment to an existing study name (see `mlflow ui`)"
         )
-    found = with_retry(lambda: mlflow.search_runs(experiment_names=[experiment], output_format="pandas"))
+    found = with_retry(lambda: mlflow.search_runs(experiment_names=[experiment],
+                                                  output_format="pandas"))
     if len(found) and "tags.curvlab.kind" in found.columns:
         found = found[found["tags.curvlab.kind"].fillna("train") == "train"]
     if len(found) and "start_time" in found.columns:  # newest first: a retrained run replaces older ones

@@ -251,7 +251,7 @@ class Tracker:
                     return self._create_experiment(name)
         if EXPERIMENT_KIND_TAG not in exp.tags:
             with_retry(lambda: self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
-                                                               EXPERIMENT_KIND))
+                                                              EXPERIMENT_KIND))
         return exp.experiment_id
 
     def _create_experiment(self, name: str) -> str:
@@ -271,7 +271,8 @@ class Tracker:
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str],
                   parent_run_id: str | None = None) -> str:
         """Create a RUNNING run (a child of ``parent_run_id`` when given) owned by this process;
-        RUNNING records of ``run_name`` whose process is gone are ended KILLED first. Returns its id."""
+        RUNNING records of ``run_name`` whose process is gone are ended KILLED first. Returns its
+        id."""
         exp_id = self.experiment_id(experiment)
         self.end_stale_runs(exp_id, run_name)
         all_tags = {**tags, **owner_tags()}
@@ -367,8 +368,8 @@ class Tracker:
         import socket
 
         host = socket.gethostname().replace("'", "")
-        found = with_retry(lambda: self.client.search_runs(
-            [exp_id], f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'", max_results=1000))
+        query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
+        found = with_retry(lambda: self.client.search_runs([exp_id], query, max_results=1000))
         stale = [r for r in found if r.info.run_name == run_name and owner_gone(r.data.tags)]
         for run in stale:
             self.end_run(run.info.run_id, "KILLED")
@@ -406,7 +407,8 @@ def close_orphaned_sweep(mlflow_cfg: Mapping[str, Any] | None) -> None:
     try:
         Tracker(mlflow_cfg).end_run(parent, "KILLED")
     except Exception as err:  # noqa: BLE001 - already on the way out
-        print(f"warning: MLflow sweep run {parent} not marked KILLED ({_first(err)})", file=sys.stderr)
+        print(f"warning: MLflow sweep run {parent} not marked KILLED ({_first(err)})",
+              file=sys.stderr)
 
 
 on_exit(close_open_sweeps)  # a command ending with sweeps open ends them (cli.entry.run_command)
