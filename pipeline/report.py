@@ -60,9 +60,10 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
 
     rep = cfg["report"]
     if rep["source"] == "mlflow":
-        from pipeline.tracking.mlflow import tracking_uri
+        from pipeline.tracking.mlflow import reading_store
 
-        return gather_mlflow(str(rep["experiment"]), tracking_uri(cfg["mlflow"]), stage_dir / ".mlflow",
+        uri = reading_store(cfg["mlflow"])  # never creates a store
+        return gather_mlflow(str(rep["experiment"]), uri, stage_dir / ".mlflow",
                              local_experiments=project_path(cfg["paths"]["experiments_dir"]))
     exp = project_path(cfg["paths"]["experiments_dir"])
     try:

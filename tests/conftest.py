@@ -80,7 +80,11 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    from pipeline.cli.entry import ALWAYS_HANDLED, HANDLED_IF_DEFAULT
+
+    names = ALWAYS_HANDLED + HANDLED_IF_DEFAULT
+    handled = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    saved = {s: h for s in handled if (h := signal.getsignal(s)) is not None}
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # conf/ found from the file, as with python -m
 

@@ -2,7 +2,8 @@
 
 hydra-optuna-sweeper's ``OptunaSweeper``, except that a study in which no trial finished ends with
 one ``train: error:`` line (exit 2, the sweep's MLflow parent run marked FAILED) instead of the
-plugin's traceback. Selected by ``conf/experiment/hw3_sgd.yaml``
+plugin's traceback, and counts out of range (``hydra.sweeper.n_trials=0``) are one line before the
+study is created. Selected by ``conf/experiment/hw3_sgd.yaml``
 (``hydra.sweeper._target_: hydra_plugins.curvlab_sweeper.OptunaSweeper``).
 """
 
@@ -18,6 +19,16 @@ class OptunaSweeper(_OptunaSweeper):
     """The plugin's sweeper with a one-line error when every trial failed."""
 
     def sweep(self, arguments: list[str]) -> None:
+        from pipeline.config.sweeps import check_sweep_settings
+        from pipeline.core.errors import ConfigError
+
+        config = getattr(self.sweeper, "config", None)
+        try:
+            if config is not None:
+                check_sweep_settings(config.hydra)
+        except ConfigError as err:
+            print(f"train: error: {err}", file=sys.stderr)
+            sys.exit(2)
         try:
             super().sweep(arguments)
         except ValueError as err:
@@ -26,7 +37,6 @@ class OptunaSweeper(_OptunaSweeper):
             from pipeline.tracking.sweep import parent_run_id_from_env
 
             parent = parent_run_id_from_env()
-            config = getattr(self.sweeper, "config", None)
             if parent and config is not None and config.get("mlflow") is not None:
                 from pipeline.tracking.mlflow import Tracker
 

@@ -16,10 +16,13 @@ re-raises them instead, so we set it, catch the exception here and print
 In a sweep whose end is summarized (``SweepCallback``), a failed job is one line and a record in
 ``<sweep dir>/failed/``, and the other jobs go on; elsewhere the job's error ends the command.
 
-SIGINT and SIGTERM raise ``Interrupted`` (a ``KeyboardInterrupt``) in the main thread, so every
-``try``/``with`` unwinds: MLflow runs are marked KILLED, temporary folders removed, nothing is
-half-written; the command prints one line and exits 128 + signal (130, 143). A sweep's parent
-MLflow run and its still-running children are marked KILLED (or FAILED) here too.
+SIGINT, SIGTERM and SIGHUP (and SIGQUIT, SIGUSR1/2, SIGALRM, SIGXCPU, SIGVTALRM, SIGPROF where
+they have their default action, i.e. would end the process) raise ``Interrupted`` (a
+``KeyboardInterrupt``) in the main thread, so every ``try``/``with`` unwinds: MLflow runs are
+marked KILLED, temporary folders removed, nothing is half-written; the command prints one line and
+exits 128 + signal (130, 143, 129). A sweep's parent MLflow run and its still-running children are
+marked KILLED (or FAILED) here too. A sweep job in a worker process (joblib/loky, submitit) whose
+launcher process dies (even by SIGKILL) ends KILLED and its worker exits (``pipeline.cli.orphans``).
 
 ``CURVLAB_TRACEBACK=1`` (or ``HYDRA_FULL_ERROR=1`` set by the user) re-raises everything with
 its traceback, for debugging.
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from pipeline.cli.orphans import LAUNCHER_ENV, busy, orphaned, watch_launcher
 from pipeline.core.errors import EXIT_USER_ERROR, CurvlabError
 from pipeline.tracking.exits import run_exit_hooks
 from pipeline.tracking.sweep import JobContext, job_context, record_sweep_failure
@@ -48,7 +52,8 @@ EXIT_INTERNAL = 1
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM received (``signum``); raised where the main thread is."""
+    """A terminating signal (SIGINT, SIGTERM, SIGHUP, ...) received (``signum``); raised where
+    the main thread is."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -59,11 +64,22 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
     raise Interrupted(signum)
 
 
+ALWAYS_HANDLED = ("SIGINT", "SIGTERM")  # replaced whatever their disposition
+# handled where they would end the process (SIG_DFL); ignored ones (nohup: SIGHUP) stay ignored
+HANDLED_IF_DEFAULT = ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU", "SIGVTALRM",
+                      "SIGPROF")
+
+
 def install_signal_handlers() -> None:
-    """SIGINT/SIGTERM → ``Interrupted`` in this process's main thread (no-op elsewhere)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """Terminating signals → ``Interrupted`` in this process's main thread (no-op elsewhere)."""
+    for name in ALWAYS_HANDLED + HANDLED_IF_DEFAULT:
+        sig = getattr(signal, name, None)
+        if sig is None:  # not on this platform
+            continue
         try:
-            signal.signal(sig, _raise_interrupted)
+            current = signal.getsignal(sig)
+            if name in ALWAYS_HANDLED or current in (signal.SIG_DFL, _raise_interrupted):
+                signal.signal(sig, _raise_interrupted)
         except (ValueError, OSError):  # not the main thread
             return
 
@@ -192,15 +208,17 @@ def exit_with(ex: Exception, prog: str, schema: type | None = None) -> NoReturn:
 
 
 def interrupted_line(prog: str, signum: int) -> str:
-    """The one line printed when SIGINT/SIGTERM ends a command."""
+    """The one line printed when a signal (SIGINT, SIGTERM, SIGHUP, ...) ends a command."""
     return (f"{prog}: error: interrupted by {signal.Signals(signum).name}; unfinished MLflow runs are "
             "marked KILLED and no result folder is half-written (rerun the command)")
 
 
 def run_command(prog: str, hydra_main: Callable[[], Any], schema: type | None = None) -> NoReturn:
-    """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 130/143 (signal), 1 (bug)."""
+    """Run a Hydra app; end with exit 0, or ONE stderr line and 2 (bad input), 128 + signal,
+    1 (bug)."""
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # run_and_report re-raises instead of printing/exit(1)
+    os.environ[LAUNCHER_ENV] = str(os.getpid())  # sweep workers watch it (cli.orphans)
     install_signal_handlers()
     code, line = 0, None
     try:
@@ -209,7 +227,7 @@ def run_command(prog: str, hydra_main: Callable[[], Any], schema: type | None = 
         code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
         run_exit_hooks("FAILED" if code else "FINISHED")
         raise
-    except KeyboardInterrupt as ex:  # Interrupted (SIGINT/SIGTERM) or a plain Ctrl-C
+    except KeyboardInterrupt as ex:  # Interrupted (a signal) or a plain Ctrl-C
         run_exit_hooks("KILLED")
         signum = ex.signum if isinstance(ex, Interrupted) else int(signal.SIGINT)
         code, line = 128 + signum, interrupted_line(prog, signum)
@@ -236,12 +254,20 @@ def run_job(prog: str, body: Body, cfg: Any) -> Any:
     """Run ``body(cfg, ctx)`` as one Hydra job and return its value. Its error ends the command
     with one line (exit 2: Hydra would add its own lines), except in a summarized sweep: there it
     is one line and a record for ``SweepCallback``, the job returns None (a failed trial for a
-    sweeper) and the other jobs go on. SIGINT/SIGTERM raise ``Interrupted`` here too (sweep
-    workers are separate processes), so runs end KILLED and nothing is half-written."""
+    sweeper) and the other jobs go on. Signals raise ``Interrupted`` here too (sweep workers are
+    separate processes), so runs end KILLED and nothing is half-written; a worker whose launcher
+    died ends its job KILLED, the sweep's parent run too, and exits (``pipeline.cli.orphans``)."""
     install_signal_handlers()
     ctx = job_context()
+    if ctx.multirun:
+        watch_launcher()
     try:
-        return body(cfg, ctx)
+        with busy():
+            return body(cfg, ctx)
+    except KeyboardInterrupt as ex:
+        if not orphaned():
+            raise
+        _exit_orphaned(prog, ctx, cfg, ex)
     except Exception as err:  # noqa: BLE001 - a failed sweep job is a line, not a dead sweep
         if not (ctx.multirun and _sweep_summarized()):
             exit_with(err, prog)
@@ -249,6 +275,24 @@ def run_job(prog: str, body: Body, cfg: Any) -> Any:
         print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): {msg}", file=sys.stderr)
         record_sweep_failure(ctx, msg)
         return None
+
+
+def _exit_orphaned(prog: str, ctx: JobContext, cfg: Any, ex: KeyboardInterrupt) -> NoReturn:
+    """A sweep job interrupted because its launcher died: the sweep's parent run ends KILLED, one
+    line, and the worker process exits (its pool has no one to report to)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from pipeline.tracking.mlflow import close_orphaned_sweep
+
+    node = OmegaConf.select(cfg, "mlflow") if isinstance(cfg, DictConfig) else None
+    if isinstance(node, DictConfig):
+        close_orphaned_sweep(OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
+    signum = ex.signum if isinstance(ex, Interrupted) else int(signal.SIGTERM)
+    print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): the sweep's launcher "
+          "process died; this run is marked KILLED and the worker exits (rerun the sweep)",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(128 + signum)
 
 
 @dataclass(frozen=True)

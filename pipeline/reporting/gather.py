@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,14 @@ METRIC_KEYS = (
     "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id",
 )  # fmt: skip
 EVAL_KEYS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "n_train", "n_test")
+# the documented types of metrics.json / evaluation.json values (docs/architecture.md); null is
+# allowed everywhere, other keys are not checked
+TEXT_KEYS = ("study", "data", "preprocess", "model", "optimizer", "objective", "status", "message",
+             "mlflow_run_id", "run")
+FLAG_KEYS = ("converged", "fit_intercept")
+NUMBER_KEYS = ("l2", "lr", "n_params", "iterations", "passes", "cg_iterations", "train_loss",
+               "grad_norm", "train_time_s", "train_accuracy", "test_accuracy", "test_loss",
+               "val_accuracy", "val_loss", "n_val", "n_train", "n_test")
 
 
 class NoRuns(DataError):
@@ -48,8 +57,28 @@ class RunSet:
         return len(self.runs)
 
 
+def _kind(value: Any) -> str | None:
+    """'text', 'flag' or 'number' for a JSON scalar; None for lists, objects."""
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, int | float):
+        return "number"
+    return "text" if isinstance(value, str) else None
+
+
 def _read_json(path: Path) -> dict[str, Any]:
-    return read_json(path, fix="rerun the stage that wrote it")
+    """A run file whose documented keys have their documented types; else a one-line DataError."""
+    from pipeline.store.reading import damaged
+
+    data = read_json(path, fix="rerun the stage that wrote it")
+    for keys, kind in ((TEXT_KEYS, "text"), (FLAG_KEYS, "flag"), (NUMBER_KEYS, "number")):
+        for k in keys:
+            value = data.get(k)
+            if value is not None and _kind(value) != kind:
+                shown = " ".join(repr(value).split())[:60]
+                raise damaged(path, f"{k!r} is {shown}, not a {kind}", None,
+                              "rerun the stage that wrote it")
+    return data
 
 
 def _check_weights(run_dir: Path, eval_dir: Path | None = None) -> None:
@@ -124,6 +153,40 @@ def _finish(rows: list[dict[str, Any]], histories: dict[str, pd.DataFrame],
     return RunSet(df, histories, configs, dirs, source, list(skipped or []))
 
 
+def _listing(folder: Path) -> list[str] | None:
+    """The names in a folder, None when it cannot be listed (permissions, I/O error)."""
+    try:
+        return sorted(os.listdir(folder))
+    except OSError:
+        return None
+
+
+def _run_folders(root: Path, wanted: set[str] | None, skipped: list[tuple[str, str]]) -> list[Path]:
+    """``<root>/<study>/<run>`` folders holding a metrics.json (dot-names aside, sorted); a study or
+    run folder that cannot be listed is added to ``skipped``, named."""
+    found = []
+    for study in _listing(root) or []:
+        if study.startswith(".") or (wanted is not None and study not in wanted):
+            continue
+        if not (root / study).is_dir():
+            continue
+        runs = _listing(root / study)
+        if runs is None:
+            skipped.append((study, f"{root / study}: cannot read this study folder; make it "
+                                   "readable (chmod u+rx)"))
+            continue
+        for run in runs:
+            if run.startswith(".") or not (root / study / run).is_dir():
+                continue
+            names = _listing(root / study / run)
+            if names is None:
+                skipped.append((f"{study}/{run}", f"{root / study / run}: cannot read this run "
+                                                  "folder; make it readable (chmod u+rx)"))
+            elif "metrics.json" in names:
+                found.append(root / study / run)
+    return sorted(found)
+
+
 def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None) -> RunSet:
     """Every ``<experiments_dir>/<study>/<run>/metrics.json`` (optionally only the given studies)."""
     root = Path(experiments_dir)
@@ -131,12 +194,10 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
         raise DataError(f"{root}: no experiments directory; run `dvc repro` (or pipeline.train) first")
     wanted = None if studies is None else set(studies)
     rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
-    for mpath in sorted(root.glob("*/*/metrics.json")):
-        run_dir = mpath.parent
-        if run_dir.parent.name.startswith(".") or run_dir.name.startswith("."):
-            continue
-        if wanted is not None and run_dir.parent.name not in wanted:
-            continue
+    if _listing(root) is None:
+        raise DataError(f"{root}: cannot read the experiments folder; make it readable "
+                        "(chmod u+rx)")
+    for run_dir in _run_folders(root, wanted, skipped):
         run_id = f"{run_dir.parent.name}/{run_dir.name}"
         try:
             row, history, config = _read_run(run_dir, run_id)
@@ -166,14 +227,17 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
     """
     import mlflow
 
+    from pipeline.tracking.mlflow import with_retry  # the writers' retries; errors are one line
+
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
+    if with_retry(lambda: mlflow.get_experiment_by_name(experiment)) is None:
         raise ConfigError(
             f"MLflow experiment {experiment!r} not found at {mlflow.get_tracking_uri()}; "
             "set report.experiment to an existing study name (see `mlflow ui`)"
         )
-    found = mlflow.search_runs(experiment_names=[experiment], output_format="pandas")
+    found = with_retry(lambda: mlflow.search_runs(experiment_names=[experiment],
+                                                  output_format="pandas"))
     if len(found) and "tags.curvlab.kind" in found.columns:
         found = found[found["tags.curvlab.kind"].fillna("train") == "train"]
     if len(found) and "start_time" in found.columns:  # newest first: a retrained run replaces older ones
@@ -184,7 +248,8 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         rid = str(r["run_id"])
         dst = base / rid
         dst.mkdir(parents=True, exist_ok=True)
-        local = Path(mlflow.artifacts.download_artifacts(run_id=rid, dst_path=str(dst)))
+        local = Path(with_retry(lambda rid=rid, dst=dst: mlflow.artifacts.download_artifacts(
+            run_id=rid, dst_path=str(dst))))
         mfiles = sorted(local.rglob("metrics.json"))
         if not mfiles:
             continue

@@ -140,26 +140,35 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _md(s: str) -> str:
+    """Markdown text with HTML's special characters escaped (``&<>``) outside `code` spans, so a
+    name like ``<img onerror=...>`` shows as text, as in index.html; code spans are literal."""
+    parts = re.split(r"(`[^`]+`)", str(s))
+    return "".join(p if p.startswith("`") and p.endswith("`") and len(p) > 1
+                   else html.escape(p, quote=False) for p in parts)
+
+
 def _md_table(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
+    cols = [_md(str(c)) for c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for rec in df.itertuples(index=False):
-        lines.append("| " + " | ".join(fmt(v).replace("|", "\\|") for v in rec) + " |")
+        lines.append("| " + " | ".join(_md(fmt(v)).replace("|", "\\|") for v in rec) + " |")
     return "\n".join(lines)
 
 
 def to_markdown(title: str, subtitle: str, sections: list[Section]) -> str:
-    """The same content as markdown (figures as image links, tables as pipe tables)."""
-    out = [f"# {title}", "", subtitle, ""]
+    """The same content as markdown (figures as image links, tables as pipe tables); text from
+    runs and configs escaped (``_md``)."""
+    out = [f"# {_md(title)}", "", _md(subtitle), ""]
     for s in sections:
-        out += [f"## {s.title}", "", s.intro, ""]
+        out += [f"## {_md(s.title)}", "", _md(s.intro), ""]
         for b in s.blocks:
             if b.kind == "text":
-                out += [b.text, ""]
+                out += [_md(b.text), ""]
             elif b.kind == "note":
-                out += [f"> **Note.** {b.text}", ""]
+                out += [f"> **Note.** {_md(b.text)}", ""]
             elif b.kind == "figure":
-                out += [f"![{b.text}]({b.path})", "", f"*{b.text}*", ""]
+                out += [f"![{_md(b.text)}]({b.path})", "", f"*{_md(b.text)}*", ""]
             elif b.kind == "table":
-                out += [f"**{b.text}** ([CSV]({b.path}))", "", _md_table(_shown(b)), ""]
+                out += [f"**{_md(b.text)}** ([CSV]({b.path}))", "", _md_table(_shown(b)), ""]
     return "\n".join(out) + "\n"

@@ -28,9 +28,16 @@ from typing import Any, TypeVar
 import numpy as np
 
 from pipeline.config.paths import PROJECT_ROOT, project_path
-from pipeline.core.errors import ConfigError, CurvlabError
+from pipeline.core.errors import EXIT_USER_ERROR, ConfigError, CurvlabError
 from pipeline.tracking.exits import on_exit
-from pipeline.tracking.sweep import announce_parent, begin_sweep, end_sweep, failed_jobs
+from pipeline.tracking.owner import HOST_TAG, owner_gone, owner_tags
+from pipeline.tracking.sweep import (
+    announce_parent,
+    begin_sweep,
+    end_sweep,
+    failed_jobs,
+    parent_run_id_from_env,
+)
 
 T = TypeVar("T")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
@@ -74,7 +81,7 @@ def artifact_root(mlflow_cfg: Mapping[str, Any] | None = None) -> str | None:
     return root if "://" in root else project_path(root).as_uri()
 
 
-def _with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
+def with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
     """Call ``fn``; on SQLite "database is locked" wait (exponential back-off) and retry; any
     other failure is a one-line TrackingError."""
     for i in range(attempts):
@@ -88,6 +95,9 @@ def _with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
                                     "MLFLOW_TRACKING_URI or rerun with mlflow.enabled=false") from err
             time.sleep(min(0.1 * 2**i, 5.0))
     raise AssertionError("unreachable")
+
+
+_with_retry = with_retry  # the name tests and older callers use
 
 
 def _http_limits(uri: str, mlflow_cfg: Mapping[str, Any] | None) -> None:
@@ -131,6 +141,39 @@ def _schema_ready(uri: str) -> bool:
     except sqlite3.Error:
         return False
     return {"alembic_version", "experiments", "runs"} <= names
+
+
+def _local_store(uri: str) -> Path | None:
+    """The file (SQLite) or folder (file store) a local tracking URI names; None for a server/DB."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if uri.startswith("file:"):
+        from urllib.parse import urlparse
+        from urllib.request import url2pathname
+
+        return Path(url2pathname(urlparse(uri).path))
+    return None if "://" in uri else Path(uri)
+
+
+def reading_store(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
+    """The store URI for a reader (the report), with the same HTTP timeouts/retries as the
+    writers; a local store that does not exist or is not an MLflow store is refused with one
+    line, so reading never creates or migrates one."""
+    uri = tracking_uri(mlflow_cfg)
+    _http_limits(uri, mlflow_cfg)
+    path = _local_store(uri)
+    fix = "fix mlflow.tracking_uri / MLFLOW_TRACKING_URI (a report never creates a store)"
+    if path is None or uri == "sqlite://":
+        return uri
+    if uri.startswith("sqlite:"):
+        if not path.is_file():
+            raise ConfigError(f"MLflow store {uri} does not exist (no file {path}); {fix}")
+        if not _schema_ready(uri):
+            raise ConfigError(f"MLflow store {uri} is not a readable MLflow database (damaged, "
+                              f"truncated or another program's file); {fix}")
+    elif not path.is_dir():
+        raise ConfigError(f"MLflow store {uri} does not exist (no folder {path}); {fix}")
+    return uri
 
 
 def git_commit() -> str:
@@ -185,7 +228,7 @@ class Tracker:
             with lock:
                 try:
                     self.client = MlflowClient(tracking_uri=self.uri)
-                    _with_retry(lambda: self.client.search_experiments(max_results=1))
+                    with_retry(lambda: self.client.search_experiments(max_results=1))
                 except Exception as err:
                     cause = err.__cause__ if isinstance(err, TrackingError) and err.__cause__ else err
                     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
@@ -200,39 +243,42 @@ class Tracker:
     def experiment_id(self, name: str) -> str:
         """The id of experiment ``name``, created (with our artifact location and the
         model-training kind tag) if missing; an older experiment without the tag gets it."""
-        exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+        exp = with_retry(lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             with _store_lock(self.uri):
-                exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+                exp = with_retry(lambda: self.client.get_experiment_by_name(name))
                 if exp is None:
                     return self._create_experiment(name)
         if EXPERIMENT_KIND_TAG not in exp.tags:
-            _with_retry(lambda: self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
-                                                               EXPERIMENT_KIND))
+            with_retry(lambda: self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
+                                                              EXPERIMENT_KIND))
         return exp.experiment_id
 
     def _create_experiment(self, name: str) -> str:
         """Create experiment ``name``; another job creating it first (a server: no lock) is fine."""
         location = None if self.artifact_root is None else f"{self.artifact_root.rstrip('/')}/{name}"
         try:
-            return _with_retry(lambda: self.client.create_experiment(
+            return with_retry(lambda: self.client.create_experiment(
                 name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
         except Exception as err:
             if "already exist" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
                 raise
-            exp = _with_retry(lambda: self.client.get_experiment_by_name(name))
+            exp = with_retry(lambda: self.client.get_experiment_by_name(name))
             if exp is None:
                 raise
             return exp.experiment_id
 
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str],
                   parent_run_id: str | None = None) -> str:
-        """Create a RUNNING run (a child of ``parent_run_id`` when given); returns its id."""
+        """Create a RUNNING run (a child of ``parent_run_id`` when given) owned by this process;
+        RUNNING records of ``run_name`` whose process is gone are ended KILLED first. Returns its
+        id."""
         exp_id = self.experiment_id(experiment)
-        all_tags = dict(tags)
+        self.end_stale_runs(exp_id, run_name)
+        all_tags = {**tags, **owner_tags()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = _with_retry(lambda: self.client.create_run(exp_id, tags=all_tags, run_name=run_name))
+        run = with_retry(lambda: self.client.create_run(exp_id, tags=all_tags, run_name=run_name))
         return run.info.run_id
 
     def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
@@ -241,7 +287,7 @@ class Tracker:
 
         items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
         for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
-            _with_retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
+            with_retry(lambda c=chunk: self.client.log_batch(run_id, params=c))
 
     def log_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Tags in batches of ≤ 100."""
@@ -249,7 +295,7 @@ class Tracker:
 
         items = [RunTag(k, str(v)[:5000]) for k, v in sorted(tags.items())]
         for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
-            _with_retry(lambda c=chunk: self.client.log_batch(run_id, tags=c))
+            with_retry(lambda c=chunk: self.client.log_batch(run_id, tags=c))
 
     def log_history(self, run_id: str, history: Mapping[str, np.ndarray],
                     keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s", "passes")) -> int:
@@ -261,7 +307,7 @@ class Tracker:
         metrics = [Metric(k, float(v), now, int(s)) for k in keys if k in history
                    for s, v in zip(steps, np.asarray(history[k], dtype=np.float64), strict=True)]
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
-            _with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+            with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
         return len(metrics)
 
     def log_metrics(self, run_id: str, values: Mapping[str, Any], step: int = 0) -> None:
@@ -272,7 +318,7 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in values.items()
                  if isinstance(v, int | float | np.number) and not isinstance(v, bool)]
         for chunk in _chunks(items, MAX_METRICS_PER_BATCH):
-            _with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
+            with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
 
     def log_dataset(self, run_id: str, name: str, sha256: str, source: Path, context: str,
                     profile: Mapping[str, Any] | None = None) -> None:
@@ -304,22 +350,35 @@ class Tracker:
                 # the failed transaction was rolled back, and now MLflow finds that row and links it
                 self.client.log_inputs(run_id, datasets=[DatasetInput(entity, tags)])
 
-        _with_retry(log)
+        with_retry(log)
 
     def log_artifacts(self, run_id: str, paths: Iterable[Path]) -> None:
         """Copy files into the run's artifact location."""
         for p in paths:
             if Path(p).exists():
-                _with_retry(lambda p=p: self.client.log_artifact(run_id, str(p)))
+                with_retry(lambda p=p: self.client.log_artifact(run_id, str(p)))
 
     def end_run(self, run_id: str, status: str) -> None:
         """Mark the run ``FINISHED`` / ``FAILED`` / ``KILLED``."""
-        _with_retry(lambda: self.client.set_terminated(run_id, status=status))
+        with_retry(lambda: self.client.set_terminated(run_id, status=status))
+
+    def end_stale_runs(self, exp_id: str, run_name: str) -> int:
+        """End as KILLED the RUNNING runs named ``run_name`` whose owner process on this host no
+        longer exists (an attempt killed by SIGKILL); returns how many."""
+        import socket
+
+        host = socket.gethostname().replace("'", "")
+        query = f"attributes.status = 'RUNNING' and tags.{HOST_TAG} = '{host}'"
+        found = with_retry(lambda: self.client.search_runs([exp_id], query, max_results=1000))
+        stale = [r for r in found if r.info.run_name == run_name and owner_gone(r.data.tags)]
+        for run in stale:
+            self.end_run(run.info.run_id, "KILLED")
+        return len(stale)
 
     def end_running_children(self, parent_run_id: str, status: str) -> int:
         """Mark the still-RUNNING children of a sweep's parent run ``status``; returns how many."""
-        run = _with_retry(lambda: self.client.get_run(parent_run_id))
-        found = _with_retry(lambda: self.client.search_runs(
+        run = with_retry(lambda: self.client.get_run(parent_run_id))
+        found = with_retry(lambda: self.client.search_runs(
             [run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
             "and attributes.status = 'RUNNING'", max_results=1000))
         for child in found:
@@ -337,6 +396,19 @@ def close_open_sweeps(status: str) -> None:
             tracker.end_run(parent, status)
         except Exception as err:  # noqa: BLE001 - already on the way out with an error
             print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
+
+
+def close_orphaned_sweep(mlflow_cfg: Mapping[str, Any] | None) -> None:
+    """A sweep job whose launcher process died ends the sweep's parent run KILLED (the launcher
+    can no longer do it); every error is a warning, the job is on its way out already."""
+    parent = parent_run_id_from_env()
+    if not parent or not (mlflow_cfg or {}).get("enabled", True):
+        return
+    try:
+        Tracker(mlflow_cfg).end_run(parent, "KILLED")
+    except Exception as err:  # noqa: BLE001 - already on the way out
+        print(f"warning: MLflow sweep run {parent} not marked KILLED ({_first(err)})",
+              file=sys.stderr)
 
 
 on_exit(close_open_sweeps)  # a command ending with sweeps open ends them (cli.entry.run_command)
@@ -367,6 +439,13 @@ class SweepCallback(Callback):  # type: ignore[misc]
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
 
+        from pipeline.config.sweeps import check_sweep_settings
+
+        try:  # before the sweep folder, the parent run or an Optuna study exist
+            check_sweep_settings(config.hydra)
+        except ConfigError as err:
+            print(f"{config.hydra.job.name}: error: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_USER_ERROR)
         sweep_dir = project_path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         begin_sweep(sweep_dir)
