@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -172,17 +171,4 @@ def min_eig_maps(maps: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
         ax.set_ylabel("y")
         ax.set_title(label, fontsize="medium")
     fig.suptitle(title)
-    return _save(fig, path)
-
-
-def bar_table(df: pd.DataFrame, x: str, y: str, hue: str, title: str, ylabel: str, path: Path,
-              log: bool = False, **kw: Any) -> Path:
-    """Grouped bar chart of one table column."""
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    sns.barplot(data=df, x=x, y=y, hue=hue, ax=ax, **kw)
-    if log:
-        ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_xlabel(x)
-    ax.set_title(title)
     return _save(fig, path)

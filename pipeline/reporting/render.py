@@ -6,7 +6,6 @@ import html
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -79,13 +78,6 @@ def _shown(b: Block) -> pd.DataFrame:
     if b.columns:
         df = df[[c for c in b.columns if c in df.columns]].rename(columns=b.columns)
     return df
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Text written atomically (``pipeline.store.writer.write_text``)."""
-    from pipeline.store.writer import write_text
-
-    write_text(path, text)
 
 
 def _inline(s: str) -> str:

@@ -1,4 +1,4 @@
-"""Bad inputs and faults (issue 10): every one ends in ONE ``prog: error:`` line with its exit status,
+"""Bad inputs and faults: every one ends in ONE ``prog: error:`` line with its exit status,
 and every earlier result is byte-identical afterwards (snapshot, act, compare).
 
 The commands run in-process through each stage's ``main`` (``pipeline.cli.entry.stage``, the same

@@ -49,7 +49,7 @@ def _sums(folder: Path) -> dict[str, str]:
 
 def test_sha256sums_file_matches_config(mnist_dir: Path) -> None:
     assert _sums(mnist_dir) == SHA256
-    assert SHA256["train-images-idx3-ubyte"].startswith("ba891046e650")  # the digests issue 1 verified
+    assert SHA256["train-images-idx3-ubyte"].startswith("ba891046e650")  # the canonical payload digests
 
 
 def test_fashion_sha256sums_match_config(fashion_dir: Path) -> None:
