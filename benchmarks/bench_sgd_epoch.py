@@ -1,4 +1,5 @@
-"""One SGD epoch vs one full-batch gradient: softmax regression on all of MNIST (batch 100, float64).
+"""One SGD epoch vs one full-batch gradient: softmax regression on all of MNIST (batch 100,
+float64).
 
 An epoch reads the data once, like a full gradient, plus the per-minibatch overhead (a gather of
 B rows, two small matrix products, a softmax, a Python step). Both are timed in this process with
@@ -31,7 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as installed)")
+    ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as "
+                                                              "installed)")
     args = ap.parse_args()
     ds = load_dataset({"name": "mnist", "id": "mnist", "scale": 1.0 / 255.0,
                        "root": os.environ.get("CURVLAB_DATA_DIR")}, seed=0)
@@ -44,7 +46,9 @@ def main() -> None:
             t0 = time.perf_counter()
             f.value_grad(w)
             grad_s.append(time.perf_counter() - t0)
-            res = minimize(f, w, "sgd", lr=0.1, epochs=1, tol=0.0, batch_size=args.batch_size, seed=r)
+            res = minimize(
+                f, w, "sgd", lr=0.1, epochs=1, tol=0.0, batch_size=args.batch_size, seed=r
+            )
             # the SGD clock covers the epoch's updates only (the logged full loss is off the clock)
             epoch_s.append(float(res.history["time_s"][-1]))
     g, e = statistics.median(grad_s), statistics.median(epoch_s)

@@ -1,4 +1,5 @@
-"""Benchmark: softmax regression on MNIST — curvlab's Newton-CG (raw and ridge-whitened) vs scikit-learn.
+"""Benchmark: softmax regression on MNIST — curvlab's Newton-CG (raw and ridge-whitened) vs
+scikit-learn.
 
 Problem: 60 000 training images, pixels scaled to [0, 1], λ = 1e-4 (sklearn C = 1/(λ n)), bias
 fitted, float64.  Every solver is timed to the same target, a relative suboptimality
@@ -10,7 +11,8 @@ curvlab's float64 objective on the raw pixels.
   with max_iter = 1, 2, 3, … (tolerance 0, so only max_iter stops it) and the first run whose
   result reaches the target is the one timed (that run is then repeated for the timing).
 * ``curvlab newton_cg (ridge-whitened)`` solves the *same* objective in ridge-whitened
-  coordinates z = T x̃, T = Λ^-1/2 Φᵀ of (1/n) X̃ᵀX̃ + λ[I 0; 0 0], with the penalty λ/2 tr(W_zᵀ P W_z),
+  coordinates z = T x̃, T = Λ^-1/2 Φᵀ of (1/n) X̃ᵀX̃ + λ[I 0; 0 0], with the penalty λ/2 tr(W_zᵀ P
+  W_z),
   P = A Aᵀ (= λ/2 ‖W_x‖²); its time includes fitting the whitening and transforming X, and its
   weights are mapped back (W_x = Aᵀ W_z, b = cᵀ W_z) before the suboptimality check.
 * lbfgs is run once, with tol = 1e-12 and at most ``--lbfgs-max-iter`` iterations; if that does
@@ -18,7 +20,8 @@ curvlab's float64 objective on the raw pixels.
 * Timed runs alternate between solvers ``--repeats`` times (median reported), in one process with
   BLAS/OpenMP threads fixed by threadpoolctl (``--threads``, same for all).
 
-Last line: ``ratio_vs_sklearn_newton_cg=<best curvlab time / sklearn newton-cg time> test_accuracy=<its>``.
+Last line: ``ratio_vs_sklearn_newton_cg=<best curvlab time / sklearn newton-cg time>
+test_accuracy=<its>``.
 
 Usage: ``CURVLAB_DATA_DIR=../shared/data/mnist python benchmarks/bench_softmax_mnist.py [--quick]``
 """
@@ -60,12 +63,16 @@ def _load(n_train: int | None) -> Any:
 def _curvlab_fit(X: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[np.ndarray, float, dict]:
     t0 = time.perf_counter()
     obj = make_objective("softmax", X, y, l2=LAM, fit_intercept=True, n_classes=10)
-    res = minimize(obj, obj.init("zeros"), "newton_cg", tol=0.0, max_iter=max_iter, line_search=True)
+    res = minimize(
+        obj, obj.init("zeros"), "newton_cg", tol=0.0, max_iter=max_iter, line_search=True
+    )
     dt = time.perf_counter() - t0
     return res.w, dt, {"iterations": res.n_iter, "status": res.status, **res.info}
 
 
-def _curvlab_whitened_fit(X: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[np.ndarray, float, dict]:
+def _curvlab_whitened_fit(
+    X: np.ndarray, y: np.ndarray, max_iter: int
+) -> tuple[np.ndarray, float, dict]:
     """Ridge-whiten (timed), solve the same objective in z, map the weights back to the pixels."""
     from pipeline.core.transforms import fit_preprocess
 
@@ -74,9 +81,12 @@ def _curvlab_whitened_fit(X: np.ndarray, y: np.ndarray, max_iter: int) -> tuple[
     Z = tr.apply(X)
     obj = make_objective("softmax", Z, y, l2=LAM, fit_intercept=False, n_classes=10,
                          penalty=tr.penalty_matrix())
-    # preconditioner='auto' as on the raw pixels: whitening makes (1/n) X̃ᵀX̃ + λ·I_W the identity, but
-    # near w* the softmax curvature p(1 − p) varies over the examples and plain CG needs many steps
-    res = minimize(obj, obj.init("zeros"), "newton_cg", tol=0.0, max_iter=max_iter, line_search=True)
+    # preconditioner='auto' as on the raw pixels: whitening makes (1/n) X̃ᵀX̃ + λ·I_W the identity,
+    # but near w* the softmax curvature p(1 − p) varies over the examples and plain CG needs many
+    # steps
+    res = minimize(
+        obj, obj.init("zeros"), "newton_cg", tol=0.0, max_iter=max_iter, line_search=True
+    )
     W_x, b_x = tr.input_weights(obj.unpack(res.w)[0], 0.0)
     dt = time.perf_counter() - t0
     w = np.vstack([W_x, np.asarray(b_x)[None, :]]).ravel()
@@ -106,7 +116,8 @@ def first_reaching(fit: Fit, rel_gap: Callable[[np.ndarray], float], label: str,
     for k in range(1, max_k + 1):
         w, dt, _ = fit(k)
         gap = rel_gap(w)
-        print(f"  {label}: max_iter={k} -> rel. suboptimality {gap:.2e} ({dt:.1f} s, untimed)", flush=True)
+        print(f"  {label}: max_iter={k} -> rel. suboptimality {gap:.2e} ({dt:.1f} s, "
+              "untimed)", flush=True)
         if gap <= TARGET:
             return k
     raise CurvlabError(f"{label} did not reach the target {TARGET:g} within max_iter={max_k}")
@@ -115,8 +126,10 @@ def first_reaching(fit: Fit, rel_gap: Callable[[np.ndarray], float], label: str,
 @user_errors_exit("bench_softmax_mnist")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per solver (median reported)")
-    ap.add_argument("--quick", action="store_true", help="10 000 training images, 1 repeat, no lbfgs")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per solver (median "
+                                                           "reported)")
+    ap.add_argument("--quick", action="store_true", help="10 000 training images, 1 repeat, no "
+                                                         "lbfgs")
     ap.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads for every solver")
     ap.add_argument("--lbfgs-max-iter", type=int, default=300, help="cap for the single lbfgs run")
     ap.add_argument("--skip-lbfgs", action="store_true")
@@ -130,16 +143,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with threadpool_limits(limits=args.threads):
         ds = _load(10_000 if args.quick else None)
         X, y = ds.X_train, ds.y_train
-        print(f"MNIST softmax: n={X.shape[0]} d={X.shape[1]} λ={LAM:g} float64, target (f-f*)/|f*| ≤ {TARGET:g}, "
+        print(f"MNIST softmax: n={X.shape[0]} d={X.shape[1]} λ={LAM:g} float64, target (f-f*)/|f*| "
+              f"≤ {TARGET:g}, "
               f"threads={args.threads}", flush=True)
         obj = make_objective("softmax", X, y, l2=LAM, fit_intercept=True, n_classes=10)
         t0 = time.perf_counter()
         # ‖∇f‖ ≤ 1e-10 on the raw objective certifies f − f* ≤ ‖∇f‖²/(2λ) ≤ 5e-17
-        ref = minimize(obj, obj.init("zeros"), "newton_cg", tol=1e-10, max_iter=100, line_search=True)
+        ref = minimize(
+            obj, obj.init("zeros"), "newton_cg", tol=1e-10, max_iter=100, line_search=True
+        )
         if not ref.converged:
             raise CurvlabError(f"reference solve failed: {ref.message}")
         f_star = obj.value(ref.w)
-        print(f"f* = {f_star:.15f} (‖∇f‖ = {ref.history['grad_norm'][-1]:.1e}, {ref.n_iter} Newton steps, "
+        print(f"f* = {f_star:.15f} (‖∇f‖ = {ref.history['grad_norm'][-1]:.1e}, {ref.n_iter} Newton "
+              "steps, "
               f"{time.perf_counter() - t0:.1f} s)", flush=True)
 
         def rel_gap(w: np.ndarray) -> float:
@@ -161,8 +178,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 w, dt, info = fit(ks[name])
                 times[name].append(dt)
                 last[name] = (w, info)
-            print(f"  repeat {r + 1}/{repeats}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()),
-                  flush=True)
+            print(
+                "  repeat "
+                f"{r + 1}/{repeats}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()),
+                flush=True,
+            )
         tols: dict[str, Any] = {name: f"max_iter={k}" for name, k in ks.items()}
         if not (args.quick or args.skip_lbfgs):
             w, dt, info = _sklearn_fit(X, y, "lbfgs", 1e-12, args.lbfgs_max_iter)
@@ -174,31 +194,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name, ts in times.items():
         w, info = last[name]
         gap = rel_gap(w)
-        rows.append({"solver": name, "stop": tols[name], "median_s": statistics.median(ts), "times_s": ts,
-                     "iterations": info.get("iterations"), "cg_iterations": info.get("cg_iterations"),
-                     "rel_suboptimality": gap, "reached": bool(gap <= TARGET), "test_accuracy": acc(w)})
+        rows.append(
+            {
+                "solver": name,
+                "stop": tols[name],
+                "median_s": statistics.median(ts),
+                "times_s": ts,
+                "iterations": info.get("iterations"),
+                "cg_iterations": info.get("cg_iterations"),
+                "rel_suboptimality": gap,
+                "reached": bool(gap <= TARGET),
+                "test_accuracy": acc(w),
+            }
+        )
     print()
-    print(f"{'solver':<36} {'stop':>12} {'median s':>9} {'runs':>5} {'iters':>6} {'rel. subopt':>12} "
+    print(f"{'solver':<36} {'stop':>12} {'median s':>9} {'runs':>5} {'iters':>6} "
+          f"{'rel. subopt':>12} "
           f"{'target':>11} {'test acc':>9}")
     for row in rows:
         reached = "reached" if row["reached"] else "NOT reached"
         if row["solver"] == "sklearn lbfgs" and not row["reached"]:
             reached = f"not in {args.lbfgs_max_iter} it"
-        print(f"{row['solver']:<36} {row['stop']:>12} {row['median_s']:>9.2f} {len(row['times_s']):>5} "
-              f"{row['iterations']!s:>6} {row['rel_suboptimality']:>12.2e} {reached:>11} {row['test_accuracy']:>9.4f}")
+        print(f"{row['solver']:<36} {row['stop']:>12} {row['median_s']:>9.2f} "
+              f"{len(row['times_s']):>5} "
+              f"{row['iterations']!s:>6} {row['rel_suboptimality']:>12.2e} {reached:>11} "
+              f"{row['test_accuracy']:>9.4f}")
     sk = rows[2]["median_s"]
     best = min(rows[:2], key=lambda r: r["median_s"])
     ratio = best["median_s"] / sk
-    out = {"n_train": int(X.shape[0]), "lambda": LAM, "target": TARGET, "f_star": f_star, "threads": args.threads,
-           "rows": rows, "ratio_vs_sklearn_newton_cg": ratio, "best_curvlab": best["solver"],
-           "ratio_raw_vs_sklearn_newton_cg": rows[0]["median_s"] / sk,
-           "ratio_whitened_vs_sklearn_newton_cg": rows[1]["median_s"] / sk, "test_accuracy": best["test_accuracy"]}
+    out = {
+        "n_train": int(X.shape[0]),
+        "lambda": LAM,
+        "target": TARGET,
+        "f_star": f_star,
+        "threads": args.threads,
+        "rows": rows,
+        "ratio_vs_sklearn_newton_cg": ratio,
+        "best_curvlab": best["solver"],
+        "ratio_raw_vs_sklearn_newton_cg": rows[0]["median_s"] / sk,
+        "ratio_whitened_vs_sklearn_newton_cg": rows[1]["median_s"] / sk,
+        "test_accuracy": best["test_accuracy"],
+    }
     if args.json is not None:
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")
         tmp.write_text(json.dumps(out, indent=2, default=float))
         os.replace(tmp, args.json)
     print(f"raw curvlab / sklearn newton-cg = {out['ratio_raw_vs_sklearn_newton_cg']:.3f}, "
-          f"ridge-whitened curvlab / sklearn newton-cg = {out['ratio_whitened_vs_sklearn_newton_cg']:.3f}")
+          "ridge-whitened curvlab / sklearn newton-cg = "
+          f"{out['ratio_whitened_vs_sklearn_newton_cg']:.3f}")
     print(f"ratio_vs_sklearn_newton_cg={ratio:.3f} test_accuracy={best['test_accuracy']:.4f}")
     return out
 

@@ -1,15 +1,18 @@
-"""``python -m pipeline.analytic``: the lecture's analytic studies (claims 1–3), computed as a stage.
+"""``python -m pipeline.analytic``: the lecture's analytic studies (claims 1–3), computed as a
+stage.
 
     python -m pipeline.analytic [analytic.kappa_sweep.condition_numbers=[1.0,1.0e2]] ...
 
 Claim 1: GD paths on 2-D quadratics for step sizes below, near and above 2/L; claim 2: GD
 iterations to tolerance against κ on synthetic least squares, raw vs whitened; claim 3: convexity
 read off the Hessian's smallest eigenvalue (the lecture's exercise functions on a grid, and linear /
-logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.core.studies``; this
+logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.core.studies``;
+this
 shell writes, per study, ``<paths.analytic_dir>/<study>/`` = ``table.csv`` (typed columns),
 ``arrays.npz`` (what the report's figures draw) and ``study.json`` (``{name, title, params, metrics,
 figures, seconds}``), the folder replaced as a whole, and logs each study as one
-MLflow run (experiment = the study name) with those files as artifacts. The report only renders them.
+MLflow run (experiment = the study name) with those files as artifacts. The report only renders
+them.
 """
 
 from __future__ import annotations
@@ -69,16 +72,19 @@ def validate(a: Mapping[str, Any]) -> None:
         raise ConfigError(f"analytic.studies: unknown {unknown}; choose from {list(STUDIES)}")
     for t in a["gd_paths"]["functions"]:
         if min(float(t["a"]), float(t["b"])) <= 0:
-            raise ConfigError(f"analytic.gd_paths: {t.get('name')} needs a, b > 0 (a convex quadratic)")
+            raise ConfigError(f"analytic.gd_paths: {t.get('name')} needs a, b > 0 (a convex "
+                              "quadratic)")
     if int(a["gd_paths"]["n_steps"]) < 1 or int(a["kappa_sweep"]["max_iter"]) < 1:
-        raise ConfigError("analytic.gd_paths.n_steps and analytic.kappa_sweep.max_iter must be >= 1")
+        raise ConfigError("analytic.gd_paths.n_steps and analytic.kappa_sweep.max_iter must be >= "
+                          "1")
     if not float(a["kappa_sweep"]["tol"]) > 0:
         raise ConfigError("analytic.kappa_sweep.tol must be > 0, e.g. 1.0e-6")
     from pipeline.core.theory import LECTURE_FUNCTIONS
 
     unknown = [f for f in a["convexity"]["functions"] if f not in LECTURE_FUNCTIONS]
     if unknown:
-        raise ConfigError(f"analytic.convexity.functions: unknown {unknown}; choose from {sorted(LECTURE_FUNCTIONS)}")
+        raise ConfigError(f"analytic.convexity.functions: unknown {unknown}; choose from "
+                          f"{sorted(LECTURE_FUNCTIONS)}")
 
 
 def check_study_memory(a: Mapping[str, Any], memory_gb: float) -> None:
@@ -110,7 +116,9 @@ def gd_paths(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> S
             labels.append(label)
         st.figures.append({"kind": "gd_paths", "key": key, "title": f["title"], "labels": labels})
     for rec in table.itertuples():
-        st.metrics[f"f_end_minus_f_star.{rec.function}.lr_{rec.lr:g}"] = float(min(rec.f_end_minus_f_star, 1e300))
+        st.metrics[f"f_end_minus_f_star.{rec.function}.lr_{rec.lr:g}"] = float(
+            min(rec.f_end_minus_f_star, 1e300)
+        )
     st.metrics["disagreements"] = float(table["predicted"].str.contains("disagrees").sum())
     return st
 
@@ -126,7 +134,8 @@ def kappa_sweep(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -
     st = Study(str(c["study"]), "Claim 2 — condition number and whitening", table)
     ids = [group_id(p) for p in c["preprocess"]]
     raw = table[table["preprocess"] == ids[0]]
-    if (raw["kappa_raw"] > 1.5).sum() >= 2:  # κ ≈ 1 takes one step whatever the tolerance: not the κ·ln(1/tol) regime
+    # κ ≈ 1 takes one step whatever the tolerance: not the κ·ln(1/tol) regime
+    if (raw["kappa_raw"] > 1.5).sum() >= 2:
         raw = raw[raw["kappa_raw"] > 1.5]
     if len(raw) >= 2:
         slope = np.polyfit(np.log(raw["kappa_raw"]), np.log(raw["iterations"].clip(lower=1)), 1)[0]
@@ -135,12 +144,14 @@ def kappa_sweep(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -
     if len(ids) > 1 and len(white):
         st.metrics["whitened_max_iterations"] = float(white["iterations"].max())
         st.metrics["whitened_max_kappa"] = float(white["kappa"].max())
-    st.figures.append({"kind": "iterations_vs_kappa", "title": f"GD iterations until ‖∇f‖ ≤ {float(c['tol']):g} against κ"})
+    st.figures.append({"kind": "iterations_vs_kappa", "title": "GD iterations until ‖∇f‖ ≤ "
+                                                               f"{float(c['tol']):g} against κ"})
     return st
 
 
 def convexity(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
-    """Claim 3: λ_min of the Hessian on the exercise functions' grid and of each model on real data."""
+    """Claim 3: λ_min of the Hessian on the exercise functions' grid and of each model on real
+    data."""
     from pipeline.core.studies import study_convexity_functions, study_convexity_models
     from pipeline.data.datasets import load_dataset
 
@@ -189,7 +200,9 @@ def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
     try:
         tracker.log_params(run_id, flatten(st.params))
         tracker.log_metrics(run_id, {_metric_name(k): v for k, v in st.metrics.items()})
-        tracker.log_artifacts(run_id, [dest / "table.csv", dest / "arrays.npz", dest / "study.json"])
+        tracker.log_artifacts(
+            run_id, [dest / "table.csv", dest / "arrays.npz", dest / "study.json"]
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             tracker.end_run(run_id, "FAILED")
@@ -224,7 +237,8 @@ def run_analytic(cfg: Mapping[str, Any]) -> list[Path]:
                 log_study(cfg, st, dest)
             except Exception as err:  # noqa: BLE001 - the study is written; tracking is an extra
                 msg = " ".join(str(err).split())[:300]
-                print(f"{PROG}: warning: MLflow logging of {st.name} failed ({msg}); its files are complete",
+                print(f"{PROG}: warning: MLflow logging of {st.name} failed ({msg}); its files "
+                      "are complete",
                       file=sys.stderr)
         print(f"{PROG}: {st.name}: {len(st.table)} rows, {seconds:.1f} s -> {dest}", flush=True)
         out.append(dest)

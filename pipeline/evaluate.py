@@ -4,7 +4,8 @@ The overrides name the run exactly as for ``train`` (or ``run_dir=...`` names it
 model is rebuilt from the run's own ``config.yaml`` and ``weights.npz``. Writes
 ``evaluation.json`` (accuracies, unpenalized mean losses, class names, per-class accuracy) and,
 for classifiers, ``confusion.csv`` (c×c counts; row i = true class i, column j = predicted class j,
-header = the class names from the data set's config) beside the weights, and logs ``eval_*`` metrics to the train run's
+header = the class names from the data set's config) beside the weights, and logs ``eval_*`` metrics
+to the train run's
 MLflow run.
 """
 
@@ -50,7 +51,8 @@ def per_class_accuracy(conf: np.ndarray) -> list[float | None]:
 
 
 def class_names_of(meta: dict[str, Any], n_classes: int) -> list[str]:
-    """The prepared data's class names (``meta['class_names']``), else the class indices; unique, one per class."""
+    """The prepared data's class names (``meta['class_names']``), else the class indices; unique,
+    one per class."""
     names = [str(n) for n in (meta.get("class_names") or [])]
     if len(names) != n_classes or len(set(names)) != n_classes:
         names = [str(k) for k in range(n_classes)]
@@ -58,12 +60,14 @@ def class_names_of(meta: dict[str, Any], n_classes: int) -> list[str]:
 
 
 def locate_run(spec: RunSpec, given: str | None) -> Path:
-    """The run directory: ``run_dir`` if given, else the one ``train`` derives from the overrides."""
+    """The run directory: ``run_dir`` if given, else the one ``train`` derives from the
+    overrides."""
     overrides = [o for o in spec.overrides if not o.startswith("run_dir=")]
     out = project_path(given) if given else run_dir(spec)
     for f in ("weights.npz", "config.yaml", "metrics.json"):
         if not (out / f).is_file():
-            raise DataError(f"{out / f} not found; train this run first with `python -m pipeline.train "
+            raise DataError(f"{out / f} not found; train this run first with `python -m "
+                            "pipeline.train "
                             f"{' '.join(overrides)}` (the same overrides), or pass run_dir=<dir>")
     return out
 
@@ -128,7 +132,8 @@ def score_run(out: Path) -> tuple[dict[str, Any], str | None]:
 
 
 def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out: Path) -> None:
-    """``eval_*`` metrics and evaluation.json onto the train run (a warning if it is not in this store)."""
+    """``eval_*`` metrics and evaluation.json onto the train run (a warning if it is not in this
+    store)."""
     if not spec.mlflow.get("enabled", True) or not run_id:
         return
     from mlflow.exceptions import MlflowException
@@ -137,9 +142,15 @@ def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out
 
     tracker = Tracker(dict(spec.mlflow))
     try:
-        tracker.log_metrics(run_id, {f"eval_{k}": v for k, v in result.items()
-                                     if k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
-                                     and v is not None})
+        tracker.log_metrics(
+            run_id,
+            {
+                f"eval_{k}": v
+                for k, v in result.items()
+                if k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+                and v is not None
+            },
+        )
         tracker.log_artifacts(run_id, [out / "evaluation.json", out / "confusion.csv"])
     except (MlflowException, CurvlabError) as err:
         print(f"{PROG}: warning: MLflow run {run_id} not updated ({str(err).splitlines()[0]})",

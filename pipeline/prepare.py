@@ -1,9 +1,11 @@
-"""The ``prepare`` stage: load a data set, fit the preprocessing on its training split, save both splits.
+"""The ``prepare`` stage: load a data set, fit the preprocessing on its training split, save both
+splits.
 
     python -m pipeline.prepare data=mnist preprocess=whiten
 
 Writes ``<paths.prepared_dir>/<data.id>-<preprocess.id>.npz`` + ``.json`` (see
-``pipeline/store/prepared.py``) atomically and prints one summary line. Bad input: one line on stderr,
+``pipeline/store/prepared.py``) atomically and prints one summary line. Bad input: one line on
+stderr,
 exit status 2, nothing written.
 """
 
@@ -71,7 +73,8 @@ def prepare(
 ) -> dict[str, Any]:
     """Run the stage on plain dicts; returns the facts written to the ``.json``."""
     t0 = time.perf_counter()
-    data_cfg = complete(data_cfg)  # a partial dict: from conf/data/<name>.yaml (facts record it all)
+    # a partial dict: from conf/data/<name>.yaml (facts record it all)
+    data_cfg = complete(data_cfg)
     validate_data_config(data_cfg)
     validate_preprocess_config(preprocess_cfg)
     val_fraction = check_val_fraction(data_cfg.get("val_fraction"))
@@ -91,11 +94,28 @@ def prepare(
         ds = dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows])
     C_aug = checked_second_moment(ds.X_train, data_cfg.get("scale"))
     transform = fit_preprocess(preprocess_cfg, ds.X_train, second_moment_aug=C_aug)
-    prepared = dataclasses.replace(ds, X_train=transform.apply(ds.X_train), X_test=transform.apply(ds.X_test))
+    prepared = dataclasses.replace(
+        ds, X_train=transform.apply(ds.X_train), X_test=transform.apply(ds.X_test)
+    )
     lam_before = spectrum(C_aug)
-    # (1/n) Z̃ᵀZ̃ via M C Mᵀ: O(d³) instead of another O(n d²) product (tests check it against Z̃ᵀZ̃)
+    # (1/n) Z̃ᵀZ̃ via M C Mᵀ: O(d³) instead of another O(n d²) product (tests check it against
+    # Z̃ᵀZ̃)
     lam_after = spectrum(hessian_after(transform, C_aug))
-    facts: dict[str, Any] = {
+    facts = _facts(data_cfg, preprocess_cfg, seed, ds, prepared, transform, val,
+                   (lam_before, lam_after, C_aug))
+    facts["seconds"] = round(time.perf_counter() - t0, 3)
+    extra = {} if val is None else {"X_val": transform.apply(val[0]), "y_val": val[1]}
+    save_prepared(out, prepared, transform, lam_before, lam_after, facts, extra)
+    return facts
+
+
+def _facts(data_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any], seed: int, ds: Any,
+           prepared: Any, transform: Any, val: tuple[np.ndarray, np.ndarray] | None,
+           spectra: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """The facts of a prepared pair (its ``.json``): sizes, conditioning, provenance."""
+    lam_before, lam_after, C_aug = spectra
+    pre_id = group_id(preprocess_cfg)
+    return {
         "data": str(data_cfg["id"]),
         "preprocess": pre_id,
         "task": ds.task,
@@ -105,7 +125,9 @@ def prepare(
         "n_val": 0 if val is None else int(val[1].shape[0]),
         "n_features_in": int(ds.X_train.shape[1]),
         "n_features_out": int(prepared.X_train.shape[1]),
-        "n_kept": int(transform.n_kept if transform.n_kept is not None else prepared.X_train.shape[1]),
+        "n_kept": int(
+            transform.n_kept if transform.n_kept is not None else prepared.X_train.shape[1]
+        ),
         "absorbs_bias": bool(transform.absorbs_bias),
         **conditioning_facts(lam_before, lam_after, ridge_facts(preprocess_cfg, transform, C_aug)),
         "sha256": dict(ds.meta.get("sha256", {})),
@@ -116,10 +138,6 @@ def prepare(
         "preprocess_config": dict(preprocess_cfg),
         "meta": {k: v for k, v in ds.meta.items() if k != "sha256"},
     }
-    facts["seconds"] = round(time.perf_counter() - t0, 3)
-    extra = {} if val is None else {"X_val": transform.apply(val[0]), "y_val": val[1]}
-    save_prepared(out, prepared, transform, lam_before, lam_after, facts, extra)
-    return facts
 
 
 def checked_second_moment(X_train: np.ndarray, scale: Any) -> np.ndarray:
@@ -130,12 +148,16 @@ def checked_second_moment(X_train: np.ndarray, scale: Any) -> np.ndarray:
         big = float(np.max(np.abs(X_train))) if np.isfinite(X_train).all() else float("inf")
         raise ConfigError(
             f"data.scale={scale}: the training inputs (largest |x| = {big:.3g}) make "
-            "the second moment (1/n) XᵀX overflow float64; use a smaller data.scale, e.g. 3.9215686e-3 (1/255)")
+            "the second moment (1/n) XᵀX overflow float64; use a smaller data.scale, e.g. "
+            "3.9215686e-3 (1/255)")
     return C_aug
 
 
-def ridge_facts(preprocess_cfg: Mapping[str, Any], transform: Transform, C_aug: np.ndarray) -> dict[str, Any]:
-    """κ of the regularized least-squares Hessian C + λ I_W before and after (= 1); {} without ridge."""
+def ridge_facts(
+    preprocess_cfg: Mapping[str, Any], transform: Transform, C_aug: np.ndarray
+) -> dict[str, Any]:
+    """κ of the regularized least-squares Hessian C + λ I_W before and after (= 1); {} without
+    ridge."""
     ridge = float(preprocess_cfg.get("ridge") or 0.0)
     if not ridge > 0:
         return {}
@@ -167,16 +189,20 @@ def _fmt_cond(k: float | None) -> str:
 
 
 def summary(facts: Mapping[str, Any], path: Path, total_s: float | None = None) -> str:
-    """One line: shapes, kept directions, conditioning before/after, seconds (compute; total with writing)."""
+    """One line: shapes, kept directions, conditioning before/after, seconds (compute; total with
+    writing)."""
     total = "" if total_s is None else f", {total_s:.2f} s with writing"
     return (
         f"prepared {path}: train {facts['n_train']}x{facts['n_features_out']}, "
-        f"test {facts['n_test']}x{facts['n_features_out']} (from {facts['n_features_in']} features, "
+        f"test {facts['n_test']}x{facts['n_features_out']} (from {facts['n_features_in']} "
+        "features, "
         f"kept {facts['n_kept']}{', bias absorbed' if facts['absorbs_bias'] else ''}); "
         f"Hessian cond {_fmt_cond(facts['cond_before'])} "
-        f"(rank {facts['rank_before']}/{facts['hessian_dim_before']}, {facts['cond_before_nonzero']:.3g} on its range) "
+        f"(rank {facts['rank_before']}/{facts['hessian_dim_before']}, "
+        f"{facts['cond_before_nonzero']:.3g} on its range) "
         f"-> {_fmt_cond(facts['cond_after'])} "
-        f"(rank {facts['rank_after']}/{facts['hessian_dim_after']}, {facts['cond_after_nonzero']:.3g} on its range); "
+        f"(rank {facts['rank_after']}/{facts['hessian_dim_after']}, "
+        f"{facts['cond_after_nonzero']:.3g} on its range); "
         f"{facts['seconds']:.2f} s{total}"
     )
 
@@ -187,7 +213,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_boundary(cfg)
     data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
     facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir, cfg.limits.memory_gb)
-    path = prepared_path(cfg.paths.prepared_dir, prepared_stem(str(data_cfg["id"]), group_id(pre_cfg)))
+    path = prepared_path(
+        cfg.paths.prepared_dir, prepared_stem(str(data_cfg["id"]), group_id(pre_cfg))
+    )
     print(summary(facts, path, time.perf_counter() - t0), flush=True)
     return facts
 

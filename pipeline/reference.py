@@ -1,4 +1,5 @@
-"""``python -m pipeline.reference``: the reference optimum f* of a run's objective, as its own stage.
+"""``python -m pipeline.reference``: the reference optimum f* of a run's objective, as its own
+stage.
 
     python -m pipeline.reference experiment=default_softmax preprocess=none
 
@@ -51,22 +52,27 @@ def validate(cfg: Any) -> None:
 
     r = cfg.reference
     if not (r.tol > 0):
-        raise ConfigError(f"reference.tol={r.tol} must be > 0, e.g. 1.0e-9 (the solve stops at ‖∇f‖ ≤ tol)")
+        raise ConfigError(f"reference.tol={r.tol} must be > 0, e.g. 1.0e-9 (the solve stops at "
+                          "‖∇f‖ ≤ tol)")
     if r.max_iter < 1 or r.cg_max_iter < 1 or r.dense_max < 0:
-        raise ConfigError("reference.max_iter and reference.cg_max_iter must be >= 1, reference.dense_max >= 0")
+        raise ConfigError("reference.max_iter and reference.cg_max_iter must be >= 1, "
+                          "reference.dense_max >= 0")
     if r.preconditioner not in PRECONDITIONERS:
         raise ConfigError(f"reference.preconditioner={r.preconditioner!r} is unknown; use one of "
                           f"{', '.join(PRECONDITIONERS)}")
     for other in r.kappa_in:
         check_name("reference.kappa_in", other)
     if cfg.model.name in NONCONVEX:
-        raise ConfigError(f"model={cfg.model.name} is not convex: it has no certified reference optimum; "
+        raise ConfigError(f"model={cfg.model.name} is not convex: it has no certified reference "
+                          "optimum; "
                           "use a convex model (linear, logistic, softmax)")
 
 
 def other_coordinates(spec: RunSpec, pre_id: str) -> RunSpec:
     """The run with the preprocessing of ``<data.id>-<pre_id>`` (from that file's facts)."""
-    facts_path = prepared_path(spec.prepared_dir, prepared_stem(spec.data_id, pre_id)).with_suffix(".json")
+    facts_path = prepared_path(spec.prepared_dir, prepared_stem(spec.data_id, pre_id)).with_suffix(
+        ".json"
+    )
     facts = read_facts(facts_path, missing=(
         f"reference.kappa_in={pre_id}: run `python -m pipeline.prepare data={spec.data_name} "
         f"preprocess={pre_id}` first"))
@@ -90,8 +96,10 @@ def kappa_objectives(spec: RunSpec, oid: str, dense: bool) -> list[tuple[str, An
         ods, otr, _ofacts, opath = load_prepared_for(ospec)
         if objective_id(ospec, otr) != oid:
             raise ConfigError(f"reference.kappa_in={other}: {opath.name} has objective "
-                              f"{objective_id(ospec, otr)}, not {oid} (its penalty acts on the transformed "
-                              "weights); list only preprocessings with preprocess.penalty_space=input")
+                              f"{objective_id(ospec, otr)}, not {oid} (its penalty acts on the "
+                              "transformed "
+                              "weights); list only preprocessings with "
+                              "preprocess.penalty_space=input")
         if dense:
             others.append((str(other), run_objective(ospec.model, ods, otr), otr))
         del ods  # not held during the solve where κ is not computed
@@ -100,7 +108,8 @@ def kappa_objectives(spec: RunSpec, oid: str, dense: bool) -> list[tuple[str, An
 
 @config_keys()
 def reference(cfg: DictConfig) -> dict[str, Any]:
-    """Solve the run's objective to the reference tolerance and write its JSON; returns the record."""
+    """Solve the run's objective to the reference tolerance and write its JSON; returns the
+    record."""
     from pipeline.core.optima import solve
 
     check_boundary(cfg)
@@ -112,8 +121,13 @@ def reference(cfg: DictConfig) -> dict[str, Any]:
     objective = run_objective(spec.model, dataset, transform)
     oid = objective_id(spec, transform)
     out = check_reference_writable(spec.reference_dir, oid)
-    opts = {"tol": float(r["tol"]), "max_iter": int(r["max_iter"]), "dense_max": int(r["dense_max"]),
-            "cg_max_iter": int(r["cg_max_iter"]), "preconditioner": str(r["preconditioner"])}
+    opts = {
+        "tol": float(r["tol"]),
+        "max_iter": int(r["max_iter"]),
+        "dense_max": int(r["dense_max"]),
+        "cg_max_iter": int(r["cg_max_iter"]),
+        "preconditioner": str(r["preconditioner"]),
+    }
     dense = objective.n_params <= opts["dense_max"]
     others = kappa_objectives(spec, oid, dense)
     t0 = time.perf_counter()
@@ -131,7 +145,8 @@ def reference(cfg: DictConfig) -> dict[str, Any]:
     }
     write_reference(spec.reference_dir, record)
     kappas = ", ".join(f"κ({k}) = {v['kappa']:.3g}" for k, v in coords.items())
-    print(f"{PROG}: {oid}: f* = {s.f_star:.15g}, ‖∇f‖ = {s.grad_norm:.1e} ({s.status} after {s.iterations} "
+    print(f"{PROG}: {oid}: f* = {s.f_star:.15g}, ‖∇f‖ = {s.grad_norm:.1e} ({s.status} after "
+          f"{s.iterations} "
           f"{s.method} steps in {spec.preprocess_id} coordinates, {seconds:.1f} s)"
           f"{'; ' + kappas if kappas else ''} -> {out}", flush=True)
     if s.status != "converged":
@@ -153,11 +168,15 @@ def coordinates(spec: RunSpec, s: Any, solved: tuple[Any, Any], others: list[tup
                                       **curvature(objective, s.w)}
     for other, oobj, otr in others:
         w0 = map_weights(s.w, objective, transform, oobj, otr)
-        f0 = float(oobj.value(w0))  # the same predictions and penalty: the same f, else not the same objective
+        # the same predictions and penalty: the same f, else not the same objective
+        f0 = float(oobj.value(w0))
         if not abs(f0 - s.f_star) <= SAME_F_RTOL * abs(s.f_star) + opts["tol"] ** 2:
-            raise ConfigError(f"reference.kappa_in={other}: w* mapped into {other} coordinates has f = "
-                              f"{f0:.15g}, not f* = {s.f_star:.15g}: {other} and {spec.preprocess_id} are "
-                              "not one objective (e.g. a model without intercept on inputs with an offset); "
+            raise ConfigError(f"reference.kappa_in={other}: w* mapped into {other} coordinates has "
+                              "f = "
+                              f"{f0:.15g}, not f* = {s.f_star:.15g}: {other} and "
+                              f"{spec.preprocess_id} are "
+                              "not one objective (e.g. a model without intercept on inputs with an "
+                              "offset); "
                               "drop it from reference.kappa_in")
         polished = solve(oobj, w0=w0, **opts)  # w* mapped is the optimum there too: 0-2 steps
         coords[other] = {"f": polished.f_star, "grad_norm": polished.grad_norm,

@@ -140,7 +140,8 @@ class SolverOptions:
         return cls(method=str(_get(node, "name")), **values)
 
     def minimize_kwargs(self, seed: int) -> dict[str, Any]:
-        """The keyword options of ``pipeline.core.solvers.minimize`` (sgd: minibatches from ``seed``)."""
+        """The keyword options of ``pipeline.core.solvers.minimize`` (sgd: minibatches from
+        ``seed``)."""
         from pipeline.core.solvers import SGD_KEYS
 
         kwargs = {k: getattr(self, k) for k in self.LOOP_KEYS}
@@ -157,7 +158,8 @@ class SolverOptions:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The model: ``name`` (linear | logistic | logistic_mse | softmax), λ, dtype, configured intercept."""
+    """The model: ``name`` (linear | logistic | logistic_mse | softmax), λ, dtype, configured
+    intercept."""
 
     name: str
     id: str
@@ -214,7 +216,8 @@ class RunSpec:
 
     @classmethod
     def from_config(cls, cfg: Any, overrides: Sequence[str] = ()) -> RunSpec:
-        """The spec of a composed run config (budgets already applied) and its command-line overrides."""
+        """The spec of a composed run config (budgets already applied) and its command-line
+        overrides."""
         from omegaconf import DictConfig, OmegaConf
 
         cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))

@@ -41,11 +41,14 @@ def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 
 
 @config_keys()
-def train(cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, ctx: JobContext | None = None, out_dir: Path | None = None
+) -> dict[str, Any]:
     """Validate, fit, save and track one run (in ``out_dir``, default the run directory its config
     names); returns the metrics dict (raises CurvlabError)."""
     ctx = ctx or JobContext()
-    apply_budget(cfg, ctx.overrides)  # the study's budget for this optimizer (the command line wins)
+    # the study's budget for this optimizer (the command line wins)
+    apply_budget(cfg, ctx.overrides)
     validate_train_config(cfg)
     spec = RunSpec.from_config(cfg, ctx.overrides)
     if spec.solver.method == "sgd":
@@ -60,10 +63,12 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
     dataset, transform, facts, prep_path = load_prepared_for(spec)
     check_model_fits_data(spec.model.name, dataset.task, spec.data_id)
     objective = run_objective(spec.model, dataset, transform)
-    obj_id = objective_id(spec, transform)  # the report pairs the run with the reference f* of this id
+    # the report pairs the run with the reference f* of this id
+    obj_id = objective_id(spec, transform)
     rng = np.random.default_rng(spec.seed)
     w0 = objective.init(spec.solver.init, float(spec.solver.init_scale), rng)
-    check_writable(out_dir)  # before an MLflow run exists: a read-only folder is one error, no FAILED run
+    # before an MLflow run exists: a read-only folder is one error, no FAILED run
+    check_writable(out_dir)
     tracker, run_id, prep_sha = start_tracking(spec, ctx, out_dir, prep_path, facts, obj_id)
     try:
         if tracker is not None:
@@ -79,8 +84,11 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
             log_result(tracker, run_id, result, metrics, out_dir)
     except BaseException as err:
         if tracker is not None:
-            with contextlib.suppress(Exception):  # the store may be what failed: keep the first error
-                tracker.end_run(run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            # the store may be what failed: keep the first error
+            with contextlib.suppress(Exception):
+                tracker.end_run(
+                    run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+                )
         raise
     print(summary_line(out_dir, metrics), flush=True)
     if metrics["status"] == "diverged" and spec.fail_on_diverged:
@@ -112,13 +120,16 @@ def start_tracking(spec: RunSpec, ctx: JobContext, out_dir: Path, prep_path: Pat
             "curvlab.run_dir": str(out_dir), "mlflow.source.git.commit": git_commit(),
             "curvlab.prepared": str(prep_path), "curvlab.prepared_sha256": prep_sha,
             "curvlab.fit_intercept": str(spec.fit_intercept), "curvlab.objective": obj_id}
-    tags.update({f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()})
+    tags.update(
+        {f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()}
+    )
     return tracker, tracker.start_run(spec.study, out_dir.name, tags, ctx.parent_run_id), prep_sha
 
 
 def log_inputs(tracker: Any, run_id: str, spec: RunSpec, prepared: tuple[Path, str],
                facts: dict[str, Any]) -> None:
-    """The resolved config as parameters and the prepared file (path, SHA-256) as the training data."""
+    """The resolved config as parameters and the prepared file (path, SHA-256) as the training
+    data."""
     from pipeline.tracking.mlflow import flatten
 
     prep_path, prep_sha = prepared
@@ -127,21 +138,32 @@ def log_inputs(tracker: Any, run_id: str, spec: RunSpec, prepared: tuple[Path, s
         k: facts.get(k) for k in ("n_train", "n_test", "n_features_out", "n_classes", "task")})
 
 
-def log_result(tracker: Any, run_id: str, result: Any, metrics: dict[str, Any], out_dir: Path) -> None:
+def log_result(
+    tracker: Any, run_id: str, result: Any, metrics: dict[str, Any], out_dir: Path
+) -> None:
     """History, final metrics, status and the run files onto the MLflow run, then end it."""
     tracker.log_history(run_id, {k: np.asarray(v) for k, v in result.history.items()})
-    tracker.log_metrics(run_id, {k: metrics[k] for k in LOGGED_METRICS if metrics.get(k) is not None})
+    tracker.log_metrics(
+        run_id, {k: metrics[k] for k in LOGGED_METRICS if metrics.get(k) is not None}
+    )
     tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
-    tracker.log_artifacts(run_id, [out_dir / "metrics.json", out_dir / "config.yaml", out_dir / "history.csv"])
+    tracker.log_artifacts(
+        run_id, [out_dir / "metrics.json", out_dir / "config.yaml", out_dir / "history.csv"]
+    )
     tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
 
 
 def summary_line(out_dir: Path, metrics: dict[str, Any]) -> str:
     """``train: <run>: <status> after <n> iterations, loss …, accuracies (seconds) -> <dir>``."""
-    acc = "" if metrics["test_accuracy"] is None else f", test accuracy {metrics['test_accuracy']:.4f}"
+    acc = (
+        ""
+        if metrics["test_accuracy"] is None
+        else f", test accuracy {metrics['test_accuracy']:.4f}"
+    )
     if metrics["val_accuracy"] is not None:
         acc += f", validation accuracy {metrics['val_accuracy']:.4f}"
-    return (f"{PROG}: {out_dir.name}: {metrics['status']} after {metrics['iterations']} iterations, "
+    return (f"{PROG}: {out_dir.name}: {metrics['status']} after {metrics['iterations']} "
+            "iterations, "
             f"loss {metrics['train_loss']:.6g}{acc} ({metrics['train_time_s']:.1f} s) -> {out_dir}")
 
 
@@ -175,26 +197,38 @@ def summarize(spec: RunSpec, objective: Any, dataset: Any, result: Any, seconds:
         "message": str(result.message),
         "iterations": int(result.n_iter),
         "passes": float(np.asarray(result.history["passes"], dtype=np.float64)[last]),  # work done
-        "cg_iterations": int(result.info["cg_iterations"]) if "cg_iterations" in result.info else None,
+        "cg_iterations": int(result.info["cg_iterations"])
+        if "cg_iterations" in result.info
+        else None,
         "train_loss": float(f_w),
         "grad_norm": float(np.linalg.norm(g_w)),
         "train_time_s": float(seconds),
-        "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train) if classify else None,
+        "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train)
+        if classify
+        else None,
         "test_accuracy": accuracy(objective.predict(dataset.X_test, w), dataset.y_test)
-        if classify and score_test else None,
-        "test_loss": float(objective.predict_loss(dataset.X_test, dataset.y_test, w)) if score_test else None,
-        "val_accuracy": accuracy(objective.predict(X_val, w), y_val) if classify and has_val else None,
+        if classify and score_test
+        else None,
+        "test_loss": float(objective.predict_loss(dataset.X_test, dataset.y_test, w))
+        if score_test
+        else None,
+        "val_accuracy": accuracy(objective.predict(X_val, w), y_val)
+        if classify and has_val
+        else None,
         "val_loss": float(objective.predict_loss(X_val, y_val, w)) if has_val else None,
         "n_val": int(y_val.shape[0]) if has_val else 0,
         "mlflow_run_id": run_id,
     }
 
 
-def save_run(out_dir: Path, spec: RunSpec, objective: Any, result: Any, metrics: dict[str, Any]) -> None:
+def save_run(
+    out_dir: Path, spec: RunSpec, objective: Any, result: Any, metrics: dict[str, Any]
+) -> None:
     """The run folder (``pipeline.store.rundir.write_run``) of a finished fit; never NaN weights."""
     w = np.asarray(result.w)
     if not np.all(np.isfinite(w)):  # the optimizer contract says never; do not save NaN weights
-        raise NumericalError(f"optimizer returned non-finite weights for {out_dir.name}; nothing saved")
+        raise NumericalError(f"optimizer returned non-finite weights for {out_dir.name}; nothing "
+                             "saved")
     coef, intercept = objective.unpack(w)
     write_run(out_dir, spec.config_yaml, result.history,
               {"w": w, "coef": np.asarray(coef), "intercept": np.asarray(intercept)}, metrics)

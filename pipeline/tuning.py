@@ -29,8 +29,16 @@ try:
 except ImportError:  # pragma: no cover - Hydra is a hard dependency
     Callback = object  # type: ignore[misc,assignment]
 
-TRIAL_METRICS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "passes", "train_time_s",
-                 "status", "mlflow_run_id")
+TRIAL_METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "train_loss",
+    "train_accuracy",
+    "passes",
+    "train_time_s",
+    "status",
+    "mlflow_run_id",
+)
 
 
 def trial_rows(trials: list[dict[str, Any]], params: list[str]) -> dict[str, list[Any]]:
@@ -62,7 +70,8 @@ def final_config(config: DictConfig, best_params: dict[str, Any], data_id: str) 
 
 
 class RetrainBest(Callback):  # type: ignore[misc]
-    """Hydra callback: the end-of-study summary and the retrained chosen model (module docstring)."""
+    """Hydra callback: the end-of-study summary and the retrained chosen model (module
+    docstring)."""
 
     def __init__(self, data_id: str, final_name: str = "final") -> None:
         self.data_id, self.final_name = str(data_id), str(final_name)
@@ -78,7 +87,8 @@ class RetrainBest(Callback):  # type: ignore[misc]
 
         sweep = project_path(str(config.hydra.sweep.dir))
         if any_failed(sweep):
-            print("train: some trials failed; the chosen configuration is not retrained", file=sys.stderr)
+            print("train: some trials failed; the chosen configuration is not "
+                  "retrained", file=sys.stderr)
             return
         results = sweep / "optimization_results.yaml"
         if not results.exists():
@@ -97,13 +107,16 @@ class RetrainBest(Callback):  # type: ignore[misc]
                   "retrain": {"data.id": self.data_id, "data.val_fraction": 0.0},
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         write_json(study_dir / "chosen.json", chosen)
-        print(f"train: {len(trials)} trials; best {chosen['objective']} = {chosen['best_value']:.4f} "
-              f"with {' '.join(f'{k}={v}' for k, v in best_params.items())} -> {study_dir / 'chosen.json'}",
+        print(f"train: {len(trials)} trials; best {chosen['objective']} = "
+              f"{chosen['best_value']:.4f} "
+              f"with {' '.join(f'{k}={v}' for k, v in best_params.items())} -> "
+              f"{study_dir / 'chosen.json'}",
               flush=True)
         ctx = JobContext(parent_run_id=parent_run_id_from_env())
         metrics = train(cfg, ctx, out_dir=study_dir / self.final_name)
         if metrics.get("status") == "diverged":
-            print("train: error: the chosen configuration diverged on train + validation", file=sys.stderr)
+            print("train: error: the chosen configuration diverged on train + "
+                  "validation", file=sys.stderr)
             sys.exit(2)
 
 

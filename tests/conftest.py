@@ -16,9 +16,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def data_dir(folder: str) -> Path | None:
-    """A data set's IDX folder: $CURVLAB_DATA_DIR itself (MNIST only, as before), its <folder>/, else ../shared/data/<folder>."""
+    """A data set's IDX folder: $CURVLAB_DATA_DIR itself (MNIST only, as before), its <folder>/,
+    else ../shared/data/<folder>."""
     env = os.environ.get("CURVLAB_DATA_DIR")
-    cands = ([env] if env and folder == "mnist" else []) + ([str(Path(env) / folder)] if env else [])
+    cands = ([env] if env and folder == "mnist" else []) + (
+        [str(Path(env) / folder)] if env else []
+    )
     for cand in [*cands, str(REPO_ROOT.parent / "shared" / "data" / folder)]:
         if (Path(cand) / "train-images-idx3-ubyte.gz").exists():
             return Path(cand).resolve()
@@ -30,7 +33,8 @@ def mnist_dir() -> Path:
     """Directory holding the four verified MNIST IDX files (skips when absent)."""
     d = data_dir("mnist")
     if d is None:
-        pytest.skip("MNIST not found: set CURVLAB_DATA_DIR to a directory with the four IDX .gz files")
+        pytest.skip("MNIST not found: set CURVLAB_DATA_DIR to a directory with the four IDX .gz "
+                    "files")
     return d
 
 
@@ -39,7 +43,8 @@ def fashion_dir() -> Path:
     """Directory holding the four verified Fashion-MNIST IDX files (skips when absent)."""
     d = data_dir("fashion-mnist")
     if d is None:
-        pytest.skip("Fashion-MNIST not found: set CURVLAB_DATA_DIR to a folder holding fashion-mnist/")
+        pytest.skip("Fashion-MNIST not found: set CURVLAB_DATA_DIR to a folder holding "
+                    "fashion-mnist/")
     return d
 
 
@@ -57,7 +62,9 @@ def _blas_threads_per_worker() -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
     if workers < 1:
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(max(1, cores // workers)))
     from threadpoolctl import threadpool_limits
@@ -76,7 +83,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def stage_cli(monkeypatch: pytest.MonkeyPatch,
               capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., tuple[int, str, str]]]:
-    """``stage_cli(prog, *args) -> (exit status, stdout, stderr)``: ``python -m pipeline.<prog> args`` in-process."""
+    """``stage_cli(prog, *args) -> (exit status, stdout, stderr)``: ``python -m pipeline.<prog>
+    args`` in-process."""
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -86,7 +94,8 @@ def stage_cli(monkeypatch: pytest.MonkeyPatch,
     handled = [getattr(signal, n) for n in names if hasattr(signal, n)]
     saved = {s: h for s in handled if (h := signal.getsignal(s)) is not None}
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")  # conf/ found from the file, as with python -m
+    # conf/ found from the file, as with python -m
+    monkeypatch.setenv("HYDRA_MAIN_MODULE", "__main__")
 
     def call(prog: str, *args: str) -> tuple[int, str, str]:
         mod = importlib.import_module(f"pipeline.{prog}")

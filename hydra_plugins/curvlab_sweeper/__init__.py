@@ -40,7 +40,10 @@ class OptunaSweeper(_OptunaSweeper):
             if parent and config is not None and config.get("mlflow") is not None:
                 from pipeline.tracking.mlflow import Tracker
 
-                Tracker(OmegaConf.to_container(config.mlflow, resolve=True)).end_run(parent, "FAILED")
-            print("train: error: no trial of the study finished (every job failed, see the messages "
+                Tracker(OmegaConf.to_container(config.mlflow, resolve=True)).end_run(
+                    parent, "FAILED"
+                )
+            print("train: error: no trial of the study finished (every job failed, see the "
+                  "messages "
                   "above); fix the configuration and rerun", file=sys.stderr)
             sys.exit(2)

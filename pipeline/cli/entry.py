@@ -99,7 +99,9 @@ def _first_line(err: BaseException) -> str:
 def _override_of(err: BaseException) -> str | None:
     """The command-line override an error is about, when Hydra's message names one."""
     text = str(err)
-    for marker in ("Error merging override ", "Could not override '", "Could not append to config. An item is already at '",
+    for marker in ("Error merging override ", "Could not override '", "Could not append to "
+                                                                      "config. An item is already "
+                                                                      "at '",
                    "Could not delete from config. "):
         if marker in text:
             rest = text.split(marker, 1)[1]
@@ -139,7 +141,9 @@ def hydra_error_message(err: BaseException, prog: str, schema: type | None = Non
             group, _, name = missing.rpartition("/")
             close = difflib.get_close_matches(name, options, n=1)
             hint = f"did you mean {group}={close[0]}? " if close else ""
-            return f"{group}={name}: no such {group} config ({hint}choose one of {', '.join(options)})"
+            return (
+                f"{group}={name}: no such {group} config ({hint}choose one of {', '.join(options)})"
+            )
         return f"{one_line(_first_line(err))} (check the config name; {help_cmd})"
     if isinstance(err, OverrideParseException):
         why = one_line(re.split(r"\s+See http", err.message)[0], 200)
@@ -148,9 +152,12 @@ def hydra_error_message(err: BaseException, prog: str, schema: type | None = Non
     cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else None
     inner = cause or (err if isinstance(err, OmegaConfBaseException) else None)
     override = _override_of(err)
-    key = getattr(inner, "full_key", None) or (override.split("=")[0].lstrip("+~") if override else None)
+    key = getattr(inner, "full_key", None) or (
+        override.split("=")[0].lstrip("+~") if override else None
+    )
     if isinstance(inner, MissingMandatoryValue):
-        return f"{key} has no value (???) (set it on the command line, e.g. {key}=<value>, or in conf/)"
+        return (f"{key} has no value (???) (set it on the command line, e.g. {key}=<value>, "
+                "or in conf/)")
     if isinstance(inner, ConfigKeyError | ConfigAttributeError) or "is not in struct" in str(err):
         name = (key or "").rpartition(".")[2]
         parent = (key or "").rpartition(".")[0]
@@ -162,18 +169,22 @@ def hydra_error_message(err: BaseException, prog: str, schema: type | None = Non
         return (f"{shown}{where} has no key {name!r} ({hint}check the spelling; "
                 f"`python -m pipeline.{prog} --cfg job` prints every key)")
     if isinstance(inner, InterpolationResolutionError):
-        return f"{key or 'config'}: {one_line(_first_line(inner), 200)} (fix the ${{...}} reference)"
+        return (
+            f"{key or 'config'}: {one_line(_first_line(inner), 200)} (fix the ${{...}} reference)"
+        )
     if inner is not None:
         shown = override or key or "config"
         return (f"{shown}: {one_line(_first_line(inner), 200)} "
-                f"(give {key or 'it'} a value of the right type; `python -m pipeline.{prog} --cfg job` shows the defaults)")
+                f"(give {key or 'it'} a value of the right type; `python -m pipeline.{prog} --cfg "
+                "job` shows the defaults)")
     return f"{one_line(_first_line(err))} (check the command-line overrides; {help_cmd})"
 
 
 def _os_error_message(err: OSError) -> str:
     where = err.filename or ""
     reason = err.strerror or one_line(str(err), 200)
-    return f"{where + ': ' if where else ''}{reason} (check that the path exists and is readable/writable, then rerun)"
+    return (f"{where + ': ' if where else ''}{reason} "
+            "(check that the path exists and is readable/writable, then rerun)")
 
 
 def _traceback_wanted(user_full_error: bool) -> bool:
@@ -192,14 +203,16 @@ def describe(ex: Exception, prog: str, schema: type | None = None) -> tuple[int,
     if isinstance(ex, OSError):
         return EXIT_USER_ERROR, _os_error_message(ex)
     if type(ex).__module__.startswith("mlflow"):
-        return EXIT_USER_ERROR, (f"MLflow failed ({one_line(_first_line(ex), 300)}); fix mlflow.tracking_uri / "
+        return EXIT_USER_ERROR, (f"MLflow failed ({one_line(_first_line(ex), 300)}); fix "
+                                 "mlflow.tracking_uri / "
                                  "MLFLOW_TRACKING_URI or rerun with mlflow.enabled=false")
     return EXIT_INTERNAL, (f"internal error {type(ex).__name__}: {one_line(str(ex), 300)} "
                            "(rerun with CURVLAB_TRACEBACK=1 for the traceback and report it)")
 
 
 def exit_with(ex: Exception, prog: str, schema: type | None = None) -> NoReturn:
-    """Print ``prog: error: ...`` for ``ex`` and exit (inside a Hydra job: Hydra then adds nothing)."""
+    """Print ``prog: error: ...`` for ``ex`` and exit (inside a Hydra job: Hydra then adds
+    nothing)."""
     if os.environ.get("CURVLAB_TRACEBACK") == "1":
         raise ex
     code, what = describe(ex, prog, schema)
@@ -209,7 +222,8 @@ def exit_with(ex: Exception, prog: str, schema: type | None = None) -> NoReturn:
 
 def interrupted_line(prog: str, signum: int) -> str:
     """The one line printed when a signal (SIGINT, SIGTERM, SIGHUP, ...) ends a command."""
-    return (f"{prog}: error: interrupted by {signal.Signals(signum).name}; unfinished MLflow runs are "
+    return (f"{prog}: error: interrupted by {signal.Signals(signum).name}; unfinished MLflow runs "
+            "are "
             "marked KILLED and no result folder is half-written (rerun the command)")
 
 
@@ -272,7 +286,8 @@ def run_job(prog: str, body: Body, cfg: Any) -> Any:
         if not (ctx.multirun and _sweep_summarized()):
             exit_with(err, prog)
         _code, msg = describe(err, prog)
-        print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): {msg}", file=sys.stderr)
+        print(f"{prog}: error: job {ctx.job_num} ({' '.join(ctx.overrides)}): "
+              f"{msg}", file=sys.stderr)
         record_sweep_failure(ctx, msg)
         return None
 

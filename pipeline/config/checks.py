@@ -7,7 +7,7 @@ from typing import Any
 
 from pipeline.config.ids import group_id
 from pipeline.config.schemas import OptimizerConfig
-from pipeline.core.errors import OptionNames
+from pipeline.core.errors import ConfigError, OptionNames
 
 # the config group each numerical-core component takes its options from
 CORE_GROUPS = {"solver": "optimizer", "objective": "model", "transform": "preprocess",
@@ -46,61 +46,24 @@ def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
                 OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
             except ValidationError as err:
                 why = str(err).splitlines()[0]
-                raise ConfigError(f"budgets.{opt_id}.{key}={value!r} does not fit optimizer.{key} ({why}); "
+                raise ConfigError(f"budgets.{opt_id}.{key}={value!r} does not fit optimizer.{key} "
+                                  f"({why}); "
                                   "fix it in the preset or on the command line") from None
+
+
+def _invalid(key: str, value: Any, want: str) -> ConfigError:
+    """The one-line error of a config value out of range."""
+    return ConfigError(f"{key}={value!r} is invalid: {want}; fix it in conf/ or on the "
+                       "command line")
 
 
 def validate_train_config(cfg: Any) -> None:
     """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError.
     The names allowed are the core's registries: models, dtypes, starting points, methods."""
-    from pipeline.core.errors import ConfigError
-    from pipeline.core.objectives import DTYPES, INITS, MODELS
-    from pipeline.core.solvers import METHODS as OPTIMIZERS
-
     check_boundary(cfg)
-
-    def bad(key: str, value: Any, want: str) -> ConfigError:
-        return ConfigError(f"{key}={value!r} is invalid: {want}; fix it in conf/ or on the command line")
-
     m, o = cfg.model, cfg.optimizer
-    if m.name not in MODELS:
-        raise bad("model.name", m.name, f"choose one of {', '.join(MODELS)}")
-    if not m.l2 >= 0.0:
-        raise bad("model.l2", m.l2, "the L2 penalty must be >= 0")
-    if m.dtype not in DTYPES:
-        raise bad("model.dtype", m.dtype, f"choose one of {', '.join(DTYPES)}")
-    if o.name not in OPTIMIZERS:
-        raise bad("optimizer.name", o.name, f"choose one of {', '.join(OPTIMIZERS)}")
-    if isinstance(o.lr, str):
-        if o.lr != "auto":
-            raise bad("optimizer.lr", o.lr, "use a positive number or 'auto' (= 1/L)")
-    elif not (o.lr > 0.0 and o.lr < float("inf")):
-        raise bad("optimizer.lr", o.lr, "the step size must be a positive finite number or 'auto' (= 1/L)")
-    if o.max_iter < 0:
-        raise bad("optimizer.max_iter", o.max_iter, "must be >= 0")
-    if not o.tol >= 0.0:
-        raise bad("optimizer.tol", o.tol, "must be >= 0")
-    if o.time_budget_s is not None and not o.time_budget_s > 0.0:
-        raise bad("optimizer.time_budget_s", o.time_budget_s, "must be > 0 or null")
-    if not 0.0 < o.armijo_c < 1.0:
-        raise bad("optimizer.armijo_c", o.armijo_c, "must lie in (0, 1)")
-    if not 0.0 < o.backtrack < 1.0:
-        raise bad("optimizer.backtrack", o.backtrack, "must lie in (0, 1)")
-    if o.cg_max_iter < 1:
-        raise bad("optimizer.cg_max_iter", o.cg_max_iter, "must be >= 1")
-    from pipeline.core.solvers.options import HVP_PRECISIONS, PRECONDITIONERS
-
-    if o.preconditioner not in PRECONDITIONERS:
-        raise bad("optimizer.preconditioner", o.preconditioner, f"choose one of {', '.join(PRECONDITIONERS)}")
-    if o.hvp_precision not in HVP_PRECISIONS:
-        raise bad("optimizer.hvp_precision", o.hvp_precision, f"choose one of {', '.join(HVP_PRECISIONS)}")
-    if o.init not in INITS:
-        raise bad("optimizer.init", o.init, f"choose one of {', '.join(INITS)}")
-    if not o.init_scale > 0.0:
-        raise bad("optimizer.init_scale", o.init_scale, "must be > 0")
-    if o.name == "sgd":  # the SGD-only keys are checked by pipeline.core.solvers.check_sgd_options (train)
-        if o.line_search:
-            raise bad("optimizer.line_search", o.line_search, "SGD takes no line search; set it to false")
+    _check_model(m)
+    _check_optimizer(o)
     if o.name == "closed_form" and m.name != "linear":
         raise ConfigError(
             f"optimizer=closed_form solves only least squares (model=linear), not model={m.name}; "
@@ -108,9 +71,56 @@ def validate_train_config(cfg: Any) -> None:
         )
     eps = cfg.preprocess.get("eps", 0.0)
     if eps is not None and not eps >= 0.0:
-        raise bad("preprocess.eps", eps, "the eigenvalue floor must be >= 0")
+        raise _invalid("preprocess.eps", eps, "the eigenvalue floor must be >= 0")
     if cfg.seed < 0:
-        raise bad("seed", cfg.seed, "must be >= 0")
+        raise _invalid("seed", cfg.seed, "must be >= 0")
+
+
+def _check_model(m: Any) -> None:
+    """model.name among the core's models, λ ≥ 0, a known dtype."""
+    from pipeline.core.objectives import DTYPES, MODELS
+
+    if m.name not in MODELS:
+        raise _invalid("model.name", m.name, f"choose one of {', '.join(MODELS)}")
+    if not m.l2 >= 0.0:
+        raise _invalid("model.l2", m.l2, "the L2 penalty must be >= 0")
+    if m.dtype not in DTYPES:
+        raise _invalid("model.dtype", m.dtype, f"choose one of {', '.join(DTYPES)}")
+
+
+def _check_optimizer(o: Any) -> None:
+    """optimizer.* in range: a registered method, ε > 0 or auto, budgets ≥ 0, line-search constants
+    in (0, 1), known preconditioner, HVP precision and start point (SGD's own keys: train)."""
+    from pipeline.core.objectives import INITS
+    from pipeline.core.solvers import METHODS
+    from pipeline.core.solvers.options import HVP_PRECISIONS, PRECONDITIONERS
+
+    if o.name not in METHODS:
+        raise _invalid("optimizer.name", o.name, f"choose one of {', '.join(METHODS)}")
+    if isinstance(o.lr, str):
+        if o.lr != "auto":
+            raise _invalid("optimizer.lr", o.lr, "use a positive number or 'auto' (= 1/L)")
+    elif not (o.lr > 0.0 and o.lr < float("inf")):
+        raise _invalid("optimizer.lr", o.lr,
+                       "the step size must be a positive finite number or 'auto' (= 1/L)")
+    checks = (("max_iter", o.max_iter >= 0, "must be >= 0"), ("tol", o.tol >= 0.0, "must be >= 0"),
+              ("time_budget_s", o.time_budget_s is None or o.time_budget_s > 0.0,
+               "must be > 0 or null"),
+              ("armijo_c", 0.0 < o.armijo_c < 1.0, "must lie in (0, 1)"),
+              ("backtrack", 0.0 < o.backtrack < 1.0, "must lie in (0, 1)"),
+              ("cg_max_iter", o.cg_max_iter >= 1, "must be >= 1"))
+    for key, ok, want in checks:
+        if not ok:
+            raise _invalid(f"optimizer.{key}", getattr(o, key), want)
+    for key, names in (("preconditioner", PRECONDITIONERS), ("hvp_precision", HVP_PRECISIONS),
+                       ("init", INITS)):
+        if getattr(o, key) not in names:
+            raise _invalid(f"optimizer.{key}", getattr(o, key), f"choose one of {', '.join(names)}")
+    if not o.init_scale > 0.0:
+        raise _invalid("optimizer.init_scale", o.init_scale, "must be > 0")
+    if o.name == "sgd" and o.line_search:
+        raise _invalid("optimizer.line_search", o.line_search,
+                       "SGD takes no line search; set it to false")
 
 
 # ---------------------------------------------------------------- the config boundary
@@ -137,7 +147,8 @@ def schema_keys(cfg: Any, path: str = "") -> list[str]:
 
 
 def check_known_keys(cfg: Any, prefix: str = "") -> None:
-    """Reject keys the node's structured schema does not define (``+foo=1``, ``+optimizer.lrr=0.1``)."""
+    """Reject keys the node's structured schema does not define (``+foo=1``,
+    ``+optimizer.lrr=0.1``)."""
     import difflib
 
     from omegaconf import DictConfig, OmegaConf
@@ -171,7 +182,8 @@ def check_complete(cfg: Any) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         key = missing[0]
-        raise ConfigError(f"{key} has no value (???); set it on the command line ({key}=<value>) or in conf/")
+        raise ConfigError(f"{key} has no value (???); set it on the command line ({key}=<value>) "
+                          "or in conf/")
 
 
 def check_name(key: str, value: Any) -> str:
@@ -183,13 +195,15 @@ def check_name(key: str, value: Any) -> str:
     text = str(value)
     if value is None or not re.fullmatch(SAFE_NAME, text):
         raise ConfigError(
-            f"{key}={value!r} cannot name a file or folder: use 1-100 letters, digits, '_', '-', '+', "
+            f"{key}={value!r} cannot name a file or folder: use 1-100 letters, digits, '_', '-', "
+            "'+', "
             "'=', ',' or '.', starting with a letter or digit (e.g. mnist-3v8)")
     return text
 
 
 def check_inside(path: Any, root: Any, key: str) -> None:
-    """``path`` (absolute, '..' collapsed) lies strictly inside ``root``; else a ConfigError naming ``key``."""
+    """``path`` (absolute, '..' collapsed) lies strictly inside ``root``; else a ConfigError naming
+    ``key``."""
     import os
 
     from pipeline.core.errors import ConfigError

@@ -1,4 +1,5 @@
-"""Short names of a run's parts in file and run names: the "id, else name" rule, the prepared stem."""
+"""Short names of a run's parts in file and run names: the "id, else name" rule, the prepared
+stem."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The project path policy: configured paths are absolute, relative ones against the current directory."""
+"""The project path policy: configured paths are absolute, relative ones against the current
+directory."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from pipeline.core.transforms import PENALTY_SPACE
 
 @dataclass
 class IdxFileConfig:
-    """One IDX file of a data set: its name (without ``.gz``) and the SHA-256 of its decompressed payload."""
+    """One IDX file of a data set: its name (without ``.gz``) and the SHA-256 of its decompressed
+    payload."""
 
     name: str = MISSING
     sha256: str = MISSING
@@ -28,25 +29,35 @@ class IdxFileConfig:
 
 @dataclass
 class DataConfig:
-    """Which data set to load, and from where. An IDX data set is declared entirely here (conf/data/<name>.yaml)."""
+    """Which data set to load, and from where. An IDX data set is declared entirely here
+    (conf/data/<name>.yaml)."""
 
-    name: str = MISSING  # the conf/data/ file name: mnist, mnist_binary, fashion_mnist, synthetic_regression, ...
+    # the conf/data/ file name: mnist, mnist_binary, fashion_mnist, synthetic_regression, ...
+    name: str = MISSING
     id: str = MISSING  # short name used in file and run names, e.g. "mnist", "mnist-3v8"
     format: str = "idx"  # idx (four IDX files) | synthetic_regression
-    title: str | None = None  # idx: the data set's name in messages and the report, e.g. "Fashion-MNIST"
-    folder: str | None = None  # idx: its sub-folder under a parent data folder and data/raw/; null = name
-    root: str | None = None  # dir with the IDX files (or a parent holding <folder>/); else $CURVLAB_DATA_DIR, ...
+    # idx: the data set's name in messages and the report, e.g. "Fashion-MNIST"
+    title: str | None = None
+    # idx: its sub-folder under a parent data folder and data/raw/; null = name
+    folder: str | None = None
+    # dir with the IDX files (or a parent holding <folder>/); else $CURVLAB_DATA_DIR, ...
+    root: str | None = None
     # idx: train_images, train_labels, test_images, test_labels -> {name, sha256}
     files: dict[str, IdxFileConfig] = field(default_factory=dict)
-    mirrors: list[str] = field(default_factory=list)  # idx: download URLs (folder URLs, file name appended)
-    class_names: list[str] = field(default_factory=list)  # idx: the name of each label value 0, 1, ...
-    classes: list[Any] = field(default_factory=list)  # idx: class k = label value classes[k] (or a list of
+    # idx: download URLs (folder URLs, file name appended)
+    mirrors: list[str] = field(default_factory=list)
+    # idx: the name of each label value 0, 1, ...
+    class_names: list[str] = field(default_factory=list)
+    # idx: class k = label value classes[k] (or a list of
+    classes: list[Any] = field(default_factory=list)
     #   values); [] = every label value is its own class. [3, 8]: the binary 3-vs-8 problem
-    reference_accuracy: dict[str, Any] | None = None  # published test accuracy per model: {softmax: {source, value}}
+    # published test accuracy per model: {softmax: {source, value}}
+    reference_accuracy: dict[str, Any] | None = None
     scale: float = 1.0 / 255.0  # pixel values are multiplied by this (MNIST -> [0, 1])
     n_train: int | None = None  # subsample the training split (first n after a seeded shuffle)
     n_test: int | None = None
-    val_fraction: float = 0.0  # hold out this share of the training rows (seeded, stratified) for validation
+    # hold out this share of the training rows (seeded, stratified) for validation
+    val_fraction: float = 0.0
     # synthetic_regression
     n_samples: int = 2000
     n_features: int = 20
@@ -64,10 +75,12 @@ class PreprocessConfig:
     eps: float = 0.0  # whiten: added to every eigenvalue before Λ^-1/2
     rel_threshold: float | None = None  # whiten: drop directions with λ_i < rel_threshold · λ_max
     n_components: int | None = None  # whiten: keep the top-k directions (PCA-whitening)
-    explained_variance: float | None = None  # whiten: keep the fewest directions explaining this share
+    # whiten: keep the fewest directions explaining this share
+    explained_variance: float | None = None
     zca: bool = False  # whiten: rotate back with Φ (ZCA) instead of staying in eigen-coordinates
     augment: bool = True  # whiten: include the constant bias feature before the eigendecomposition
-    ridge: float = 0.0  # whiten: whiten (1/n) X̃ᵀX̃ + ridge·I on the weights (ridge whitening: ${model.l2})
+    # whiten: whiten (1/n) X̃ᵀX̃ + ridge·I on the weights (ridge whitening: ${model.l2})
+    ridge: float = 0.0
     # input: λ/2 ‖W_x‖² on input-space weights (same objective); transformed: on W_z
     penalty_space: str = PENALTY_SPACE
 
@@ -89,7 +102,8 @@ class OptimizerConfig:
 
     name: str = MISSING  # gd | newton | newton_cg | closed_form | sgd
     id: str | None = None  # short name in run names (the conf/optimizer/ file name); null = name
-    lr: Any = "auto"  # a float > 0 or "auto" (= 1/L); Any: OmegaConf 2.3 cannot merge a Union node here
+    # a float > 0 or "auto" (= 1/L); Any: OmegaConf 2.3 cannot merge a Union node here
+    lr: Any = "auto"
     max_iter: int = 100
     tol: float = 1.0e-6  # stop when ‖∇f‖ ≤ tol
     time_budget_s: float | None = None
@@ -119,8 +133,8 @@ class MlflowConfig:
     tracking_uri: str | None = None  # else $MLFLOW_TRACKING_URI, else sqlite:///<project>/mlflow.db
     artifact_root: str | None = None  # else <project>/mlartifacts
     enabled: bool = True
-    # an http(s) tracking server that does not answer fails within about
-    # (1 + http_max_retries) × http_timeout_s + the back-off (MLflow's MLFLOW_HTTP_REQUEST_* variables)
+    # an http(s) tracking server that does not answer fails within about (1 + http_max_retries) ×
+    # http_timeout_s + the back-off (MLflow's MLFLOW_HTTP_REQUEST_* variables)
     http_timeout_s: int = 5
     http_max_retries: int = 2
 
@@ -130,8 +144,10 @@ class PathsConfig:
     prepared_dir: str = "data/prepared"
     experiments_dir: str = "experiments"
     reports_dir: str = "reports"
-    reference_dir: str = "experiments/reference"  # reference optima, <objective id>.json (python -m pipeline.reference)
-    analytic_dir: str = "experiments/analytic"  # the analytic lecture studies (python -m pipeline.analytic)
+    # reference optima, <objective id>.json (python -m pipeline.reference)
+    reference_dir: str = "experiments/reference"
+    # the analytic lecture studies (python -m pipeline.analytic)
+    analytic_dir: str = "experiments/analytic"
 
 
 @dataclass
@@ -154,7 +170,8 @@ class AppBase:
 class PrepareConfig(AppBase):
     data: DataConfig = MISSING
     preprocess: PreprocessConfig = MISSING
-    model: ModelConfig = MISSING  # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
+    # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
+    model: ModelConfig = MISSING
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
@@ -167,8 +184,10 @@ class TrainConfig(AppBase):
     study: str = "default"
     progress: bool | None = None  # null: a bar on a terminal, quiet otherwise
     fail_on_diverged: bool = True  # a diverged run is saved, then exits non-zero (false: exit 0)
-    score_test: bool = True  # false: test_accuracy/test_loss stay null (tuning trials never see the test set)
-    sweep_metric: str | None = None  # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
+    # false: test_accuracy/test_loss stay null (tuning trials never see the test set)
+    score_test: bool = True
+    # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
+    sweep_metric: str | None = None
     # a budget per optimizer (its id) from the command line, for sweeps over optimizers:
     # +budgets.gd.max_iter=300 +budgets.newton_cg.max_iter=50; applied by ``apply_budget``
     # (a preset's budgets are conf/experiment/<preset>/<optimizer>.yaml, composed by Hydra)
@@ -184,11 +203,13 @@ class EvaluateConfig(TrainConfig):
 
 @dataclass
 class ReferenceOptions:
-    """The reference solve: damped Newton to ‖∇f‖ ≤ tol, stopped by tol and max_iter only (no clock)."""
+    """The reference solve: damped Newton to ‖∇f‖ ≤ tol, stopped by tol and max_iter only (no
+    clock)."""
 
     tol: float = 1.0e-9  # ‖∇f(w*)‖; f − f* ≤ ‖∇f‖²/(2μ)
     max_iter: int = 100  # Newton steps
-    dense_max: int = 2500  # dense Newton (and μ, L, κ at w*) up to this many parameters, else Newton-CG
+    # dense Newton (and μ, L, κ at w*) up to this many parameters, else Newton-CG
+    dense_max: int = 2500
     cg_max_iter: int = 500  # Newton-CG's inner iterations per step
     preconditioner: str = "auto"  # Newton-CG's (pipeline.core.solvers.minimize)
     kappa_in: list[str] = field(default_factory=list)  # other preprocess ids of the same data and
@@ -197,7 +218,8 @@ class ReferenceOptions:
 
 @dataclass
 class ReferenceConfig(TrainConfig):
-    """The reference optimum of a run's objective: the same keys as ``train`` name the run's objective."""
+    """The reference optimum of a run's objective: the same keys as ``train`` name the run's
+    objective."""
 
     reference: ReferenceOptions = field(default_factory=ReferenceOptions)
 

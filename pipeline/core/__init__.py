@@ -1,1 +1,2 @@
-"""The numerical core: objectives, solvers, transforms and theory on plain arrays (no Hydra, MLflow or files)."""
+"""The numerical core: objectives, solvers, transforms and theory on plain arrays (no Hydra, MLflow
+or files)."""

@@ -12,7 +12,8 @@ class CurvlabError(Exception):
     """A problem with the user's input (data, config, environment), reported as one line.
 
     The message must say what is wrong and what to do, e.g.
-    ``"train-images-idx3-ubyte.gz: SHA-256 mismatch (file corrupt?); delete it and rerun to re-download"``.
+    ``"train-images-idx3-ubyte.gz: SHA-256 mismatch (file corrupt?); delete it and rerun to
+    re-download"``.
     """
 
 

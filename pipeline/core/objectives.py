@@ -40,8 +40,9 @@ DTYPES = {"float64": np.float64, "float32": np.float32}
 INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
 # A dense Hessian of this many parameters takes 8·p² bytes (7850 = MNIST softmax: 493 MB).
 DENSE_HESSIAN_MAX_PARAMS = 8000
-# rows of X̃ per block of a Hessian-vector product: a block (≈ 6 MB of float32 MNIST) stays in cache between
-# its forward and backward product, so each product reads X once from memory (≈ 1.6× faster on MNIST)
+# rows of X̃ per block of a Hessian-vector product: a block (≈ 6 MB of float32 MNIST) stays in cache
+# between its forward and backward product, so each product reads X once from memory (≈ 1.6× faster
+# on MNIST)
 HVP_ROW_BLOCK = 2048
 # sup_z |∂²/∂z² ½(σ(z) − y)²| for y ∈ {0, 1}: with s = σ(z), ℓ'' = s²(1−s)(2−3s) (y = 0, the
 # case y = 1 is its mirror image); its extrema are at the roots of 12s² − 15s + 4 = 0.
@@ -138,7 +139,8 @@ def largest_eigenvalue(M: FloatArray) -> float:
 
 def top_eigenvalue(matvec: Callable[[FloatArray], FloatArray], p: int, dtype: Any = np.float64,
                    tol: float = 1.0e-6) -> float:
-    """Largest algebraic eigenvalue of a symmetric operator by Lanczos (scipy eigsh on a LinearOperator)."""
+    """Largest algebraic eigenvalue of a symmetric operator by Lanczos (scipy eigsh on a
+    LinearOperator)."""
     dt = np.dtype(dtype)
     if p <= 2:
         M = np.column_stack([matvec(e) for e in np.eye(p, dtype=dt)])
@@ -154,7 +156,8 @@ class LinearModelObjective(Objective):
     """Mean loss of a linear model on (X, y) plus λ/2 ‖W‖² (bias not penalized).
 
     Subclasses define the per-example loss on the linear predictor Z (n, c):
-    ``_loss_dz(Z, y=None) -> (Σ_i ℓ_i, ∂ℓ/∂Z)`` (labels y of the rows of Z, default all), ``_curvature(Z)`` and ``_curv_apply(curv, U)`` (= D·U).
+    ``_loss_dz(Z, y=None) -> (Σ_i ℓ_i, ∂ℓ/∂Z)`` (labels y of the rows of Z, default all),
+    ``_curvature(Z)`` and ``_curv_apply(curv, U)`` (= D·U).
     """
 
     model: str = ""
@@ -206,7 +209,8 @@ class LinearModelObjective(Objective):
 
     # ----- parameter layout -------------------------------------------------------------------
     def unpack(self, w: ArrayLike) -> tuple[FloatArray, FloatArray | float]:
-        """Split the flat w into (W, b): W (d, c) for softmax, (d,) otherwise; b = 0 without intercept."""
+        """Split the flat w into (W, b): W (d, c) for softmax, (d,) otherwise; b = 0 without
+        intercept."""
         M = self._check_w(w).reshape(self.n_rows, self.c)
         W, b = M[: self.d], (M[self.d] if self.fit_intercept else np.zeros(self.c, self.dtype))
         if self.c == 1:
@@ -241,7 +245,9 @@ class LinearModelObjective(Objective):
     def _backward(self, R: FloatArray, scale: float, X: FloatArray | None = None) -> FloatArray:
         """The flat vector scale · X̃ᵀ R (zero rows for the inactive features)."""
         X = self._X if X is None else X
-        return self._place(X.T @ R, R.sum(axis=0, dtype=np.float64) if self.fit_intercept else None, scale)
+        return self._place(
+            X.T @ R, R.sum(axis=0, dtype=np.float64) if self.fit_intercept else None, scale
+        )
 
     def _place(self, G: FloatArray, bias: FloatArray | None, scale: float) -> FloatArray:
         """scale · [G; bias] as a flat parameter vector (zero rows for the inactive features)."""
@@ -283,14 +289,16 @@ class LinearModelObjective(Objective):
         return self._loss_sum(Z) / self.n + self._penalty(w)
 
     def value_grad_from_margins(self, w: FloatArray, Z: FloatArray) -> tuple[float, FloatArray]:
-        """(f(w), ∇f(w)) given Z = margins(w): one pass over X for ∇f = (1/n) X̃ᵀ ∂ℓ/∂Z + λ[W; 0]."""
+        """(f(w), ∇f(w)) given Z = margins(w): one pass over X for ∇f = (1/n) X̃ᵀ ∂ℓ/∂Z + λ[W;
+        0]."""
         loss, dZ = self._loss_dz(Z)
         g = self._backward(dZ, 1.0 / self.n)
         self._add_penalty(g, w)
         return loss / self.n + self._penalty(w), g
 
     def batch_grad(self, w: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
-        """Minibatch gradient ∇f_B(w) = (1/|B|) X̃_Bᵀ ∂ℓ/∂Z_B + λ[W; 0] over the examples ``rows``."""
+        """Minibatch gradient ∇f_B(w) = (1/|B|) X̃_Bᵀ ∂ℓ/∂Z_B + λ[W; 0] over the examples
+        ``rows``."""
         W, b = self._coef(w)
         Xb = self._X[rows]
         Z = Xb @ W
@@ -397,7 +405,8 @@ class LinearModelObjective(Objective):
 
     # ----- smoothness -------------------------------------------------------------------------
     def input_second_moment_max(self) -> float:
-        """λ_max((1/n) X̃ᵀX̃), the largest eigenvalue of the (augmented) input second-moment matrix."""
+        """λ_max((1/n) X̃ᵀX̃), the largest eigenvalue of the (augmented) input second-moment
+        matrix."""
         if self._lam_max_cov is None:
             k = self._X.shape[1] + int(self.fit_intercept)
             if k <= 2000:
@@ -415,11 +424,13 @@ class LinearModelObjective(Objective):
         return self._lam_max_cov
 
     def bound_matrix_max(self) -> float:
-        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact for b = 1)."""
+        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact
+        for b = 1)."""
         k_act = self._X.shape[1]
         rows = self._scatter_rows()
         b, lam = self.curvature_bound, self.l2
-        if self.n_rows <= 2000:  # dense: features without data (inactive, e.g. null directions kept by
+        # dense: features without data (inactive, e.g. null directions kept by
+        if self.n_rows <= 2000:
             # ridge whitening) have zero Gram rows, but λP still couples them to the others
             Xt = self._Xtilde_full().astype(np.float64)
             M = np.zeros((self.n_rows, self.n_rows))
@@ -445,7 +456,8 @@ class LinearModelObjective(Objective):
     def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
         """Smoothness constant L of ∇f.
 
-        ``'bound'`` (valid everywhere, what GD with lr = 1/L needs): sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) + λ
+        ``'bound'`` (valid everywhere, what GD with lr = 1/L needs): sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) +
+        λ
         with sup‖ℓ''‖ = 1 (linear), ¼ (logistic), ½ (softmax), 0.077 (logistic with MSE);
         ``'lanczos'``: λ_max(∇²f(w)) at w (default 0) by Lanczos on Hessian-vector products.
         """
@@ -477,7 +489,8 @@ class LinearModelObjective(Objective):
         if kind == "saturated":
             med = float(np.median(np.abs(self.margins(w))))
             if med <= 0:
-                raise NumericalError("saturated init: all margins are zero (X is all zeros?); use init=random")
+                raise NumericalError("saturated init: all margins are zero (X is all zeros?); use "
+                                     "init=random")
             w = w * (10.0 * scale / med)
         return w.astype(self.dtype)
 
@@ -504,7 +517,8 @@ class LinearModelObjective(Objective):
         other.__dict__.update(self.__dict__)
         other.y = self._prepare_y(y, Z.shape[0])
         if other.y.shape[0] != Z.shape[0]:
-            raise DataError(f"X has {Z.shape[0]} rows but y has {other.y.shape[0]}; pass matching arrays")
+            raise DataError(f"X has {Z.shape[0]} rows but y has {other.y.shape[0]}; pass matching "
+                            "arrays")
         return other._loss_sum(Z) / Z.shape[0]
 
 
@@ -517,13 +531,15 @@ class HessianOperator:
         self.shape = (obj.n_params, obj.n_params)
 
     def matvec(self, v: FloatArray) -> FloatArray:
-        """∇²f(w) v = (1/n) X̃ᵀ (D · (X̃ V)) + λ [V; 0], in blocks of rows of X̃ (one read of X per product)."""
+        """∇²f(w) v = (1/n) X̃ᵀ (D · (X̃ V)) + λ [V; 0], in blocks of rows of X̃ (one read of X per
+        product)."""
         o = self.obj
         vv = np.asarray(v, dtype=self.dtype)
         V, b = o._coef(vv)
         G = np.zeros((V.shape[0], o.c), dtype=self.dtype)
         bias = np.zeros(o.c, dtype=np.float64) if b is not None else None
-        for s in range(0, self.X.shape[0], HVP_ROW_BLOCK):  # X̃_B V, then X̃_Bᵀ (D_B ·) while X̃_B is in cache
+        # X̃_B V, then X̃_Bᵀ (D_B ·) while X̃_B is in cache
+        for s in range(0, self.X.shape[0], HVP_ROW_BLOCK):
             Xb = self.X[s: s + HVP_ROW_BLOCK]
             U = Xb @ V
             if b is not None:
@@ -561,7 +577,11 @@ class HessianOperator:
         facs = []
         for k in range(o.c):
             dk = D[:, k]
-            keep = np.flatnonzero(dk > rel_threshold * float(dk.max())) if dk.max() > 0 else np.arange(0)
+            keep = (
+                np.flatnonzero(dk > rel_threshold * float(dk.max()))
+                if dk.max() > 0
+                else np.arange(0)
+            )
             sq = np.sqrt(dk[keep]).astype(X.dtype)
             Y = X[keep] * sq[:, None]
             G = np.zeros((rows.size, rows.size), dtype=np.float64)
@@ -620,9 +640,11 @@ class LinearRegression(LinearModelObjective):
     def _prepare_y(self, y: ArrayLike, n: int) -> FloatArray:
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != n:
-            raise DataError(f"y has shape {y.shape}, expected ({n},) real targets; pass one target per row of X")
+            raise DataError(f"y has shape {y.shape}, expected ({n},) real targets; pass one "
+                            "target per row of X")
         if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
-            raise DataError("y contains non-numeric or non-finite targets; clean the data before fitting")
+            raise DataError("y contains non-numeric or non-finite targets; clean the data before "
+                            "fitting")
         return y.astype(self.dtype)[:, None]
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
@@ -649,12 +671,14 @@ class LinearRegression(LinearModelObjective):
         return super().lipschitz(w, method="lanczos")
 
     def closed_form(self) -> FloatArray:
-        """argmin f: solve ((1/n) X̃ᵀX̃ + λ [P 0; 0 0]) w = (1/n) X̃ᵀ y by Cholesky (lstsq if singular)."""
+        """argmin f: solve ((1/n) X̃ᵀX̃ + λ [P 0; 0 0]) w = (1/n) X̃ᵀ y by Cholesky (lstsq if
+        singular)."""
         Xt = self._Xtilde_full().astype(np.float64)
         A = Xt.T @ Xt / self.n
         k = self._X.shape[1]
         rhs = Xt.T @ self.y[:, 0].astype(np.float64) / self.n
-        if self.P is not None and not self._all_active:  # the penalty couples the all-zero features in
+        # the penalty couples the all-zero features in
+        if self.P is not None and not self._all_active:
             rows = self._scatter_rows()
             A_full = np.zeros((self.n_rows, self.n_rows))
             A_full[np.ix_(rows, rows)] = A
@@ -740,7 +764,8 @@ class LogisticMSE(_BinaryMixin, LinearModelObjective):
 class SoftmaxRegression(LinearModelObjective):
     """Cross-entropy f = (1/n) Σ [lse(z_i) − z_{i,y_i}] + λ/2 ‖W‖², Z = X W + 1 bᵀ, c classes.
 
-    Per example the curvature is S_i = diag(p_i) − p_i p_iᵀ, so ∇²f = (1/n) Σ_i x̃_i x̃_iᵀ ⊗ S_i + λ I_W.
+    Per example the curvature is S_i = diag(p_i) − p_i p_iᵀ, so ∇²f = (1/n) Σ_i x̃_i x̃_iᵀ ⊗ S_i + λ
+    I_W.
     """
 
     model = "softmax"
@@ -755,7 +780,8 @@ class SoftmaxRegression(LinearModelObjective):
             raise DataError(f"y has shape {y.shape}, expected ({n},) class indices")
         if not np.issubdtype(y.dtype, np.integer):
             if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
-                raise DataError("softmax needs integer class indices 0..c-1 as labels; encode the classes first")
+                raise DataError("softmax needs integer class indices 0..c-1 as labels; encode the "
+                                "classes first")
         yi = y.astype(np.int64)
         if self.c == -1:
             self.c = int(yi.max()) + 1 if yi.size else 0
@@ -763,7 +789,8 @@ class SoftmaxRegression(LinearModelObjective):
             raise ConfigError(worded("softmax needs n_classes ≥ 2, got {c}; set n_classes or use "
                                      "{objective}=logistic", c=self.c))
         if yi.size and (yi.min() < 0 or yi.max() >= self.c):
-            raise DataError(f"labels must lie in 0..{self.c - 1} (n_classes={self.c}); found {yi.min()}..{yi.max()}")
+            raise DataError(f"labels must lie in 0..{self.c - 1} (n_classes={self.c}); found "
+                            f"{yi.min()}..{yi.max()}")
         return yi  # type: ignore[return-value]
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
@@ -867,7 +894,8 @@ def _check_X(X: ArrayLike) -> NDArray[Any]:
         X = X.toarray()  # type: ignore[union-attr]
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"X has shape {X.shape}, expected a non-empty (n, d) matrix, one example per row")
+        raise DataError(f"X has shape {X.shape}, expected a non-empty (n, d) matrix, one example "
+                        "per row")
     if not np.issubdtype(X.dtype, np.number):
         raise DataError(f"X has dtype {X.dtype}, expected numbers; convert the features to floats")
     if not np.all(np.isfinite(X)):
@@ -890,16 +918,26 @@ def _check_penalty(P: ArrayLike | None, d: int) -> FloatArray | None:
         return None
     P = np.asarray(P, dtype=np.float64)
     if P.shape != (d, d):
-        raise DataError(f"penalty matrix has shape {P.shape}, expected ({d}, {d}) = features × features")
+        raise DataError(f"penalty matrix has shape {P.shape}, expected ({d}, {d}) = features × "
+                        "features")
     if not np.all(np.isfinite(P)):
         raise DataError("penalty matrix contains NaN or inf; rebuild it from the transform")
     return np.ascontiguousarray(0.5 * (P + P.T))
 
 
-def make_objective(model: str, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0,
-                   fit_intercept: bool = True, n_classes: int | None = None,
-                   dtype: Any = np.float64, penalty: ArrayLike | None = None) -> LinearModelObjective:
-    """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2 tr(Wᵀ P W)."""
+def make_objective(
+    model: str,
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    l2: float = 0.0,
+    fit_intercept: bool = True,
+    n_classes: int | None = None,
+    dtype: Any = np.float64,
+    penalty: ArrayLike | None = None,
+) -> LinearModelObjective:
+    """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2
+    tr(Wᵀ P W)."""
     if model not in MODELS:
         raise ConfigError(worded("{objective}={model!r} is unknown; use one of {names}",
                                  model=model, names=", ".join(MODELS)))

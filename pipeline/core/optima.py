@@ -42,9 +42,16 @@ def solve(objective: Any, *, tol: float, max_iter: int, dense_max: int, cg_max_i
                    cg_max_iter=cg_max_iter, preconditioner=preconditioner, time_budget_s=None)
     f, g = objective.value_grad(res.w)
     cg = res.info.get("cg_iterations")
-    return Solve(w=np.asarray(res.w, dtype=np.float64), f_star=float(f), grad_norm=float(np.linalg.norm(g)),
-                 method=method, status=str(res.status), iterations=int(res.n_iter),
-                 cg_iterations=None if cg is None else int(cg), message=str(res.message))
+    return Solve(
+        w=np.asarray(res.w, dtype=np.float64),
+        f_star=float(f),
+        grad_norm=float(np.linalg.norm(g)),
+        method=method,
+        status=str(res.status),
+        iterations=int(res.n_iter),
+        cg_iterations=None if cg is None else int(cg),
+        message=str(res.message),
+    )
 
 
 def curvature(objective: Any, w: np.ndarray) -> dict[str, float]:
@@ -62,7 +69,9 @@ def curvature(objective: Any, w: np.ndarray) -> dict[str, float]:
             "L_bound": float(objective.lipschitz())}
 
 
-def map_weights(w: np.ndarray, src: Any, src_transform: Any, dst: Any, dst_transform: Any) -> np.ndarray:
+def map_weights(
+    w: np.ndarray, src: Any, src_transform: Any, dst: Any, dst_transform: Any
+) -> np.ndarray:
     """w of objective ``src`` (on z = A x + c) as the weights of ``dst`` on its own coordinates that
     give the same predictions: back to the inputs (W_x = Aᵀ W, b_x = cᵀ W + b), then forward
     (``Transform.transformed_weights``)."""

@@ -29,7 +29,8 @@ class Function2D:
     label: str
     f: Callable[[np.ndarray, np.ndarray], np.ndarray]
     grad: Grad
-    hess: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # hxx, hxy, hyy
+    # hxx, hxy, hyy
+    hess: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def quadratic(a: float, b: float, c: float = 0.0) -> Function2D:
@@ -48,7 +49,8 @@ def min_eig_2x2(hxx: np.ndarray, hxy: np.ndarray, hyy: np.ndarray) -> np.ndarray
 
 
 def gd_path(fn: Function2D, start: Sequence[float], lr: float, n_steps: int) -> np.ndarray:
-    """Iterates p_{k+1} = p_k − ε ∇f(p_k), k < n_steps (stops early once non-finite); shape (k+1, 2)."""
+    """Iterates p_{k+1} = p_k − ε ∇f(p_k), k < n_steps (stops early once non-finite); shape (k+1,
+    2)."""
     pts = np.empty((n_steps + 1, 2), dtype=np.float64)
     pts[0] = np.asarray(start, dtype=np.float64)
     k = 0
@@ -62,7 +64,8 @@ def gd_path(fn: Function2D, start: Sequence[float], lr: float, n_steps: int) -> 
 
 
 def study_gd_paths(cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    """Claim 1: for each quadratic in ``cfg.functions`` the GD path per learning rate, and a summary table."""
+    """Claim 1: for each quadratic in ``cfg.functions`` the GD path per learning rate, and a summary
+    table."""
     figures: list[dict[str, Any]] = []
     rows = []
     for spec in cfg["functions"]:
@@ -88,13 +91,17 @@ def study_gd_paths(cfg: Mapping[str, Any]) -> tuple[list[dict[str, Any]], pd.Dat
             paths.append((f"ε = {lr:g} (εL = {lr * L:.2f}): {verdict}", pts))
         lim = float(spec.get("extent", 2.0))
         gx, gy = np.meshgrid(np.linspace(-lim, lim, 201), np.linspace(-lim, lim, 201))
-        figures.append({"name": spec["name"], "title": f"GD on f = {fn.label} (L = {L:g}, 2/L = {2 / L:.3g})",
+        figures.append({"name": spec["name"], "title": f"GD on f = {fn.label} (L = {L:g}, 2/L = "
+                                                       f"{2 / L:.3g})",
                         "grid": (gx, gy, fn.f(gx, gy)), "paths": paths})
     return figures, pd.DataFrame(rows)
 
 
-def study_convexity_functions(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, Any, Any, Any]], pd.DataFrame]:
-    """Claim 3a: λ_min(∇²f) over a grid for the lecture's exercise functions (pipeline.core.theory); convex ⇔ λ_min ≥ 0."""
+def study_convexity_functions(
+    cfg: Mapping[str, Any],
+) -> tuple[list[tuple[str, Any, Any, Any]], pd.DataFrame]:
+    """Claim 3a: λ_min(∇²f) over a grid for the lecture's exercise functions (pipeline.core.theory);
+    convex ⇔ λ_min ≥ 0."""
     from pipeline.core.theory import LECTURE_FUNCTIONS
 
     lim = float(cfg.get("extent", 2.0))
@@ -104,7 +111,8 @@ def study_convexity_functions(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, A
     maps, rows = [], []
     for key in cfg["functions"]:
         if key not in LECTURE_FUNCTIONS:
-            raise ConfigError(f"report.convexity.functions: unknown {key!r}; choose from {sorted(LECTURE_FUNCTIONS)}")
+            raise ConfigError(f"report.convexity.functions: unknown {key!r}; choose from "
+                              f"{sorted(LECTURE_FUNCTIONS)}")
         fn = LECTURE_FUNCTIONS[key]()
         H = np.stack([fn.hessian(p) for p in pts])  # (n_points, 2, 2): a loop over grid points
         lam = min_eig_2x2(H[:, 0, 0], H[:, 0, 1], H[:, 1, 1]).reshape(gx.shape)
@@ -118,7 +126,8 @@ def study_convexity_functions(cfg: Mapping[str, Any]) -> tuple[list[tuple[str, A
 
 def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, Any]], Any],
                            seed: int = 0, memory_gb: float = MEMORY_GB) -> pd.DataFrame:
-    """Claim 3b: λ_min of the dense Hessian of each model's loss on a small MNIST subsample at random points
+    """Claim 3b: λ_min of the dense Hessian of each model's loss on a small MNIST subsample at
+    random points
     (``load_dataset(data_cfg)`` gives the data set of each entry)."""
     from pipeline.core.objectives import make_objective
     from pipeline.core.theory import check_convexity
@@ -135,7 +144,11 @@ def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[
         pool = int(spec.get("pool", 1))
         if pool > 1:  # average-pool the 28×28 images so the dense Hessian stays small
             side = int(round(np.sqrt(X.shape[1])))
-            X = X.reshape(-1, side // pool, pool, side // pool, pool).mean(axis=(2, 4)).reshape(X.shape[0], -1)
+            X = (
+                X.reshape(-1, side // pool, pool, side // pool, pool)
+                .mean(axis=(2, 4))
+                .reshape(X.shape[0], -1)
+            )
         obj = make_objective(str(spec["model"]), X, ds.y_train, l2=0.0, fit_intercept=True,
                              n_classes=ds.n_classes, dtype="float64")
         what = f"analytic.convexity.models[{i}] ({spec['model']}, {obj.n_params} parameters)"
@@ -143,10 +156,15 @@ def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[
                      f"raise analytic.convexity.models[{i}].pool")
         t0 = time.perf_counter()
         n_pts = int(cfg.get("n_points", 3))
-        points = np.vstack([np.zeros((1, obj.n_params)),
-                            rng.normal(0.0, float(cfg.get("point_scale", 1.0)), (n_pts - 1, obj.n_params))])
+        points = np.vstack(
+            [
+                np.zeros((1, obj.n_params)),
+                rng.normal(0.0, float(cfg.get("point_scale", 1.0)), (n_pts - 1, obj.n_params)),
+            ]
+        )
         rep = check_convexity(obj, points, tol=1.0e-9)
-        rows.append({"problem": f"{spec['model']} on {ds.name} (n={X.shape[0]}, d={X.shape[1]}, λ=0)",
+        rows.append({"problem": f"{spec['model']} on {ds.name} (n={X.shape[0]}, d={X.shape[1]}, "
+                                "λ=0)",
                      "points_checked": n_pts, "min_eig_min": rep.min_eigenvalue,
                      "min_eig_max": float(rep.eigenvalues.max()), "convex": rep.psd,
                      "seconds": time.perf_counter() - t0})
@@ -155,7 +173,8 @@ def study_convexity_models(cfg: Mapping[str, Any], load_dataset: Callable[[dict[
 
 def study_kappa_sweep(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, Any]], Any],
                       seed: int = 0) -> pd.DataFrame:
-    """Claim 2: GD (ε = 1/L) iterations until ‖∇f‖ ≤ tol on least squares vs κ; whitened: one step at ε = 1
+    """Claim 2: GD (ε = 1/L) iterations until ‖∇f‖ ≤ tol on least squares vs κ; whitened: one step
+    at ε = 1
     (``load_dataset(data_cfg)`` makes the synthetic problem of each κ)."""
     from pipeline.core.objectives import make_objective
     from pipeline.core.solvers import minimize
@@ -170,21 +189,36 @@ def study_kappa_sweep(cfg: Mapping[str, Any], load_dataset: Callable[[dict[str, 
             pre_cfg = dict(pre)
             tr = fit_preprocess(pre_cfg, ds.X_train)
             lr = pre_cfg.pop("lr", "auto")
-            # least squares, λ = 0, an intercept unless the transform absorbs the bias; P as the transform says
+            # least squares, λ = 0, an intercept unless the transform absorbs the bias; P as the
+            # transform says
             obj = make_objective("linear", tr.apply(ds.X_train), ds.y_train, l2=0.0,
                                  fit_intercept=not tr.absorbs_bias, n_classes=None,
                                  dtype=np.dtype("float64"), penalty=tr.penalty_matrix())
-            ev = np.linalg.eigvalsh(np.asarray(obj.hessian(np.zeros(obj.n_params)), dtype=np.float64))
+            ev = np.linalg.eigvalsh(
+                np.asarray(obj.hessian(np.zeros(obj.n_params)), dtype=np.float64)
+            )
             if kappa_raw is None:
                 kappa_raw = float(ev[-1] / ev[0])  # the first entry is the raw problem
             res = minimize(obj, np.zeros(obj.n_params), "gd", lr=lr, max_iter=int(cfg["max_iter"]),
                            tol=float(cfg["tol"]), line_search=False, time_budget_s=None)
-            rows.append({"kappa_requested": float(kappa_req), "kappa_raw": kappa_raw,
-                         "kappa": float(ev[-1] / ev[0]),
-                         "preprocess": str(pre_cfg["id"]),
-                         "lr": res.lr, "iterations": int(res.n_iter), "status": res.status,
-                         "grad_norm_end": float(res.history["grad_norm"][-1]),
-                         "predicted_iterations": float(np.ceil(
-                             (ev[-1] / ev[0]) * np.log(max(res.history["grad_norm"][0], 1e-300)
-                                                       / float(cfg["tol"])))) if lr == "auto" else np.nan})
+            rows.append(
+                {
+                    "kappa_requested": float(kappa_req),
+                    "kappa_raw": kappa_raw,
+                    "kappa": float(ev[-1] / ev[0]),
+                    "preprocess": str(pre_cfg["id"]),
+                    "lr": res.lr,
+                    "iterations": int(res.n_iter),
+                    "status": res.status,
+                    "grad_norm_end": float(res.history["grad_norm"][-1]),
+                    "predicted_iterations": float(
+                        np.ceil(
+                            (ev[-1] / ev[0])
+                            * np.log(max(res.history["grad_norm"][0], 1e-300) / float(cfg["tol"]))
+                        )
+                    )
+                    if lr == "auto"
+                    else np.nan,
+                }
+            )
     return pd.DataFrame(rows)

@@ -69,7 +69,8 @@ def bowl() -> AnalyticFunction:
 
 
 def trough() -> AnalyticFunction:
-    """f = x² + y + 5: convex (H = diag(2, 0) is PSD) but linear in y, so unbounded below — no minimum."""
+    """f = x² + y + 5: convex (H = diag(2, 0) is PSD) but linear in y, so unbounded below — no
+    minimum."""
     return AnalyticFunction("trough", "x^2 + y + 5",
                             lambda x, y: x * x + y + 5,
                             lambda x, y: (2 * x, 1.0),
@@ -102,8 +103,14 @@ class ConvexityReport:
 
     def summary(self) -> str:
         """One line: PSD or not, and the most negative eigenvalue with where it was found."""
-        verdict = "PSD at all probed points (consistent with convexity)" if self.psd else "NOT PSD (not convex)"
-        return f"{verdict}; smallest eigenvalue {self.min_eigenvalue:.3e} at point {self.argmin_point}"
+        verdict = (
+            "PSD at all probed points (consistent with convexity)"
+            if self.psd
+            else "NOT PSD (not convex)"
+        )
+        return (
+            f"{verdict}; smallest eigenvalue {self.min_eigenvalue:.3e} at point {self.argmin_point}"
+        )
 
 
 def hessian_eigenvalues(objective: Any, w: ArrayLike) -> FloatArray:
@@ -119,7 +126,8 @@ def check_convexity(objective: Any, points: ArrayLike, tol: float = 1.0e-10) -> 
     eigenvalue anywhere proves non-convexity."""
     pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
     if pts.shape[1] != objective.n_params:
-        raise ConfigError(f"points have {pts.shape[1]} coordinates, the objective has {objective.n_params}")
+        raise ConfigError(f"points have {pts.shape[1]} coordinates, the objective has "
+                          f"{objective.n_params}")
     ev = np.array([hessian_eigenvalues(objective, p) for p in pts])
     mins = ev[:, 0]
     i = int(np.argmin(mins))

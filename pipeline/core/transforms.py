@@ -26,7 +26,8 @@ from pipeline.core.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
 PENALTY_SPACES = ("input", "transformed")
-PENALTY_SPACE = PENALTY_SPACES[0]  # the default: the schema's preprocess.penalty_space and old files
+# the default: the schema's preprocess.penalty_space and old files
+PENALTY_SPACE = PENALTY_SPACES[0]
 DROPPING_KEYS = ("rel_threshold", "n_components", "explained_variance")  # drop data directions
 WHITEN_DEFAULTS = {  # whiten-only options and their defaults (other kinds must leave them so)
     "eps": 0.0,
@@ -41,7 +42,8 @@ WHITEN_DEFAULTS = {  # whiten-only options and their defaults (other kinds must 
 
 @dataclass(frozen=True, eq=False)
 class Transform:
-    """An affine map z = A x + c, A either diagonal (``scale``, shape (d,)) or dense (``matrix``, (k, d))."""
+    """An affine map z = A x + c, A either diagonal (``scale``, shape (d,)) or dense (``matrix``,
+    (k, d))."""
 
     kind: str  # none | zscore | whiten
     offset: np.ndarray  # c, shape (k,)
@@ -52,10 +54,12 @@ class Transform:
         None  # whiten: spectrum of the training second moment, descending
     )
     n_kept: int | None = None  # whiten: eigen-directions kept
-    penalty_space: str = PENALTY_SPACE  # input: the penalty acts on W_x = Aᵀ W (P = A Aᵀ); transformed: on W
+    # input: the penalty acts on W_x = Aᵀ W (P = A Aᵀ); transformed: on W
+    penalty_space: str = PENALTY_SPACE
 
     def penalty_matrix(self) -> np.ndarray | None:
-        """P of the penalty λ/2 tr(Wᵀ P W) on weights over z: A Aᵀ (``input``), None = I (``transformed``, ``none``)."""
+        """P of the penalty λ/2 tr(Wᵀ P W) on weights over z: A Aᵀ (``input``), None = I
+        (``transformed``, ``none``)."""
         if self.penalty_space == "transformed" or (self.matrix is None and self.scale is None):
             return None
         if self.matrix is None:
@@ -119,7 +123,8 @@ class Transform:
 
     def transformed_weights(self, W_x: np.ndarray, b_x: Any = 0.0) -> tuple[np.ndarray, Any]:
         """The inverse of ``input_weights``: W on z with Aᵀ W = W_x and cᵀ W + b = b_x (the same
-        predictions); least squares when A drops directions. ``absorbs_bias``: [Aᵀ; cᵀ] W = [W_x; b_x], b = 0."""
+        predictions); least squares when A drops directions. ``absorbs_bias``: [Aᵀ; cᵀ] W = [W_x;
+        b_x], b = 0."""
         W_x = np.asarray(W_x, dtype=np.float64)
         b_x = np.asarray(b_x, dtype=np.float64)
         if W_x.shape[0] != self.n_features_in:
@@ -255,7 +260,8 @@ def fit_preprocess(
 ) -> Transform:
     """Fit the preprocessing a ``preprocess`` config names on the training inputs only.
 
-    ``second_moment_aug`` may pass a precomputed (1/n) X̃ᵀX̃ (X̃ = [X, 1]) to save an O(n d²) product.
+    ``second_moment_aug`` may pass a precomputed (1/n) X̃ᵀX̃ (X̃ = [X, 1]) to save an O(n d²)
+    product.
     """
     validate_preprocess_config(cfg)
     X = np.asarray(X_train, dtype=np.float64)

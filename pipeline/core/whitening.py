@@ -78,7 +78,8 @@ def n_keep(
     n_components: int | None = None,
     explained_variance: float | None = None,
 ) -> int:
-    """How many leading eigen-directions to keep (the strictest of the three rules; all when none set)."""
+    """How many leading eigen-directions to keep (the strictest of the three rules; all when none
+    set)."""
     k = lam.size
     if rel_threshold is not None:
         k = min(k, int(np.count_nonzero(lam >= rel_threshold * lam[0])))
@@ -106,7 +107,8 @@ def fit_whitening(
     augment: bool = True,
     C: np.ndarray | None = None,
 ) -> Whitening:
-    """Fit T = (Λ_k + ε)^-1/2 Φ_kᵀ from C + ridge·I_W = Φ Λ Φᵀ, C = (1/n) X̃ᵀX̃ (ZCA: Φ_k (Λ_k + ε)^-1/2 Φ_kᵀ).
+    """Fit T = (Λ_k + ε)^-1/2 Φ_kᵀ from C + ridge·I_W = Φ Λ Φᵀ, C = (1/n) X̃ᵀX̃ (ZCA: Φ_k (Λ_k +
+    ε)^-1/2 Φ_kᵀ).
 
     ``ridge`` (ridge whitening, = the model's λ) is added on the weight coordinates only (I_W: not
     on the bias column of an augmented C), so the regularized least-squares Hessian in z is I.

@@ -1,8 +1,10 @@
-"""The data sets declared in ``conf/data/*.yaml``, read without Hydra (library callers, error messages).
+"""The data sets declared in ``conf/data/*.yaml``, read without Hydra (library callers, error
+messages).
 
 A Hydra app gets the whole ``data`` config composed from ``conf/data/<name>.yaml``; code that calls
 ``load_dataset({"name": "mnist", ...})`` with a partial dict gets it completed here from the same
-file, so every fact about a data set (files, checksums, mirrors, class names) has one home: its YAML.
+file, so every fact about a data set (files, checksums, mirrors, class names) has one home: its
+YAML.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pipeline.core.errors import ConfigError
 
 
 def project_root() -> Path:
-    """The directory holding ``pyproject.toml``: above this package, else above the cwd, else cwd."""
+    """The directory holding ``pyproject.toml``: above this package, else above the cwd, else
+    cwd."""
     for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
         for cand in (start, *start.parents):
             if (cand / "pyproject.toml").is_file():
@@ -34,19 +37,22 @@ def known_names() -> list[str]:
 
 
 def _load_yaml(name: str, seen: tuple[str, ...] = ()) -> Any:
-    """conf/data/<name>.yaml merged over the data sets its ``defaults`` list names (same group, then _self_)."""
+    """conf/data/<name>.yaml merged over the data sets its ``defaults`` list names (same group, then
+    _self_)."""
     import yaml
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     path = conf_data_dir() / f"{name}.yaml"
     if not path.is_file() or name in seen:
-        raise ConfigError(f"data.name={name!r} is unknown (no {path}); use one of {', '.join(known_names())} "
+        raise ConfigError(f"data.name={name!r} is unknown (no {path}); use one of "
+                          f"{', '.join(known_names())} "
                           "or add conf/data/<name>.yaml")
     try:
         node = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, ValueError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: unreadable data set YAML ({' '.join(str(err).split())}); fix the file") from None
+        raise ConfigError(f"{path}: unreadable data set YAML "
+                          f"({' '.join(str(err).split())}); fix the file") from None
     if not isinstance(node, DictConfig):
         raise ConfigError(f"{path}: a data set YAML must be a mapping of keys; fix the file")
     parents = [d for d in node.pop("defaults", []) or [] if isinstance(d, str) and d != "_self_"]
@@ -54,7 +60,8 @@ def _load_yaml(name: str, seen: tuple[str, ...] = ()) -> Any:
 
 
 def data_config(name: str) -> dict[str, Any]:
-    """The ``data`` config of conf/data/<name>.yaml as a plain dict, with the schema's defaults filled in."""
+    """The ``data`` config of conf/data/<name>.yaml as a plain dict, with the schema's defaults
+    filled in."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -70,7 +77,8 @@ def data_config(name: str) -> dict[str, Any]:
 
 
 def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A partial ``data`` dict (no ``format`` key) completed from conf/data/<name>.yaml; a full one as is."""
+    """A partial ``data`` dict (no ``format`` key) completed from conf/data/<name>.yaml; a full one
+    as is."""
     if "format" in cfg:
         return dict(cfg)
     return {**data_config(str(cfg.get("name"))), **cfg}

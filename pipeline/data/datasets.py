@@ -28,7 +28,8 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """Train/test split, one example per row: ``X (n, d) float64``; ``y`` int64 classes or float64 targets."""
+    """Train/test split, one example per row: ``X (n, d) float64``; ``y`` int64 classes or float64
+    targets."""
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -51,7 +52,8 @@ def _is_int(v: Any) -> bool:
 
 
 def validate_data_config(cfg: Mapping[str, Any]) -> None:
-    """Check the ranges of a ``data`` config (completed from conf/data/ if partial); a bad value is a one-line ConfigError."""
+    """Check the ranges of a ``data`` config (completed from conf/data/ if partial); a bad value is
+    a one-line ConfigError."""
     cfg = complete(cfg)
     fmt = cfg.get("format")
     if fmt not in FORMATS:
@@ -116,43 +118,55 @@ def _subsample(
 
 
 def validate_idx_config(cfg: Mapping[str, Any]) -> None:
-    """An IDX data set's declaration: four files with SHA-256s, a folder name, class names and mapping."""
+    """An IDX data set's declaration: four files with SHA-256s, a folder name, class names and
+    mapping."""
     files = cfg.get("files") or {}
     if sorted(files) != sorted(SPLITS):
-        raise ConfigError(f"data.files must name exactly {', '.join(SPLITS)} (got {', '.join(files) or 'none'}); "
-                          "declare each as {name: <file>, sha256: <digest of the decompressed payload>}")
+        raise ConfigError(f"data.files must name exactly {', '.join(SPLITS)} (got "
+                          f"{', '.join(files) or 'none'}); "
+                          "declare each as {name: <file>, sha256: <digest of the decompressed "
+                          "payload>}")
     for split in SPLITS:
         f = files[split] or {}
         if not _SAFE_NAME.fullmatch(str(f.get("name") or "")):
-            raise ConfigError(f"data.files.{split}.name={f.get('name')!r} must be a plain file name "
+            raise ConfigError(f"data.files.{split}.name={f.get('name')!r} must be a plain file "
+                              "name "
                               "(without .gz), e.g. train-images-idx3-ubyte")
         if not _SHA256.fullmatch(str(f.get("sha256") or "")):
-            raise ConfigError(f"data.files.{split}.sha256={f.get('sha256')!r} must be 64 hex digits, the "
+            raise ConfigError(f"data.files.{split}.sha256={f.get('sha256')!r} must be 64 hex "
+                              "digits, the "
                               "SHA-256 of the decompressed file (sha256sum after gunzip)")
     folder = cfg.get("folder")
-    if folder is not None and (not _SAFE_NAME.fullmatch(str(folder)) or str(folder).startswith(".")):
-        raise ConfigError(f"data.folder={folder!r} names a sub-folder; use letters, digits, '-', '_', '.'")
+    if folder is not None and (
+        not _SAFE_NAME.fullmatch(str(folder)) or str(folder).startswith(".")
+    ):
+        raise ConfigError(f"data.folder={folder!r} names a sub-folder; use letters, digits, '-', "
+                          "'_', '.'")
     names = list(cfg.get("class_names") or [])
     classes = list(cfg.get("classes") or [])
     seen: list[int] = []
     for k, entry in enumerate(classes):
         values = entry if isinstance(entry, (list, tuple)) else [entry]
         if not values or not all(_is_int(v) and v >= 0 for v in values):
-            raise ConfigError(f"data.classes[{k}]={entry!r} must be a label value >= 0 or a list of them, "
+            raise ConfigError(f"data.classes[{k}]={entry!r} must be a label value >= 0 or a list "
+                              "of them, "
                               "e.g. classes: [3, 8]")
         if names and max(values) >= len(names):
             raise ConfigError(f"data.classes[{k}]={entry!r}: label {max(values)} has no entry in "
                               f"data.class_names ({len(names)} names)")
         if set(values) & set(seen):
-            raise ConfigError(f"data.classes={classes!r} uses label {sorted(set(values) & set(seen))[0]} twice; "
+            raise ConfigError(f"data.classes={classes!r} uses label "
+                              f"{sorted(set(values) & set(seen))[0]} twice; "
                               "each label value may belong to one class only")
         seen += [int(v) for v in values]
     if len(classes) == 1:
-        raise ConfigError(f"data.classes={classes!r} needs at least two classes, e.g. [3, 8], or [] for all labels")
+        raise ConfigError(f"data.classes={classes!r} needs at least two classes, e.g. [3, 8], or "
+                          "[] for all labels")
 
 
 def class_names(cfg: Mapping[str, Any], n_labels: int | None = None) -> list[str]:
-    """Names of the classes a ``data`` config yields: class k = ``classes[k]``'s label names joined by '+'."""
+    """Names of the classes a ``data`` config yields: class k = ``classes[k]``'s label names joined
+    by '+'."""
     names = [str(n) for n in (cfg.get("class_names") or [])]
     classes = list(cfg.get("classes") or [])
 
@@ -160,14 +174,18 @@ def class_names(cfg: Mapping[str, Any], n_labels: int | None = None) -> list[str
         return names[v] if v < len(names) else str(v)
 
     if classes:
-        return ["+".join(label(int(v)) for v in (e if isinstance(e, (list, tuple)) else [e])) for e in classes]
+        return [
+            "+".join(label(int(v)) for v in (e if isinstance(e, (list, tuple)) else [e]))
+            for e in classes
+        ]
     return names if names else [str(v) for v in range(int(n_labels or 0))]
 
 
 def _map_labels(
     labels: np.ndarray, classes: list[Any], n_labels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class index of each label (int64) and the mask of examples kept (labels in no class are dropped)."""
+    """Class index of each label (int64) and the mask of examples kept (labels in no class are
+    dropped)."""
     lut = np.full(n_labels, -1, dtype=np.int64)
     for k, entry in enumerate(classes):
         lut[np.asarray(entry if isinstance(entry, (list, tuple)) else [entry], dtype=np.int64)] = k
@@ -221,7 +239,8 @@ def _idx(cfg: Mapping[str, Any], rng: np.random.Generator, memory_gb: float) -> 
         yte = raw.test_labels.astype(np.int64)
         n_classes = n_labels
     if n_classes < 2 or ytr.size == 0:
-        raise DataError(f"{raw.source}: {title} yields {n_classes} class(es) and {ytr.size} training "
+        raise DataError(f"{raw.source}: {title} yields {n_classes} class(es) and {ytr.size} "
+                        "training "
                         "examples; a classifier needs two classes or more (check data.classes)")
     check_classes(raw.source, title, ytr, class_names(cfg, n_labels))
     task = "binary" if n_classes == 2 else "multiclass"
@@ -253,7 +272,8 @@ def synthetic_regression(
     test_fraction: float,
     rng: np.random.Generator,
 ) -> Dataset:
-    """Linear regression y = X w* + b* + σ·ε whose training second moment (1/n) XᵀX = V diag(λ) Vᵀ has cond κ exactly.
+    """Linear regression y = X w* + b* + σ·ε whose training second moment (1/n) XᵀX = V diag(λ) Vᵀ
+    has cond κ exactly.
 
     λ_i are geometrically spaced from 1 down to 1/κ (κ = 1: spherical level sets). The training
     inputs are X = √n · Q diag(√λ) Vᵀ with Q (n×d) orthonormal columns orthogonal to the constant

@@ -1,4 +1,5 @@
-"""IDX data sets declared in conf/data/: find (or download) the four files, verify their SHA-256, load them.
+"""IDX data sets declared in conf/data/: find (or download) the four files, verify their SHA-256,
+load them.
 
 A data set (``IdxSpec``, from its ``data`` config) names its four files, the SHA-256 of each
 decompressed payload, its download mirrors and its ``folder``. Source order: ``data.root`` →
@@ -44,7 +45,8 @@ _DOWNLOAD_TIMEOUT_S = 30.0
 
 @dataclass(frozen=True)
 class IdxSpec:
-    """What identifies an IDX data set: its four files and their payload checksums, mirrors, folder."""
+    """What identifies an IDX data set: its four files and their payload checksums, mirrors,
+    folder."""
 
     name: str  # the conf/data/ file name (data=<name>)
     title: str  # in messages, e.g. "Fashion-MNIST"
@@ -101,10 +103,12 @@ def _has_all(directory: Path, spec: IdxSpec) -> bool:
 
 
 def _check_dir(directory: Path, spec: IdxSpec, origin: str) -> Path:
-    """The folder a user named (``origin``): it holds the files, or its ``<folder>/`` sub-folder does."""
+    """The folder a user named (``origin``): it holds the files, or its ``<folder>/`` sub-folder
+    does."""
     if not directory.is_dir():
         raise DataError(
-            f"{directory}: {spec.title} directory not found (from {origin}); fix {origin} or point it to "
+            f"{directory}: {spec.title} directory not found (from {origin}); fix {origin} or point "
+            "it to "
             f"a directory with the four IDX files (or to a parent folder holding {spec.folder}/)"
         )
     here = [n for n in spec.names if _find_file(directory, n) is not None]
@@ -115,12 +119,14 @@ def _check_dir(directory: Path, spec: IdxSpec, origin: str) -> Path:
     if missing and not here:
         raise DataError(
             f"{directory}: no {spec.title} files here (e.g. {missing[0]}.gz) and no {spec.folder}/ "
-            f"sub-folder (from {origin}); point {origin} at the {spec.title} files or at a parent folder "
+            f"sub-folder (from {origin}); point {origin} at the {spec.title} files or at a parent "
+            "folder "
             f"holding {spec.folder}/"
         )
     if missing:
         raise DataError(
-            f"{directory}: missing {spec.title} file {missing[0]}.gz (or uncompressed {missing[0]}) "
+            f"{directory}: missing {spec.title} file {missing[0]}.gz (or uncompressed "
+            f"{missing[0]}) "
             f"(from {origin}); copy the four IDX files there or fix {origin}"
         )
     return directory
@@ -128,7 +134,8 @@ def _check_dir(directory: Path, spec: IdxSpec, origin: str) -> Path:
 
 def resolve_source(spec: IdxSpec, root: str | Path | None = None,
                    max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Path, str]:
-    """The directory to read the data set from (and which setting named it), downloading when needed."""
+    """The directory to read the data set from (and which setting named it), downloading when
+    needed."""
     if root is not None and str(root) != "":
         return _check_dir(Path(root).expanduser(), spec, "data.root"), "data.root"
     env = os.environ.get(ENV_DATA_DIR, "")
@@ -142,7 +149,8 @@ def resolve_source(spec: IdxSpec, root: str | Path | None = None,
 
 
 def _mismatch(spec: IdxSpec, name: str, digest: str, path: Path | str, origin: str) -> DataError:
-    """The error for a payload whose SHA-256 is not the declared one, naming the data set it belongs to."""
+    """The error for a payload whose SHA-256 is not the declared one, naming the data set it belongs
+    to."""
     other = known_files().get(digest)
     if other is not None:
         title, data_name, file = other
@@ -153,7 +161,8 @@ def _mismatch(spec: IdxSpec, name: str, digest: str, path: Path | str, origin: s
                 f"{spec.title} files (or a parent folder holding {spec.folder}/)"
             )
         return DataError(
-            f"{path}: this is {title}'s {file} (by its SHA-256), not its {name}; the files are mixed up, "
+            f"{path}: this is {title}'s {file} (by its SHA-256), not its {name}; the files are "
+            "mixed up, "
             f"copy the four {spec.title} files again"
         )
     return DataError(
@@ -169,14 +178,18 @@ def download(spec: IdxSpec, dest: Path, mirrors: tuple[str, ...] | None = None,
     mirrors = spec.mirrors if mirrors is None else mirrors
     if os.environ.get(ENV_OFFLINE, "") not in ("", "0"):
         raise DataError(
-            f"{spec.title} not found (no data.root, no ${ENV_DATA_DIR}, nothing in {dest}) and downloading "
-            f"is disabled by {ENV_OFFLINE}=1; set {ENV_DATA_DIR} to a directory with the four IDX files "
+            f"{spec.title} not found (no data.root, no ${ENV_DATA_DIR}, nothing in {dest}) and "
+            "downloading "
+            f"is disabled by {ENV_OFFLINE}=1; set {ENV_DATA_DIR} to a directory with the four IDX "
+            "files "
             f"(or to a parent folder holding {spec.folder}/)"
         )
     if not mirrors:
         raise DataError(
-            f"{spec.title} not found (no data.root, no ${ENV_DATA_DIR}, nothing in {dest}) and its config "
-            f"lists no download mirrors (data.mirrors); copy the four IDX files into {dest} or set {ENV_DATA_DIR}"
+            f"{spec.title} not found (no data.root, no ${ENV_DATA_DIR}, nothing in {dest}) and its "
+            "config "
+            f"lists no download mirrors (data.mirrors); copy the four IDX files into {dest} or set "
+            f"{ENV_DATA_DIR}"
         )
     dest.mkdir(parents=True, exist_ok=True)
     for name in spec.names:
@@ -253,7 +266,10 @@ def load_idx_set(spec: IdxSpec, root: str | Path | None = None,
     directory, origin = resolve_source(spec, root, max_bytes)
     directory = directory.resolve()
     paths = {n: _find_file(directory, n) for n in spec.names}
-    key = (tuple(sorted(spec.sha256.items())), *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths.values() if p))
+    key = (
+        tuple(sorted(spec.sha256.items())),
+        *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths.values() if p),
+    )
     if key in _CACHE:
         return _CACHE[key]
     magics = {n: MAGIC_IMAGES if s.endswith("images") else MAGIC_LABELS

@@ -43,5 +43,6 @@ def validation_split(y: NDArray[Any], fraction: float, seed: int,
     mask[val] = False
     if val.size == 0 or not mask.any():
         raise ConfigError(f"data.val_fraction={fraction} leaves {val.size} validation and "
-                          f"{int(mask.sum())} training rows of {n}; choose a fraction that keeps both")
+                          f"{int(mask.sum())} training rows of {n}; choose a fraction that keeps "
+                          "both")
     return np.flatnonzero(mask), val

@@ -1,1 +1,2 @@
-"""The report stage's parts: gather runs, reference optima f*, tables, figures, lecture studies, pages."""
+"""The report stage's parts: gather runs, reference optima f*, tables, figures, lecture studies,
+pages."""

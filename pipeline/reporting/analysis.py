@@ -33,7 +33,8 @@ def rel_denominator(f_star: float) -> float:
 
 
 def objective_of(runs: RunSet, run_id: str) -> str | None:
-    """The objective id a run minimizes (metrics.json ``objective``; None for runs of older versions)."""
+    """The objective id a run minimizes (metrics.json ``objective``; None for runs of older
+    versions)."""
     value = runs.runs.loc[run_id].get("objective")
     return str(value) if isinstance(value, str) and value else None
 
@@ -63,7 +64,9 @@ def prepared_file(runs: RunSet, run_id: str, prepared_dir: str | Path) -> Path:
     return prepared_path(prepared_dir, stem)
 
 
-def match_references(runs: RunSet, refs: dict[str, Reference]) -> tuple[dict[str, Reference], list[str]]:
+def match_references(
+    runs: RunSet, refs: dict[str, Reference]
+) -> tuple[dict[str, Reference], list[str]]:
     """f* per objective id of the runs: the reference file's, checked against the best loss any run
     reached; objectives without a reference get the best run's loss (uncertified) and a note."""
     out: dict[str, Reference] = {}
@@ -76,7 +79,8 @@ def match_references(runs: RunSet, refs: dict[str, Reference]) -> tuple[dict[str
     old = [rid for rid in runs.runs.index if objective_of(runs, rid) is None]
     if old:
         notes.append(f"{len(old)} run(s) record no objective id (trained by an older curvlab): "
-                     + ", ".join(old[:5]) + ("…" if len(old) > 5 else "") + "; retrain them to compare with f*.")
+                     + ", ".join(old[:5]) + ("…" if len(old) > 5 else "") + "; retrain them to "
+                                                                            "compare with f*.")
     for oid, rids in groups.items():
         losses = [float(np.nanmin(runs.histories[r]["loss"].to_numpy())) for r in rids
                   if r in runs.histories and np.isfinite(runs.histories[r]["loss"]).any()]
@@ -87,28 +91,36 @@ def match_references(runs: RunSet, refs: dict[str, Reference]) -> tuple[dict[str
             if not math.isfinite(best):
                 continue
             why = ("non-convex objective" if model in NONCONVEX else
-                   "no reference optimum: run `python -m pipeline.reference` with the runs' overrides")
+                   "no reference optimum: run `python -m pipeline.reference` with the runs' "
+                   "overrides")
             if model not in NONCONVEX:
-                notes.append(f"{oid}: {why} (runs: {', '.join(rids[:3])}{'…' if len(rids) > 3 else ''}); "
+                notes.append(f"{oid}: {why} (runs: "
+                             f"{', '.join(rids[:3])}{'…' if len(rids) > 3 else ''}); "
                              "its runs are left out of the speed tables.")
-            out[oid] = Reference(objective=oid, f_star=best, status="n/a", source="best run", note=why)
+            out[oid] = Reference(objective=oid, f_star=best, status="n/a", source="best "
+                                                                                  "run", note=why)
             continue
         ref = Reference(**{**ref.__dict__})  # a copy: the lowering below is this report's
         if not ref.certified:
-            notes.append(f"{oid}: the reference solve ended {ref.status!r}, not converged; its runs are left "
-                         "out of the speed tables (raise reference.max_iter and rerun the reference stage).")
+            notes.append(f"{oid}: the reference solve ended {ref.status!r}, not converged; its "
+                         "runs are left "
+                         "out of the speed tables (raise reference.max_iter and rerun the "
+                         "reference stage).")
         if math.isfinite(best) and best < ref.f_star:
             gap = (ref.f_star - best) / rel_denominator(ref.f_star)
             if gap > 1.0e-9:
-                notes.append(f"{oid}: a run reached f = {best:.12g} below the reference f* = {ref.f_star:.12g} "
-                             f"(relative gap {gap:.1e}, DISAGREES with a converged reference); f* lowered to it.")
+                notes.append(f"{oid}: a run reached f = {best:.12g} below the reference f* = "
+                             f"{ref.f_star:.12g} "
+                             f"(relative gap {gap:.1e}, DISAGREES with a converged reference); f* "
+                             "lowered to it.")
             ref.f_star = best
         out[oid] = ref
     return out, notes
 
 
 def suboptimality(hist: pd.DataFrame, f_star: float) -> pd.DataFrame:
-    """History with ``subopt`` = f − f* (clipped at 1e-16·max(1,|f*|)) and ``rel_subopt`` = (f − f*)/|f*|."""
+    """History with ``subopt`` = f − f* (clipped at 1e-16·max(1,|f*|)) and ``rel_subopt`` = (f −
+    f*)/|f*|."""
     out = hist.copy()
     floor = 1.0e-16 * max(1.0, abs(f_star))
     out["subopt"] = np.maximum(out["loss"].to_numpy(np.float64) - f_star, floor)
@@ -117,7 +129,8 @@ def suboptimality(hist: pd.DataFrame, f_star: float) -> pd.DataFrame:
 
 
 def _tail(sub: pd.DataFrame, f_star: float) -> np.ndarray:
-    """Row indices of the tail used for the rate fit: the second half of the finite rows above rounding."""
+    """Row indices of the tail used for the rate fit: the second half of the finite rows above
+    rounding."""
     s = sub["loss"].to_numpy(np.float64) - f_star
     ok = np.isfinite(s) & (s > 1.0e-11 * max(1.0, abs(f_star)))
     ok[0] = False
@@ -137,7 +150,8 @@ def measured_rate(sub: pd.DataFrame, f_star: float) -> float | None:
 
 @dataclass(frozen=True)
 class Reach:
-    """When a run reaches a relative suboptimality: measured, projected at its fitted rate, or never."""
+    """When a run reaches a relative suboptimality: measured, projected at its fitted rate, or
+    never."""
 
     iterations: float
     passes: float
@@ -147,10 +161,14 @@ class Reach:
 
 def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False,
           rate: float | None = None) -> Reach:
-    """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does, else the
-    last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r, passes and
-    seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be fitted,
-    and 'stochastic' for SGD, whose error has no linear rate (it levels off at its step size's noise).
+    """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does, else
+    the
+    last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r, passes
+    and
+    seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be
+    fitted,
+    and 'stochastic' for SGD, whose error has no linear rate (it levels off at its step size's
+    noise).
     ``rate``: ``measured_rate(sub, f_star)`` where the caller has it already."""
     rel = sub["rel_subopt"].to_numpy(np.float64)
     it = sub["iteration"].to_numpy(np.float64)
@@ -173,15 +191,20 @@ def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False
     per_pass = (passes[idx[-1]] - passes[idx[0]]) / span if span > 0 else math.nan
     per_sec = (secs[idx[-1]] - secs[idx[0]]) / span if span > 0 else math.nan
     extra = k - it[last]
-    return Reach(float(k), float(passes[last] + extra * per_pass), float(secs[last] + extra * per_sec),
-                 "projected")
+    return Reach(
+        float(k),
+        float(passes[last] + extra * per_pass),
+        float(secs[last] + extra * per_sec),
+        "projected",
+    )
 
 
 def speed_table(runs: RunSet, refs: dict[str, Reference],
                 tols: Sequence[float] = (1.0e-4, 1.0e-8)) -> pd.DataFrame:
     """Per run with a certified f*: iterations, passes and seconds to each relative suboptimality —
     measured (``iters_to_<tol>``, NaN when not reached) and measured-or-projected
-    (``projected_iters_to_<tol>``, ``basis_<tol>``) — and the GD rate measured vs predicted from κ."""
+    (``projected_iters_to_<tol>``, ``basis_<tol>``) — and the GD rate measured vs predicted from
+    κ."""
     rows = []
     for rid, r in runs.runs.iterrows():
         oid = objective_of(runs, rid)
@@ -192,11 +215,22 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
         sub = suboptimality(hist, ref.f_star)
         curv = ref.curvature(str(r["preprocess"]))
         row: dict[str, Any] = {
-            "run_id": rid, "study": r["study"], "data": r["data"], "preprocess": r["preprocess"],
-            "model": r["model"], "optimizer": r["optimizer"], "objective": oid, "l2": r["l2"], "lr": r["lr"],
-            "status": r["status"], "iterations": r["iterations"], "passes": r.get("passes"),
-            "cg_iterations": r.get("cg_iterations"), "train_time_s": r["train_time_s"],
-            "test_accuracy": r.get("test_accuracy"), "f_star": ref.f_star,
+            "run_id": rid,
+            "study": r["study"],
+            "data": r["data"],
+            "preprocess": r["preprocess"],
+            "model": r["model"],
+            "optimizer": r["optimizer"],
+            "objective": oid,
+            "l2": r["l2"],
+            "lr": r["lr"],
+            "status": r["status"],
+            "iterations": r["iterations"],
+            "passes": r.get("passes"),
+            "cg_iterations": r.get("cg_iterations"),
+            "train_time_s": r["train_time_s"],
+            "test_accuracy": r.get("test_accuracy"),
+            "f_star": ref.f_star,
             "final_rel_subopt": float(sub["rel_subopt"].iloc[-1]),
         }
         stochastic = optimizer_name(runs, rid) == "sgd"
@@ -216,7 +250,11 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
         row["rate_measured"] = rate
         mu, lr = curv.get("mu"), r["lr"]
         gd = optimizer_name(runs, rid) == "gd"
-        bound = 1.0 - float(lr) * float(mu) if gd and mu is not None and mu > 0 and np.isfinite(lr) else None
+        bound = (
+            1.0 - float(lr) * float(mu)
+            if gd and mu is not None and mu > 0 and np.isfinite(lr)
+            else None
+        )
         row["kappa"] = curv.get("kappa")
         row["kappa_gd"] = 1.0 / (float(lr) * float(mu)) if bound is not None else None
         row["rate_predicted"] = bound
@@ -228,7 +266,15 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
             row["rate_check"] = "n/a"
         rows.append(row)
     df = pd.DataFrame(rows)
-    for c in ("rate_measured", "kappa", "kappa_gd", "rate_predicted", "passes", "cg_iterations", "test_accuracy"):
+    for c in (
+        "rate_measured",
+        "kappa",
+        "kappa_gd",
+        "rate_predicted",
+        "passes",
+        "cg_iterations",
+        "test_accuracy",
+    ):
         if c in df:
             df[c] = pd.to_numeric(df[c], errors="coerce").astype(np.float64)
     return df
@@ -242,18 +288,38 @@ def headline_table(speed: pd.DataFrame, study: str, tols: Sequence[float]) -> pd
     sel = speed[speed["study"] == study]
     if sel.empty:
         return pd.DataFrame()
-    cols = ["data", "model", "optimizer", "preprocess", "status", "iterations", "passes", "train_time_s"]
+    cols = [
+        "data",
+        "model",
+        "optimizer",
+        "preprocess",
+        "status",
+        "iterations",
+        "passes",
+        "train_time_s",
+    ]
     for tol in tols:
         t = tol_key(tol)
-        cols += [f"projected_iters_to_{t}", f"projected_passes_to_{t}", f"projected_seconds_to_{t}", f"basis_{t}"]
+        cols += [
+            f"projected_iters_to_{t}",
+            f"projected_passes_to_{t}",
+            f"projected_seconds_to_{t}",
+            f"basis_{t}",
+        ]
     cols += ["test_accuracy", "run_id"]
-    out = sel[cols].rename(columns={c: c.replace("projected_", "") for c in cols if c.startswith("projected_")})
+    out = sel[cols].rename(
+        columns={c: c.replace("projected_", "") for c in cols if c.startswith("projected_")}
+    )
     return out.sort_values(["data", "model", "optimizer", "preprocess"], ignore_index=True)
 
 
-def coordinates_factors(speed: pd.DataFrame, study: str, tol: float, baseline: str = "none") -> pd.DataFrame:
-    """One objective, other coordinates: per (data, model, optimizer) of ``study``, the iterations, CG
-    iterations and passes to ``tol`` (measured or projected) of each preprocessing and their ratio to
+def coordinates_factors(
+    speed: pd.DataFrame, study: str, tol: float, baseline: str = "none"
+) -> pd.DataFrame:
+    """One objective, other coordinates: per (data, model, optimizer) of ``study``, the iterations,
+    CG
+    iterations and passes to ``tol`` (measured or projected) of each preprocessing and their ratio
+    to
     ``baseline`` (raw inputs) — the conditioning effect on its own, since f* is the same."""
     if speed.empty:
         return pd.DataFrame()
@@ -267,17 +333,27 @@ def coordinates_factors(speed: pd.DataFrame, study: str, tol: float, baseline: s
         b_it, b_ps = base[f"projected_iters_to_{t}"], base[f"projected_passes_to_{t}"]
         for _, rec in grp.iterrows():
             it, ps = rec[f"projected_iters_to_{t}"], rec[f"projected_passes_to_{t}"]
-            rows.append({"data": data, "model": model, "optimizer": opt, "preprocess": rec["preprocess"],
-                         "basis": rec[f"basis_{t}"], f"iterations_to_{t}": it,
-                         "cg_iterations": rec["cg_iterations"], f"passes_to_{t}": ps,
-                         "iterations_vs_raw": it / b_it if b_it and np.isfinite(b_it) else np.nan,
-                         "passes_vs_raw": ps / b_ps if b_ps and np.isfinite(b_ps) else np.nan,
-                         "kappa": rec["kappa"]})
+            rows.append(
+                {
+                    "data": data,
+                    "model": model,
+                    "optimizer": opt,
+                    "preprocess": rec["preprocess"],
+                    "basis": rec[f"basis_{t}"],
+                    f"iterations_to_{t}": it,
+                    "cg_iterations": rec["cg_iterations"],
+                    f"passes_to_{t}": ps,
+                    "iterations_vs_raw": it / b_it if b_it and np.isfinite(b_it) else np.nan,
+                    "passes_vs_raw": ps / b_ps if b_ps and np.isfinite(b_ps) else np.nan,
+                    "kappa": rec["kappa"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def reference_point(runs: RunSet, run_id: str, model: str) -> tuple[str, float] | None:
-    """The published test accuracy for this model on the run's data set (its data YAML's ``reference_accuracy``)."""
+    """The published test accuracy for this model on the run's data set (its data YAML's
+    ``reference_accuracy``)."""
     data = runs.configs.get(run_id, {}).get("data", {})
     refs = data.get("reference_accuracy") if isinstance(data, dict) else None
     point = refs.get(model) if isinstance(refs, dict) else None
@@ -287,7 +363,8 @@ def reference_point(runs: RunSet, run_id: str, model: str) -> tuple[str, float] 
 
 
 def accuracy_table(runs: RunSet, data_prefix: str = "mnist") -> pd.DataFrame:
-    """Train/test accuracy and loss per classification run on one data set, with the published reference point."""
+    """Train/test accuracy and loss per classification run on one data set, with the published
+    reference point."""
     df = runs.runs
     sel = df[df["test_accuracy"].notna() & df["data"].astype(str).str.startswith(data_prefix)]
     cols = ["run_id", "study", "data", "model", "optimizer", "preprocess", "l2", "status",

@@ -1,4 +1,5 @@
-"""Seaborn/matplotlib (Agg) figures of the report; each function writes one PNG and returns its path."""
+"""Seaborn/matplotlib (Agg) figures of the report; each function writes one PNG and returns its
+path."""
 
 from __future__ import annotations
 
@@ -26,20 +27,35 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 def convergence(curves: pd.DataFrame, title: str, path: Path) -> Path:
     """2×3: f − f* and ‖∇f‖ (log) against iterations, passes over the data and wall time;
-    colour = optimizer, line style = preprocess (plain matplotlib lines: a few seconds per figure)."""
-    axes_x = [("iteration", "iteration"), ("passes", "passes over the data"), ("time_s", "wall time [s]")]
+    colour = optimizer, line style = preprocess (plain matplotlib lines: a few seconds per
+    figure)."""
+    axes_x = [("iteration", "iteration"), ("passes", "passes over "
+                                                     "the data"), ("time_s", "wall time [s]")]
     axes_x = [a for a in axes_x if a[0] in curves.columns and curves[a[0]].notna().any()]
     fig, axes = plt.subplots(2, len(axes_x), figsize=(5.6 * len(axes_x), 8.5), squeeze=False)
-    colours = dict(zip(sorted(curves["optimizer"].unique()), sns.color_palette(n_colors=8), strict=False))
-    styles = dict(zip(sorted(curves["preprocess"].unique()), ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))],
-                      strict=False))
+    colours = dict(
+        zip(sorted(curves["optimizer"].unique()), sns.color_palette(n_colors=8), strict=False)
+    )
+    styles = dict(
+        zip(
+            sorted(curves["preprocess"].unique()),
+            ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))],
+            strict=False,
+        )
+    )
     for row, (y, ylab) in enumerate([("subopt", "f − f*"), ("grad_norm", "‖∇f‖")]):
         for col, (x, xlab) in enumerate(axes_x):
             ax = axes[row, col]
             for (_, opt, pre), run in curves.groupby(["run", "optimizer", "preprocess"], sort=True):
                 ok = np.isfinite(run[y].to_numpy()) & (run[y].to_numpy() > 0)
-                ax.step(run[x].to_numpy()[ok], run[y].to_numpy()[ok], where="post", color=colours.get(opt),
-                        linestyle=styles.get(pre, "-"), linewidth=1.4)
+                ax.step(
+                    run[x].to_numpy()[ok],
+                    run[y].to_numpy()[ok],
+                    where="post",
+                    color=colours.get(opt),
+                    linestyle=styles.get(pre, "-"),
+                    linewidth=1.4,
+                )
             ax.set_yscale("log")
             ax.set_xlabel(xlab)
             ax.set_ylabel(ylab + " (log scale)")
@@ -48,12 +64,14 @@ def convergence(curves: pd.DataFrame, title: str, path: Path) -> Path:
     handles += [plt.Line2D([], [], color="0.3", linestyle=st, label=p) for p, st in styles.items()]
     axes[0, 0].legend(handles=handles, fontsize="small", loc="upper right")
     fig.suptitle(title)
-    fig.subplots_adjust(wspace=0.3, hspace=0.32, top=0.92)  # fixed: a layout engine would draw it twice more
+    # fixed: a layout engine would draw it twice more
+    fig.subplots_adjust(wspace=0.3, hspace=0.32, top=0.92)
     return _save(fig, path)
 
 
 def loss_curves(curves: pd.DataFrame, title: str, path: Path, hue: str = "model") -> Path:
-    """Training loss and ‖∇f‖ (log) against iteration, one line per run (for objectives without f*)."""
+    """Training loss and ‖∇f‖ (log) against iteration, one line per run (for objectives without
+    f*)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     for ax, (y, lab) in zip(axes, [("loss", "training loss"), ("grad_norm", "‖∇f‖")], strict=True):
         data = curves[np.isfinite(curves[y]) & (curves[y] > 0)]
@@ -67,8 +85,11 @@ def loss_curves(curves: pd.DataFrame, title: str, path: Path, hue: str = "model"
     return _save(fig, path)
 
 
-def confusion(matrix: np.ndarray, title: str, path: Path, labels: Sequence[str] | None = None) -> Path:
-    """Heatmap of a c×c confusion matrix (rows = true class, columns = predicted), axes named by ``labels``."""
+def confusion(
+    matrix: np.ndarray, title: str, path: Path, labels: Sequence[str] | None = None
+) -> Path:
+    """Heatmap of a c×c confusion matrix (rows = true class, columns = predicted), axes named by
+    ``labels``."""
     c = matrix.shape[0]
     names = list(labels) if labels is not None and len(labels) == c else [str(k) for k in range(c)]
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
@@ -86,9 +107,11 @@ def confusion(matrix: np.ndarray, title: str, path: Path, labels: Sequence[str] 
 
 def weight_images(W: np.ndarray, title: str, path: Path, shape: Sequence[int] = (28, 28),
                   names: Sequence[str] | None = None) -> Path:
-    """The columns of W (d×c, d = h·w) as h×w images titled by class name, blue < 0 < red, symmetric scale."""
+    """The columns of W (d×c, d = h·w) as h×w images titled by class name, blue < 0 < red, symmetric
+    scale."""
     c = W.shape[1]
-    names = list(names) if names is not None and len(names) == c else [f"class {k}" for k in range(c)]
+    names = list(names) if names is not None and len(names) == c else ["class "
+                                                                       f"{k}" for k in range(c)]
     cols = min(c, 5)
     rows = int(np.ceil(c / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.4), squeeze=False)
@@ -130,7 +153,9 @@ def gd_paths(f_grid: tuple[np.ndarray, np.ndarray, np.ndarray],
     for ax, (label, pts) in zip(axes[0], paths, strict=True):
         ax.contour(X, Y, Z, levels=np.unique(levels), cmap="viridis", linewidths=0.8)
         shown = pts[np.all(np.isfinite(pts), axis=1)]
-        inside = (np.abs(shown[:, 0]) <= np.abs(X).max() * 1.5) & (np.abs(shown[:, 1]) <= np.abs(Y).max() * 1.5)
+        inside = (np.abs(shown[:, 0]) <= np.abs(X).max() * 1.5) & (
+            np.abs(shown[:, 1]) <= np.abs(Y).max() * 1.5
+        )
         shown = shown[np.cumprod(inside).astype(bool)]
         ax.plot(shown[:, 0], shown[:, 1], "o-", color="tab:red", ms=3, lw=1)
         ax.plot(shown[:1, 0], shown[:1, 1], "s", color="black", ms=6, label="start")

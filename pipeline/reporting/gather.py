@@ -23,9 +23,9 @@ from pipeline.store.rundir import (
 )
 
 METRIC_KEYS = (
-    "study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
-    "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
-    "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id",
+    "study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params",
+    "status", "converged", "message", "iterations", "passes", "cg_iterations", "train_loss",
+    "grad_norm", "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id",
 )  # fmt: skip
 EVAL_KEYS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "n_train", "n_test")
 # the documented types of metrics.json / evaluation.json values (docs/architecture.md); null is
@@ -44,7 +44,8 @@ class NoRuns(DataError):
 
 @dataclass
 class RunSet:
-    """Runs as a DataFrame (index = ``run_id`` ``<study>/<run>``) plus per-run histories and files."""
+    """Runs as a DataFrame (index = ``run_id`` ``<study>/<run>``) plus per-run histories and
+    files."""
 
     runs: pd.DataFrame
     histories: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -188,10 +189,12 @@ def _run_folders(root: Path, wanted: set[str] | None, skipped: list[tuple[str, s
 
 
 def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None) -> RunSet:
-    """Every ``<experiments_dir>/<study>/<run>/metrics.json`` (optionally only the given studies)."""
+    """Every ``<experiments_dir>/<study>/<run>/metrics.json`` (optionally only the given
+    studies)."""
     root = Path(experiments_dir)
     if not root.is_dir():
-        raise DataError(f"{root}: no experiments directory; run `dvc repro` (or pipeline.train) first")
+        raise DataError(f"{root}: no experiments directory; run `dvc repro` (or pipeline.train) "
+                        "first")
     wanted = None if studies is None else set(studies)
     rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
     if _listing(root) is None:
@@ -220,7 +223,8 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
 def gather_mlflow(experiment: str, tracking_uri: str | None = None,
                   download_dir: str | Path | None = None,
                   local_experiments: str | Path | None = None) -> RunSet:
-    """Runs of one MLflow experiment via ``mlflow.search_runs``; their run-directory files are artifacts.
+    """Runs of one MLflow experiment via ``mlflow.search_runs``; their run-directory files are
+    artifacts.
 
     Runs without a ``metrics.json`` artifact (sweep parents, report runs) are skipped. Weights and
     the confusion matrix are read from the local run directory when it still exists.
@@ -240,7 +244,8 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
                                                   output_format="pandas"))
     if len(found) and "tags.curvlab.kind" in found.columns:
         found = found[found["tags.curvlab.kind"].fillna("train") == "train"]
-    if len(found) and "start_time" in found.columns:  # newest first: a retrained run replaces older ones
+    # newest first: a retrained run replaces older ones
+    if len(found) and "start_time" in found.columns:
         found = found.sort_values("start_time", ascending=False, kind="stable")
     base = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="curvlab-mlflow-"))
     rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
@@ -272,7 +277,11 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         run_dir = local_dir if local_dir is not None and local_dir.is_dir() else art_dir
         row.update(run_id=run_id, run=run_name, mlflow_run_id=rid, run_dir=str(run_dir))
         try:
-            history = read_history(art_dir / "history.csv") if (art_dir / "history.csv").exists() else None
+            history = (
+                read_history(art_dir / "history.csv")
+                if (art_dir / "history.csv").exists()
+                else None
+            )
             config = read_config_dict(art_dir / "config.yaml")
             _check_weights(run_dir, art_dir)
         except DataError as err:
@@ -284,6 +293,7 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
         configs[run_id] = config
         dirs[run_id] = run_dir
     if not rows:
-        raise DataError(f"MLflow experiment {experiment!r} has no runs with a metrics.json artifact; "
+        raise DataError(f"MLflow experiment {experiment!r} has no runs with a metrics.json "
+                        "artifact; "
                         "train some (python -m pipeline.train study=...) first")
     return _finish(rows, histories, configs, dirs, f"MLflow experiment {experiment!r}", skipped)

@@ -38,8 +38,11 @@ def trials_figure(trials: pd.DataFrame, path: Path) -> Path:
     return figures._save(fig, path)
 
 
-def cost_figure(curves: dict[str, pd.DataFrame], f_min: float, path: Path, label: str = "f − f*") -> Path:
-    """f − f* (or f − f_min) against passes over the data and against seconds, one line per optimizer."""
+def cost_figure(
+    curves: dict[str, pd.DataFrame], f_min: float, path: Path, label: str = "f − f*"
+) -> Path:
+    """f − f* (or f − f_min) against passes over the data and against seconds, one line per
+    optimizer."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, h in curves.items():
         gap = np.maximum(h["loss"].to_numpy(dtype=float) - f_min, 1e-16)
@@ -55,11 +58,14 @@ def cost_figure(curves: dict[str, pd.DataFrame], f_min: float, path: Path, label
 
 
 def homework(b: Any, runs: RunSet | None, refs: dict[str, Any] | None = None) -> None:
-    """Append the homework section to the report builder ``b`` (a note when the study has not run)."""
+    """Append the homework section to the report builder ``b`` (a note when the study has not
+    run)."""
     s = Section("homework", "Homework: softmax regression on MNIST with SGD",
                 "Minibatch SGD with learning rate, batch size, epochs and λ chosen on a stratified "
-                "validation split (10 % of the training images) by Hydra's Optuna sweeper; the chosen "
-                "configuration is retrained on train + validation and only that model sees the test set "
+                "validation split (10 % of the training images) by Hydra's Optuna sweeper; the "
+                "chosen "
+                "configuration is retrained on train + validation and only that model sees the "
+                "test set "
                 "(`python -m pipeline.train -m experiment=hw3_sgd`).")
     study = Path(b.cfg["paths"]["experiments_dir"]).absolute() / STUDY
     chosen_path, trials_path = study / "chosen.json", study / "trials.csv"
@@ -88,18 +94,36 @@ def homework(b: Any, runs: RunSet | None, refs: dict[str, Any] | None = None) ->
         rows = [{"model": "chosen SGD model, retrained on train + validation", "l2": final["l2"],
                  "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"]}]
         if conv is not None:
-            rows.append({"model": f"full-batch optimum (Newton-CG, {conv['optimizer']}, λ = {conv['l2']:g})",
-                         "l2": conv["l2"], "test_accuracy": conv["test_accuracy"], "test_loss": conv["test_loss"]})
-        rows.append({"model": f"published: {ref_name}", "l2": None, "test_accuracy": ref_acc, "test_loss": None})
+            rows.append(
+                {
+                    "model": f"full-batch optimum (Newton-CG, {conv['optimizer']}, λ = "
+                    f"{conv['l2']:g})",
+                    "l2": conv["l2"],
+                    "test_accuracy": conv["test_accuracy"],
+                    "test_loss": conv["test_loss"],
+                }
+            )
+        rows.append(
+            {
+                "model": f"published: {ref_name}",
+                "l2": None,
+                "test_accuracy": ref_acc,
+                "test_loss": None,
+            }
+        )
         df = pd.DataFrame(rows)
         rel = b.save_table(df, "homework-test")
-        s.table(df, rel, "Test accuracy and cross-entropy (mean, without the penalty) of the chosen model",
-                {"model": "model", "l2": "λ", "test_accuracy": "test acc", "test_loss": "test cross-entropy"})
+        s.table(df, rel, "Test accuracy and cross-entropy (mean, without the penalty) of the "
+                         "chosen model",
+                {"model": "model", "l2": "λ", "test_accuracy": "test acc", "test_loss": "test "
+                                                                                        "cross-entropy"})
         verdict = "AGREES" if final["test_accuracy"] >= ref_acc - 0.015 else "DISAGREES"
-        s.text(f"Chosen model: test accuracy {final['test_accuracy']:.2%} vs the published ≈ {ref_acc:.1%} "
+        s.text(f"Chosen model: test accuracy {final['test_accuracy']:.2%} vs the published ≈ "
+               f"{ref_acc:.1%} "
                f"({verdict} within 1.5 points).")
     else:
-        s.note(f"{final_path} missing: the chosen configuration was not retrained (a trial failed?).")
+        s.note(f"{final_path} missing: the chosen configuration was not retrained (a trial "
+               "failed?).")
     _compare(b, s, runs, refs or {})
     b.sections.append(s)
 
@@ -120,9 +144,16 @@ def _compare(b: Any, s: Section, runs: RunSet | None, refs: dict[str, Any]) -> N
         h = runs.histories[rid]
         curves[opt] = h
         m = runs.runs.loc[rid]
-        rows.append({"optimizer": opt, "iterations": int(h["iteration"].iloc[-1]),
-                     "passes": float(h["passes"].iloc[-1]), "seconds": float(h["time_s"].iloc[-1]),
-                     "train_loss": float(h["loss"].iloc[-1]), "test_accuracy": m.get("test_accuracy")})
+        rows.append(
+            {
+                "optimizer": opt,
+                "iterations": int(h["iteration"].iloc[-1]),
+                "passes": float(h["passes"].iloc[-1]),
+                "seconds": float(h["time_s"].iloc[-1]),
+                "train_loss": float(h["loss"].iloc[-1]),
+                "test_accuracy": m.get("test_accuracy"),
+            }
+        )
     if len(curves) < 2:
         s.note("GD vs SGD vs Newton-CG needs the default study's raw-pixel softmax runs "
                "(experiments/default/mnist-none-softmax-{gd,sgd,newton_cg}); run `dvc repro`.")
@@ -134,11 +165,24 @@ def _compare(b: Any, s: Section, runs: RunSet | None, refs: dict[str, Any]) -> N
     df = pd.DataFrame(rows)
     df["gap"] = df["train_loss"] - f_min
     rel = b.save_table(df, "homework-cost")
-    s.table(df, rel, "The same objective (raw pixels, λ = 1e-4) by three optimizers: cost to their last iterate",
-            {"optimizer": "optimizer", "iterations": "iterations", "passes": "passes", "seconds": "s",
-             "train_loss": "f", "gap": gap, "test_accuracy": "test acc"})
+    s.table(
+        df,
+        rel,
+        "The same objective (raw pixels, λ = 1e-4) by three optimizers: cost to their last iterate",
+        {
+            "optimizer": "optimizer",
+            "iterations": "iterations",
+            "passes": "passes",
+            "seconds": "s",
+            "train_loss": "f",
+            "gap": gap,
+            "test_accuracy": "test acc",
+        },
+    )
     path, frel = b.fig_path("homework-cost")
     cost_figure(curves, f_min, path, gap)
     s.figure(frel, (f"{gap} (f* = the reference optimum)" if certified else
-                    f"{gap} (f_min = the lowest loss any of them reached)") + " against passes over the data "
-                   "(one full gradient = 1; SGD 1 per epoch, Newton-CG 1 + 1 per CG step) and against seconds.")
+                    f"{gap} (f_min = the lowest loss any of "
+                    "them reached)") + " against passes over the data "
+                   "(one full gradient = 1; SGD 1 per epoch, Newton-CG 1 + 1 per CG step) and "
+                   "against seconds.")

@@ -11,19 +11,27 @@ from typing import Any
 import pandas as pd
 
 CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1180px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}
-h1{border-bottom:2px solid #446;padding-bottom:.2em}h2{margin-top:2.2em;border-bottom:1px solid #ccd}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1180px;
+margin:2em auto;padding:0 1em;color:#222;line-height:1.45;overflow-wrap:break-word}
+h1{border-bottom:2px solid #446;padding-bottom:.2em}
+h2{margin-top:2.2em;border-bottom:1px solid #ccd}
 .scroll{max-width:100%;overflow-x:auto;margin:.6em 0 1.4em}
 table{border-collapse:collapse;font-size:.82em}
 th,td{border:1px solid #ccd;padding:.25em .5em;text-align:right;white-space:nowrap}
 th,td.t{white-space:normal}th{background:#eef;vertical-align:bottom}td.t{text-align:left}
 tr:nth-child(even){background:#f8f8fc}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;box-sizing:border-box;border:1px solid #ddd}
+figure{margin:1em 0}
+figure img{max-width:100%;height:auto;box-sizing:border-box;border:1px solid #ddd}
 figcaption{font-size:.9em;color:#444}.note{background:#fff6dd;border-left:4px solid #e0a800;
-padding:.4em .8em;margin:.6em 0}.warn{background:#fde8e8;border-left:4px solid #c33;padding:.4em .8em}
+padding:.4em .8em;margin:.6em 0}
+.warn{background:#fde8e8;border-left:4px solid #c33;padding:.4em .8em}
 nav ul{columns:2}nav summary{cursor:pointer;color:#446}code{background:#f2f2f6;padding:0 .2em}
 """
+
+
+def _cell_class(v: object) -> str:
+    """Numbers right-aligned (no class), text left-aligned (``class=t``)."""
+    return "" if isinstance(v, int | float) and not isinstance(v, bool) else " class=t"
 
 
 @dataclass
@@ -87,7 +95,8 @@ def _inline(s: str) -> str:
 
 
 def _breakable(s: str, longer_than: int = 16) -> str:
-    """Escaped table text where a long token (a run id, a snake_case name) may wrap after / , _ = (<wbr>)."""
+    """Escaped table text where a long token (a run id, a snake_case name) may wrap after / , _ =
+    (<wbr>)."""
     def token(t: str) -> str:
         if len(t) <= longer_than:
             return html.escape(t)
@@ -101,11 +110,13 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1><p>{_inline(subtitle)}</p>",
-           "<nav><details><summary>Contents</summary><ul>"]  # one line: the first section stays on the first screen
+           # one line: the first section stays on the first screen
+           "<nav><details><summary>Contents</summary><ul>"]
     out += [f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in sections]
     out.append("</ul></details></nav>")
     for s in sections:
-        out.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{_inline(s.intro)}</p>')
+        out.append('<section '
+                   f'id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{_inline(s.intro)}</p>')
         for b in s.blocks:
             if b.kind == "text":
                 out.append(f"<p>{_inline(b.text)}</p>")
@@ -120,11 +131,10 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
                 head = "".join(f"<th>{_breakable(str(c))}</th>" for c in df.columns)
                 rows = []
                 for rec in df.itertuples(index=False):
-                    cells = "".join(
-                        f'<td{"" if isinstance(v, int | float) and not isinstance(v, bool) else " class=t"}>'
-                        f"{_breakable(fmt(v))}</td>" for v in rec)
+                    cells = "".join(f"<td{_cell_class(v)}>{_breakable(fmt(v))}</td>" for v in rec)
                     rows.append(f"<tr>{cells}</tr>")
-                out.append(f"<p><b>{_inline(b.text)}</b> (<a href=\"{html.escape(b.path)}\">CSV</a>)</p>"
+                out.append(f"<p><b>{_inline(b.text)}</b> (<a "
+                           f"href=\"{html.escape(b.path)}\">CSV</a>)</p>"
                            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
                            f"<tbody>{''.join(rows)}</tbody></table></div>")
         out.append("</section>")

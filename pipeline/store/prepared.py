@@ -28,7 +28,8 @@ _ARRAYS = ("X_train", "y_train", "X_test", "y_test", "spectrum_before", "spectru
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 hex digest of a file's bytes (a prepared file's identity in MLflow and the reference optima)."""
+    """SHA-256 hex digest of a file's bytes (a prepared file's identity in MLflow and the reference
+    optima)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
@@ -37,7 +38,8 @@ def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
 
 
 def prepared_path(prepared_dir: str | Path, stem: str) -> Path:
-    """``<prepared_dir>/<stem>.npz`` (stem ``<data.id>-<preprocess.id>``); the facts are ``.with_suffix('.json')``."""
+    """``<prepared_dir>/<stem>.npz`` (stem ``<data.id>-<preprocess.id>``); the facts are
+    ``.with_suffix('.json')``."""
     return Path(prepared_dir) / f"{stem}.npz"
 
 
@@ -59,7 +61,8 @@ def save_prepared(
     facts: Mapping[str, Any],
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Write the ``.npz`` and ``.json`` atomically as a pair (``pipeline.store.writer.write_group``);
+    """Write the ``.npz`` and ``.json`` atomically as a pair
+    (``pipeline.store.writer.write_group``);
     ``extra`` arrays (the validation split ``X_val``, ``y_val``) are stored beside the splits."""
     npz = Path(path)
     js = npz.with_suffix(".json")
@@ -95,7 +98,8 @@ def _facts_of(js: Path, raw: bytes) -> dict[str, Any]:
     except ValueError as err:
         raise damaged(js, "unreadable prepared facts", err, REDO) from None
     if not isinstance(facts, dict):
-        raise DataError(f"{js}: expected a JSON object of facts, found {type(facts).__name__}; {REDO}")
+        raise DataError(f"{js}: expected a JSON object of facts, found {type(facts).__name__}; "
+                        f"{REDO}")
     return facts
 
 
@@ -108,13 +112,15 @@ def read_facts(path: str | Path, missing: str | None = None) -> dict[str, Any]:
 
 
 def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]:
-    """Read a prepared ``.npz`` (or its ``.json``/stem) back as (Dataset, Transform, facts); no pickles."""
+    """Read a prepared ``.npz`` (or its ``.json``/stem) back as (Dataset, Transform, facts); no
+    pickles."""
     p = Path(path)
     npz, js = p.with_suffix(".npz"), p.with_suffix(".json")
     for f in (npz, js):
         if not f.is_file():
             raise DataError(
-                f"{f}: prepared data not found; run `python -m pipeline.prepare` (or `dvc repro`) first"
+                f"{f}: prepared data not found; run `python -m pipeline.prepare` (or `dvc repro`) "
+                "first"
             )
     raw = read_file(js, lambda f: f.read_bytes(), "unreadable prepared facts", REDO)
     facts = _facts_of(js, raw)
@@ -124,11 +130,13 @@ def load_prepared(path: str | Path) -> tuple[Dataset, Transform, dict[str, Any]]
         raise DataError(f"{npz}: lacks array {missing[0]}; {REDO}")
     digest = arrays.pop(_FACTS_DIGEST, None)
     if digest is not None and str(digest) != hashlib.sha256(raw).hexdigest():
-        raise DataError(f"{js} does not belong to {npz} (written by different prepare runs); {REDO}")
+        raise DataError(f"{js} does not belong to {npz} (written by different prepare runs); "
+                        f"{REDO}")
     X_tr, y_tr, X_te, y_te = (arrays[k] for k in ("X_train", "y_train", "X_test", "y_test"))
     if (X_tr.ndim != 2 or X_te.ndim != 2 or y_tr.shape != (X_tr.shape[0],)
             or y_te.shape != (X_te.shape[0],) or X_tr.shape[1] != X_te.shape[1]):
-        raise DataError(f"{npz}: inconsistent array shapes X_train {X_tr.shape}, y_train {y_tr.shape}, "
+        raise DataError(f"{npz}: inconsistent array shapes X_train {X_tr.shape}, y_train "
+                        f"{y_tr.shape}, "
                         f"X_test {X_te.shape}, y_test {y_te.shape}; {REDO}")
     try:
         transform = Transform.from_arrays(
@@ -164,7 +172,9 @@ def load_spectra(path: str | Path) -> dict[str, np.ndarray]:
 def load_transform(path: str | Path) -> Transform:
     """Only the transform of a prepared ``.npz`` (its ``transform/…`` arrays)."""
     with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as z:
-        return Transform.from_arrays({k[len(_PREFIX):]: z[k] for k in z.files if k.startswith(_PREFIX)})
+        return Transform.from_arrays(
+            {k[len(_PREFIX) :]: z[k] for k in z.files if k.startswith(_PREFIX)}
+        )
 
 
 # ---------------------------------------------------------------- the prepared data of a run
@@ -201,7 +211,8 @@ def _prepare_cmd(spec: RunSpec) -> str:
 
 
 def load_prepared_for(spec: RunSpec) -> tuple[Dataset, Transform, dict[str, Any], Path]:
-    """The prepared data set the run names, checked against its config, or a DataError saying how to make it."""
+    """The prepared data set the run names, checked against its config, or a DataError saying how to
+    make it."""
     path = prepared_file(spec)
     if not path.exists():
         raise DataError(f"prepared data {path} not found; run `{_prepare_cmd(spec)}` "

@@ -1,4 +1,5 @@
-"""The one read-error ladder of every stored file: missing → not readable → damaged, each one line."""
+"""The one read-error ladder of every stored file: missing → not readable → damaged, each one
+line."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def short(err: BaseException) -> str:
 
 
 def damaged(path: Path | str, what: str, err: BaseException | None, fix: str) -> DataError:
-    """The one-line error for a file that exists but cannot be used: ``<path>: <what> (<why>); <fix>``."""
+    """The one-line error for a file that exists but cannot be used: ``<path>: <what> (<why>);
+    <fix>``."""
     why = f" ({short(err)})" if err is not None else ""
     return DataError(f"{path}: {what}{why}; {fix}")
 

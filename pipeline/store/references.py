@@ -1,5 +1,6 @@
 """Reference optima f*: ``<paths.reference_dir>/<objective id>.json``, written by the ``reference``
-stage (``python -m pipeline.reference``, see its docstring for the fields) and read by the report."""
+stage (``python -m pipeline.reference``, see its docstring for the fields) and read by the
+report."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def read_reference(path: Path) -> Reference:
 
 @dataclass
 class Reference:
-    """f* = min_w f(w) for one objective, how it was obtained, and the curvature at w* per coordinates."""
+    """f* = min_w f(w) for one objective, how it was obtained, and the curvature at w* per
+    coordinates."""
 
     objective: str
     f_star: float
@@ -84,7 +86,8 @@ class Reference:
         return self.source != "best run" and self.status == "converged"
 
     def curvature(self, preprocess: str) -> dict[str, Any]:
-        """μ, L_local, κ, L_bound of ∇²f(w*) in a preprocessing's coordinates ({} where not computed)."""
+        """μ, L_local, κ, L_bound of ∇²f(w*) in a preprocessing's coordinates ({} where not
+        computed)."""
         return dict(self.coordinates.get(str(preprocess), {}))
 
 
@@ -104,7 +107,8 @@ def load_references(folder: str | Path) -> tuple[dict[str, Reference], list[str]
 
 
 def reference_table(refs: dict[str, Reference]) -> pd.DataFrame:
-    """One row per (objective, coordinates): f*, ‖∇f‖, status of its solve; μ, L, κ of ∇²f(w*) there."""
+    """One row per (objective, coordinates): f*, ‖∇f‖, status of its solve; μ, L, κ of ∇²f(w*)
+    there."""
     rows = []
     for oid, r in sorted(refs.items()):
         coords = r.coordinates or {r.solved_in or "": {}}

@@ -175,7 +175,8 @@ def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
 
 
 def read_history(path: Path | str) -> Any:
-    """history.csv → DataFrame with float64 columns iteration, time_s, loss, grad_norm, step_size."""
+    """history.csv → DataFrame with float64 columns iteration, time_s, loss, grad_norm,
+    step_size."""
     import pandas as pd
 
     fix = "rerun train for this run"
@@ -219,7 +220,8 @@ def _numeric(x: str) -> bool:
 
 
 def load_confusion(run_dir: Path) -> np.ndarray | None:
-    """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or None."""
+    """confusion.csv (c×c counts, rows = true class; a header row / label column is dropped) or
+    None."""
     path = Path(run_dir) / "confusion.csv"
     if not path.exists():
         return None

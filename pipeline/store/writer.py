@@ -117,12 +117,14 @@ def _temp_beside(path: Path) -> Path:
 
 
 def write_atomic(path: Path | str, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, then ``os.replace`` it into place."""
+    """Call ``write(tmp)`` on a temp file beside ``path``, fsync it, then ``os.replace`` it into
+    place."""
     write_group({Path(path): write})
 
 
 def write_group(writers: Mapping[Path, Callable[[Path], None]]) -> None:
-    """Write every file to a temp beside it first; only when all succeeded, replace them in order."""
+    """Write every file to a temp beside it first; only when all succeeded, replace them in
+    order."""
     temps: dict[Path, Path] = {}
     current: Path | None = None
     try:
@@ -233,7 +235,8 @@ _AT_FDCWD = -100
 
 
 def exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False if
+    unsupported."""
     if _RENAMEAT2 is None:
         return False
     rc = _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
@@ -335,7 +338,9 @@ def _swap_in(new: Path, dest: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def replace_dir(dest: Path | str, carry: Container[str] | Callable[[str], bool] = ()) -> Iterator[Path]:
+def replace_dir(
+    dest: Path | str, carry: Container[str] | Callable[[str], bool] = ()
+) -> Iterator[Path]:
     """Yield an empty sibling folder to fill; on success swap it in for ``dest`` as a whole.
 
     ``carry``: names (or a predicate on names) of entries of the current ``dest`` to keep in the
@@ -395,7 +400,8 @@ def check_writable(dest: Path | str) -> None:
 
 def update_dir(dest: Path | str, files: Mapping[str, Callable[[Path], None]],
                drop: Container[str] = ()) -> None:
-    """Add/replace ``files`` (name → ``write(path)``) in ``dest`` and remove ``drop``, as one swap."""
+    """Add/replace ``files`` (name → ``write(path)``) in ``dest`` and remove ``drop``, as one
+    swap."""
     names = set(files)
     with replace_dir(dest, carry=lambda n: n not in names and n not in drop) as new:
         for name, write in files.items():

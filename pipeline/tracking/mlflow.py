@@ -72,7 +72,8 @@ def is_server(uri: str) -> bool:
 
 def artifact_root(mlflow_cfg: Mapping[str, Any] | None = None) -> str | None:
     """Where new experiments keep artifacts: a URI as given, a path made absolute (file URI);
-    unset: ``<project>/mlartifacts``, or ``None`` with a tracking server (the server's own store)."""
+    unset: ``<project>/mlartifacts``, or ``None`` with a tracking server (the server's own
+    store)."""
     root = (mlflow_cfg or {}).get("artifact_root")
     if not root:
         if is_server(tracking_uri(mlflow_cfg)):
@@ -91,8 +92,10 @@ def with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
             raise
         except Exception as err:  # MlflowException / sqlalchemy OperationalError / OSError
             if "locked" not in str(err).lower() or i == attempts - 1:
-                raise TrackingError(f"MLflow store failed ({_first(err)}); fix mlflow.tracking_uri / "
-                                    "MLFLOW_TRACKING_URI or rerun with mlflow.enabled=false") from err
+                raise TrackingError(f"MLflow store failed ({_first(err)}); fix mlflow.tracking_uri "
+                                    "/ "
+                                    "MLFLOW_TRACKING_URI or rerun with "
+                                    "mlflow.enabled=false") from err
             time.sleep(min(0.1 * 2**i, 5.0))
     raise AssertionError("unreachable")
 
@@ -108,7 +111,9 @@ def _http_limits(uri: str, mlflow_cfg: Mapping[str, Any] | None) -> None:
         return
     cfg = mlflow_cfg or {}
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(cfg.get("http_timeout_s") or 5)))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(cfg.get("http_max_retries") or 2)))
+    os.environ.setdefault(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(cfg.get("http_max_retries") or 2))
+    )
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 
@@ -230,14 +235,18 @@ class Tracker:
                     self.client = MlflowClient(tracking_uri=self.uri)
                     with_retry(lambda: self.client.search_experiments(max_results=1))
                 except Exception as err:
-                    cause = err.__cause__ if isinstance(err, TrackingError) and err.__cause__ else err
+                    cause = (
+                        err.__cause__ if isinstance(err, TrackingError) and err.__cause__ else err
+                    )
                     first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
                     raise ConfigError(f"MLflow store {self.uri} is not usable ({first}); fix "
                                       "mlflow.tracking_uri / MLFLOW_TRACKING_URI or run with "
                                       "mlflow.enabled=false") from None
         except Timeout:
-            raise ConfigError(f"MLflow store {self.uri} stayed locked by other jobs for 300 s; for many "
-                              "parallel jobs start a tracking server (`make mlflow-server`) and set "
+            raise ConfigError(f"MLflow store {self.uri} stayed locked by other jobs for 300 s; for "
+                              "many "
+                              "parallel jobs start a tracking server (`make mlflow-server`) and "
+                              "set "
                               "MLFLOW_TRACKING_URI") from None
 
     def experiment_id(self, name: str) -> str:
@@ -250,18 +259,25 @@ class Tracker:
                 if exp is None:
                     return self._create_experiment(name)
         if EXPERIMENT_KIND_TAG not in exp.tags:
-            with_retry(lambda: self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG,
-                                                              EXPERIMENT_KIND))
+            with_retry(
+                lambda: self.client.set_experiment_tag(
+                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                )
+            )
         return exp.experiment_id
 
     def _create_experiment(self, name: str) -> str:
         """Create experiment ``name``; another job creating it first (a server: no lock) is fine."""
-        location = None if self.artifact_root is None else f"{self.artifact_root.rstrip('/')}/{name}"
+        location = (
+            None if self.artifact_root is None else f"{self.artifact_root.rstrip('/')}/{name}"
+        )
         try:
             return with_retry(lambda: self.client.create_experiment(
                 name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
         except Exception as err:
-            if "already exist" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
+            if "already exist" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
+                err
+            ):
                 raise
             exp = with_retry(lambda: self.client.get_experiment_by_name(name))
             if exp is None:
@@ -297,9 +313,14 @@ class Tracker:
         for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
             with_retry(lambda c=chunk: self.client.log_batch(run_id, tags=c))
 
-    def log_history(self, run_id: str, history: Mapping[str, np.ndarray],
-                    keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s", "passes")) -> int:
-        """Per-iteration metrics (step = ``history['iteration']``) in batches of ≤ 1000; returns the count."""
+    def log_history(
+        self,
+        run_id: str,
+        history: Mapping[str, np.ndarray],
+        keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s", "passes"),
+    ) -> int:
+        """Per-iteration metrics (step = ``history['iteration']``) in batches of ≤ 1000; returns the
+        count."""
         from mlflow.entities import Metric
 
         steps = np.asarray(history["iteration"], dtype=np.int64)
@@ -395,7 +416,8 @@ def close_open_sweeps(status: str) -> None:
             tracker.end_running_children(parent, "KILLED" if status == "KILLED" else "FAILED")
             tracker.end_run(parent, status)
         except Exception as err:  # noqa: BLE001 - already on the way out with an error
-            print(f"warning: MLflow sweep run {parent} not marked {status} ({_first(err)})", file=sys.stderr)
+            print(f"warning: MLflow sweep run {parent} not marked {status} "
+                  f"({_first(err)})", file=sys.stderr)
 
 
 def close_orphaned_sweep(mlflow_cfg: Mapping[str, Any] | None) -> None:
@@ -433,7 +455,8 @@ class SweepCallback(Callback):  # type: ignore[misc]
 
     def __getstate__(self) -> dict[str, Any]:
         """Launchers that pickle the callbacks (submitit) ship no MLflow client to the jobs: they
-        find the parent through ``pipeline.tracking.sweep`` (environment or the sweep folder's file)."""
+        find the parent through ``pipeline.tracking.sweep`` (environment or the sweep folder's
+        file)."""
         return {**self.__dict__, "tracker": None}
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
@@ -457,9 +480,16 @@ class SweepCallback(Callback):  # type: ignore[misc]
         self.tracker = Tracker(OmegaConf.to_container(mlflow_cfg, resolve=True))  # type: ignore[arg-type]
         overrides = " ".join(str(o) for o in config.hydra.overrides.task)
         self.parent_run_id = self.tracker.start_run(
-            str(config.study), f"sweep {sweep_dir.name}",
-            {"curvlab.kind": "sweep", "curvlab.overrides": overrides, "curvlab.sweep_dir": str(sweep_dir),
-             "mlflow.source.git.commit": git_commit(), "curvlab.app": str(config.hydra.job.name)})
+            str(config.study),
+            f"sweep {sweep_dir.name}",
+            {
+                "curvlab.kind": "sweep",
+                "curvlab.overrides": overrides,
+                "curvlab.sweep_dir": str(sweep_dir),
+                "mlflow.source.git.commit": git_commit(),
+                "curvlab.app": str(config.hydra.job.name),
+            },
+        )
         _OPEN_SWEEPS.append((self.tracker, self.parent_run_id))
         announce_parent(sweep_dir, self.parent_run_id)
 

@@ -1,4 +1,5 @@
-"""The sweep-job environment protocol: Hydra job context, the parent MLflow run, trial and failure records.
+"""The sweep-job environment protocol: Hydra job context, the parent MLflow run, trial and failure
+records.
 
 A multirun's ``SweepCallback`` (``pipeline.tracking.mlflow``) sets ``$CURVLAB_SWEEP_DIR`` and, for a
 train sweep, ``$CURVLAB_MLFLOW_PARENT_RUN_ID`` (plus ``<sweep dir>/mlflow_parent_run_id`` for jobs
@@ -83,7 +84,8 @@ def announce_parent(sweep_dir: Path, run_id: str) -> None:
 
 
 def end_sweep() -> str | None:
-    """Withdraw the sweep's environment; returns the sweep folder it named (None outside a sweep)."""
+    """Withdraw the sweep's environment; returns the sweep folder it named (None outside a
+    sweep)."""
     os.environ.pop(PARENT_ENV, None)
     return os.environ.pop(SWEEP_ENV, None)
 
@@ -123,7 +125,8 @@ def any_failed(sweep_dir: str | Path) -> bool:
 
 
 def failed_jobs(sweep_dir: str | Path | None) -> list[dict[str, Any]]:
-    """The failure records of a sweep (``failed/<job>.json``), by job number ([] without a folder)."""
+    """The failure records of a sweep (``failed/<job>.json``), by job number ([] without a
+    folder)."""
     if not sweep_dir:
         return []
     jobs = [read_json(p) for p in sorted(Path(sweep_dir).glob("failed/*.json"))]

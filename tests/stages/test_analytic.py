@@ -1,6 +1,8 @@
-"""The ``analytic`` stage (``python -m pipeline.analytic``): the lecture's claims 1–3 as files and MLflow runs.
+"""The ``analytic`` stage (``python -m pipeline.analytic``): the lecture's claims 1–3 as files and
+MLflow runs.
 
-One small run (κ ∈ {1, 10, 100} on a 200 × 5 least-squares problem, the convexity models on 100 MNIST
+One small run (κ ∈ {1, 10, 100} on a 200 × 5 least-squares problem, the convexity models on 100
+MNIST
 images pooled to 7 × 7) into a tmp folder with a tmp SQLite MLflow store; every study's files are
 read back as the report reads them and checked against the theory they illustrate. Bad values end
 in one line, exit 2, and leave the earlier studies (files and MLflow runs) as they were.
@@ -36,16 +38,24 @@ SMALL = [
     f"{{model: logistic, pool: 4, data: {BINARY}}},"
     f"{{model: softmax, pool: 4, data: {MNIST}}}]",
 ]
-STUDIES = {"gd_paths": "claim1_gd_paths", "kappa_sweep": "claim2_kappa_sweep", "convexity": "claim3_convexity"}
+STUDIES = {
+    "gd_paths": "claim1_gd_paths",
+    "kappa_sweep": "claim2_kappa_sweep",
+    "convexity": "claim3_convexity",
+}
 FILES = {"table.csv", "arrays.npz", "study.json"}
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # dense ~785 × 785 factorizations (conftest)
+# dense ~785 × 785 factorizations (conftest)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _paths(tmp: Path) -> list[str]:
-    return [f"paths.analytic_dir={tmp / 'analytic'}", f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-            f"mlflow.artifact_root={tmp / 'mlartifacts'}"]
+    return [
+        f"paths.analytic_dir={tmp / 'analytic'}",
+        f"mlflow.tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+        f"mlflow.artifact_root={tmp / 'mlartifacts'}",
+    ]
 
 
 def _mlflow_runs(tmp: Path) -> list[tuple[str, str, str]]:
@@ -62,8 +72,11 @@ def _mlflow_runs(tmp: Path) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> tuple[Path, dict[str, Any], list[Path]]:
-    """``run_analytic`` on the composed config (the CLI's config), MLflow into a tmp SQLite store."""
+def run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path
+) -> tuple[Path, dict[str, Any], list[Path]]:
+    """``run_analytic`` on the composed config (the CLI's config), MLflow into a tmp SQLite
+    store."""
     import pipeline.analytic as analytic
     from pipeline.config.schemas import as_kwargs
 
@@ -92,19 +105,24 @@ def _study(tmp: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str
 
 def _numeric(table: pd.DataFrame, cols: list[str]) -> None:
     for c in cols:
-        assert pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c]), (c, table[c].dtype)
+        assert pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(
+            table[c]
+        ), (c, table[c].dtype)
 
 
 def test_one_folder_per_study_with_its_params(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
     tmp, kw, folders = run
     assert folders == [tmp / "analytic" / n for n in STUDIES.values()]
-    assert {p.name for p in (tmp / "analytic").iterdir()} == set(STUDIES.values())  # no temp folders left
+    # no temp folders left
+    assert {p.name for p in (tmp / "analytic").iterdir()} == set(STUDIES.values())
     for key, name in STUDIES.items():
         meta, _, _ = _study(tmp, name)
         assert meta["params"] == {k: v for k, v in kw["analytic"][key].items() if k != "study"}
 
 
-def test_claim1_predictions_follow_the_step_size_theory(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+def test_claim1_predictions_follow_the_step_size_theory(
+    run: tuple[Path, dict[str, Any], list[Path]],
+) -> None:
     tmp, kw, _ = run
     meta, table, arrays = _study(tmp, "claim1_gd_paths")
     _numeric(table, ["L", "mu", "kappa", "lr", "lr_times_L", "max_abs_1_minus_lr_lambda", "steps",
@@ -172,7 +190,8 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
     assert k1["iterations"] == 1 and k1["lr"] == pytest.approx(1.0, rel=1e-9)
     it = raw["iterations"].to_numpy()
     assert np.all(np.diff(it) > 0)
-    assert np.all(it <= raw["predicted_iterations"].to_numpy())  # κ·ln(‖∇f₀‖/tol) bounds GD at ε = 1/L
+    # κ·ln(‖∇f₀‖/tol) bounds GD at ε = 1/L
+    assert np.all(it <= raw["predicted_iterations"].to_numpy())
     ratio = it[2] / it[1]  # κ × 10 ⇒ iterations × ≈ 10 (linear in κ, not in √κ or κ²)
     assert 5 < ratio < 20, it
     # whitened: κ = 1 whatever the raw κ, and ε = 1 lands on the minimum in one step
@@ -181,7 +200,9 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
     assert white["predicted_iterations"].isna().all()
 
     m = meta["metrics"]
-    assert m["whitened_max_iterations"] == 1.0 and m["whitened_max_kappa"] == pytest.approx(1.0, abs=1e-9)
+    assert m["whitened_max_iterations"] == 1.0 and m["whitened_max_kappa"] == pytest.approx(
+        1.0, abs=1e-9
+    )
     big = raw[raw["kappa_raw"] > 1.5]  # κ = 1 is one step whatever the tolerance: not in the fit
     slope = np.polyfit(np.log(big["kappa_raw"]), np.log(big["iterations"]), 1)[0]
     assert m["loglog_slope_iterations_vs_kappa"] == pytest.approx(slope, rel=1e-12)
@@ -195,31 +216,44 @@ def test_claim3_convex_models_and_a_nonconvex_exercise_function(
     _numeric(table, ["points_checked", "min_eig_min", "min_eig_max", "seconds"])
     assert pd.api.types.is_bool_dtype(table["convex"])
     assert len(table) == 2 + 3
-    by = {p.split(" on ")[0] if " on " in p else p: r for p, r in zip(table["problem"], table.itertuples(),
-                                                                      strict=True)}
+    by = {
+        p.split(" on ")[0] if " on " in p else p: r
+        for p, r in zip(table["problem"], table.itertuples(), strict=True)
+    }
     trough, quartic = by["f = x² + y + 5"], by["f = x⁴ + xy + x²"]
-    assert trough.convex and trough.min_eig_min == 0.0 and trough.min_eig_max == 0.0  # ∇²f = diag(2, 0)
+    # ∇²f = diag(2, 0)
+    assert trough.convex and trough.min_eig_min == 0.0 and trough.min_eig_max == 0.0
     # ∇²f = [[12x² + 2, 1], [1, 0]]: det = −1 < 0 everywhere; λ_min is largest (1 − √2) at x = 0
     assert not quartic.convex and quartic.min_eig_min < 0 and quartic.min_eig_max < 0
     lam, gx = arrays["map1/lambda_min"], arrays["map1/x"]
     h = 12 * gx**2 + 2
     np.testing.assert_allclose(lam, 0.5 * h - np.sqrt(0.25 * h**2 + 1), rtol=1e-12, atol=1e-15)
     assert quartic.min_eig_min == pytest.approx(1 - np.sqrt(2), rel=1e-12) == lam.min()
-    assert quartic.min_eig_max == pytest.approx(25 - np.sqrt(626), rel=1e-9) == lam.max()  # at |x| = 2
+    # at |x| = 2
+    assert quartic.min_eig_max == pytest.approx(25 - np.sqrt(626), rel=1e-9) == lam.max()
     np.testing.assert_array_equal(arrays["map0/lambda_min"], 0.0)
     for model, d in (("linear", 49), ("logistic", 49), ("softmax", 49)):
         r = by[model]
         assert r.convex and r.min_eig_min >= -1e-9 and r.min_eig_max > 0, r
-        assert f"n=100, d={d}, λ=0" in r.problem and r.points_checked == kw["analytic"]["convexity"]["n_points"]
+        assert (
+            f"n=100, d={d}, λ=0" in r.problem
+            and r.points_checked == kw["analytic"]["convexity"]["n_points"]
+        )
     fig = meta["figures"][0]
     assert fig["kind"] == "min_eig_maps" and fig["labels"] == ["f = x² + y + 5", "f = x⁴ + xy + x²"]
     for i in range(len(fig["labels"])):
-        assert arrays[f"map{i}/x"].shape == arrays[f"map{i}/y"].shape == arrays[f"map{i}/lambda_min"].shape
+        assert (
+            arrays[f"map{i}/x"].shape
+            == arrays[f"map{i}/y"].shape
+            == arrays[f"map{i}/lambda_min"].shape
+        )
     assert f"map{len(fig['labels'])}/x" not in arrays
     assert meta["metrics"]["min_eig.f = x⁴ + xy + x²"] == quartic.min_eig_min
 
 
-def test_one_mlflow_run_per_study_with_its_files(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+def test_one_mlflow_run_per_study_with_its_files(
+    run: tuple[Path, dict[str, Any], list[Path]],
+) -> None:
     from mlflow.tracking import MlflowClient
 
     tmp, _, _ = run
@@ -242,26 +276,40 @@ def test_one_mlflow_run_per_study_with_its_files(run: tuple[Path, dict[str, Any]
 
 @pytest.fixture
 def cli(stage_cli: Any) -> Any:
-    """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.analytic args`` in-process."""
+    """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.analytic args``
+    in-process."""
     return lambda *args: stage_cli("analytic", *args)
 
 
-@pytest.mark.parametrize("bad, words", [
-    (["analytic.kappa_sweep.tol=0"], ["analytic.kappa_sweep.tol", "> 0"]),
-    (["analytic.studies=[gd_paths,nope]"], ["analytic.studies", "nope", "kappa_sweep"]),
-    (["analytic.gd_paths.n_steps=0"], ["analytic.gd_paths.n_steps"]),
-    (["analytic.kappa_sweep.max_iter=0"], ["analytic.kappa_sweep.max_iter"]),
-    (["analytic.gd_paths.functions=[{name: saddle, a: 1.0, b: -1.0, start: [1, 1], learning_rates: [0.1]}]"],
-     ["saddle", "a, b > 0"]),
-    # values only the last study reads: refused before the first study is replaced
-    (["analytic.convexity.functions=[trough,nope]"], ["analytic.convexity.functions", "nope", "quartic"]),
-    (["analytic.convexity.models=[{model: nope, data: " + MNIST + "}]"], ["nope", "softmax"]),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (["analytic.kappa_sweep.tol=0"], ["analytic.kappa_sweep.tol", "> 0"]),
+        (["analytic.studies=[gd_paths,nope]"], ["analytic.studies", "nope", "kappa_sweep"]),
+        (["analytic.gd_paths.n_steps=0"], ["analytic.gd_paths.n_steps"]),
+        (["analytic.kappa_sweep.max_iter=0"], ["analytic.kappa_sweep.max_iter"]),
+        (
+            [
+                "analytic.gd_paths.functions=[{name: saddle, a: 1.0, b: -1.0, start: [1, 1], "
+                "learning_rates: [0.1]}]"
+            ],
+            ["saddle", "a, b > 0"],
+        ),
+        # values only the last study reads: refused before the first study is replaced
+        (
+            ["analytic.convexity.functions=[trough,nope]"],
+            ["analytic.convexity.functions", "nope", "quartic"],
+        ),
+        (["analytic.convexity.models=[{model: nope, data: " + MNIST + "}]"], ["nope", "softmax"]),
+    ],
+)
 def test_bad_value_is_one_line_exit_2_and_keeps_earlier_studies(
-        run: tuple[Path, dict[str, Any], list[Path]], cli: Any, bad: list[str], words: list[str]) -> None:
+    run: tuple[Path, dict[str, Any], list[Path]], cli: Any, bad: list[str], words: list[str]
+) -> None:
     tmp, _, _ = run
     before, runs_before = snapshot(tmp / "analytic"), _mlflow_runs(tmp)
-    # other values for the studies before the bad one: a stage that wrote them first would change files
+    # other values for the studies before the bad one: a stage that wrote them first would change
+    # files
     code, out, err = cli(*SMALL, *_paths(tmp), "analytic.gd_paths.n_steps=3",
                          "analytic.kappa_sweep.condition_numbers=[2.0]", *bad)
     lines = error_lines(err)

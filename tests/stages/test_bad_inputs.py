@@ -33,7 +33,8 @@ def work(work: Path) -> Path:
 
 @pytest.fixture
 def cli(stage_cli: Any) -> Any:
-    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate without progress bars)."""
+    """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate without
+    progress bars)."""
     return quiet(stage_cli)
 
 
@@ -47,7 +48,9 @@ def _mount(path: Path, size: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to mount a small tmpfs (disk full / read-only file system)")
     path.mkdir(parents=True, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    ).returncode:
         pytest.skip("mount -t tmpfs is not permitted here")
 
 
@@ -85,7 +88,7 @@ def test_1_retrain_on_a_full_disk_keeps_the_old_run_and_its_evaluation(work: Pat
         _umount(mnt)
 
 
-# ------------------------------------------------------------------ 2. report from MLflow after a retrain
+# ------------------------------------------------------------ 2. report from MLflow after a retrain
 
 
 def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: object) -> None:
@@ -96,8 +99,17 @@ def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: 
     for max_iter in (3, 5):  # the same run name twice: a retrain
         code, _, err = cli("train", *TINY, "study=retrain", f"optimizer.max_iter={max_iter}", *p)  # type: ignore[operator]
         assert code == 0, err
-        ids.append(json.loads((work / "experiments" / "retrain" / f"{RUN},optimizer.max_iter={max_iter}"
-                               / "metrics.json").read_text())["mlflow_run_id"])
+        ids.append(
+            json.loads(
+                (
+                    work
+                    / "experiments"
+                    / "retrain"
+                    / f"{RUN},optimizer.max_iter={max_iter}"
+                    / "metrics.json"
+                ).read_text()
+            )["mlflow_run_id"]
+        )
     code, _, err = cli("train", *TINY, "study=retrain", "optimizer.max_iter=5", *p)  # type: ignore[operator]
     assert code == 0, err
     latest = json.loads((work / "experiments" / "retrain" / f"{RUN},optimizer.max_iter=5"
@@ -107,7 +119,7 @@ def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: 
     assert set(runs.runs["mlflow_run_id"]) == {ids[0], latest} and latest != ids[1]
 
 
-# ------------------------------------------------------------------ 3. names that would escape experiments/
+# ---------------------------------------------------------- 3. names that would escape experiments/
 
 
 @pytest.mark.parametrize("override,key", [
@@ -128,10 +140,13 @@ def test_3_ids_that_become_paths_are_checked(work: Path, cli: object, trained: P
 # ------------------------------------------------------------------ 4. damaged prepared files
 
 
-@pytest.mark.parametrize("damage", ["garbage_npz", "truncated_npz", "facts_not_object", "facts_garbage",
-                                    "mismatched_pair"])
-def test_4_damaged_prepared_files_are_one_line(work: Path, cli: object, trained: Path, tmp_path: Path,
-                                               damage: str) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage_npz", "truncated_npz", "facts_not_object", "facts_garbage", "mismatched_pair"],
+)
+def test_4_damaged_prepared_files_are_one_line(
+    work: Path, cli: object, trained: Path, tmp_path: Path, damage: str
+) -> None:
     import shutil
 
     prep = tmp_path / "prepared"
@@ -157,8 +172,9 @@ def test_4_damaged_prepared_files_are_one_line(work: Path, cli: object, trained:
     assert snapshot(work) == before
 
 
-def test_4_damaged_prepared_file_in_a_sweep_ends_the_parent_run(work: Path, cli: object, trained: Path,
-                                                                tmp_path: Path) -> None:
+def test_4_damaged_prepared_file_in_a_sweep_ends_the_parent_run(
+    work: Path, cli: object, trained: Path, tmp_path: Path
+) -> None:
     import shutil
 
     prep = tmp_path / "prepared"
@@ -181,13 +197,23 @@ def test_4_damaged_prepared_file_in_a_sweep_ends_the_parent_run(work: Path, cli:
 # ------------------------------------------------------------------ 5. sweep folders per invocation
 
 
-def test_5_two_sweeps_in_the_same_second_get_their_own_folders(work: Path, cli: object, tmp_path: Path) -> None:
+def test_5_two_sweeps_in_the_same_second_get_their_own_folders(
+    work: Path, cli: object, tmp_path: Path
+) -> None:
     root = tmp_path / "exp"
     for lr in ("1.0e9", "0.1"):  # the first sweep has a failing (diverged) job, the second none
-        code, _, _ = cli("train", "-m", "hydra/launcher=basic", *TINY, "study=sw5", "mlflow.enabled=false",  # type: ignore[operator]
-                         f"optimizer.lr={lr}", "optimizer.max_iter=3",
-                         *paths(work, **{"paths.experiments_dir": str(root)}),
-                         f"hydra.sweep.dir={root}/.hydra/same-second-${{curvlab.unique:}}")
+        code, _, _ = cli(
+            "train",
+            "-m",
+            "hydra/launcher=basic",
+            *TINY,
+            "study=sw5",
+            "mlflow.enabled=false",  # type: ignore[operator]
+            f"optimizer.lr={lr}",
+            "optimizer.max_iter=3",
+            *paths(work, **{"paths.experiments_dir": str(root)}),
+            f"hydra.sweep.dir={root}/.hydra/same-second-${{curvlab.unique:}}",
+        )
         assert code == (2 if lr == "1.0e9" else 0)
     sweeps = sorted((root / ".hydra").iterdir())  # the same time stamp, still two folders
     assert len(sweeps) == 2
@@ -196,7 +222,7 @@ def test_5_two_sweeps_in_the_same_second_get_their_own_folders(work: Path, cli: 
     assert "${curvlab.unique:}" in conf  # the apps' sweep folders use the per-invocation token
 
 
-# ------------------------------------------------------------------ 6. permissions / read-only places
+# ---------------------------------------------------------------- 6. permissions / read-only places
 
 
 @pytest.mark.slow
@@ -205,8 +231,18 @@ def test_6_read_only_places_are_one_line_and_no_mlflow_run(work: Path, cli: obje
     rw, ro = tmp_path / "rw", tmp_path / "ro"
     _mount(rw, "16m")
     try:
-        code, _, err = cli("train", *TINY, "study=t", *paths(work, **{  # type: ignore[operator]
-            "paths.experiments_dir": str(rw / "experiments"), "mlflow.tracking_uri": f"sqlite:///{rw / 'mlflow.db'}"}))
+        code, _, err = cli(
+            "train",
+            *TINY,
+            "study=t",
+            *paths(
+                work,
+                **{  # type: ignore[operator]
+                    "paths.experiments_dir": str(rw / "experiments"),
+                    "mlflow.tracking_uri": f"sqlite:///{rw / 'mlflow.db'}",
+                },
+            ),
+        )
         assert code == 0, err
         ro.mkdir()  # a read-only view of the same files: the run folder, experiments/, mlflow.db
         subprocess.run(["mount", "--bind", str(rw), str(ro)], check=True)
@@ -231,8 +267,11 @@ def test_6_read_only_places_are_one_line_and_no_mlflow_run(work: Path, cli: obje
         _umount(rw)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the permission bits say")
-def test_6_unreadable_and_unwritable_folders_as_a_user(work: Path, cli: object, trained: Path) -> None:
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes whatever the permission bits "
+                                              "say")
+def test_6_unreadable_and_unwritable_folders_as_a_user(
+    work: Path, cli: object, trained: Path
+) -> None:
     study = trained.parent
     before = snapshot(work / "experiments")
     study.chmod(0o555)
@@ -247,13 +286,20 @@ def test_6_unreadable_and_unwritable_folders_as_a_user(work: Path, cli: object, 
 # ------------------------------------------------------------------ 7. damaged run files
 
 
-@pytest.mark.parametrize("name,content", [
-    ("metrics.json", b"\xff\xfe\x00garbage"), ("metrics.json", b"{\"status\": "), ("metrics.json", b"[1]"),
-    ("config.yaml", b"data: [unclosed\n  - x: {"), ("config.yaml", b"just a string\n"),
-    ("weights.npz", None),
-])
-def test_7_damaged_run_files_stop_evaluate_with_one_line(work: Path, cli: object, trained: Path,
-                                                          tmp_path: Path, name: str, content: bytes | None) -> None:
+@pytest.mark.parametrize(
+    "name,content",
+    [
+        ("metrics.json", b"\xff\xfe\x00garbage"),
+        ("metrics.json", b'{"status": '),
+        ("metrics.json", b"[1]"),
+        ("config.yaml", b"data: [unclosed\n  - x: {"),
+        ("config.yaml", b"just a string\n"),
+        ("weights.npz", None),
+    ],
+)
+def test_7_damaged_run_files_stop_evaluate_with_one_line(
+    work: Path, cli: object, trained: Path, tmp_path: Path, name: str, content: bytes | None
+) -> None:
     import shutil
 
     exp = tmp_path / "experiments"
@@ -262,7 +308,9 @@ def test_7_damaged_run_files_stop_evaluate_with_one_line(work: Path, cli: object
     f = run / name
     f.write_bytes(content if content is not None else f.read_bytes()[:100])
     before = snapshot(exp)
-    code, _, err = cli("evaluate", *TINY, "study=t", *paths(work, **{"paths.experiments_dir": str(exp)}))  # type: ignore[operator]
+    code, _, err = cli(
+        "evaluate", *TINY, "study=t", *paths(work, **{"paths.experiments_dir": str(exp)})
+    )  # type: ignore[operator]
     assert code == 2
     assert str(f) in one_error_line(err, "evaluate")
     assert snapshot(exp) == before
@@ -290,12 +338,13 @@ def test_7_report_skips_damaged_runs_and_lists_them(work: Path, trained: Path, t
     assert len(runs.skipped) == len(damages)
     warn_skipped("report", runs.skipped)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == len(damages) and all(ln.startswith("report: warning: skipped run: ") for ln in lines)
+    assert len(lines) == len(damages) and all(ln.startswith("report: warning: "
+                                                            "skipped run: ") for ln in lines)
     for tag, (name, _) in damages.items():
         assert any(str(exp / "t" / f"{RUN}-{tag}" / name) in ln for ln in lines), (tag, lines)
 
 
-# ------------------------------------------------------------------ 9. +keys the schema does not have
+# ---------------------------------------------------------------- 9. +keys the schema does not have
 
 
 @pytest.mark.parametrize("override,want", [("+optimizer.lrr=0.1", "did you mean optimizer.lr"),
@@ -309,7 +358,7 @@ def test_9_plus_keys_outside_the_schema_are_refused(work: Path, cli: object, tra
     assert snapshot(work) == before
 
 
-# ------------------------------------------------------------------ 10. a diverged run describes its saved iterate
+# --------------------------------------------------- 10. a diverged run describes its saved iterate
 
 
 def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object) -> None:
@@ -317,7 +366,9 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
     from pipeline.store.prepared import load_prepared
     from pipeline.store.rundir import read_run_config, read_weights
 
-    code, _, err = cli("train", *TINY, "study=div", "optimizer.lr=1.0e9", "mlflow.enabled=false", *paths(work))  # type: ignore[operator]
+    code, _, err = cli(
+        "train", *TINY, "study=div", "optimizer.lr=1.0e9", "mlflow.enabled=false", *paths(work)
+    )  # type: ignore[operator]
     assert code == 2 and "diverged" in one_error_line(err, "train")
     run = work / "experiments" / "div" / f"{RUN},optimizer.lr=1.0e9"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -335,8 +386,9 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
 
 
 @pytest.mark.slow
-def test_11_mlflow_failure_while_logging_marks_the_run_failed(work: Path, cli: object, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_11_mlflow_failure_while_logging_marks_the_run_failed(
+    work: Path, cli: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -393,7 +445,13 @@ def test_11_unreachable_tracking_server_fails_within_30_s(work: Path, cli: objec
 def test_12_hydra_errors_are_one_line_exit_2(work: Path, cli: object, prog: str, override: str,
                                              want: str) -> None:
     before = snapshot(work)
-    extra = [*TINY, "study=t"] if prog in ("train", "evaluate") else TINY[:3] if prog == "prepare" else []
+    extra = (
+        [*TINY, "study=t"]
+        if prog in ("train", "evaluate")
+        else TINY[:3]
+        if prog == "prepare"
+        else []
+    )
     code, _, err = cli(prog, *extra, override, *(paths(work) if prog != "prepare" else  # type: ignore[operator]
                                                  [f"paths.prepared_dir={work / 'prepared'}"]))
     assert code == 2
@@ -407,8 +465,15 @@ def test_12_hydra_errors_are_one_line_exit_2(work: Path, cli: object, prog: str,
 def test_13_inputs_whose_second_moment_overflows_name_data_scale(work: Path, cli: object,
                                                                  mnist_dir: Path) -> None:
     before = snapshot(work)
-    code, _, err = cli("prepare", "data=mnist", "data.scale=1.0e300", "data.n_train=100", "data.n_test=10",  # type: ignore[operator]
-                       f"data.root={mnist_dir}", f"paths.prepared_dir={work / 'prepared'}")
+    code, _, err = cli(
+        "prepare",
+        "data=mnist",
+        "data.scale=1.0e300",
+        "data.n_train=100",
+        "data.n_test=10",  # type: ignore[operator]
+        f"data.root={mnist_dir}",
+        f"paths.prepared_dir={work / 'prepared'}",
+    )
     assert code == 2
     line = one_error_line(err, "prepare")
     assert "data.scale" in line and "overflow" in line and "all zero" not in line

@@ -53,16 +53,27 @@ def _spd(d: int, seed: int = 1, singular: bool = False) -> np.ndarray:
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("fit_intercept", [True, False])
-def test_gradient_hvp_hessian_with_penalty_matrix_match_finite_differences(model: str, fit_intercept: bool) -> None:
+def test_gradient_hvp_hessian_with_penalty_matrix_match_finite_differences(
+    model: str, fit_intercept: bool
+) -> None:
     X, y = _data(model)
     X[:, 3] = 0.0  # an all-zero feature: dropped from the products, coupled in by P
     P = _spd(X.shape[1])
-    obj = make_objective(model, X, y, l2=0.3, fit_intercept=fit_intercept, n_classes=3 if model == "softmax" else None,
-                         penalty=P)
+    obj = make_objective(
+        model,
+        X,
+        y,
+        l2=0.3,
+        fit_intercept=fit_intercept,
+        n_classes=3 if model == "softmax" else None,
+        penalty=P,
+    )
     rng = np.random.default_rng(2)
     w, v = rng.normal(size=obj.n_params) * 0.3, rng.normal(size=obj.n_params)
     h = 1e-6
-    fd_g = np.array([(obj.value(w + h * e) - obj.value(w - h * e)) / (2 * h) for e in np.eye(obj.n_params)])
+    fd_g = np.array(
+        [(obj.value(w + h * e) - obj.value(w - h * e)) / (2 * h) for e in np.eye(obj.n_params)]
+    )
     np.testing.assert_allclose(obj.grad(w), fd_g, rtol=1e-6, atol=1e-8)
     fd_hv = (obj.grad(w + h * v) - obj.grad(w - h * v)) / (2 * h)
     np.testing.assert_allclose(obj.hvp(w, v), fd_hv, rtol=1e-5, atol=1e-7)
@@ -81,7 +92,9 @@ def test_gradient_hvp_hessian_with_penalty_matrix_match_finite_differences(model
 
 def test_softmax_gauge_includes_the_penalty_null_space() -> None:
     X, y = _data("softmax")
-    obj = make_objective("softmax", X, y, l2=0.3, fit_intercept=False, n_classes=3, penalty=_spd(5, singular=True))
+    obj = make_objective(
+        "softmax", X, y, l2=0.3, fit_intercept=False, n_classes=3, penalty=_spd(5, singular=True)
+    )
     U = obj.gauge_directions()
     assert U.shape[0] == 1
     w = np.random.default_rng(0).normal(size=obj.n_params)
@@ -148,7 +161,9 @@ def _solve_all(ds, model: str, lam: float, method: str, **opts):
         pre = {**pre, "ridge": lam} if name == "whiten" else pre
         tr = fit_preprocess(pre, ds.X_train)
         d2 = replace(ds, X_train=tr.apply(ds.X_train), X_test=tr.apply(ds.X_test))
-        obj = run_objective(ModelSpec.from_node({"name": model, "l2": lam, "fit_intercept": True}), d2, tr)
+        obj = run_objective(
+            ModelSpec.from_node({"name": model, "l2": lam, "fit_intercept": True}), d2, tr
+        )
         res = minimize(obj, obj.init("zeros"), method, **opts)
         out[name] = (obj, res, d2, tr)
     return out
@@ -166,14 +181,26 @@ def _agree(out, tol_f: float = 1e-9) -> None:
 
 
 def test_least_squares_same_objective_closed_form_and_one_gd_step() -> None:
-    ds = load_dataset({"name": "synthetic_regression", "id": "synth", "n_samples": 2000, "n_features": 20,
-                       "condition_number": 1.0e2, "noise": 0.1, "test_fraction": 0.2}, seed=0)
+    ds = load_dataset(
+        {
+            "name": "synthetic_regression",
+            "id": "synth",
+            "n_samples": 2000,
+            "n_features": 20,
+            "condition_number": 1.0e2,
+            "noise": 0.1,
+            "test_fraction": 0.2,
+        },
+        seed=0,
+    )
     lam = 1.0e-2
     out = _solve_all(ds, "linear", lam, "newton", tol=1e-9, max_iter=5)
     _agree(out)
     obj_w, _, d2, _ = out["whiten"]
     # ridge whitening: the regularized Hessian is exactly I; one GD step with ε = 1 is the minimizer
-    np.testing.assert_allclose(obj_w.hessian(np.zeros(obj_w.n_params)), np.eye(obj_w.n_params), atol=1e-10)
+    np.testing.assert_allclose(
+        obj_w.hessian(np.zeros(obj_w.n_params)), np.eye(obj_w.n_params), atol=1e-10
+    )
     step = minimize(obj_w, obj_w.init("zeros"), "gd", lr=1.0, max_iter=1, tol=0.0)
     np.testing.assert_allclose(step.w, obj_w.closed_form(), atol=1e-10)
     # closed forms agree, and with scikit-learn's Ridge on the raw data (alpha = λ n for ½‖r‖²/n)
@@ -190,12 +217,22 @@ def test_least_squares_same_objective_closed_form_and_one_gd_step() -> None:
 
 @pytest.fixture(scope="module")
 def binary38():
-    return load_dataset({"name": "mnist_binary", "id": "mnist-3v8", "digits": [3, 8], "n_train": 2000,
-                         "n_test": 1000}, seed=0)
+    return load_dataset(
+        {
+            "name": "mnist_binary",
+            "id": "mnist-3v8",
+            "digits": [3, 8],
+            "n_train": 2000,
+            "n_test": 1000,
+        },
+        seed=0,
+    )
 
 
 @pytest.mark.slow
-def test_logistic_3v8_same_optimum_as_sklearn_and_affine_invariant_newton(binary38, mnist_dir) -> None:
+def test_logistic_3v8_same_optimum_as_sklearn_and_affine_invariant_newton(
+    binary38, mnist_dir
+) -> None:
     lam = 1.0e-4
     out = _solve_all(binary38, "logistic", lam, "newton", tol=1e-9, max_iter=50, line_search=True)
     _agree(out)
@@ -212,8 +249,17 @@ def test_logistic_3v8_same_optimum_as_sklearn_and_affine_invariant_newton(binary
     assert f_star <= f_sk + 1e-12 and (f_sk - f_star) <= 1e-8 * f_star
     # GD with ε = 1/L on the same objective: whitening needs far fewer iterations
     # (measured, 2000 images: relative suboptimality after 100 steps 5.2 raw, 0.98 whitened)
-    gap = {k: (minimize(v[0], v[0].init("zeros"), "gd", lr="auto", max_iter=100, tol=0.0).history["loss"][-1]
-               - f_star) / f_star for k, v in out.items() if k in ("none", "whiten")}
+    gap = {
+        k: (
+            minimize(v[0], v[0].init("zeros"), "gd", lr="auto", max_iter=100, tol=0.0).history[
+                "loss"
+            ][-1]
+            - f_star
+        )
+        / f_star
+        for k, v in out.items()
+        if k in ("none", "whiten")
+    }
     assert gap["whiten"] * 3 <= gap["none"], gap
 
 
@@ -224,7 +270,8 @@ def test_softmax_mnist5k_same_optimum_newton_cg_inner_iterations_drop(mnist_dir)
                      cg_max_iter=500)
     _agree(out)
     # plain CG on the first Newton system H s = −∇f at w = 0 to a relative residual of 1e-6 (the
-    # class-block preconditioner of preconditioner=auto already hides most of the raw ill-conditioning)
+    # class-block preconditioner of preconditioner=auto already hides most of the raw
+    # ill-conditioning)
     cg = {k: _cg_iterations(v[0], cap=150) for k, v in out.items() if k in ("none", "whiten")}
     assert cg["whiten"] * 3 <= cg["none"], cg
 
@@ -251,15 +298,27 @@ def _cg_iterations(obj, cap: int, rtol: float = 1e-6) -> int:
 def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnist_dir) -> None:
     losses = {}
     for pre in ("none", "whiten"):
-        base = [f"paths.prepared_dir={tmp_path / 'prepared'}", f"paths.experiments_dir={tmp_path / 'exp'}",
-                "mlflow.enabled=false", "progress=false", "data=mnist_binary", f"preprocess={pre}",
-                "model=logistic", "optimizer=newton", "optimizer.tol=1.0e-10",
-                "data.n_train=1000", "data.n_test=500", "data.id=mnist-3v8-1k"]
+        base = [
+            f"paths.prepared_dir={tmp_path / 'prepared'}",
+            f"paths.experiments_dir={tmp_path / 'exp'}",
+            "mlflow.enabled=false",
+            "progress=false",
+            "data=mnist_binary",
+            f"preprocess={pre}",
+            "model=logistic",
+            "optimizer=newton",
+            "optimizer.tol=1.0e-10",
+            "data.n_train=1000",
+            "data.n_test=500",
+            "data.id=mnist-3v8-1k",
+        ]
         cfg = compose_app("train", base)
         path = prepared_file(RunSpec.from_config(cfg))
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
         m = train(cfg)
-        written = json.loads(next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")).read_text())
+        written = json.loads(
+            next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")).read_text()
+        )
         assert written["train_loss"] == m["train_loss"] and written["converged"]
         losses[pre] = written["train_loss"]
     assert losses["whiten"] == pytest.approx(losses["none"], rel=1e-9)

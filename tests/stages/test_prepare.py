@@ -69,7 +69,8 @@ def test_prepare_synthetic_in_process(tmp_path: Path) -> None:
     # the saved test split went through the train-fitted map
     np.testing.assert_array_equal(ds.X_test, tr.apply(raw.X_test))
     np.testing.assert_array_equal(ds.y_test, raw.y_test)
-    # least squares on z without intercept, mapped back, is least squares on [x, 1] (solved independently)
+    # least squares on z without intercept, mapped back, is least squares on [x, 1] (solved
+    # independently)
     w = ds.X_train.T @ ds.y_train / 450  # the normal equations with (1/n) ZᵀZ = I
     w_x, b_x = tr.input_weights(w, 0.0)
     coef = np.linalg.lstsq(Xa, raw.y_train, rcond=None)[0]

@@ -3,7 +3,8 @@
 On a small MNIST 3-vs-8 logistic problem (λ = 1e-4) prepared raw and ridge-whitened, the stage's f*
 is checked against scikit-learn (polished by a Newton solve written here from the formulas), its κ
 in both coordinates against Hessians built here, and its file against the contract in the module
-docstring. Round trips of ``Transform.transformed_weights``, determinism, the max_iter warning and the
+docstring. Round trips of ``Transform.transformed_weights``, determinism, the max_iter warning and
+the
 bad inputs (on a tiny synthetic regression: no MNIST needed) follow.
 """
 
@@ -25,10 +26,22 @@ from pipeline.config.schemas import as_kwargs
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 LAM = 1.0e-4
-DATA = ["data=mnist_binary", "data.id=r3v8", "data.n_train=600", "data.n_test=200", "model=logistic",
-        f"model.l2={LAM}"]
+DATA = [
+    "data=mnist_binary",
+    "data.id=r3v8",
+    "data.n_train=600",
+    "data.n_test=200",
+    "model=logistic",
+    f"model.l2={LAM}",
+]
 OID = "r3v8-logistic-l2=0.0001"
-SYNTH = ["data=synthetic_regression", "data.id=rsyn", "data.n_samples=300", "data.n_features=5", "model=linear"]
+SYNTH = [
+    "data=synthetic_regression",
+    "data.id=rsyn",
+    "data.n_samples=300",
+    "data.n_features=5",
+    "model=linear",
+]
 
 
 def _prepare(base: list[str], pre: str, prepared: Path) -> None:
@@ -43,10 +56,11 @@ def _ref_cfg(tmp: Path, ref_dir: str, *over: str, base: list[str] = DATA) -> Any
                                   f"paths.reference_dir={tmp / ref_dir}", *over])
 
 
-pytestmark = pytest.mark.usefixtures("one_blas_thread")  # dense ~785 × 785 factorizations (conftest)
+# dense ~785 × 785 factorizations (conftest)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
-# ------------------------------------------------------------------ independent numerics (no pipeline code)
+# ---------------------------------------------------------- independent numerics (no pipeline code)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -59,7 +73,9 @@ def _logistic_f(Xt: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray) -
     return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * w @ pen @ w)
 
 
-def _logistic_grad_hess(Xt: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _logistic_grad_hess(
+    Xt: np.ndarray, y: np.ndarray, w: np.ndarray, pen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     n = Xt.shape[0]
     p = _sigmoid(Xt @ w)
     g = Xt.T @ (p - y) / n + pen @ w
@@ -84,7 +100,9 @@ def solved_raw(mnist_work: Path) -> dict[str, Any]:
     """The stage, in-process, solving in raw coordinates with κ also in the whitened ones."""
     from pipeline.reference import reference
 
-    record = reference(_ref_cfg(mnist_work, "ref_none", "preprocess=none", "reference.kappa_in=[whiten]"))
+    record = reference(
+        _ref_cfg(mnist_work, "ref_none", "preprocess=none", "reference.kappa_in=[whiten]")
+    )
     return record
 
 
@@ -107,17 +125,28 @@ def independent(mnist_work: Path) -> dict[str, Any]:
     f_sk = _logistic_f(Xt, y, w_sk, pen)
     w = w_sk.copy()
     g, H = _logistic_grad_hess(Xt, y, w, pen)
-    assert np.linalg.norm(g) < 1e-8  # sklearn's own stopping rule was |g|_max ≤ 1e-12 (on its scaling)
-    w = w - np.linalg.solve(H, g)  # one plain Newton step from there: quadratic convergence to rounding
+    # sklearn's own stopping rule was |g|_max ≤ 1e-12 (on its scaling)
+    assert np.linalg.norm(g) < 1e-8
+    # one plain Newton step from there: quadratic convergence to rounding
+    w = w - np.linalg.solve(H, g)
     g, H = _logistic_grad_hess(Xt, y, w, pen)
     assert np.linalg.norm(g) < 1e-12
-    return {"X": X, "y": y, "Xt": Xt, "pen": pen, "f_sklearn": f_sk, "w": w, "f": _logistic_f(Xt, y, w, pen),
-            "H": H}
+    return {
+        "X": X,
+        "y": y,
+        "Xt": Xt,
+        "pen": pen,
+        "f_sklearn": f_sk,
+        "w": w,
+        "f": _logistic_f(Xt, y, w, pen),
+        "H": H,
+    }
 
 
 @pytest.fixture
 def cli(stage_cli: Any) -> Any:
-    """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.reference args`` in-process."""
+    """``cli(*args) -> (exit status, stdout, stderr)``: ``python -m pipeline.reference args``
+    in-process."""
     return lambda *args: stage_cli("reference", *args)
 
 
@@ -137,14 +166,21 @@ def test_reference_file_f_star_and_kappa_against_independent_solver(
     assert rec["objective"] == OID and rec["solved_in"] == "none" and rec["method"] == "newton"
     assert rec["status"] == "converged" and rec["converged"] is True
     assert 1 <= rec["iterations"] < 100 and rec["grad_norm"] <= rec["tol"] == 1e-9
-    assert rec["n_params"] == 785 and rec["n_train"] == 600 and rec["l2"] == LAM and rec["fit_intercept"]
+    assert (
+        rec["n_params"] == 785
+        and rec["n_train"] == 600
+        and rec["l2"] == LAM
+        and rec["fit_intercept"]
+    )
     prepared = mnist_work / "prepared" / "r3v8-none.npz"
     assert Path(rec["prepared"]) == prepared
     assert rec["prepared_sha256"] == hashlib.sha256(prepared.read_bytes()).hexdigest()
 
     f_star = rec["f_star"]
-    assert f_star == pytest.approx(_logistic_f(independent["Xt"], independent["y"], independent["w"],
-                                               independent["pen"]), rel=1e-12)
+    assert f_star == pytest.approx(
+        _logistic_f(independent["Xt"], independent["y"], independent["w"], independent["pen"]),
+        rel=1e-12,
+    )
     f_sk = independent["f_sklearn"]
     assert abs(f_star - f_sk) <= 1e-9 * f_sk, (f_star, f_sk)
     assert f_star <= f_sk * (1 + 1e-13)  # nothing found lower than the reference
@@ -159,7 +195,8 @@ def test_reference_file_f_star_and_kappa_against_independent_solver(
         assert 0 < c["mu"] <= c["L_local"] <= c["L_bound"] * (1 + 1e-9), (key, c)
         assert c["kappa"] == pytest.approx(c["L_local"] / c["mu"], rel=1e-12)
 
-    ev = np.linalg.eigvalsh(independent["H"])  # raw coordinates: (1/n) X̃ᵀ D X̃ + λ diag(1, …, 1, 0)
+    # raw coordinates: (1/n) X̃ᵀ D X̃ + λ diag(1, …, 1, 0)
+    ev = np.linalg.eigvalsh(independent["H"])
     assert coords["none"]["mu"] == pytest.approx(ev[0], rel=1e-6)
     assert coords["none"]["L_local"] == pytest.approx(ev[-1], rel=1e-8)
     assert coords["none"]["kappa"] == pytest.approx(ev[-1] / ev[0], rel=1e-6)
@@ -195,7 +232,8 @@ def test_solving_in_whitened_coordinates_gives_the_same_objective_and_f_star(
     assert sorted(p.name for p in (mnist_work / "ref_whiten").iterdir()) == [f"{OID}.json"]
     assert rec["objective"] == solved_raw["objective"] == OID and rec["solved_in"] == "whiten"
     assert rec["status"] == "converged" and rec["grad_norm"] <= rec["tol"]
-    assert rec["n_params"] == 785  # 784 whitened features + the absorbed bias, no separate intercept
+    # 784 whitened features + the absorbed bias, no separate intercept
+    assert rec["n_params"] == 785
     assert abs(rec["f_star"] - solved_raw["f_star"]) <= 1e-10 * solved_raw["f_star"]
     # κ at w* computed where it was solved agrees with κ at the raw w* mapped into these coordinates
     here, mapped = rec["coordinates"]["whiten"], solved_raw["coordinates"]["whiten"]
@@ -205,12 +243,27 @@ def test_solving_in_whitened_coordinates_gives_the_same_objective_and_f_star(
 
 
 @pytest.mark.slow
-def test_cli_run_is_bit_identical_to_the_in_process_run(mnist_work: Path, solved_raw: dict[str, Any]) -> None:
+def test_cli_run_is_bit_identical_to_the_in_process_run(
+    mnist_work: Path, solved_raw: dict[str, Any]
+) -> None:
     """``python -m pipeline.reference`` in a subprocess: same file, same numbers to the last bit."""
-    proc = run_cmd(["python", "-m", "pipeline.reference", *DATA, "preprocess=none", "reference.kappa_in=[whiten]",
-                    f"paths.prepared_dir={mnist_work / 'prepared'}", f"paths.reference_dir={mnist_work / 'ref_cli'}"],
-                   cwd=mnist_work, code_root=REPO, timeout=300,
-                   extra_env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})  # as in this process
+    proc = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.reference",
+            *DATA,
+            "preprocess=none",
+            "reference.kappa_in=[whiten]",
+            f"paths.prepared_dir={mnist_work / 'prepared'}",
+            f"paths.reference_dir={mnist_work / 'ref_cli'}",
+        ],
+        cwd=mnist_work,
+        code_root=REPO,
+        timeout=300,
+        # as in this process
+        extra_env={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"reference: {OID}: f* = " in proc.stdout and "converged" in proc.stdout
     assert error_lines(proc.stderr) == []
@@ -221,12 +274,16 @@ def test_cli_run_is_bit_identical_to_the_in_process_run(mnist_work: Path, solved
     assert not (mnist_work / "outputs").exists() and not (mnist_work / ".hydra").exists()
 
 
-# ------------------------------------------------------------------ determinism and the iteration cap
+# ---------------------------------------------------------------- determinism and the iteration cap
 
 
-def test_two_solves_are_bit_identical_and_ignore_the_clock(mnist_work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """optima.solve twice on a logistic objective (MNIST 3 vs 8 pooled to 14×14): the same bits, also
-    when the clock jumps by hours between its readings (the solve stops on tol and max_iter only)."""
+def test_two_solves_are_bit_identical_and_ignore_the_clock(
+    mnist_work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """optima.solve twice on a logistic objective (MNIST 3 vs 8 pooled to 14×14): the same bits,
+    also
+    when the clock jumps by hours between its readings (the solve stops on tol and max_iter
+    only)."""
     import time
 
     from pipeline.core.objectives import make_objective
@@ -236,7 +293,13 @@ def test_two_solves_are_bit_identical_and_ignore_the_clock(mnist_work: Path, mon
     ds, _, _ = load_prepared(mnist_work / "prepared" / "r3v8-none.npz")
     X = ds.X_train.reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4)).reshape(len(ds.X_train), -1)
     obj = make_objective("logistic", X, ds.y_train, l2=LAM, fit_intercept=True, dtype="float64")
-    opts = {"tol": 1e-10, "max_iter": 100, "dense_max": 2500, "cg_max_iter": 500, "preconditioner": "auto"}
+    opts = {
+        "tol": 1e-10,
+        "max_iter": 100,
+        "dense_max": 2500,
+        "cg_max_iter": 500,
+        "preconditioner": "auto",
+    }
     a = solve(obj, **opts)
     real = time.perf_counter
     jumps = iter(range(1, 10**9))
@@ -245,7 +308,11 @@ def test_two_solves_are_bit_identical_and_ignore_the_clock(mnist_work: Path, mon
     b = solve(obj, **opts)
     monkeypatch.undo()
     assert a.status == b.status == "converged" and a.grad_norm <= 1e-10 and a.iterations >= 3
-    assert (a.f_star.hex(), a.grad_norm.hex(), a.iterations) == (b.f_star.hex(), b.grad_norm.hex(), b.iterations)
+    assert (a.f_star.hex(), a.grad_norm.hex(), a.iterations) == (
+        b.f_star.hex(),
+        b.grad_norm.hex(),
+        b.iterations,
+    )
     assert np.array_equal(a.w, b.w)
     c = solve(obj, **{**opts, "dense_max": 0})  # Newton-CG: deterministic too, and the same optimum
     d = solve(obj, **{**opts, "dense_max": 0})
@@ -254,7 +321,9 @@ def test_two_solves_are_bit_identical_and_ignore_the_clock(mnist_work: Path, mon
     assert abs(c.f_star - a.f_star) <= 1e-12 * a.f_star
 
 
-def test_max_iter_reached_is_written_with_a_warning_and_not_certified(mnist_work: Path, cli: Any) -> None:
+def test_max_iter_reached_is_written_with_a_warning_and_not_certified(
+    mnist_work: Path, cli: Any
+) -> None:
     from pipeline.store.references import load_references
 
     ref = mnist_work / "ref_capped"
@@ -285,11 +354,15 @@ def test_max_iter_reached_is_written_with_a_warning_and_not_certified(mnist_work
     {"name": "whiten", "augment": True, "zca": True},
 ])
 @pytest.mark.parametrize("shape", [(), (3,)])  # one output (binary / linear) or c = 3 classes
-def test_transformed_weights_inverts_input_weights(pre: dict[str, Any], shape: tuple[int, ...]) -> None:
+def test_transformed_weights_inverts_input_weights(
+    pre: dict[str, Any], shape: tuple[int, ...]
+) -> None:
     from pipeline.core.transforms import fit_preprocess
 
     rng = np.random.default_rng(7)
-    X = rng.normal(size=(80, 6)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0, 0.5]) + np.array([2.0, -1.0, 0.0, 5.0, 0.3, 1.0])
+    X = rng.normal(size=(80, 6)) * np.array([1.0, 10.0, 0.1, 3.0, 1.0, 0.5]) + np.array(
+        [2.0, -1.0, 0.0, 5.0, 0.3, 1.0]
+    )
     X[:, 4] = 0.7  # a constant feature: z-scoring must not divide by its zero std
     if pre["name"] == "whiten":
         X[:, 4] += rng.normal(scale=0.2, size=80)  # plain whitening needs a full-rank second moment
@@ -318,13 +391,16 @@ def test_transformed_weights_inverts_input_weights(pre: dict[str, Any], shape: t
 
 
 def test_transformed_weights_of_a_dropping_whitening_is_the_least_squares_inverse() -> None:
-    """Dropping directions (penalty_space=transformed): W ↦ W_x ↦ W is still exact (A has full row rank)."""
+    """Dropping directions (penalty_space=transformed): W ↦ W_x ↦ W is still exact (A has full row
+    rank)."""
     from pipeline.core.transforms import fit_preprocess
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(60, 8))
     X[:, 7] = X[:, 0] - 2 * X[:, 1]  # rank 7 + the constant: one direction dropped
-    tr = fit_preprocess({"name": "whiten", "penalty_space": "transformed", "rel_threshold": 1e-9}, X)
+    tr = fit_preprocess(
+        {"name": "whiten", "penalty_space": "transformed", "rel_threshold": 1e-9}, X
+    )
     assert tr.n_features_out == 8  # 9 augmented directions, one numerically null
     W = rng.normal(size=(8, 4))
     W_x, b_x = tr.input_weights(W, np.zeros(4))
@@ -333,7 +409,7 @@ def test_transformed_weights_of_a_dropping_whitening_is_the_least_squares_invers
     np.testing.assert_allclose(tr.apply(X) @ W2 + b2, X @ W_x + b_x, rtol=1e-8, atol=1e-8)
 
 
-# ------------------------------------------------------------------ bad input: one line, exit 2, nothing written
+# ----------------------------------------------------- bad input: one line, exit 2, nothing written
 
 
 @pytest.fixture(scope="module")
@@ -361,19 +437,26 @@ def synth_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["reference.kappa_in=[../x]"], ["reference.kappa_in"]),
     (["preprocess=zscore"], ["rsyn-zscore.npz not found", "pipeline.prepare"]),
 ])
-def test_bad_input_is_one_line_exit_2_and_nothing_written(synth_work: Path, cli: Any, args: list[str],
-                                                          words: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    synth_work: Path, cli: Any, args: list[str], words: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pipeline.core.optima
 
     ref = synth_work / "ref"
     ok = synth_work / "ref_ok"
     if not ok.exists():  # an earlier good result in another folder: untouched by the failures
-        code, _, err = cli(*SYNTH, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ok}")
+        code, _, err = cli(
+            *SYNTH, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ok}"
+        )
         assert code == 0, err
     before = snapshot(synth_work)
     solves: list[Any] = []
-    monkeypatch.setattr(pipeline.core.optima, "solve", lambda *a, **k: solves.append(a) or pytest.fail("solved"))
-    code, out, err = cli(*SYNTH, *args, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ref}")
+    monkeypatch.setattr(
+        pipeline.core.optima, "solve", lambda *a, **k: solves.append(a) or pytest.fail("solved")
+    )
+    code, out, err = cli(
+        *SYNTH, *args, f"paths.prepared_dir={synth_work / 'prepared'}", f"paths.reference_dir={ref}"
+    )
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1, (code, err)
     assert lines[0].startswith("reference: error: ") and "Traceback" not in err
@@ -385,13 +468,21 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(synth_work: Path, cli:
 
 
 @pytest.mark.slow
-def test_kappa_in_of_another_objective_without_a_bias_is_refused(mnist_work: Path, cli: Any) -> None:
+def test_kappa_in_of_another_objective_without_a_bias_is_refused(
+    mnist_work: Path, cli: Any
+) -> None:
     """Without an intercept, z-scored inputs (z = A x + c, c ≠ 0) give the model a bias tied to W:
     another objective than raw inputs, so its id names the preprocessing and κ there is refused."""
     _prepare(DATA, "zscore", mnist_work / "prepared")
     ref = mnist_work / "ref_nobias"
-    code, _, err = cli(*DATA, "model.fit_intercept=false", "preprocess=none", "reference.kappa_in=[zscore]",
-                       f"paths.prepared_dir={mnist_work / 'prepared'}", f"paths.reference_dir={ref}")
+    code, _, err = cli(
+        *DATA,
+        "model.fit_intercept=false",
+        "preprocess=none",
+        "reference.kappa_in=[zscore]",
+        f"paths.prepared_dir={mnist_work / 'prepared'}",
+        f"paths.reference_dir={ref}",
+    )
     lines = error_lines(err)
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("reference: error: reference.kappa_in=zscore:")
@@ -400,22 +491,33 @@ def test_kappa_in_of_another_objective_without_a_bias_is_refused(mnist_work: Pat
 
 
 def test_objective_id_names_what_changes_the_function() -> None:
-    """One id per function of the raw inputs: the preprocessing is part of it only where it changes f."""
+    """One id per function of the raw inputs: the preprocessing is part of it only where it changes
+    f."""
     from types import SimpleNamespace
 
     from pipeline.spec import RunSpec, objective_id
 
     def oid(pre: str, space: str = "input", fit_intercept: bool = True, offset: float = 0.5,
             absorbs: bool = False) -> str:
-        tr = SimpleNamespace(kind=pre, penalty_space=space, absorbs_bias=absorbs, offset=np.array([offset, 0.0]))
+        tr = SimpleNamespace(
+            kind=pre, penalty_space=space, absorbs_bias=absorbs, offset=np.array([offset, 0.0])
+        )
         cfg = {"data": {"id": "d"}, "preprocess": {"name": pre, "id": pre},
                "model": {"name": "logistic", "l2": 1.0e-4, "fit_intercept": fit_intercept}}
         return objective_id(RunSpec.from_config(cfg), tr)
 
-    assert oid("none", offset=0.0) == oid("zscore") == oid("whiten", absorbs=True) == "d-logistic-l2=0.0001"
+    assert (
+        oid("none", offset=0.0)
+        == oid("zscore")
+        == oid("whiten", absorbs=True)
+        == "d-logistic-l2=0.0001"
+    )
     assert oid("zscore", space="transformed") == "d-zscore-logistic-l2=0.0001"  # λ on W_z
     assert oid("none", fit_intercept=False, offset=0.0) == "d-logistic-l2=0.0001-nobias"
-    assert oid("zscore", fit_intercept=False) == "d-zscore-logistic-l2=0.0001-nobias"  # c acts as a tied bias
-    assert oid("whiten", fit_intercept=False, absorbs=True) == "d-logistic-l2=0.0001"  # the bias is inside z
-    assert oid("whiten", fit_intercept=False, offset=0.0) == "d-logistic-l2=0.0001-nobias"  # z = A x: same f
+    # c acts as a tied bias
+    assert oid("zscore", fit_intercept=False) == "d-zscore-logistic-l2=0.0001-nobias"
+    # the bias is inside z
+    assert oid("whiten", fit_intercept=False, absorbs=True) == "d-logistic-l2=0.0001"
+    # z = A x: same f
+    assert oid("whiten", fit_intercept=False, offset=0.0) == "d-logistic-l2=0.0001-nobias"
 

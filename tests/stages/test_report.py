@@ -1,7 +1,10 @@
-"""The report stage: tables and figures from the files of the stages before it, in the documented format.
+"""The report stage: tables and figures from the files of the stages before it, in the documented
+format.
 
-The fixture runs the real stages' functions on a small MNIST subsample (prepare none + zscore with the
-penalty on the input-space weights — one objective —, train GD and Newton-CG, evaluate, the reference
+The fixture runs the real stages' functions on a small MNIST subsample (prepare none + zscore with
+the
+penalty on the input-space weights — one objective —, train GD and Newton-CG, evaluate, the
+reference
 optimum, the analytic studies), so f*, the speed table and the projections are real.
 """
 
@@ -29,11 +32,26 @@ from pipeline.store.references import Reference
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = "study_t"
-RUN_OVERRIDES = ["data=mnist", "data.id=mnist-t", "data.n_train=400", "data.n_test=200", "model=softmax",
-                 "model.l2=1.0e-3", f"study={STUDY}", "mlflow.enabled=false", "progress=false"]
-OPTIMIZERS = {"gd": ["optimizer=gd", "optimizer.max_iter=40"],
-              "newton_cg": ["optimizer=newton_cg", "optimizer.tol=1.0e-9", "optimizer.line_search=true",
-                            "optimizer.max_iter=30"]}
+RUN_OVERRIDES = [
+    "data=mnist",
+    "data.id=mnist-t",
+    "data.n_train=400",
+    "data.n_test=200",
+    "model=softmax",
+    "model.l2=1.0e-3",
+    f"study={STUDY}",
+    "mlflow.enabled=false",
+    "progress=false",
+]
+OPTIMIZERS = {
+    "gd": ["optimizer=gd", "optimizer.max_iter=40"],
+    "newton_cg": [
+        "optimizer=newton_cg",
+        "optimizer.tol=1.0e-9",
+        "optimizer.line_search=true",
+        "optimizer.max_iter=30",
+    ],
+}
 
 
 def compose_report_cfg(tmp: Path, *overrides: str) -> dict[str, Any]:
@@ -44,9 +62,13 @@ def compose_report_cfg(tmp: Path, *overrides: str) -> dict[str, Any]:
 
 
 def _paths(tmp: Path) -> list[str]:
-    return [f"paths.reports_dir={tmp / 'reports'}", f"paths.experiments_dir={tmp / 'experiments'}",
-            f"paths.prepared_dir={tmp / 'prepared'}", f"paths.reference_dir={tmp / 'experiments' / 'reference'}",
-            f"paths.analytic_dir={tmp / 'experiments' / 'analytic'}"]
+    return [
+        f"paths.reports_dir={tmp / 'reports'}",
+        f"paths.experiments_dir={tmp / 'experiments'}",
+        f"paths.prepared_dir={tmp / 'prepared'}",
+        f"paths.reference_dir={tmp / 'experiments' / 'reference'}",
+        f"paths.analytic_dir={tmp / 'experiments' / 'analytic'}",
+    ]
 
 
 # ---------------------------------------------------------------------------- fixture project
@@ -54,9 +76,11 @@ def _paths(tmp: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Iterator[Path]:
-    """prepared/ (MNIST 400 images, none + zscore), 4 trained and evaluated runs, their reference f*,
+    """prepared/ (MNIST 400 images, none + zscore), 4 trained and evaluated runs, their reference
+    f*,
     and small analytic studies — every file made by the stage that makes it in `dvc repro`."""
-    with pytest.MonkeyPatch.context() as mp:  # for this module only: later tests keep the caller's data dir
+    # for this module only: later tests keep the caller's data dir
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CURVLAB_DATA_DIR", str(mnist_dir))
         yield _build_project(tmp_path_factory.mktemp("proj"))
 
@@ -89,8 +113,12 @@ def built(project: Path) -> tuple[Path, dict[str, Any]]:
     """The report built once from the fixture's files (every section)."""
     from pipeline.report import run_report
 
-    cfg = compose_report_cfg(project, "report.conditioning.data=mnist-t", "report.conditioning.prepared=[none,zscore]",
-                             f"report.headline_study={STUDY}")
+    cfg = compose_report_cfg(
+        project,
+        "report.conditioning.data=mnist-t",
+        "report.conditioning.prepared=[none,zscore]",
+        f"report.headline_study={STUDY}",
+    )
     summary = run_report(cfg)
     return project / "reports", summary
 
@@ -104,8 +132,15 @@ def test_every_figure_in_index_exists_and_is_a_png(built: tuple[Path, dict[str, 
     page = (rep / "index.html").read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', page)
     names = " ".join(srcs)
-    for must in ("claim1-lecture_bowl", "claim2-iterations-vs-kappa", "claim3-exercise-functions",
-                 f"convergence-{STUDY}-mnist-t-softmax", "conditioning-mnist-t", "confusion-", "weights-"):
+    for must in (
+        "claim1-lecture_bowl",
+        "claim2-iterations-vs-kappa",
+        "claim3-exercise-functions",
+        f"convergence-{STUDY}-mnist-t-softmax",
+        "conditioning-mnist-t",
+        "confusion-",
+        "weights-",
+    ):
         assert must in names, must
     for src in srcs:
         assert_png(rep / src)
@@ -118,7 +153,9 @@ def test_every_figure_in_index_exists_and_is_a_png(built: tuple[Path, dict[str, 
 
 
 @pytest.mark.slow
-def test_the_headline_comes_first_and_answers_per_problem(built: tuple[Path, dict[str, Any]]) -> None:
+def test_the_headline_comes_first_and_answers_per_problem(
+    built: tuple[Path, dict[str, Any]],
+) -> None:
     rep, _ = built
     page = (rep / "index.html").read_text(encoding="utf-8")
     sections = re.findall(r'<section id="([^"]+)"', page)
@@ -147,20 +184,32 @@ def test_speed_table_is_typed_and_has_one_row_per_certified_run(built: tuple[Pat
     speed = pd.read_csv(rep / "tables" / "speed.csv")
     runs = sorted(p.parent.name for p in (project / "experiments" / STUDY).glob("*/metrics.json"))
     assert sorted(speed["run_id"].str.split("/").str[1]) == runs
-    assert speed["objective"].nunique() == 1  # penalty on the input weights: none and zscore share f*
-    for col in ("iters_to_1e-04", "seconds_to_1e-08", "projected_iters_to_1e-08", "rate_measured", "f_star"):
+    # penalty on the input weights: none and zscore share f*
+    assert speed["objective"].nunique() == 1
+    for col in (
+        "iters_to_1e-04",
+        "seconds_to_1e-08",
+        "projected_iters_to_1e-08",
+        "rate_measured",
+        "f_star",
+    ):
         assert pd.api.types.is_float_dtype(speed[col]), col
     assert speed["reached_1e-08"].dtype == bool
     nt = speed[speed["optimizer"] == "newton_cg"]
     assert nt["reached_1e-08"].all() and (nt["iters_to_1e-08"] <= nt["iterations"]).all()
     gd = speed[speed["optimizer"] == "gd"]
     assert not gd["reached_1e-08"].any() and gd["iters_to_1e-08"].isna().all()  # 40 GD steps do not
-    assert np.isfinite(gd["projected_iters_to_1e-08"]).all() and (gd["projected_iters_to_1e-08"] > 40).all()
+    assert (
+        np.isfinite(gd["projected_iters_to_1e-08"]).all()
+        and (gd["projected_iters_to_1e-08"] > 40).all()
+    )
     assert (gd["rate_measured"] < 1).all() and (gd["rate_measured"] > 0).all()
 
 
 @pytest.mark.slow
-def test_reference_optimum_matches_an_independent_solver(built: tuple[Path, dict[str, Any]], project: Path) -> None:
+def test_reference_optimum_matches_an_independent_solver(
+    built: tuple[Path, dict[str, Any]], project: Path
+) -> None:
     """f* from the reference stage equals scipy's L-BFGS on the same (raw-pixel) objective."""
     from scipy.optimize import minimize as sp_minimize
 
@@ -169,10 +218,20 @@ def test_reference_optimum_matches_an_independent_solver(built: tuple[Path, dict
 
     rep, _ = built
     refs = pd.read_csv(rep / "tables" / "reference-optima.csv")
-    assert list(refs["status"]) == ["converged"] and refs["objective"].iloc[0] == "mnist-t-softmax-l2=0.001"
+    assert (
+        list(refs["status"]) == ["converged"]
+        and refs["objective"].iloc[0] == "mnist-t-softmax-l2=0.001"
+    )
     ds, _, _ = load_prepared(project / "prepared" / "mnist-t-none.npz")
-    obj = make_objective("softmax", ds.X_train, ds.y_train, l2=1e-3, fit_intercept=True, n_classes=10,
-                         dtype="float64")
+    obj = make_objective(
+        "softmax",
+        ds.X_train,
+        ds.y_train,
+        l2=1e-3,
+        fit_intercept=True,
+        n_classes=10,
+        dtype="float64",
+    )
     res = sp_minimize(obj.value_grad, np.zeros(obj.n_params), jac=True, method="L-BFGS-B",
                       options={"maxiter": 3000, "gtol": 1e-8, "ftol": 1e-15})
     f_star = float(refs["f_star"].iloc[0])
@@ -181,7 +240,9 @@ def test_reference_optimum_matches_an_independent_solver(built: tuple[Path, dict
 
 
 @pytest.mark.slow
-def test_accuracy_table_equals_metrics_json(built: tuple[Path, dict[str, Any]], project: Path) -> None:
+def test_accuracy_table_equals_metrics_json(
+    built: tuple[Path, dict[str, Any]], project: Path
+) -> None:
     rep, _ = built
     acc = pd.read_csv(rep / "tables" / "accuracy.csv")
     metrics = {f"{STUDY}/{p.parent.name}": json.loads(p.read_text())
@@ -197,10 +258,14 @@ def test_accuracy_table_equals_metrics_json(built: tuple[Path, dict[str, Any]], 
 
 
 @pytest.mark.slow
-def test_the_report_solves_nothing_and_renders_what_the_files_say(built: tuple[Path, dict[str, Any]],
-                                                                  project: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """With every optimizer call made to fail, a second build gives the same tables: the report only reads."""
+def test_the_report_solves_nothing_and_renders_what_the_files_say(
+    built: tuple[Path, dict[str, Any]],
+    project: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With every optimizer call made to fail, a second build gives the same tables: the report only
+    reads."""
     import shutil
 
     import pipeline.core.solvers
@@ -211,23 +276,33 @@ def test_the_report_solves_nothing_and_renders_what_the_files_say(built: tuple[P
 
     monkeypatch.setattr(pipeline.core.solvers, "minimize", refuse)
     shutil.copytree(project / "experiments", tmp_path / "experiments")
-    cfg = compose_report_cfg(tmp_path, "report.conditioning.data=mnist-t", f"report.headline_study={STUDY}")
+    cfg = compose_report_cfg(
+        tmp_path, "report.conditioning.data=mnist-t", f"report.headline_study={STUDY}"
+    )
     cfg["paths"]["prepared_dir"] = str(project / "prepared")
     run_report(cfg)
     for name in ("speed.csv", "headline.csv", "reference-optima.csv", "claim2-kappa-sweep.csv"):
         a = pd.read_csv(built[0] / "tables" / name).drop(columns=["seconds"], errors="ignore")
-        b = pd.read_csv(tmp_path / "reports" / "tables" / name).drop(columns=["seconds"], errors="ignore")
+        b = pd.read_csv(tmp_path / "reports" / "tables" / name).drop(
+            columns=["seconds"], errors="ignore"
+        )
         pd.testing.assert_frame_equal(a, b)
     (tmp_path / "experiments" / "reference" / "mnist-t-softmax-l2=0.001.json").unlink()
     run_report(cfg)  # no reference file: the runs are listed, not timed against a guess
     page = (tmp_path / "reports" / "index.html").read_text(encoding="utf-8")
-    assert "no reference optimum" in page and not (tmp_path / "reports" / "tables" / "speed.csv").exists()
+    assert (
+        "no reference optimum" in page
+        and not (tmp_path / "reports" / "tables" / "speed.csv").exists()
+    )
 
 
 @pytest.mark.slow
-def test_a_damaged_run_is_skipped_with_a_warning_and_listed(built: tuple[Path, dict[str, Any]],
-                                                            tmp_path: Path, project: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_damaged_run_is_skipped_with_a_warning_and_listed(
+    built: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import shutil
 
     from pipeline.report import run_report
@@ -242,7 +317,9 @@ def test_a_damaged_run_is_skipped_with_a_warning_and_listed(built: tuple[Path, d
     summary = run_report(cfg)
     assert summary["runs"] == len(runs) - 1  # the others are rendered
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning: skipped run" in ln]
-    assert len(warnings) == 1 and str(bad) in warnings[0] and "not a valid UTF-8 JSON" in warnings[0]
+    assert (
+        len(warnings) == 1 and str(bad) in warnings[0] and "not a valid UTF-8 JSON" in warnings[0]
+    )
     page = (tmp_path / "reports" / "index.html").read_text()
     assert "Skipped 1 damaged run" in page and runs[0].name in page
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".reports")) == []
@@ -259,7 +336,11 @@ def test_first_reach_and_measured_rate_on_a_geometric_sequence() -> None:
     sub = analysis.suboptimality(hist, f_star)
     got = analysis.reach(sub, f_star, 1e-4)
     expect = int(np.ceil(np.log(1e-4 * 0.5 / 2.0) / np.log(0.8)))  # 2·0.8^k ≤ 1e-4·|f*|
-    assert got.basis == "measured" and got.iterations == expect and got.seconds == pytest.approx(expect * 0.1)
+    assert (
+        got.basis == "measured"
+        and got.iterations == expect
+        and got.seconds == pytest.approx(expect * 0.1)
+    )
     assert analysis.reach(sub, f_star, 1e-30).basis != "measured"  # not reached in the history
     assert analysis.measured_rate(sub, f_star) == pytest.approx(0.8, rel=1e-6)
 
@@ -267,9 +348,21 @@ def test_first_reach_and_measured_rate_on_a_geometric_sequence() -> None:
 def _one_run(hist: pd.DataFrame, **extra: Any) -> Any:
     from pipeline.reporting.gather import RunSet
 
-    row = {"run_id": "s/r", "study": "s", "data": "d", "preprocess": "none", "model": "logistic",
-           "optimizer": "gd", "objective": "d-logistic-l2=0", "l2": 0.0, "lr": 0.1, "status": "max_iter",
-           "iterations": int(hist["iteration"].iloc[-1]), "train_time_s": 1.0, **extra}
+    row = {
+        "run_id": "s/r",
+        "study": "s",
+        "data": "d",
+        "preprocess": "none",
+        "model": "logistic",
+        "optimizer": "gd",
+        "objective": "d-logistic-l2=0",
+        "l2": 0.0,
+        "lr": 0.1,
+        "status": "max_iter",
+        "iterations": int(hist["iteration"].iloc[-1]),
+        "train_time_s": 1.0,
+        **extra,
+    }
     return RunSet(pd.DataFrame([row]).set_index("run_id", drop=False), {"s/r": hist}, {"s/r": {}})
 
 
@@ -288,7 +381,8 @@ def test_speed_table_flags_a_rate_slower_than_theory() -> None:
 
 
 def test_projection_of_a_linear_rate_is_exact_on_a_geometric_sequence() -> None:
-    """f − f* = 2·0.7ᵏ for k ≤ 40 (1.5 s and 2 passes per iteration): 1e-8 is projected at the exact k."""
+    """f − f* = 2·0.7ᵏ for k ≤ 40 (1.5 s and 2 passes per iteration): 1e-8 is projected at the exact
+    k."""
     k = np.arange(41, dtype=np.float64)
     f_star = 0.5
     hist = pd.DataFrame({"iteration": k, "time_s": 1.5 * k, "loss": f_star + 2.0 * 0.7**k,
@@ -296,12 +390,19 @@ def test_projection_of_a_linear_rate_is_exact_on_a_geometric_sequence() -> None:
     ref = Reference(objective="d-logistic-l2=0", f_star=f_star, status="converged", source="newton")
     row = analysis.speed_table(_one_run(hist), {"d-logistic-l2=0": ref}, (1.0e-4, 1.0e-8)).iloc[0]
     k_exact = np.log(1.0e-8 * f_star / 2.0) / np.log(0.7)  # 2·0.7ᵏ = 1e-8·|f*|: k ≈ 55 > 40
-    assert not row["reached_1e-08"] and np.isnan(row["iters_to_1e-08"]) and row["basis_1e-08"] == "projected"
+    assert (
+        not row["reached_1e-08"]
+        and np.isnan(row["iters_to_1e-08"])
+        and row["basis_1e-08"] == "projected"
+    )
     assert row["projected_iters_to_1e-08"] == pytest.approx(k_exact, rel=1e-6)
     assert row["projected_seconds_to_1e-08"] == pytest.approx(1.5 * k_exact, rel=1e-6)
     assert row["projected_passes_to_1e-08"] == pytest.approx(1.0 + 2.0 * k_exact, rel=1e-6)
-    first = int(np.ceil(np.log(1.0e-4 * f_star / 2.0) / np.log(0.7)))  # reached: measured, not projected
-    assert row["reached_1e-04"] and row["iters_to_1e-04"] == first == row["projected_iters_to_1e-04"]
+    # reached: measured, not projected
+    first = int(np.ceil(np.log(1.0e-4 * f_star / 2.0) / np.log(0.7)))
+    assert (
+        row["reached_1e-04"] and row["iters_to_1e-04"] == first == row["projected_iters_to_1e-04"]
+    )
     assert row["passes_to_1e-04"] == 1.0 + 2.0 * first and row["basis_1e-04"] == "measured"
     flat = hist.assign(loss=f_star + 1.0 + 0.0 * k)  # a stalled run never gets there: inf, 'never'
     row = analysis.speed_table(_one_run(flat), {"d-logistic-l2=0": ref}).iloc[0]
@@ -310,7 +411,9 @@ def test_projection_of_a_linear_rate_is_exact_on_a_geometric_sequence() -> None:
 
 def test_runs_without_a_converged_reference_are_left_out_with_a_note() -> None:
     k = np.arange(10, dtype=np.float64)
-    hist = pd.DataFrame({"iteration": k, "time_s": k, "loss": 1.0 + 0.5**k, "grad_norm": 0.5**k, "passes": k})
+    hist = pd.DataFrame(
+        {"iteration": k, "time_s": k, "loss": 1.0 + 0.5**k, "grad_norm": 0.5**k, "passes": k}
+    )
     runs = _one_run(hist)
     refs, notes = analysis.match_references(runs, {})
     assert not refs["d-logistic-l2=0"].certified and "no reference optimum" in notes[0]
@@ -344,8 +447,19 @@ def test_gather_rejects_missing_and_empty_experiment_dirs(tmp_path: Path) -> Non
 
 def test_gd_paths_match_the_step_size_theory() -> None:
     """f = 3x² + 2y² − 2 (L = 6): ε < 2/L converges to f* = −2, ε > 2/L blows up."""
-    cfg = {"n_steps": 60, "functions": [{"name": "bowl", "a": 3.0, "b": 2.0, "c": -2.0, "start": [1.0, 1.0],
-                                         "learning_rates": [0.1, 0.3, 0.34]}]}
+    cfg = {
+        "n_steps": 60,
+        "functions": [
+            {
+                "name": "bowl",
+                "a": 3.0,
+                "b": 2.0,
+                "c": -2.0,
+                "start": [1.0, 1.0],
+                "learning_rates": [0.1, 0.3, 0.34],
+            }
+        ],
+    }
     figs, table = lecture.study_gd_paths(cfg)
     assert list(table["predicted"]) == ["converges", "oscillates, converges", "diverges"]
     assert table["f_end_minus_f_star"].iloc[0] < 1e-8 and table["f_end_minus_f_star"].iloc[1] < 1e-4
@@ -355,7 +469,9 @@ def test_gd_paths_match_the_step_size_theory() -> None:
 
 
 def test_exercise_functions_convexity() -> None:
-    maps, table = lecture.study_convexity_functions({"functions": ["trough", "quartic"], "extent": 2.0})
+    maps, table = lecture.study_convexity_functions(
+        {"functions": ["trough", "quartic"], "extent": 2.0}
+    )
     assert list(table["convex"]) == [True, False]
     lam = maps[1][3]  # λ_min of [[12x² + 2, 1], [1, 0]] at x = 0 is 1 − √2
     assert lam.max() < 0 and lam.min() == pytest.approx(1 - math.sqrt(2), abs=1e-3)
@@ -364,10 +480,23 @@ def test_exercise_functions_convexity() -> None:
 
 
 def test_kappa_sweep_whitening_takes_one_step() -> None:
-    cfg = {"condition_numbers": [1.0e1, 1.0e3], "tol": 1e-6, "max_iter": 50000,
-           "data": {"name": "synthetic_regression", "id": "s", "n_samples": 400, "n_features": 5,
-                    "noise": 0.1, "test_fraction": 0.2},
-           "preprocess": [{"name": "none", "id": "none"}, {"name": "whiten", "id": "whiten", "lr": 1.0}]}
+    cfg = {
+        "condition_numbers": [1.0e1, 1.0e3],
+        "tol": 1e-6,
+        "max_iter": 50000,
+        "data": {
+            "name": "synthetic_regression",
+            "id": "s",
+            "n_samples": 400,
+            "n_features": 5,
+            "noise": 0.1,
+            "test_fraction": 0.2,
+        },
+        "preprocess": [
+            {"name": "none", "id": "none"},
+            {"name": "whiten", "id": "whiten", "lr": 1.0},
+        ],
+    }
     t = lecture.study_kappa_sweep(cfg, load_dataset)
     raw, white = t[t["preprocess"] == "none"], t[t["preprocess"] == "whiten"]
     assert raw["kappa"].to_numpy() == pytest.approx([10.0, 1000.0], rel=1e-6)

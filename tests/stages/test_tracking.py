@@ -1,4 +1,5 @@
-"""MLflow tracking: store location, one run per train job with params/tags/step metrics/artifacts."""
+"""MLflow tracking: store location, one run per train job with params/tags/step
+metrics/artifacts."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
 
 
-def test_store_defaults_to_an_absolute_sqlite_file_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_defaults_to_an_absolute_sqlite_file_in_the_project(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     root = Path(tracking.__file__).resolve().parents[2]
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri({"tracking_uri": None}) == f"sqlite:///{root}/mlflow.db"
@@ -33,7 +36,11 @@ def test_store_defaults_to_an_absolute_sqlite_file_in_the_project(monkeypatch: p
 
 
 def test_flatten_gives_dotted_string_params() -> None:
-    assert flatten({"a": {"b": 1, "c": None}, "d": [1, 2]}) == {"a.b": "1", "a.c": "null", "d": "[1, 2]"}
+    assert flatten({"a": {"b": 1, "c": None}, "d": [1, 2]}) == {
+        "a.b": "1",
+        "a.c": "null",
+        "d": "[1, 2]",
+    }
 
 
 def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +60,8 @@ def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> Non
         raise RuntimeError("no such table: runs")
 
     calls.clear()  # any other store failure: no retry, one-line TrackingError (cause kept)
-    with pytest.raises(tracking.TrackingError, match=r"MLflow store failed \(no such table: runs\)") as ex:
+    with pytest.raises(tracking.TrackingError, match=r"MLflow store failed \(no such "
+                                                     r"table: runs\)") as ex:
         tracking._with_retry(broken)
     assert len(calls) == 1 and isinstance(ex.value.__cause__, RuntimeError)
 
@@ -68,7 +76,8 @@ def test_a_data_set_added_by_a_parallel_job_is_linked_not_an_error(tmp_path: Pat
         def log_inputs(self, run_id: str, datasets: Any) -> None:
             calls.append(run_id)
             if len(calls) == 1:
-                raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: "
+                                   "datasets.experiment_id, "
                                    "datasets.name, datasets.digest")
 
     t.client = Racing()  # type: ignore[assignment]
@@ -128,10 +137,15 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     run = client.get_run(metrics["mlflow_run_id"])
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == "t" and exp.artifact_location == f"{(work / 'art').as_uri()}/t"
-    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # UI: runs table, not traces
+    # UI: runs table, not traces
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.info.status == "FINISHED"
     p = run.data.params
-    assert p["optimizer.name"] == "gd" and p["optimizer.lr"] == "auto" and p["optimizer.max_iter"] == "40"
+    assert (
+        p["optimizer.name"] == "gd"
+        and p["optimizer.lr"] == "auto"
+        and p["optimizer.max_iter"] == "40"
+    )
     assert p["model.l2"] == "0.0" and p["data.n_samples"] == "400" and p["seed"] == "0"
     tags = run.data.tags
     assert tags["curvlab.overrides"] == "optimizer.max_iter=40 optimizer.tol=0.0"
@@ -141,8 +155,13 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     (inp,) = run.inputs.dataset_inputs  # the prepared file as the run's dataset (metadata only)
     digest = hashlib.sha256(prep.read_bytes()).hexdigest()
     assert inp.dataset.name == prep.stem and inp.dataset.digest == digest[:36]
-    assert json.loads(inp.dataset.source) == {"uri": str(prep)} and inp.dataset.source_type == "local"
-    assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "train", "curvlab.sha256": digest}
+    assert (
+        json.loads(inp.dataset.source) == {"uri": str(prep)} and inp.dataset.source_type == "local"
+    )
+    assert {t.key: t.value for t in inp.tags} == {
+        "mlflow.data.context": "train",
+        "curvlab.sha256": digest,
+    }
     assert json.loads(inp.dataset.profile)["n_train"] == 320
     out = run_dir(RunSpec.from_config(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"]))
     _, hist = read_history(out / "history.csv")
@@ -152,19 +171,25 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     assert run.data.metrics["test_loss"] == pytest.approx(metrics["test_loss"])
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "config.yaml", "history.csv"} <= names
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "metrics.json", str(work))).read_text())
+    logged = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "metrics.json", str(work))).read_text()
+    )
     assert logged["mlflow_run_id"] == run.info.run_id
 
 
 def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=gd", "optimizer.lr=50.0"], mlflow=True)
+    cfg = make_cfg(
+        work, [*SYNTH, "preprocess=none", "optimizer=gd", "optimizer.lr=50.0"], mlflow=True
+    )
     ensure_prepared(cfg)
     with pytest.raises(NumericalError):
         train(cfg)
     metrics = json.loads((run_dir(RunSpec.from_config(cfg)) / "metrics.json").read_text())
-    run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(metrics["mlflow_run_id"])
+    run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(
+        metrics["mlflow_run_id"]
+    )
     assert run.info.status == "FAILED" and run.data.tags["curvlab.status"] == "diverged"
 
 

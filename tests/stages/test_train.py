@@ -1,4 +1,5 @@
-"""The train / evaluate stages end to end on the real numerical core, checked against independent solvers."""
+"""The train / evaluate stages end to end on the real numerical core, checked against independent
+solvers."""
 
 from __future__ import annotations
 
@@ -19,9 +20,30 @@ from pipeline.store.rundir import HISTORY_COLUMNS, run_dir
 from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
 
-METRIC_KEYS = {"study", "data", "preprocess", "model", "optimizer", "objective", "l2", "lr", "n_params", "status",
-               "converged", "message", "iterations", "passes", "cg_iterations", "train_loss", "grad_norm",
-               "train_time_s", "train_accuracy", "test_accuracy", "test_loss", "mlflow_run_id"}
+METRIC_KEYS = {
+    "study",
+    "data",
+    "preprocess",
+    "model",
+    "optimizer",
+    "objective",
+    "l2",
+    "lr",
+    "n_params",
+    "status",
+    "converged",
+    "message",
+    "iterations",
+    "passes",
+    "cg_iterations",
+    "train_loss",
+    "grad_norm",
+    "train_time_s",
+    "train_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "mlflow_run_id",
+}
 
 
 def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None:
@@ -34,7 +56,8 @@ def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None
     assert metrics["status"] == "converged" and metrics["converged"] is True
     assert metrics["iterations"] <= 3  # whitened MSE Hessian = I: GD with ε = 1/L is Newton
     assert metrics["fit_intercept"] is False  # augmented whitening absorbs the bias
-    assert metrics["objective"] == "synth-kappa100-linear-l2=0"  # the raw objective: the bias is absorbed, not gone
+    # the raw objective: the bias is absorbed, not gone
+    assert metrics["objective"] == "synth-kappa100-linear-l2=0"
     assert metrics["cg_iterations"] is None  # GD has no inner solves
     assert metrics["train_accuracy"] is None and metrics["test_accuracy"] is None
     on_disk = json.loads((out / "metrics.json").read_text())
@@ -76,19 +99,33 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     from pipeline.core.objectives import make_objective
 
     l2 = 5.0e-2
-    cfg = make_cfg(work, [f"data.root={mnist_dir}", "data=mnist", "data.n_train=1000", "data.n_test=500",
-                          "preprocess=zscore_transformed", "model=softmax", f"model.l2={l2}", "optimizer=newton_cg",
-                          "optimizer.tol=1.0e-7"])
+    cfg = make_cfg(
+        work,
+        [
+            f"data.root={mnist_dir}",
+            "data=mnist",
+            "data.n_train=1000",
+            "data.n_test=500",
+            "preprocess=zscore_transformed",
+            "model=softmax",
+            f"model.l2={l2}",
+            "optimizer=newton_cg",
+            "optimizer.tol=1.0e-7",
+        ],
+    )
     prep = ensure_prepared(cfg)
     metrics = train(cfg)
     assert metrics["status"] == "converged", metrics["message"]
-    assert metrics["objective"] == "mnist-zscore_transformed-softmax-l2=0.05"  # λ on W_z: its own objective
+    # λ on W_z: its own objective
+    assert metrics["objective"] == "mnist-zscore_transformed-softmax-l2=0.05"
     hist = read_history(run_dir(RunSpec.from_config(cfg)) / "history.csv")[1]
     assert metrics["cg_iterations"] >= 1 and metrics["passes"] == hist[-1, 5]
     ds, _, _ = load_prepared(prep)
     n = ds.X_train.shape[0]
     # sklearn: C Σ loss + ½‖W‖² (bias free)  ⇔  mean loss + (λ/2)‖W‖² with C = 1/(nλ)
-    sk = LogisticRegression(C=1.0 / (n * l2), tol=1e-8, max_iter=3000, solver="newton-cg").fit(ds.X_train, ds.y_train)
+    sk = LogisticRegression(C=1.0 / (n * l2), tol=1e-8, max_iter=3000, solver="newton-cg").fit(
+        ds.X_train, ds.y_train
+    )
     obj = make_objective("softmax", ds.X_train, ds.y_train, l2=l2, fit_intercept=True, n_classes=10,
                          dtype=np.float64)
     with np.load(run_dir(RunSpec.from_config(cfg)) / "weights.npz", allow_pickle=False) as z:
@@ -129,11 +166,16 @@ def test_diverged_run_is_saved_with_finite_weights_and_refused(work: Path) -> No
 
 
 def test_bad_inputs_are_refused_before_anything_is_written(work: Path) -> None:
-    cfg = make_cfg(work, [*SYNTH, "preprocess=zscore", "optimizer=gd", "study=refused"], mlflow=True)
-    with pytest.raises(DataError, match="python -m pipeline.prepare data=synthetic_regression preprocess=zscore"):
+    cfg = make_cfg(
+        work, [*SYNTH, "preprocess=zscore", "optimizer=gd", "study=refused"], mlflow=True
+    )
+    with pytest.raises(DataError, match="python -m pipeline.prepare data=synthetic_regression "
+                                        "preprocess=zscore"):
         train(cfg)
     ensure_prepared(cfg)
-    cfg2 = make_cfg(work, [*SYNTH, "preprocess=zscore", "optimizer=gd", "study=refused", "data.noise=0.5"])
+    cfg2 = make_cfg(
+        work, [*SYNTH, "preprocess=zscore", "optimizer=gd", "study=refused", "data.noise=0.5"]
+    )
     with pytest.raises(DataError, match="data.noise"):
         train(cfg2)  # the prepared file was made with another value
     cfg3 = make_cfg(work, [*SYNTH, "preprocess=zscore", "model=softmax", "study=refused"])
@@ -143,7 +185,9 @@ def test_bad_inputs_are_refused_before_anything_is_written(work: Path) -> None:
     assert not (work / "mlflow.db").exists()
 
 
-def test_progress_bar_only_on_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_bar_only_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert show_progress(None) is False  # pytest's stderr is not a TTY
     assert show_progress(True) is True and show_progress(False) is False
     with IterationBar(5, "quiet", enabled=False) as cb:

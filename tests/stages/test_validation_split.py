@@ -37,19 +37,29 @@ def test_bad_val_fraction_is_a_config_error(bad):
 
 
 def test_prepare_fits_preprocessing_on_the_training_rows_only(tmp_path: Path, mnist_dir: Path):
-    data = {"name": "mnist", "id": "mnist-s", "root": str(mnist_dir), "scale": 1 / 255, "n_train": 2000,
-            "n_test": 500, "val_fraction": 0.25}
+    data = {
+        "name": "mnist",
+        "id": "mnist-s",
+        "root": str(mnist_dir),
+        "scale": 1 / 255,
+        "n_train": 2000,
+        "n_test": 500,
+        "val_fraction": 0.25,
+    }
     facts = prepare(data, {"name": "zscore", "id": "zscore"}, seed=1, prepared_dir=tmp_path)
     assert facts["n_train"] == 1500 and facts["n_val"] == 500
     ds, transform, f = load_prepared(tmp_path / "mnist-s-zscore.npz")
     Xv, yv = f["X_val"], f["y_val"]
     assert Xv.shape == (500, ds.X_train.shape[1]) and np.bincount(yv).min() >= 40
-    # z-scored with the statistics of the 1500 training rows: their mean is 0, the held-out rows' is not
+    # z-scored with the statistics of the 1500 training rows: their mean is 0, the held-out rows' is
+    # not
     assert np.abs(ds.X_train.mean(axis=0)).max() < 1e-10
     assert np.abs(Xv.mean(axis=0)).max() > 1e-3
 
 
-def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(work: Path, mnist_dir: Path):
+def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(
+    work: Path, mnist_dir: Path
+):
     over = ["data=mnist", f"data.root={mnist_dir}", "data.id=mnist-v", "data.n_train=3000",
             "data.n_test=500", "data.val_fraction=2.0e-1", "model=softmax", "optimizer=sgd",
             "optimizer.epochs=2", "optimizer.lr=1.0e-1"]
@@ -59,7 +69,9 @@ def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(work
     m = train(cfg)
     assert abs(m["n_val"] - 600) <= 5 and 0.7 < m["val_accuracy"] <= 1 and m["val_loss"] > 0
     assert m["test_accuracy"] is not None
-    obj_pred = json.loads((Path(work) / "experiments" / "t" / "mnist-v-none-softmax-sgd" / "metrics.json").read_text())
+    obj_pred = json.loads(
+        (Path(work) / "experiments" / "t" / "mnist-v-none-softmax-sgd" / "metrics.json").read_text()
+    )
     assert obj_pred["val_accuracy"] == m["val_accuracy"]
     hidden = train(make_cfg(work, [*over, "score_test=false"]))
     assert hidden["test_accuracy"] is None and hidden["test_loss"] is None

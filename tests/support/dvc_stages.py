@@ -57,7 +57,8 @@ HYDRA_RUN_ONLY = ("sweeper", "launcher")  # hydra.<node>._target_ instantiated o
 
 @dataclass(frozen=True)
 class Stage:
-    """One expanded dvc.yaml stage; ``app`` is None when its cmd is not ``python -m pipeline.<app>``."""
+    """One expanded dvc.yaml stage; ``app`` is None when its cmd is not ``python -m
+    pipeline.<app>``."""
 
     name: str
     cmd: str
@@ -79,7 +80,8 @@ class StageCheck:
     missing_modules: list[str] = field(default_factory=list)
     missing_conf: list[str] = field(default_factory=list)
     spurious_modules: list[str] = field(default_factory=list)  # module deps the rule does not allow
-    spurious_conf: list[str] = field(default_factory=list)  # declared conf entries no required file is in
+    # declared conf entries no required file is in
+    spurious_conf: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ dvc.yaml, as DVC expands it
@@ -99,7 +101,8 @@ def _to_str(value: Any) -> str:
 
 
 def _resolve(node: Any, ctx: Mapping[str, Any]) -> Any:
-    """Substitute ``${...}`` in strings, recursively; a string that is one whole ``${x}`` gives x's value."""
+    """Substitute ``${...}`` in strings, recursively; a string that is one whole ``${x}`` gives x's
+    value."""
     if isinstance(node, str):
         whole = _INTERP.fullmatch(node)
         if whole:
@@ -113,17 +116,21 @@ def _resolve(node: Any, ctx: Mapping[str, Any]) -> Any:
 
 
 def _vars(doc: Mapping[str, Any], repo: Path) -> dict[str, Any]:
-    """Top-level ``vars``: inline dicts, or YAML files (``params.yaml`` when present, as DVC does)."""
+    """Top-level ``vars``: inline dicts, or YAML files (``params.yaml`` when present, as DVC
+    does)."""
     ctx: dict[str, Any] = {}
     entries = ["params.yaml"] if (repo / "params.yaml").is_file() else []
     for entry in [*entries, *(doc.get("vars") or [])]:
-        ctx.update(entry if isinstance(entry, dict) else yaml.safe_load((repo / entry).read_text()) or {})
+        ctx.update(
+            entry if isinstance(entry, dict) else yaml.safe_load((repo / entry).read_text()) or {}
+        )
     return ctx
 
 
 def _instances(name: str, spec: Mapping[str, Any], ctx: Mapping[str, Any]
                ) -> Iterator[tuple[str, dict[str, Any], Any]]:
-    """(stage name, ``item``/``key`` context, unresolved body) for each stage a dvc.yaml entry generates."""
+    """(stage name, ``item``/``key`` context, unresolved body) for each stage a dvc.yaml entry
+    generates."""
     if "foreach" in spec:
         items = _resolve(spec["foreach"], ctx)
         if isinstance(items, dict):
@@ -178,7 +185,8 @@ def expand_stages(repo: Path = REPO_ROOT) -> list[Stage]:
 
 
 def module_file(name: str, repo: Path = REPO_ROOT) -> str | None:
-    """The repo file of module ``name`` (``a/b.py`` or ``a/b/__init__.py``), None if not the project's."""
+    """The repo file of module ``name`` (``a/b.py`` or ``a/b/__init__.py``), None if not the
+    project's."""
     if name.split(".")[0] not in PACKAGES:
         return None
     base = repo.joinpath(*name.split("."))
@@ -207,7 +215,8 @@ def _imported_names(path: Path, module: str) -> frozenset[str]:
 
 def module_closure(roots: Iterable[str], repo: Path = REPO_ROOT) -> set[str]:
     """Repo files of the project modules reachable from ``roots`` (dotted names; a ``_target_``
-    like ``pkg.mod.Class`` resolves to its longest prefix that is a module), parent packages included."""
+    like ``pkg.mod.Class`` resolves to its longest prefix that is a module), parent packages
+    included."""
     todo, seen = list(roots), set()
     files: set[str] = set()
     while todo:
@@ -226,7 +235,8 @@ def module_closure(roots: Iterable[str], repo: Path = REPO_ROOT) -> set[str]:
 
 
 def _targets(node: Any, multirun: bool, path: tuple[str, ...] = ()) -> Iterator[str]:
-    """``_target_`` strings of a config container (hydra's sweeper/launcher only when ``multirun``)."""
+    """``_target_`` strings of a config container (hydra's sweeper/launcher only when
+    ``multirun``)."""
     if not multirun and path[:1] == ("hydra",) and path[1:2] and path[1] in HYDRA_RUN_ONLY:
         return
     if isinstance(node, dict):
@@ -239,7 +249,7 @@ def _targets(node: Any, multirun: bool, path: tuple[str, ...] = ()) -> Iterator[
             yield from _targets(value, multirun, path)
 
 
-# ------------------------------------------------------------------ conf files (Hydra defaults list)
+# ----------------------------------------------------------------- conf files (Hydra defaults list)
 
 
 class Composer:
@@ -279,8 +289,13 @@ class Composer:
             if app not in self._caches:  # also applies the primary config's hydra.searchpath
                 self._caches[app] = self.loader._parse_overrides_and_create_caching_repo(app, [])[1]
             cache = self._caches[app]
-            dl = create_defaults_list(repo=cache, config_name=app, prepend_hydra=True, skip_missing=False,
-                                      overrides_list=OverridesParser.create().parse_overrides(overrides))
+            dl = create_defaults_list(
+                repo=cache,
+                config_name=app,
+                prepend_hydra=True,
+                skip_missing=False,
+                overrides_list=OverridesParser.create().parse_overrides(overrides),
+            )
             cfg = self.loader._compose_config_from_defaults_list(defaults=dl.defaults, repo=cache)
             OmegaConf.set_struct(cfg, True)
             OmegaConf.set_readonly(cfg.hydra, False)
@@ -288,8 +303,13 @@ class Composer:
             defaults, sources = dl.defaults, cache.get_sources()
         files = set()
         for d in defaults:
-            src = next((s for s in sources if s.is_config(d.config_path)), None)  # Hydra's lookup order
-            if src is not None and src.scheme() == "file" and not d.config_path.startswith("hydra/"):
+            # Hydra's lookup order
+            src = next((s for s in sources if s.is_config(d.config_path)), None)
+            if (
+                src is not None
+                and src.scheme() == "file"
+                and not d.config_path.startswith("hydra/")
+            ):
                 path = Path(src.path, f"{d.config_path}.yaml").resolve()
                 if path.is_relative_to(self.repo):
                     files.add(path.relative_to(self.repo).as_posix())
@@ -298,7 +318,8 @@ class Composer:
 
 def job_overrides(compose: Composer, stage: Stage) -> list[list[str]]:
     """One override list per job that can read different conf files: a single run as is; for -m,
-    the product of the discrete sweeps over config groups (command line, then hydra.sweeper.params)."""
+    the product of the discrete sweeps over config groups (command line, then
+    hydra.sweeper.params)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import ValueType
 
@@ -308,8 +329,12 @@ def job_overrides(compose: Composer, stage: Stage) -> list[list[str]]:
         return [list(stage.overrides)]
     fixed = [str(o.input_line) for o in parsed if not o.is_sweep_override()]
     params = compose(str(stage.app), fixed)[0]["hydra"]["sweeper"].get("params") or {}
-    sweeps = {o.get_key_element(): o for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])}
-    sweeps.update({o.get_key_element(): o for o in parsed})  # the command line wins, as in BasicSweeper
+    sweeps = {
+        o.get_key_element(): o
+        for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    }
+    # the command line wins, as in BasicSweeper
+    sweeps.update({o.get_key_element(): o for o in parsed})
     fixed = [f for f in fixed if f.partition("=")[0] not in sweeps]  # each key once: from `sweeps`
     axes = []
     for key, o in sweeps.items():
@@ -332,8 +357,14 @@ def _catalog_reads(node: Any, repo: Path, key: str = "") -> set[str]:
                 rel = f"conf/data/{todo.pop()}.yaml"
                 if (repo / rel).is_file() and rel not in out:
                     out.add(rel)
-                    defaults = (yaml.safe_load((repo / rel).read_text()) or {}).get("defaults") or []
-                    todo.extend(d for d in defaults if isinstance(d, str) and d not in ("data_schema", "_self_"))
+                    defaults = (yaml.safe_load((repo / rel).read_text()) or {}).get(
+                        "defaults"
+                    ) or []
+                    todo.extend(
+                        d
+                        for d in defaults
+                        if isinstance(d, str) and d not in ("data_schema", "_self_")
+                    )
         for k, v in node.items():
             out |= _catalog_reads(v, repo, str(k))
     elif isinstance(node, list):
@@ -395,11 +426,15 @@ def check_stages(repo: Path = REPO_ROOT, public: bool = False,
     from pipeline.config.schemas import register_configs
 
     register_configs()
-    stages = [s for s in expand_stages(repo) if s.app is not None and (only is None or s.name in only)]
+    stages = [
+        s for s in expand_stages(repo) if s.app is not None and (only is None or s.name in only)
+    ]
     for app in sorted({s.app for s in stages if s.app}):
         module = importlib.import_module(f"pipeline.{app}")
-        if not Path(str(module.__file__)).resolve().is_relative_to(REPO_ROOT):  # e.g. another checkout's
-            raise RuntimeError(f"{module.__name__} imported from {module.__file__}, not {REPO_ROOT}: "
+        # e.g. another checkout's
+        if not Path(str(module.__file__)).resolve().is_relative_to(REPO_ROOT):
+            raise RuntimeError(f"{module.__name__} imported from {module.__file__}, not "
+                               f"{REPO_ROOT}: "
                                "run from the repository root (python -m pytest)")
     checks: dict[str, StageCheck] = {}
     with initialize_config_dir(config_dir=str(repo / "conf"), version_base="1.3"):

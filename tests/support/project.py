@@ -50,10 +50,15 @@ def paths(work: Path, **over: str) -> list[str]:
 def make_cfg(work: Path, overrides: list[str], mlflow: bool = False) -> DictConfig:
     """The train config of a run in ``work`` (study ``t``, no progress bar, MLflow off unless
     asked)."""
-    base = [f"paths.prepared_dir={work / 'prepared'}", f"paths.experiments_dir={work / 'experiments'}",
-            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-            f"mlflow.artifact_root={work / 'art'}", f"mlflow.enabled={str(mlflow).lower()}",
-            "progress=false", "study=t"]
+    base = [
+        f"paths.prepared_dir={work / 'prepared'}",
+        f"paths.experiments_dir={work / 'experiments'}",
+        f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"mlflow.artifact_root={work / 'art'}",
+        f"mlflow.enabled={str(mlflow).lower()}",
+        "progress=false",
+        "study=t",
+    ]
     return compose_app("train", base + overrides)
 
 
@@ -88,7 +93,9 @@ def quiet(stage_cli: Cli) -> Cli:
     """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process (train/evaluate
     without progress bars)."""
     def cli(prog: str, *args: str) -> tuple[int, str, str]:
-        return stage_cli(prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else []))
+        return stage_cli(
+            prog, *args, *(["progress=false"] if prog in ("train", "evaluate") else [])
+        )
 
     return cli
 

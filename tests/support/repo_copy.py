@@ -36,8 +36,11 @@ def copy_repo(dest: Path) -> Path:
 
 def env_for(root: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for a subprocess in ``root``: venv on PATH, offline, no inherited MLflow URI."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYDRA_", "CURVLAB_MLFLOW",
-                                                                      "CURVLAB_SWEEP"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "HYDRA_", "CURVLAB_MLFLOW", "CURVLAB_SWEEP"))
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["CURVLAB_OFFLINE"] = "1"
     env["PYTHONPATH"] = str(root)
@@ -46,10 +49,21 @@ def env_for(root: Path, extra: Mapping[str, str] | None = None) -> dict[str, str
     return env
 
 
-def run_cmd(args: Sequence[str], cwd: Path, extra_env: Mapping[str, str] | None = None,
-            timeout: float = 600, code_root: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cmd(
+    args: Sequence[str],
+    cwd: Path,
+    extra_env: Mapping[str, str] | None = None,
+    timeout: float = 600,
+    code_root: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a command in ``cwd`` (``python`` = this interpreter; code imported from ``code_root``,
     default ``cwd``) and capture its output."""
     argv = [sys.executable if a == "python" else a for a in args]
-    return subprocess.run(argv, cwd=cwd, env=env_for(code_root or cwd, extra_env), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env_for(code_root or cwd, extra_env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

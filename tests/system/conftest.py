@@ -21,7 +21,8 @@ def chromium() -> str:
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         exe = shutil.which("chromium")
     if exe is None:
-        pytest.skip("headless Chromium unavailable: `apt-get install -y chromium` failed or not root")
+        pytest.skip("headless Chromium unavailable: `apt-get install -y chromium` failed or not "
+                    "root")
     return exe
 
 

@@ -57,8 +57,18 @@ def test_8_a_signal_ends_a_run_killed_with_one_line(work: Path, trained: Path, t
                                                     sig: int, code: int) -> None:
     db = tmp_path / "mlflow.db"
     before = snapshot(work / "experiments")
-    proc = _popen(["pipeline.train", *TINY, "study=t", "optimizer.max_iter=100000000", "optimizer.tol=0",
-                   "progress=false", *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"})], work)
+    proc = _popen(
+        [
+            "pipeline.train",
+            *TINY,
+            "study=t",
+            "optimizer.max_iter=100000000",
+            "optimizer.tol=0",
+            "progress=false",
+            *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"}),
+        ],
+        work,
+    )
     try:
         _wait_running(db)
         time.sleep(0.5)
@@ -74,14 +84,30 @@ def test_8_a_signal_ends_a_run_killed_with_one_line(work: Path, trained: Path, t
 
 
 @pytest.mark.slow
-def test_8_ctrl_c_on_a_parallel_sweep_marks_parent_and_children_killed(work: Path, tmp_path: Path) -> None:
+def test_8_ctrl_c_on_a_parallel_sweep_marks_parent_and_children_killed(
+    work: Path, tmp_path: Path
+) -> None:
     db = tmp_path / "mlflow.db"
     exp = tmp_path / "experiments"
-    proc = _popen(["pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY,
-                   "study=sw8", "optimizer.max_iter=100000000", "optimizer.tol=0", "optimizer.lr=0.1,0.2",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}", "paths.experiments_dir": str(exp)})],
-                  work)
+    proc = _popen(
+        [
+            "pipeline.train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *TINY,
+            "study=sw8",
+            "optimizer.max_iter=100000000",
+            "optimizer.tol=0",
+            "optimizer.lr=0.1,0.2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *paths(
+                work,
+                **{"mlflow.tracking_uri": f"sqlite:///{db}", "paths.experiments_dir": str(exp)},
+            ),
+        ],
+        work,
+    )
     try:
         _wait_running(db, 3, timeout=240)  # the parent and both jobs
         time.sleep(0.5)
@@ -108,4 +134,6 @@ def test_12_the_python_m_path_prints_one_line(work: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pipeline.train", "optimizer=adamw"], cwd=work,
                           env=env_for(REPO_ROOT), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert "choose one of closed_form, gd, gd_armijo, newton, newton_cg" in one_error_line(proc.stderr, "train")
+    assert "choose one of closed_form, gd, gd_armijo, newton, newton_cg" in one_error_line(
+        proc.stderr, "train"
+    )

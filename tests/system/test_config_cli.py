@@ -16,10 +16,13 @@ def _no_outputs(cwd: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "rc", "expect"),
     [("optimizer.lr=-1", 2, "train: error: optimizer.lr=-1 is invalid"),
-     ("optimizer=adamw", 2, "train: error: optimizer=adamw: no such optimizer config (choose one of"),
-     ("model.l2=abc", 2, "train: error: model.l2=abc: Value 'abc' of type 'str' could not be converted to Float"),
+     ("optimizer=adamw", 2, "train: error: optimizer=adamw: no such optimizer config (choose one "
+                            "of"),
+     ("model.l2=abc", 2, "train: error: model.l2=abc: Value 'abc' of type 'str' could not be "
+                         "converted to Float"),
      ("+budgets.gd.max_iters=3", 2, "train: error: budgets.gd.max_iters: unknown optimizer key"),
-     ("+budgets.gd.max_iter=abc", 2, "train: error: budgets.gd.max_iter='abc' does not fit optimizer.max_iter")])
+     ("+budgets.gd.max_iter=abc", 2, "train: error: budgets.gd.max_iter='abc' does not fit "
+                                     "optimizer.max_iter")])
 def test_cli_refuses_bad_values_without_traceback_or_files(tmp_path: Path, override: str, rc: int,
                                                           expect: str) -> None:
     res = run_cmd(["python", "-m", "pipeline.train", override], cwd=tmp_path, code_root=REPO_ROOT,
@@ -33,10 +36,23 @@ def test_cli_refuses_bad_values_without_traceback_or_files(tmp_path: Path, overr
 
 
 def test_cli_missing_prepared_data_says_how_to_make_it(tmp_path: Path) -> None:
-    res = run_cmd(["python", "-m", "pipeline.train", "data=mnist_binary", "preprocess=whiten", "model=logistic"],
-                  cwd=tmp_path, code_root=REPO_ROOT,
-                  extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    res = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.train",
+            "data=mnist_binary",
+            "preprocess=whiten",
+            "model=logistic",
+        ],
+        cwd=tmp_path,
+        code_root=REPO_ROOT,
+        extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     assert res.returncode == 2
     line = res.stderr.strip()
-    assert "\n" not in line and "python -m pipeline.prepare data=mnist_binary preprocess=whiten" in line
+    assert (
+        "\n" not in line
+        and "python -m pipeline.prepare data=mnist_binary preprocess=whiten" in line
+    )
     _no_outputs(tmp_path)

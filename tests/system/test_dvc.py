@@ -36,7 +36,8 @@ def _sub(text: str, item: dict[str, str]) -> str:
 
 def _jobs(apps: tuple[str, ...]) -> list[tuple[Any, Any, list[str]]]:
     """(stage, composed config, overrides) for every job of every dvc.yaml stage of these apps
-    (a ``-m`` stage has one job per combination of its sweeps, as Hydra's basic sweeper runs them)."""
+    (a ``-m`` stage has one job per combination of its sweeps, as Hydra's basic sweeper runs
+    them)."""
     from support.dvc_stages import Composer, expand_stages, job_overrides
 
     for app in apps:
@@ -60,18 +61,29 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
     assert {"prepare", "reference-mnist", "analytic", "train-softmax", "train-softmax-sgd",
             "evaluate-softmax", "train-logistic", "train-linear", "report"} <= set(stages)
     jobs = _jobs(("train", "evaluate"))
-    trained = {(st.name, str(cfg.study), run_name(cfg, ov)) for st, cfg, ov in jobs if st.app == "train"}
+    trained = {
+        (st.name, str(cfg.study), run_name(cfg, ov)) for st, cfg, ov in jobs if st.app == "train"
+    }
     softmax = {t[2] for t in trained if t[0].startswith("train-softmax@")}
-    assert softmax == {f"mnist-{p}-softmax-{o}" for p in ("none", "zscore", "whiten") for o in ("gd", "newton_cg")}
-    assert len([t for t in trained if t[1] == "default"]) == 6 + 1 + 4 + 4  # softmax, sgd, logistic, linear
+    assert softmax == {
+        f"mnist-{p}-softmax-{o}" for p in ("none", "zscore", "whiten") for o in ("gd", "newton_cg")
+    }
+    # softmax, sgd, logistic, linear
+    assert len([t for t in trained if t[1] == "default"]) == 6 + 1 + 4 + 4
     for st, cfg, ov in jobs:
         run = f"experiments/{cfg.study}/{run_name(cfg, ov)}"
         prepared = f"data/prepared/{cfg.data.id}-{cfg.preprocess.id}"
-        assert _covered(f"{prepared}.npz", st.deps) and _covered(f"{prepared}.json", st.deps), (st.name, run)
+        assert _covered(f"{prepared}.npz", st.deps) and _covered(f"{prepared}.json", st.deps), (
+            st.name,
+            run,
+        )
         if st.app == "train":
             for f in ("weights.npz", "config.yaml", "metrics.json", "history.csv"):
                 assert _covered(f"{run}/{f}", st.outs), (st.name, run, f)
-            assert f"conf/optimizer/{cfg.optimizer.id}.yaml" in st.params and f"conf/model/{cfg.model.id}.yaml" in st.params
+            assert (
+                f"conf/optimizer/{cfg.optimizer.id}.yaml" in st.params
+                and f"conf/model/{cfg.model.id}.yaml" in st.params
+            )
         else:  # evaluate reads the run and writes beside it
             assert (str(cfg.study), run.split("/")[-1]) in {(t[1], t[2]) for t in trained}, run
             for f in ("weights.npz", "config.yaml", "metrics.json"):
@@ -84,13 +96,15 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
         assert spec["plots"]
     for p in {p for st, _, _ in jobs for p in st.params}:
         assert (REPO_ROOT / p).is_file(), p
-    assert not any("mlflow.db" in p for st, _, _ in jobs for p in (*st.deps, *st.outs))  # not a DVC file
+    # not a DVC file
+    assert not any("mlflow.db" in p for st, _, _ in jobs for p in (*st.deps, *st.outs))
 
 
 TINY_DVC = """
 stages:
   prepare:
-    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300 data.n_features=5 preprocess=none
+    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300
+      data.n_features=5 preprocess=none
     deps: [pipeline/prepare.py]
     params:
       - conf/data/synthetic_regression.yaml:
@@ -141,7 +155,13 @@ def test_tiny_pipeline_repro_noop_and_selective_rerun(tmp_path: Path) -> None:
 
     first = run_cmd(["dvc", "repro"], cwd=root)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
-    assert _ran(first.stdout) == {"prepare", "train@gd", "train@newton", "evaluate@gd", "evaluate@newton"}
+    assert _ran(first.stdout) == {
+        "prepare",
+        "train@gd",
+        "train@newton",
+        "evaluate@gd",
+        "evaluate@newton",
+    }
     shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=root)
     assert shown.returncode == 0 and "test_loss" in shown.stdout and "iterations" in shown.stdout
     for opt in ("gd", "newton"):
@@ -160,7 +180,9 @@ def test_tiny_pipeline_repro_noop_and_selective_rerun(tmp_path: Path) -> None:
     gd.write_text(gd.read_text().replace("max_iter: 500", "max_iter: 400"))
     diff = run_cmd(["dvc", "params", "diff", "--json"], cwd=root)
     changed = json.loads(diff.stdout)
-    assert list(changed) == ["conf/optimizer/gd.yaml"] and list(changed["conf/optimizer/gd.yaml"]) == ["max_iter"]
+    assert list(changed) == ["conf/optimizer/gd.yaml"] and list(
+        changed["conf/optimizer/gd.yaml"]
+    ) == ["max_iter"]
     assert changed["conf/optimizer/gd.yaml"]["max_iter"]["old"] == 500
     assert changed["conf/optimizer/gd.yaml"]["max_iter"]["new"] == 400
     third = run_cmd(["dvc", "repro"], cwd=root)
@@ -170,7 +192,8 @@ def test_tiny_pipeline_repro_noop_and_selective_rerun(tmp_path: Path) -> None:
 
 
 def _objective_of(cfg: Any) -> str:
-    """The objective id of a composed run config (the transform's part of it from the preprocess config)."""
+    """The objective id of a composed run config (the transform's part of it from the preprocess
+    config)."""
     from types import SimpleNamespace
 
     from pipeline.spec import RunSpec, objective_id
@@ -182,7 +205,8 @@ def _objective_of(cfg: Any) -> str:
 
 
 def test_every_reference_stage_writes_the_file_of_its_objective_and_every_run_has_one() -> None:
-    """The reference stages' outputs are named by the objective their jobs solve (one job, one file),
+    """The reference stages' outputs are named by the objective their jobs solve (one job, one
+    file),
     and every run of a convex model outside the tuning study minimizes one of those objectives."""
     jobs = _jobs(("reference", "train"))
     solved: dict[str, str] = {}

@@ -66,11 +66,15 @@ def test_module_deps_are_imported_modules_or_layer_folders_imported_from() -> No
 
 @pytest.mark.slow
 def test_the_fast_composition_finds_what_hydra_compose_finds() -> None:
-    """dvc_stages.Composer's shared-cache composition against hydra.compose, on the stages with sweeps,
+    """dvc_stages.Composer's shared-cache composition against hydra.compose, on the stages with
+    sweeps,
     Hydra callbacks, a custom sweeper, nested data defaults and the report's catalog reads."""
     names = [s.name for s in expand_stages(REPO_ROOT) if s.multirun or s.app == "report"]
     names += ["prepare@mnist-val-none", "train-softmax-sgd"]  # single runs
-    fast, public = check_stages(REPO_ROOT, only=names), check_stages(REPO_ROOT, public=True, only=names)
+    fast, public = (
+        check_stages(REPO_ROOT, only=names),
+        check_stages(REPO_ROOT, public=True, only=names),
+    )
     assert set(fast) == set(public) == set(names) and len(fast) >= 4
     for name in fast:
         assert fast[name].required_modules == public[name].required_modules, name
@@ -96,7 +100,9 @@ def _status(root: Path) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_touching_a_core_module_and_a_conf_value_marks_every_downstream_stage(tmp_path: Path) -> None:
+def test_touching_a_core_module_and_a_conf_value_marks_every_downstream_stage(
+    tmp_path: Path,
+) -> None:
     root = copy_repo(tmp_path)
     stages: list[Stage] = expand_stages(root)
     listed = run_cmd(["dvc", "stage", "list", "--name-only"], cwd=root)
@@ -134,5 +140,7 @@ def test_touching_a_core_module_and_a_conf_value_marks_every_downstream_stage(tm
     changed = set(_status(root))
     assert {"train-softmax@gd", "train-softmax@newton_cg", "evaluate-softmax",
             "reference-mnist"} <= expected
-    assert changed == expected, (f"stages that use {TOUCHED_MODULE} or {TOUCHED_CONF} but DVC does not rerun: "
-                                 f"{sorted(expected - changed)}; DVC reruns, needlessly: {sorted(changed - expected)}")
+    assert changed == expected, (f"stages that use {TOUCHED_MODULE} or {TOUCHED_CONF} but DVC does "
+                                 "not rerun: "
+                                 f"{sorted(expected - changed)}; DVC reruns, needlessly: "
+                                 f"{sorted(changed - expected)}")

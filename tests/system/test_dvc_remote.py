@@ -17,7 +17,8 @@ RUN = "experiments/tiny/tiny-none-linear-newton"
 TINY_DVC = f"""
 stages:
   prepare:
-    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300 data.n_features=5 preprocess=none
+    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300
+      data.n_features=5 preprocess=none
     deps: [pipeline/prepare.py]
     outs: [data/prepared/tiny-none.npz, data/prepared/tiny-none.json]
   train:
@@ -60,7 +61,12 @@ def test_every_pipeline_output_reaches_a_fresh_clone() -> None:
     ignored = []
     for path in uncached:
         probe = path.split("${")[0] + "x" if "${" in path else path
-        if subprocess.run(["git", "check-ignore", "-q", "--no-index", probe], cwd=REPO_ROOT).returncode == 0:
+        if (
+            subprocess.run(
+                ["git", "check-ignore", "-q", "--no-index", probe], cwd=REPO_ROOT
+            ).returncode
+            == 0
+        ):
             ignored.append(path)
     assert not ignored, f"git-ignored outputs with cache: false (never pushed): {ignored}"
 
@@ -69,7 +75,8 @@ def test_every_pipeline_output_reaches_a_fresh_clone() -> None:
 def test_push_from_one_clone_and_pull_into_a_fresh_one(tmp_path: Path) -> None:
     (tmp_path / "first").mkdir()
     first = copy_repo(tmp_path / "first")  # its shipped remote: ../../curvlab-dvc-remote from .dvc/
-    (first / "conf" / "experiment" / "tiny.yaml").write_text(TINY_PRESET + "mlflow:\n  enabled: false\n")
+    (first / "conf" / "experiment" / "tiny.yaml").write_text(TINY_PRESET + "mlflow:\n  enabled: "
+                                                                           "false\n")
     (first / "dvc.yaml").write_text(TINY_DVC)
     (first / "dvc.lock").unlink(missing_ok=True)
     res = run_cmd(["dvc", "repro"], cwd=first)
@@ -92,6 +99,8 @@ def test_push_from_one_clone_and_pull_into_a_fresh_one(tmp_path: Path) -> None:
                 Path("data/prepared/tiny-none.json")):
         assert (second / rel).read_bytes() == (first / rel).read_bytes(), rel
     status = run_cmd(["dvc", "status"], cwd=second)
-    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, status.stdout
+    assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, (
+        status.stdout
+    )
     again = run_cmd(["dvc", "repro"], cwd=second)
     assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout

@@ -67,7 +67,8 @@ scale: 3.92156862745098e-3
 
 @pytest.mark.slow
 def test_tiny_yaml_data_set_runs_prepare_train_evaluate(tmp_path: Path) -> None:
-    """The YAML lives outside the project (hydra.searchpath); nothing in pipeline/ knows the data set."""
+    """The YAML lives outside the project (hydra.searchpath); nothing in pipeline/ knows the data
+    set."""
     digests, arrays = tiny_set(tmp_path / "raw")
     (tmp_path / "myconf" / "data").mkdir(parents=True)
     (tmp_path / "myconf" / "data" / "tiny.yaml").write_text(tiny_yaml(digests, tmp_path / "raw"))
@@ -76,13 +77,20 @@ def test_tiny_yaml_data_set_runs_prepare_train_evaluate(tmp_path: Path) -> None:
     run = ["model=softmax", "optimizer=newton_cg", "optimizer.line_search=true", "study=t",
            f"paths.experiments_dir={tmp_path / 'exp'}", "mlflow.enabled=false"]
     for app, extra in (("prepare", []), ("train", [*run, "progress=false"]), ("evaluate", run)):
-        res = run_cmd(["python", "-m", f"pipeline.{app}", *common, *extra], cwd=tmp_path, code_root=REPO_ROOT,
-                      timeout=300)
+        res = run_cmd(
+            ["python", "-m", f"pipeline.{app}", *common, *extra],
+            cwd=tmp_path,
+            code_root=REPO_ROOT,
+            timeout=300,
+        )
         assert res.returncode == 0, f"{app}: {res.stderr[-1500:]}"
     facts = json.loads((tmp_path / "prepared" / "tiny-whiten.json").read_text())
-    assert facts["sha256"] == {f"tiny-{k}": d for k, d in digests.items()}  # verified against the YAML
+    # verified against the YAML
+    assert facts["sha256"] == {f"tiny-{k}": d for k, d in digests.items()}
     assert facts["n_train"] == 150 and facts["n_features_in"] == 25 and facts["n_classes"] == 3
-    assert facts["meta"]["class_names"] == ["ring", "bar", "dot"] and facts["meta"]["image_shape"] == [5, 5]
+    assert facts["meta"]["class_names"] == ["ring", "bar", "dot"] and facts["meta"][
+        "image_shape"
+    ] == [5, 5]
     out = tmp_path / "exp" / "t" / "tiny-whiten-softmax-newton_cg,optimizer.line_search=true"
     ev = json.loads((out / "evaluation.json").read_text())
     assert ev["class_names"] == ["ring", "bar", "dot"] and ev["n_test"] == 60
@@ -93,10 +101,15 @@ def test_tiny_yaml_data_set_runs_prepare_train_evaluate(tmp_path: Path) -> None:
     assert conf.sum(axis=1).tolist() == np.bincount(arrays["test_labels"], minlength=3).tolist()
     assert ev["test_accuracy"] == pytest.approx(np.trace(conf) / 60) and ev["test_accuracy"] >= 0.9
     # the same file, with a label mapping (class 0 = ring or bar, class 1 = dot), via load_dataset
-    cfg = data_config("mnist") | {"name": "tiny", "title": "Tiny shapes", "root": str(tmp_path / "raw"),
-                                  "files": {k: {"name": f"tiny-{k}", "sha256": d} for k, d in digests.items()},
-                                  "class_names": ["ring", "bar", "dot"], "classes": [[0, 1], 2],
-                                  "reference_accuracy": None}
+    cfg = data_config("mnist") | {
+        "name": "tiny",
+        "title": "Tiny shapes",
+        "root": str(tmp_path / "raw"),
+        "files": {k: {"name": f"tiny-{k}", "sha256": d} for k, d in digests.items()},
+        "class_names": ["ring", "bar", "dot"],
+        "classes": [[0, 1], 2],
+        "reference_accuracy": None,
+    }
     ds = load_dataset(cfg, seed=0)
     assert ds.task == "binary" and ds.meta["class_names"] == ["ring+bar", "dot"]
     assert ds.y_test.tolist() == (arrays["test_labels"] == 2).astype(int).tolist()
@@ -105,4 +118,9 @@ def test_tiny_yaml_data_set_runs_prepare_train_evaluate(tmp_path: Path) -> None:
     with pytest.raises(DataError) as ei:
         load_dataset(cfg, seed=0)
     msg = str(ei.value)
-    assert "\n" not in msg and "SHA-256 mismatch" in msg and "Tiny shapes" in msg and "tiny-test_labels" in msg
+    assert (
+        "\n" not in msg
+        and "SHA-256 mismatch" in msg
+        and "Tiny shapes" in msg
+        and "tiny-test_labels" in msg
+    )

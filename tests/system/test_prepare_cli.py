@@ -20,7 +20,8 @@ from pipeline.store.prepared import load_prepared
 def run_prepare(
     cwd: Path, *overrides: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """``python -m pipeline.prepare`` in ``cwd`` (so relative outputs land there, not in the repo)."""
+    """``python -m pipeline.prepare`` in ``cwd`` (so relative outputs land there, not in the
+    repo)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.prepare", *overrides],
@@ -75,7 +76,8 @@ def test_cli_mnist_whiten(tmp_path: Path, mnist_dir: Path) -> None:
         tmp_path, "data=mnist", "preprocess=whiten", env={"CURVLAB_DATA_DIR": str(mnist_dir)}
     )
     print(
-        f"\n{res.stdout.strip()}\n(wall time incl. interpreter start: {time.perf_counter() - t0:.1f} s)"
+        f"\n{res.stdout.strip()}\n(wall time incl. interpreter start: "
+        f"{time.perf_counter() - t0:.1f} s)"
     )
     assert res.returncode == 0, res.stderr
     ds, tr, facts = load_prepared(tmp_path / "data/prepared/mnist-whiten.npz")

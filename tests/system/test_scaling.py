@@ -1,5 +1,6 @@
 """Scaling out with existing engines, in a copy of the repo on tiny synthetic data: Hydra's submitit
-launcher (one process per job), a real ``mlflow server`` (REST API) and the SLURM launcher config."""
+launcher (one process per job), a real ``mlflow server`` (REST API) and the SLURM launcher
+config."""
 
 from __future__ import annotations
 
@@ -49,8 +50,21 @@ def test_submitit_local_sweep_runs_six_jobs_as_children_of_one_parent(repo: Path
 @pytest.mark.parametrize("launcher", ["basic", "submitit_local"])
 def test_a_failing_job_is_counted_under_every_launcher(repo: Path, launcher: str) -> None:
     study = f"failing-{launcher}"
-    res = run_cmd(["python", "-m", "pipeline.train", "-m", f"hydra/launcher={launcher}", *TINY,
-                   "preprocess=none", "optimizer=gd", "optimizer.lr=auto,50.0", f"study={study}"], cwd=repo)
+    res = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.train",
+            "-m",
+            f"hydra/launcher={launcher}",
+            *TINY,
+            "preprocess=none",
+            "optimizer=gd",
+            "optimizer.lr=auto,50.0",
+            f"study={study}",
+        ],
+        cwd=repo,
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "train: error: 1 sweep job(s) failed (job 1)" in res.stderr
     parent, children = sweep_runs(repo, study)
@@ -87,9 +101,16 @@ def test_slurm_launcher_config_becomes_the_sbatch_options_a_user_set(
         "hydra.launcher.array_parallelism=4", "hydra.job.name=train"])
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
-    assert {k: launcher[k] for k in ("partition", "timeout_min", "cpus_per_task", "mem_gb",
-                                     "array_parallelism")} == {
-        "partition": "cpu", "timeout_min": 30, "cpus_per_task": 2, "mem_gb": 8, "array_parallelism": 4}
+    assert {
+        k: launcher[k]
+        for k in ("partition", "timeout_min", "cpus_per_task", "mem_gb", "array_parallelism")
+    } == {
+        "partition": "cpu",
+        "timeout_min": 30,
+        "cpus_per_task": 2,
+        "mem_gb": 8,
+        "array_parallelism": 4,
+    }
     # BaseSubmititLauncher.launch: generic keys as they are, the others prefixed with the cluster
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     params = {k if k in base else f"slurm_{k}": v for k, v in launcher.items()
@@ -153,7 +174,8 @@ def server(repo: Path) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(repo / 'mlflow-server.log').read_text()[-2000:]}")
+                pytest.fail("mlflow server did not start: "
+                            f"{(repo / 'mlflow-server.log').read_text()[-2000:]}")
             time.sleep(0.5)
         yield url
     finally:
@@ -171,26 +193,55 @@ def server(repo: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server_sweep(repo: Path, server: str) -> dict[str, Any]:
-    """A parallel sweep of six jobs (joblib, 2 workers) plus one evaluate, all logging to the server."""
+    """A parallel sweep of six jobs (joblib, 2 workers) plus one evaluate, all logging to the
+    server."""
     from pipeline.tracking.mlflow import _store_lock
 
     lock = Path(_store_lock(f"sqlite:///{repo / 'mlflow.db'}").lock_file)
     lock.unlink(missing_ok=True)  # left by the SQLite sweeps above (filelock keeps the file)
     extra = {"MLFLOW_TRACKING_URI": server}
-    res = run_cmd(["python", "-m", "pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   *SIX, "study=served"], cwd=repo, extra_env=extra)
+    res = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *SIX,
+            "study=served",
+        ],
+        cwd=repo,
+        extra_env=extra,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    ev = run_cmd(["python", "-m", "pipeline.evaluate", *TINY, "preprocess=whiten", "optimizer=newton",
-                  "optimizer.max_iter=200", "study=served"], cwd=repo, extra_env=extra)
+    ev = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.evaluate",
+            *TINY,
+            "preprocess=whiten",
+            "optimizer=newton",
+            "optimizer.max_iter=200",
+            "study=served",
+        ],
+        cwd=repo,
+        extra_env=extra,
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
     return {"url": server, "lock": lock}
 
 
 @pytest.mark.slow
-def test_a_parallel_sweep_against_a_tracking_server_loses_no_run(repo: Path, server_sweep: dict[str, Any]) -> None:
+def test_a_parallel_sweep_against_a_tracking_server_loses_no_run(
+    repo: Path, server_sweep: dict[str, Any]
+) -> None:
     url = server_sweep["url"]
     exp = rest(url, "experiments/get-by-name", experiment_name="served")["experiment"]
-    runs = rest_post(url, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000})["runs"]
+    runs = rest_post(
+        url, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000}
+    )["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
     parents = [r for r, t in zip(runs, tags, strict=True) if t.get("curvlab.kind") == "sweep"]
     children = [(r, t) for r, t in zip(runs, tags, strict=True) if t.get("curvlab.kind") == "train"]
@@ -208,15 +259,23 @@ def test_a_parallel_sweep_against_a_tracking_server_loses_no_run(repo: Path, ser
     assert {"metrics.json", "config.yaml", "history.csv"} <= files
     assert list((repo / "mlartifacts").rglob(f"{rid}/artifacts/metrics.json"))
     # evaluate logged onto its train run through the same server
-    evaluated = [r for r, _ in children if "eval_test_loss" in {m["key"] for m in r["data"].get("metrics", [])}]
+    evaluated = [
+        r
+        for r, _ in children
+        if "eval_test_loss" in {m["key"] for m in r["data"].get("metrics", [])}
+    ]
     assert len(evaluated) == 1
 
 
 @pytest.mark.slow
-def test_rest_api_shows_the_experiment_kind_and_the_dataset_input(repo: Path, server_sweep: dict[str, Any]) -> None:
+def test_rest_api_shows_the_experiment_kind_and_the_dataset_input(
+    repo: Path, server_sweep: dict[str, Any]
+) -> None:
     url = server_sweep["url"]
     exp = rest(url, "experiments/get-by-name", experiment_name="served")["experiment"]
-    assert {t["key"]: t["value"] for t in exp["tags"]}["mlflow.experimentKind"] == "custom_model_development"
+    assert {t["key"]: t["value"] for t in exp["tags"]}[
+        "mlflow.experimentKind"
+    ] == "custom_model_development"
     run_dir = next((repo / "experiments" / "served").glob("synth-kappa100-whiten-linear-newton,*"))
     run_id = json.loads((run_dir / "metrics.json").read_text())["mlflow_run_id"]
     run = rest(url, "runs/get", run_id=run_id)["run"]
@@ -226,4 +285,7 @@ def test_rest_api_shows_the_experiment_kind_and_the_dataset_input(repo: Path, se
     ds = inp["dataset"]
     assert ds["name"] == "synth-kappa100-whiten" and ds["digest"] == digest[:36]
     assert ds["source_type"] == "local" and json.loads(ds["source"])["uri"] == str(prepared)
-    assert {t["key"]: t["value"] for t in inp["tags"]} == {"mlflow.data.context": "train", "curvlab.sha256": digest}
+    assert {t["key"]: t["value"] for t in inp["tags"]} == {
+        "mlflow.data.context": "train",
+        "curvlab.sha256": digest,
+    }

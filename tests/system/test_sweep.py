@@ -1,5 +1,6 @@
 """Parallel Hydra sweeps (joblib, 2 workers) in a copy of the repo: every job lands in a fresh
-mlflow.db as a child of one parent run; a failing job fails the sweep with one line, not a traceback."""
+mlflow.db as a child of one parent run; a failing job fails the sweep with one line, not a
+traceback."""
 
 from __future__ import annotations
 
@@ -14,9 +15,22 @@ from support.repo_copy import run_cmd
 @pytest.mark.slow
 def test_parallel_sweep_records_every_job_under_one_parent(repo: Path) -> None:
     assert not (repo / "mlflow.db").exists()  # a fresh store: schema creation races are in play
-    res = run_cmd(["python", "-m", "pipeline.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   *TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "study=sweep",
-                   "optimizer.max_iter=200"], cwd=repo)
+    res = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            *TINY,
+            "preprocess=none,whiten",
+            "optimizer=gd,newton,closed_form",
+            "study=sweep",
+            "optimizer.max_iter=200",
+        ],
+        cwd=repo,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "n_jobs=2" in res.stdout + res.stderr and "launching 6 jobs" in res.stdout + res.stderr
     parent, children = sweep_runs(repo, "sweep")

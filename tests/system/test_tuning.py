@@ -1,4 +1,5 @@
-"""The homework study (experiment=hw3_sgd) end to end on a small MNIST subset: Optuna trials as MLflow
+"""The homework study (experiment=hw3_sgd) end to end on a small MNIST subset: Optuna trials as
+MLflow
 children of one parent, the chosen configuration written, retrained on train + validation, and
 only that model scored on the test set."""
 
@@ -17,19 +18,36 @@ SMALL = {"name": "mnist", "scale": 3.92156862745098e-3, "n_train": 2000, "n_test
 
 
 @pytest.mark.slow
-def test_hw3_sgd_study_tunes_on_validation_and_scores_the_retrained_model_once(tmp_path: Path,
-                                                                                mnist_dir: Path) -> None:
+def test_hw3_sgd_study_tunes_on_validation_and_scores_the_retrained_model_once(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
     from mlflow.tracking import MlflowClient
 
     root = copy_repo(tmp_path / "repo")
     prepared = root / "data" / "prepared"
     for data_id, frac in (("mnist-tv", 0.1), ("mnist-t", 0.0)):
-        prepare({**SMALL, "id": data_id, "root": None, "val_fraction": frac}, {"name": "none", "id": "none"},
-                seed=0, prepared_dir=prepared)
-    res = run_cmd(["python", "-m", "pipeline.train", "-m", "experiment=hw3_sgd", "hydra.sweeper.n_trials=3",
-                   "data.id=mnist-tv", "data.n_train=2000", "data.n_test=500",
-                   "hydra.callbacks.retrain_best.data_id=mnist-t"], cwd=root,
-                  extra_env={"CURVLAB_DATA_DIR": str(mnist_dir)})
+        prepare(
+            {**SMALL, "id": data_id, "root": None, "val_fraction": frac},
+            {"name": "none", "id": "none"},
+            seed=0,
+            prepared_dir=prepared,
+        )
+    res = run_cmd(
+        [
+            "python",
+            "-m",
+            "pipeline.train",
+            "-m",
+            "experiment=hw3_sgd",
+            "hydra.sweeper.n_trials=3",
+            "data.id=mnist-tv",
+            "data.n_train=2000",
+            "data.n_test=500",
+            "hydra.callbacks.retrain_best.data_id=mnist-t",
+        ],
+        cwd=root,
+        extra_env={"CURVLAB_DATA_DIR": str(mnist_dir)},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     study = root / "experiments" / "hw3_sgd"
     with open(study / "trials.csv", newline="") as fh:

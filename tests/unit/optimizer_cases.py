@@ -1,6 +1,7 @@
 """Small deterministic optimizer problems whose histories are pinned in
 ``tests/unit/data/optimizer_histories.json`` (recorded with the per-method loops of commit 56aced6,
-before the optimizers moved onto one shared iteration loop). ``python tests/unit/optimizer_cases.py``
+before the optimizers moved onto one shared iteration loop). ``python
+tests/unit/optimizer_cases.py``
 prints the current histories as JSON (regenerate only for a deliberate numerical change).
 
 A run is deterministic on one machine, but another BLAS build (OpenBLAS kernel, version) rounds
@@ -28,7 +29,9 @@ from pipeline.core.solvers import minimize
 PINNED = ("iteration", "loss", "grad_norm", "step_size")
 
 
-def _linear(n: int = 200, d: int = 6, seed: int = 0, l2: float = 1e-2, dtype: str = "float64") -> Any:
+def _linear(
+    n: int = 200, d: int = 6, seed: int = 0, l2: float = 1e-2, dtype: str = "float64"
+) -> Any:
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d)) * np.linspace(0.2, 3.0, d) + 1.0
     y = X @ rng.normal(size=d) + 2.0 + 0.1 * rng.normal(size=n)
@@ -74,29 +77,91 @@ def cases() -> dict[str, tuple[Any, Any, str, dict[str, Any]]]:
     log32 = _classif("logistic", dtype="float32")
     return {
         "gd_auto_linear": (lin, _start(lin, "random"), "gd", dict(lr="auto", max_iter=60, tol=0.0)),
-        "gd_auto_logistic": (logi, _start(logi, "random"), "gd", dict(lr="auto", max_iter=60, tol=0.0)),
+        "gd_auto_logistic": (
+            logi,
+            _start(logi, "random"),
+            "gd",
+            dict(lr="auto", max_iter=60, tol=0.0),
+        ),
         "gd_auto_softmax": (soft, _start(soft), "gd", dict(lr="auto", max_iter=60, tol=0.0)),
-        "gd_armijo_logistic": (logi, _start(logi), "gd", dict(lr=10.0, line_search=True, max_iter=400, tol=1e-6)),
+        "gd_armijo_logistic": (
+            logi,
+            _start(logi),
+            "gd",
+            dict(lr=10.0, line_search=True, max_iter=400, tol=1e-6),
+        ),
         "gd_tol_softmax": (soft, _start(soft), "gd", dict(lr=2.0, max_iter=5000, tol=1e-4)),
-        "gd_diverges_linear": (lin, _start(lin), "gd", dict(lr=10.0 / lin.lipschitz(), max_iter=10_000, tol=1e-8)),
+        "gd_diverges_linear": (
+            lin,
+            _start(lin),
+            "gd",
+            dict(lr=10.0 / lin.lipschitz(), max_iter=10_000, tol=1e-8),
+        ),
         "newton_linear": (lin, _start(lin, "random"), "newton", dict(tol=1e-9, max_iter=10)),
         "newton_logistic": (logi, _start(logi), "newton", dict(tol=1e-12, max_iter=30)),
-        "newton_ls_softmax": (soft, _start(soft), "newton", dict(tol=1e-10, max_iter=50, line_search=True)),
-        "newton_damped_mse": (mse, mse.init("saturated", 1.0, np.random.default_rng(0)), "newton",
-                              dict(tol=1e-8, max_iter=200, line_search=True)),
-        "newton_cg_logistic": (logi, _start(logi), "newton_cg", dict(tol=1e-7, max_iter=50, line_search=True)),
+        "newton_ls_softmax": (
+            soft,
+            _start(soft),
+            "newton",
+            dict(tol=1e-10, max_iter=50, line_search=True),
+        ),
+        "newton_damped_mse": (
+            mse,
+            mse.init("saturated", 1.0, np.random.default_rng(0)),
+            "newton",
+            dict(tol=1e-8, max_iter=200, line_search=True),
+        ),
+        "newton_cg_logistic": (
+            logi,
+            _start(logi),
+            "newton_cg",
+            dict(tol=1e-7, max_iter=50, line_search=True),
+        ),
         "newton_cg_softmax": (soft, _start(soft), "newton_cg", dict(tol=1e-10, max_iter=50)),
-        "newton_cg_softmax_f64_block": (soft, _start(soft), "newton_cg", dict(
-            tol=1e-7, max_iter=50, line_search=True, hvp_precision="float64", preconditioner="block")),
-        "newton_cg_auto_nopenalty": (soft0, _start(soft0), "newton_cg", dict(
-            tol=1e-7, max_iter=100, line_search=True, preconditioner="auto", cg_max_iter=10)),
-        "newton_cg_jacobi": (soft0, _start(soft0), "newton_cg", dict(
-            tol=1e-7, max_iter=100, line_search=True, preconditioner="jacobi", cg_max_iter=10)),
-        "newton_cg_generic": (_Generic(logi), _start(logi), "newton_cg", dict(tol=1e-7, max_iter=50, line_search=True)),
+        "newton_cg_softmax_f64_block": (
+            soft,
+            _start(soft),
+            "newton_cg",
+            dict(
+                tol=1e-7,
+                max_iter=50,
+                line_search=True,
+                hvp_precision="float64",
+                preconditioner="block",
+            ),
+        ),
+        "newton_cg_auto_nopenalty": (
+            soft0,
+            _start(soft0),
+            "newton_cg",
+            dict(tol=1e-7, max_iter=100, line_search=True, preconditioner="auto", cg_max_iter=10),
+        ),
+        "newton_cg_jacobi": (
+            soft0,
+            _start(soft0),
+            "newton_cg",
+            dict(tol=1e-7, max_iter=100, line_search=True, preconditioner="jacobi", cg_max_iter=10),
+        ),
+        "newton_cg_generic": (
+            _Generic(logi),
+            _start(logi),
+            "newton_cg",
+            dict(tol=1e-7, max_iter=50, line_search=True),
+        ),
         "closed_form_linear": (lin, _start(lin), "closed_form", dict()),
         "gd_float32": (log32, _start(log32), "gd", dict(tol=1e-4, max_iter=500, line_search=True)),
-        "newton_float32": (log32, _start(log32), "newton", dict(tol=1e-4, max_iter=500, line_search=True)),
-        "newton_cg_float32": (log32, _start(log32), "newton_cg", dict(tol=1e-4, max_iter=500, line_search=True)),
+        "newton_float32": (
+            log32,
+            _start(log32),
+            "newton",
+            dict(tol=1e-4, max_iter=500, line_search=True),
+        ),
+        "newton_cg_float32": (
+            log32,
+            _start(log32),
+            "newton_cg",
+            dict(tol=1e-4, max_iter=500, line_search=True),
+        ),
     }
 
 

@@ -59,10 +59,20 @@ def _budgeted(overrides: list[str]) -> OmegaConf:
 
 def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
     cfg = _budgeted(["experiment=default_softmax", "optimizer=gd"])
-    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == ("default", "mnist", "softmax", 150)
+    assert (cfg.study, cfg.data.name, cfg.model.name, cfg.optimizer.max_iter) == (
+        "default",
+        "mnist",
+        "softmax",
+        150,
+    )
     cfg = _budgeted(["experiment=default_softmax", "optimizer=newton_cg"])
-    assert cfg.optimizer.max_iter == 50 and cfg.optimizer.line_search is True and cfg.optimizer.tol == 1.0e-8
-    cfg = _budgeted(["experiment=default_softmax", "optimizer=gd_armijo"])  # no budget for this optimizer
+    assert (
+        cfg.optimizer.max_iter == 50
+        and cfg.optimizer.line_search is True
+        and cfg.optimizer.tol == 1.0e-8
+    )
+    # no budget for this optimizer
+    cfg = _budgeted(["experiment=default_softmax", "optimizer=gd_armijo"])
     assert cfg.optimizer.max_iter == 500
     cfg = _budgeted(["experiment=default_softmax", "optimizer=gd", "optimizer.max_iter=7"])
     assert cfg.optimizer.max_iter == 7  # the command line wins over the budget
@@ -94,24 +104,45 @@ def test_a_bad_budget_is_one_config_error_naming_it() -> None:
 
 
 def test_swept_keys_have_the_documented_names_and_types() -> None:
-    cfg = compose_app("train", ["optimizer.lr=1.0e-3", "optimizer.max_iter=10", "optimizer.tol=1.0e-9",
-                                "model.l2=0.5", "preprocess=whiten", "preprocess.eps=1.0e-6",
-                                "data.root=/tmp/x", "seed=3"])
+    cfg = compose_app(
+        "train",
+        [
+            "optimizer.lr=1.0e-3",
+            "optimizer.max_iter=10",
+            "optimizer.tol=1.0e-9",
+            "model.l2=0.5",
+            "preprocess=whiten",
+            "preprocess.eps=1.0e-6",
+            "data.root=/tmp/x",
+            "seed=3",
+        ],
+    )
     assert cfg.optimizer.lr == pytest.approx(1.0e-3) and cfg.optimizer.max_iter == 10
     assert cfg.optimizer.tol == pytest.approx(1.0e-9) and cfg.model.l2 == 0.5
-    assert cfg.preprocess.eps == pytest.approx(1.0e-6) and cfg.data.root == "/tmp/x" and cfg.seed == 3
+    assert (
+        cfg.preprocess.eps == pytest.approx(1.0e-6) and cfg.data.root == "/tmp/x" and cfg.seed == 3
+    )
     validate_train_config(cfg)
 
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("optimizer.lr=-1", "optimizer.lr"), ("optimizer.lr=fast", "optimizer.lr"),
-     ("optimizer.lr=0", "optimizer.lr"), ("optimizer.max_iter=-1", "optimizer.max_iter"),
-     ("optimizer.tol=-1.0e-3", "optimizer.tol"), ("model.l2=-0.1", "model.l2"),
-     ("optimizer.armijo_c=1.5", "optimizer.armijo_c"), ("optimizer.backtrack=0", "optimizer.backtrack"),
-     ("optimizer.init=ones", "optimizer.init"), ("model.dtype=float16", "model.dtype"),
-     ("study=a/b", "study"), ("preprocess.eps=-1.0e-3", "preprocess.eps"),
-     ("optimizer=closed_form", "closed_form")])
+    [
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr=fast", "optimizer.lr"),
+        ("optimizer.lr=0", "optimizer.lr"),
+        ("optimizer.max_iter=-1", "optimizer.max_iter"),
+        ("optimizer.tol=-1.0e-3", "optimizer.tol"),
+        ("model.l2=-0.1", "model.l2"),
+        ("optimizer.armijo_c=1.5", "optimizer.armijo_c"),
+        ("optimizer.backtrack=0", "optimizer.backtrack"),
+        ("optimizer.init=ones", "optimizer.init"),
+        ("model.dtype=float16", "model.dtype"),
+        ("study=a/b", "study"),
+        ("preprocess.eps=-1.0e-3", "preprocess.eps"),
+        ("optimizer=closed_form", "closed_form"),
+    ],
+)
 def test_range_checks_raise_one_line_config_errors(override: str, key: str) -> None:
     cfg = compose_app("train", [override])
     with pytest.raises(ConfigError) as info:
@@ -126,7 +157,10 @@ def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
     ovs = ["optimizer=gd_armijo", "optimizer.lr=0.1", "seed=2", "model.l2=1e-3", "data.root=/a/b",
            "mlflow.tracking_uri=sqlite:///x.db", "study=s", "progress=false", "+experiment=x"]
     assert name_suffix(ovs) == ",model.l2=1e-3,optimizer.lr=0.1,seed=2"
-    assert run_name(cfg, ovs) == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
+    assert (
+        run_name(cfg, ovs)
+        == "synth-kappa100-whiten-linear-gd_armijo,model.l2=1e-3,optimizer.lr=0.1,seed=2"
+    )
     assert run_name(cfg) != run_name(cfg, ["optimizer.lr=0.2"])
     assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == (
         "experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")

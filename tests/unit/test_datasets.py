@@ -1,4 +1,5 @@
-"""Data sets: exact conditioning of the synthetic problem, reproducibility, MNIST views, config checks."""
+"""Data sets: exact conditioning of the synthetic problem, reproducibility, MNIST views, config
+checks."""
 
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ def test_synthetic_subsample() -> None:
 def test_bad_config_values(override: dict, key: str) -> None:
     base = SYNTH if "name" not in override else complete({"name": override["name"]})
     with pytest.raises(ConfigError) as ei:
-        validate_data_config({**base, "format": base.get("format", "synthetic_regression"), **override})
+        validate_data_config(
+            {**base, "format": base.get("format", "synthetic_regression"), **override}
+        )
     msg = str(ei.value)
     assert "\n" not in msg and msg.startswith(key)
 

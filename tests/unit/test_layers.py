@@ -14,7 +14,8 @@ LAYERS = ("core", "config", "spec", "data", "store", "tracking", ("cli", "report
 
 
 def layer_of(module: str) -> int:
-    """The rank of a ``pipeline.x[.y]`` module: its sub-package's layer, top-level modules are stages."""
+    """The rank of a ``pipeline.x[.y]`` module: its sub-package's layer, top-level modules are
+    stages."""
     parts = module.split(".")
     name = parts[1] if len(parts) > 1 else ""
     for rank, layer in enumerate(LAYERS):
@@ -30,7 +31,8 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """``pipeline`` module -> the ``pipeline`` modules it imports (``from pkg import mod`` resolved)."""
+    """``pipeline`` module -> the ``pipeline`` modules it imports (``from pkg import mod``
+    resolved)."""
     files = {module_name(p): p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts}
     graph: dict[str, set[str]] = {}
     for mod, path in files.items():
@@ -38,7 +40,11 @@ def import_graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 found |= {a.name for a in node.names if a.name.startswith("pipeline")}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("pipeline")
+            ):
                 for a in node.names:
                     sub = f"{node.module}.{a.name}"
                     found.add(sub if sub in files else node.module)
@@ -89,11 +95,18 @@ def test_no_import_runs_up_a_layer() -> None:
     upward = sorted(f"{a} -> {b}" for a, deps in import_graph().items() for b in deps
                     if layer_of(b) > layer_of(a))
     if upward:
-        pytest.fail("imports from a lower layer to a higher one:\n  " + "\n  ".join(upward), pytrace=False)
+        pytest.fail("imports from a lower layer to a higher "
+                    "one:\n  " + "\n  ".join(upward), pytrace=False)
 
 
 def test_the_checks_can_fail() -> None:
     """The two checks above see a cycle and an upward arrow when there is one."""
-    assert cycles({"pipeline.a": {"pipeline.b"}, "pipeline.b": {"pipeline.a"}}) == [["pipeline.a", "pipeline.b"]]
-    assert layer_of("pipeline.core.objectives") < layer_of("pipeline.store.writer") < layer_of("pipeline.train")
+    assert cycles({"pipeline.a": {"pipeline.b"}, "pipeline.b": {"pipeline.a"}}) == [
+        ["pipeline.a", "pipeline.b"]
+    ]
+    assert (
+        layer_of("pipeline.core.objectives")
+        < layer_of("pipeline.store.writer")
+        < layer_of("pipeline.train")
+    )
     assert layer_of("pipeline.cli.entry") == layer_of("pipeline.reporting.build")

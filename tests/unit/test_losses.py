@@ -1,4 +1,5 @@
-"""Objectives: gradients and HVPs against finite differences, Hessian structure, stability, errors."""
+"""Objectives: gradients and HVPs against finite differences, Hessian structure, stability,
+errors."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def _obj(model: str, fit_intercept: bool = True, dtype=np.float64, l2: float = 0
 
 
 def _reference_value(model: str, X, y, W, b, l2: float) -> float:
-    """Independent, naive implementation of each objective (no shared code with pipeline.core.objectives)."""
+    """Independent, naive implementation of each objective (no shared code with
+    pipeline.core.objectives)."""
     n = X.shape[0]
     z = X @ W + b
     if model == "linear":
@@ -61,7 +63,9 @@ def test_value_matches_independent_reference(model, fit_intercept):
     w = np.random.default_rng(1).normal(size=obj.n_params)
     W, b = obj.unpack(w)
     assert obj.value(w) == pytest.approx(_reference_value(model, X, y, W, b, 0.3), rel=1e-12)
-    assert obj.predict_loss(X, y, w) == pytest.approx(_reference_value(model, X, y, W, b, 0.0), rel=1e-12)
+    assert obj.predict_loss(X, y, w) == pytest.approx(
+        _reference_value(model, X, y, W, b, 0.0), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -81,7 +85,8 @@ def test_gradient_and_hvp_match_central_differences_float64(model, fit_intercept
 
 @pytest.mark.parametrize("model", MODELS)
 def test_float32_gradient_and_hvp_agree_with_float64_differences(model):
-    """float32 objectives: results in float32, within float32 accuracy of the float64 derivatives."""
+    """float32 objectives: results in float32, within float32 accuracy of the float64
+    derivatives."""
     obj32, obj64 = _obj(model, dtype=np.float32), _obj(model, dtype=np.float64)
     rng = np.random.default_rng(3)
     w, v = rng.normal(size=obj64.n_params), rng.normal(size=obj64.n_params)
@@ -120,7 +125,8 @@ def test_dense_hessian_symmetric_matches_hvp_and_diagonal(model, fit_intercept):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("fit_intercept", [True, False])
 def test_row_blocked_hvp_equals_dense_hessian_product(model, fit_intercept, monkeypatch):
-    """The Hessian-vector product runs over blocks of rows; blocks of 7 (the last one ragged) give H v."""
+    """The Hessian-vector product runs over blocks of rows; blocks of 7 (the last one ragged) give H
+    v."""
     import pipeline.core.objectives as losses
 
     obj = _obj(model, fit_intercept)
@@ -132,7 +138,9 @@ def test_row_blocked_hvp_equals_dense_hessian_product(model, fit_intercept, monk
     H = obj.hessian(w)
     np.testing.assert_allclose(obj.hvp(w, v), H @ v, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(obj.hvp(w, v), one_block, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(obj.hess_operator(w, precision="float32").matvec(v), H @ v, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        obj.hess_operator(w, precision="float32").matvec(v), H @ v, rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
@@ -145,12 +153,15 @@ def test_convex_models_have_psd_hessians_and_sound_lipschitz_bound(model):
         assert ev[0] >= -1e-12
         assert ev[-1] <= L * (1 + 1e-10)
     if model == "linear":  # constant Hessian: the bound is attained
-        assert L == pytest.approx(np.linalg.eigvalsh(obj.hessian(np.zeros(obj.n_params)))[-1], rel=1e-10)
+        assert L == pytest.approx(
+            np.linalg.eigvalsh(obj.hessian(np.zeros(obj.n_params)))[-1], rel=1e-10
+        )
         assert obj.lipschitz(method="lanczos") == pytest.approx(L, rel=1e-6)
 
 
 def test_logistic_mse_hessian_is_indefinite_for_confident_mistakes():
-    """Non-convex: a weight vector that is confidently wrong gives a negative curvature direction."""
+    """Non-convex: a weight vector that is confidently wrong gives a negative curvature
+    direction."""
     X, y = _data("logistic")
     obj = make_objective("logistic_mse", X, y, l2=0.0, fit_intercept=True)
     w_good = make_objective("logistic", X, y, l2=1e-2).init("zeros")
@@ -235,7 +246,9 @@ def test_predict_and_init():
     assert np.median(np.abs(obj.margins(ws))) == pytest.approx(20.0, rel=1e-10)
     lg = _obj("logistic")
     wl = lg.init("random", rng=1)
-    np.testing.assert_array_equal(lg.predict(X, wl), (lg.predict_margins(X, wl)[:, 0] > 0).astype(int))
+    np.testing.assert_array_equal(
+        lg.predict(X, wl), (lg.predict_margins(X, wl)[:, 0] > 0).astype(int)
+    )
 
 
 @pytest.mark.parametrize(
@@ -243,12 +256,21 @@ def test_predict_and_init():
     [
         (lambda: make_objective("ridge", np.ones((3, 2)), np.ones(3)), ConfigError),
         (lambda: make_objective("logistic", np.ones((3, 2)), np.array([0, 1, 2])), DataError),
-        (lambda: make_objective("softmax", np.ones((3, 2)), np.array([0, 1, 5]), n_classes=3), DataError),
+        (
+            lambda: make_objective("softmax", np.ones((3, 2)), np.array([0, 1, 5]), n_classes=3),
+            DataError,
+        ),
         (lambda: make_objective("linear", np.array([[np.nan, 1.0]]), np.ones(1)), DataError),
         (lambda: make_objective("linear", np.ones((3, 2)), np.ones(4)), DataError),
         (lambda: make_objective("linear", np.ones((3, 2)), np.ones(3), l2=-1.0), ConfigError),
-        (lambda: make_objective("linear", np.ones((3, 2)), np.ones(3), dtype="float16"), ConfigError),
-        (lambda: make_objective("linear", np.ones((3, 2)), np.ones(3)).value(np.ones(5)), ConfigError),
+        (
+            lambda: make_objective("linear", np.ones((3, 2)), np.ones(3), dtype="float16"),
+            ConfigError,
+        ),
+        (
+            lambda: make_objective("linear", np.ones((3, 2)), np.ones(3)).value(np.ones(5)),
+            ConfigError,
+        ),
         (lambda: make_objective("linear", np.ones(3), np.ones(3)), DataError),
     ],
 )

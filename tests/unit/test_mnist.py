@@ -1,4 +1,5 @@
-"""IDX data sets (MNIST as declared in conf/data/mnist.yaml): source order, verified payloads, one DataError per bad file."""
+"""IDX data sets (MNIST as declared in conf/data/mnist.yaml): source order, verified payloads, one
+DataError per bad file."""
 
 from __future__ import annotations
 
@@ -44,12 +45,17 @@ def _sums(folder: Path) -> dict[str, str]:
     sums = folder / "SHA256SUMS"
     if not sums.exists():
         pytest.skip("no SHA256SUMS beside the data")
-    return dict(line.split()[::-1] for line in sums.read_text().splitlines() if line and not line.startswith("#"))
+    return dict(
+        line.split()[::-1]
+        for line in sums.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
 
 
 def test_sha256sums_file_matches_config(mnist_dir: Path) -> None:
     assert _sums(mnist_dir) == SHA256
-    assert SHA256["train-images-idx3-ubyte"].startswith("ba891046e650")  # the canonical payload digests
+    # the canonical payload digests
+    assert SHA256["train-images-idx3-ubyte"].startswith("ba891046e650")
 
 
 def test_fashion_sha256sums_match_config(fashion_dir: Path) -> None:
@@ -185,7 +191,8 @@ def test_checksum_mismatch(mnist_dir: Path, tmp_path: Path) -> None:
 def test_download_tries_mirrors_and_verifies(
     mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """file:// mirrors stand in for the network: a corrupt mirror is skipped, nothing half-written stays."""
+    """file:// mirrors stand in for the network: a corrupt mirror is skipped, nothing half-written
+    stays."""
     monkeypatch.delenv("CURVLAB_OFFLINE")
     monkeypatch.delenv("CURVLAB_DATA_DIR", raising=False)
     bad = tmp_path / "bad_mirror"

@@ -26,8 +26,15 @@ CASES = cases()
 F64 = 1e-12  # float64 throughout [4.5e-15; 2.2e-16]
 F32 = 5e-6  # a float32 objective, or Newton-CG's float32 Hessian-vector products (hvp_precision
 # 'auto' on a float64 GLM), ≈ 40 ε₃₂ [1.8e-7; 1.1e-7]
-FLOAT32_PATH = {"gd_float32", "newton_float32", "newton_cg_float32",  # float32 objectives
-                "newton_cg_logistic", "newton_cg_softmax", "newton_cg_auto_nopenalty", "newton_cg_jacobi"}
+FLOAT32_PATH = {
+    "gd_float32",
+    "newton_float32",
+    "newton_cg_float32",  # float32 objectives
+    "newton_cg_logistic",
+    "newton_cg_softmax",
+    "newton_cg_auto_nopenalty",
+    "newton_cg_jacobi",
+}
 AMPLIFIED = 1e-3  # logistic_mse from a saturated start is non-convex: through its damped,
 # backtracking steps each iteration multiplies a rounding difference by ~35 (1e-15 at row 2, 6e-5
 # at row 9) before Newton's convergence contracts it again [6.3e-5; 2.6e-5]. Its step sizes and
@@ -49,19 +56,30 @@ def test_shared_loop_reproduces_the_recorded_history(name: str) -> None:
     assert set(PINNED) | {"status", "n_iter", "lr"} == set(want)
     # the discrete path is exact: stop reason, step count, and the step sizes (Armijo's t0·ρʲ, or
     # lr, whose L = λ_max comes from an eigensolver and may round in the last bits)
-    assert (got["status"], got["n_iter"], got["iteration"]) == (want["status"], want["n_iter"], want["iteration"])
+    assert (got["status"], got["n_iter"], got["iteration"]) == (
+        want["status"],
+        want["n_iter"],
+        want["iteration"],
+    )
     assert (got["lr"] is None) == (want["lr"] is None)
     if want["lr"] is not None:
         assert got["lr"] == pytest.approx(want["lr"], rel=1e-12, abs=0)
-    np.testing.assert_allclose(got["step_size"], want["step_size"], rtol=1e-12, atol=0, err_msg="step_size")
+    np.testing.assert_allclose(
+        got["step_size"], want["step_size"], rtol=1e-12, atol=0, err_msg="step_size"
+    )
     r = _rounding(name)
     np.testing.assert_allclose(got["loss"], want["loss"], rtol=r, atol=0, err_msg="loss")
     # the gradient a step leaves carries the step's rounding, relative to the gradients at its
     # two ends and amplified by the Hessian's conditioning (allowed: 10×), above its own floor
     gn, gn_want = np.asarray(got["grad_norm"]), np.asarray(want["grad_norm"])
-    allowed = 10 * r * (np.r_[gn_want[0], gn_want[:-1]] + gn_want) + GRAD_FLOOR[np.dtype(obj.dtype)] * gn_want[0]
+    allowed = (
+        10 * r * (np.r_[gn_want[0], gn_want[:-1]] + gn_want)
+        + GRAD_FLOOR[np.dtype(obj.dtype)] * gn_want[0]
+    )
     bad = np.flatnonzero(~(np.abs(gn - gn_want) <= allowed))
-    assert bad.size == 0, f"grad_norm differs at rows {bad.tolist()}: got {gn[bad]}, want {gn_want[bad]}"
+    assert bad.size == 0, (
+        f"grad_norm differs at rows {bad.tolist()}: got {gn[bad]}, want {gn_want[bad]}"
+    )
     if want["status"] == "converged" and obj.dtype == np.float64:
         # f is flat at the minimum: however the path rounded, the f reached agrees in float64
         assert got["loss"][-1] == pytest.approx(want["loss"][-1], rel=F64, abs=0)
@@ -101,7 +119,8 @@ def test_every_history_has_passes_counted_per_method() -> None:
 
 
 def test_passes_make_methods_comparable_on_one_axis() -> None:
-    """GD needs far more passes than Newton-CG to the same accuracy on an ill-conditioned problem."""
+    """GD needs far more passes than Newton-CG to the same accuracy on an ill-conditioned
+    problem."""
     obj, w0, _, _ = CASES["gd_auto_softmax"]
     cg = minimize(obj, w0, "newton_cg", tol=1e-8, max_iter=50)
     gd = minimize(obj, w0, "gd", lr="auto", tol=1e-8, max_iter=20_000)

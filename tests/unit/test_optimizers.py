@@ -1,4 +1,5 @@
-"""Optimizers: Newton = closed form in one step, GD monotone / divergent, Newton-CG = Newton, stops."""
+"""Optimizers: Newton = closed form in one step, GD monotone / divergent, Newton-CG = Newton,
+stops."""
 
 from __future__ import annotations
 
@@ -88,7 +89,9 @@ def test_non_finite_loss_ends_with_diverged_and_last_finite_iterate():
             return self.value_grad(w)[0]
 
     with np.errstate(over="ignore", invalid="ignore"):
-        res = minimize(Exploding(), np.array([1.0]), "gd", lr=0.5, max_iter=100, divergence_factor=np.inf)
+        res = minimize(
+            Exploding(), np.array([1.0]), "gd", lr=0.5, max_iter=100, divergence_factor=np.inf
+        )
     assert res.status == "diverged" and "non-finite" in res.message
     assert np.all(np.isfinite(res.w))
 
@@ -157,7 +160,9 @@ def test_pcg_solves_spd_systems_and_flags_negative_curvature():
 def test_softmax_newton_respects_gauge_and_history_contract():
     obj = _classif("softmax")
     calls = []
-    res = minimize(obj, obj.init("zeros"), "newton", tol=1e-10, callback=lambda i, r: calls.append((i, r)))
+    res = minimize(
+        obj, obj.init("zeros"), "newton", tol=1e-10, callback=lambda i, r: calls.append((i, r))
+    )
     assert res.converged
     _, b = obj.unpack(res.w)
     assert abs(b.sum()) < 1e-10  # no drift along the flat direction b + t·1

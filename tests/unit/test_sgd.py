@@ -29,7 +29,9 @@ def test_batch_grad_is_the_gradient_of_the_minibatch_objective(model):
         y = X @ np.arange(X.shape[1]) + 1.0
         obj = make_objective("linear", X, y, l2=1e-2)
     rows = np.random.default_rng(1).choice(X.shape[0], size=37, replace=False)
-    sub = make_objective(model, X[rows], y[rows], l2=1e-2, n_classes=4 if model == "softmax" else None)
+    sub = make_objective(
+        model, X[rows], y[rows], l2=1e-2, n_classes=4 if model == "softmax" else None
+    )
     w = obj.init("random", 1.0, np.random.default_rng(2))
     np.testing.assert_allclose(obj.batch_grad(w, rows), sub.grad(w), rtol=1e-12, atol=1e-14)
 
@@ -41,7 +43,8 @@ def test_full_batch_sgd_is_gradient_descent():
     sgd = minimize(obj, w0, "sgd", lr=0.5, batch_size=obj.n, epochs=20)
     assert sgd.n_iter == 20 and sgd.status == "max_iter"
     np.testing.assert_allclose(sgd.history["loss"], gd.history["loss"], rtol=1e-12)
-    np.testing.assert_array_equal(sgd.history["passes"], gd.history["passes"] - 1.0)  # no start gradient
+    # no start gradient
+    np.testing.assert_array_equal(sgd.history["passes"], gd.history["passes"] - 1.0)
 
 
 def test_history_once_per_epoch_or_every_k_minibatches_and_deterministic():
@@ -53,7 +56,9 @@ def test_history_once_per_epoch_or_every_k_minibatches_and_deterministic():
     assert not np.array_equal(a.w, c.w)
     np.testing.assert_array_equal(a.history["passes"], [0, 1, 2, 3])  # 1 pass per epoch
     assert a.info["batches_per_epoch"] == 16 and a.info["updates"] == 48
-    k = minimize(obj, obj.init("zeros"), "sgd", lr=0.2, batch_size=64, epochs=3, seed=7, log_every=5)
+    k = minimize(
+        obj, obj.init("zeros"), "sgd", lr=0.2, batch_size=64, epochs=3, seed=7, log_every=5
+    )
     assert k.n_iter == 3 * 4  # ⌈16/5⌉ rows per epoch, the last one at the epoch's end
     np.testing.assert_allclose(k.history["passes"][[4, 8, 12]], [1, 2, 3])
     np.testing.assert_array_equal(k.w, a.w)  # logging more often changes nothing

@@ -1,4 +1,5 @@
-"""Optima agree with an independent solver: scikit-learn's LogisticRegression (same λ via C = 1/(λn))."""
+"""Optima agree with an independent solver: scikit-learn's LogisticRegression (same λ via C =
+1/(λn))."""
 
 from __future__ import annotations
 
@@ -47,7 +48,8 @@ def test_binary_logistic_optimum_matches_sklearn(fit_intercept):
     obj = make_objective("logistic", X, y, l2=lam, fit_intercept=fit_intercept)
     res = minimize(obj, obj.init("zeros"), "newton", tol=TOL, line_search=True)
     assert res.converged, res.message
-    assert res.history["step_size"][-1] == 1.0  # ended in Newton's local regime, not by backtracking
+    # ended in Newton's local regime, not by backtracking
+    assert res.history["step_size"][-1] == 1.0
     clf = sklearn_lm.LogisticRegression(C=1.0 / (lam * n), tol=1e-12, max_iter=10_000,
                                         fit_intercept=fit_intercept, solver="newton-cg")
     with warnings.catch_warnings():
@@ -69,7 +71,8 @@ def test_multinomial_optimum_matches_sklearn(method):
     obj = make_objective("softmax", X, y, l2=lam, n_classes=c)
     res = minimize(obj, obj.init("zeros"), method, tol=TOL, line_search=True, max_iter=100)
     assert res.converged, res.message
-    assert res.history["step_size"][-1] == 1.0  # ended in Newton's local regime, not by backtracking
+    # ended in Newton's local regime, not by backtracking
+    assert res.history["step_size"][-1] == 1.0
     clf = _sklearn_fit(X, y, lam)
     w_sk = obj.pack(clf.coef_.T, clf.intercept_)
     rel, f_ours, f_sk = _relative_gap(obj, res.w, w_sk)

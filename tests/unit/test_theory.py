@@ -31,7 +31,9 @@ def test_lecture_functions_derivatives_match_finite_differences(name):
         e = 1e-6
         g_fd = [(fn.value(p + e * u) - fn.value(p - e * u)) / (2 * e) for u in np.eye(2)]
         np.testing.assert_allclose(fn.grad(p), g_fd, rtol=1e-7, atol=1e-7)
-        H_fd = np.column_stack([(fn.grad(p + e * u) - fn.grad(p - e * u)) / (2 * e) for u in np.eye(2)])
+        H_fd = np.column_stack(
+            [(fn.grad(p + e * u) - fn.grad(p - e * u)) / (2 * e) for u in np.eye(2)]
+        )
         np.testing.assert_allclose(fn.hessian(p), H_fd, rtol=1e-6, atol=1e-6)
 
 

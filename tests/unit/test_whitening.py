@@ -1,4 +1,5 @@
-"""Whitening: identity auto-covariance, the train-fitted map on test data, singular covariances, MNIST."""
+"""Whitening: identity auto-covariance, the train-fitted map on test data, singular covariances,
+MNIST."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pipeline.core.whitening import condition_number, fit_whitening, n_keep, sec
 from pipeline.data.datasets import load_dataset
 from pipeline.prepare import hessian_after
 
-# the whitening mechanics (dropping directions, singular C); penalty_space=input: test_penalty_space.py
+# the whitening mechanics (dropping directions, singular C); penalty_space=input:
+# test_penalty_space.py
 WHITEN = {"name": "whiten", **WHITEN_DEFAULTS, "penalty_space": "transformed"}
 
 

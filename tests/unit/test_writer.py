@@ -47,7 +47,8 @@ def test_failed_file_write_keeps_the_old_file(tmp_path: Path) -> None:
         tmp.write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(WriteError, match=r"cannot write .*w\.npz: No space left on device.*free some disk"):
+    with pytest.raises(WriteError, match=r"cannot write .*w\.npz: No space left on device.*free "
+                                         r"some disk"):
         writer.write_atomic(p, boom)
     assert p.read_bytes() == b"old"
     assert [q.name for q in tmp_path.iterdir()] == ["w.npz"]
@@ -69,8 +70,12 @@ def test_write_group_replaces_nothing_unless_all_were_written(tmp_path: Path) ->
     assert sorted(q.name for q in tmp_path.iterdir()) == ["a.json", "a.npz"]
 
 
-@pytest.mark.parametrize("err", [OSError(28, "No space left on device"), KeyboardInterrupt(), ValueError("x")])
-def test_failed_folder_swap_leaves_the_old_folder_byte_identical(tmp_path: Path, err: BaseException) -> None:
+@pytest.mark.parametrize(
+    "err", [OSError(28, "No space left on device"), KeyboardInterrupt(), ValueError("x")]
+)
+def test_failed_folder_swap_leaves_the_old_folder_byte_identical(
+    tmp_path: Path, err: BaseException
+) -> None:
     run = tmp_path / "study" / "run"
     before = _old_run(run)
     with pytest.raises(type(err)), replace_dir(run) as new:
@@ -104,7 +109,9 @@ def test_update_dir_carries_the_rest_and_drops_stale_files(tmp_path: Path) -> No
     run = tmp_path / "run"
     before = _old_run(run)
     (run / "confusion.csv").write_text("stale")
-    update_dir(run, {"evaluation.json": lambda p: p.write_text('{"acc": 1.0}\n')}, drop=("confusion.csv",))
+    update_dir(
+        run, {"evaluation.json": lambda p: p.write_text('{"acc": 1.0}\n')}, drop=("confusion.csv",)
+    )
     after = snapshot(run)
     assert after["evaluation.json"] == b'{"acc": 1.0}\n'
     assert "confusion.csv" not in after
