@@ -13,7 +13,7 @@ import time
 
 LAUNCHER_ENV = "CURVLAB_LAUNCHER_PID"  # set by the command's process; its workers inherit it
 POLL_S = 0.5
-GRACE_S = 30.0  # a job interrupted this long ago and still running: the worker exits anyway
+GRACE_S = 60.0  # a job interrupted this long ago and still running: the worker exits anyway
 
 _orphaned = threading.Event()
 _busy = threading.Event()

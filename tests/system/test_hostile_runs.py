@@ -299,9 +299,9 @@ def test_sweep_workers_exit_when_the_launcher_is_killed(work: Path, tmp_path: Pa
         workers = [p for p in _children(proc.pid) if _alive(p)]
         assert workers
         proc.send_signal(signal.SIGKILL)  # the launcher only, as the OOM killer would
-        proc.communicate(timeout=30)
+        proc.wait(timeout=30)  # not communicate(): the workers still hold its output pipes
         t0 = time.monotonic()
-        while any(_alive(p) for p in workers) and time.monotonic() - t0 < 60:
+        while any(_alive(p) for p in workers) and time.monotonic() - t0 < 120:
             time.sleep(0.5)
         left = [p for p in workers if _alive(p)]
     finally:
