@@ -32,8 +32,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=None, help="BLAS threads (default: as "
-                                                              "installed)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS threads (default: as installed)")
     args = ap.parse_args()
     ds = load_dataset({"name": "mnist", "id": "mnist", "scale": 1.0 / 255.0,
                        "root": os.environ.get("CURVLAB_DATA_DIR")}, seed=0)

@@ -74,7 +74,9 @@ def _get(node: Any, key: str, default: Any = None) -> Any:
 def _schema_default(schema: type, key: str) -> Any:
     """The default a structured-config dataclass declares for ``key`` (the one home of defaults)."""
     f = next(f for f in dataclasses.fields(schema) if f.name == key)
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    if f.default is dataclasses.MISSING:
+        return f.default_factory()  # type: ignore[misc]
+    return f.default
 
 
 def _value(node: Any, key: str, schema: type) -> Any:

@@ -101,8 +101,9 @@ class RetrainBest(Callback):  # type: ignore[misc]
         params = sorted(best_params)
         write_csv(study_dir / "trials.csv", trial_rows(trials, params))
         cfg = final_config(config, best_params, self.data_id)
+        best_value = best["best_value"]  # type: ignore[index]
         chosen = {"study": str(config.study), "n_trials": len(trials),
-                  "objective": str(config.sweep_metric), "best_value": best["best_value"],  # type: ignore[index]
+                  "objective": str(config.sweep_metric), "best_value": best_value,
                   "best_params": best_params, "sweep_dir": str(sweep),
                   "retrain": {"data.id": self.data_id, "data.val_fraction": 0.0},
                   "config": OmegaConf.to_container(cfg, resolve=True)}

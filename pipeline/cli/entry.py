@@ -99,10 +99,10 @@ def _first_line(err: BaseException) -> str:
 def _override_of(err: BaseException) -> str | None:
     """The command-line override an error is about, when Hydra's message names one."""
     text = str(err)
-    for marker in ("Error merging override ", "Could not override '", "Could not append to "
-                                                                      "config. An item is already "
-                                                                      "at '",
-                   "Could not delete from config. "):
+    markers = ("Error merging override ", "Could not override '",
+               "Could not append to config. An item is already at '",
+               "Could not delete from config. ")
+    for marker in markers:
         if marker in text:
             rest = text.split(marker, 1)[1]
             return rest.split("'")[0].split()[0].rstrip(".") if rest else None

@@ -287,7 +287,8 @@ def load_idx_set(spec: IdxSpec, root: str | Path | None = None,
         arrays[split] = parse_idx(payloads[n], name=str(paths[n]), expected_magic=magics[n])
     check_shapes(arrays, directory)
     if bad:
-        raise _mismatch(spec, bad[0], digests[bad[0]], paths[bad[0]], origin)  # type: ignore[arg-type]
+        first = bad[0]
+        raise _mismatch(spec, first, digests[first], paths[first], origin)  # type: ignore[arg-type]
     raw = IdxRaw(
         train_images=arrays["train_images"],
         train_labels=arrays["train_labels"],

@@ -79,8 +79,8 @@ def match_references(
     old = [rid for rid in runs.runs.index if objective_of(runs, rid) is None]
     if old:
         notes.append(f"{len(old)} run(s) record no objective id (trained by an older curvlab): "
-                     + ", ".join(old[:5]) + ("…" if len(old) > 5 else "") + "; retrain them to "
-                                                                            "compare with f*.")
+                     + ", ".join(old[:5]) + ("…" if len(old) > 5 else "")
+                     + "; retrain them to compare with f*.")
     for oid, rids in groups.items():
         losses = [float(np.nanmin(runs.histories[r]["loss"].to_numpy())) for r in rids
                   if r in runs.histories and np.isfinite(runs.histories[r]["loss"]).any()]
@@ -97,8 +97,8 @@ def match_references(
                 notes.append(f"{oid}: {why} (runs: "
                              f"{', '.join(rids[:3])}{'…' if len(rids) > 3 else ''}); "
                              "its runs are left out of the speed tables.")
-            out[oid] = Reference(objective=oid, f_star=best, status="n/a", source="best "
-                                                                                  "run", note=why)
+            out[oid] = Reference(objective=oid, f_star=best, status="n/a", source="best run",
+                                 note=why)
             continue
         ref = Reference(**{**ref.__dict__})  # a copy: the lowering below is this report's
         if not ref.certified:

@@ -474,14 +474,10 @@ class Builder:
         cols.update({"kappa": "κ of ∇²f(w*)", "kappa_gd": "κ for GD = 1/(εμ)",
                      "rate_measured": "rate measured", "rate_predicted": "1 − 1/κ = 1 − εμ",
                      "rate_check": "theory check"})
-        s.table(speed_display(speed, tols, kinds=("projected_iters",)), rel, "Speed: iterations "
-                                                                             "and seconds to "
-                                                                             "relative "
-                                                                             "suboptimality (f − "
-                                                                             "f*)/|f*| ≤ tol "
-                            "(– = not reached; ≈ = projected at the run's measured rate; the CSV "
-                            "has passes "
-                            "too, and a reached/projected column per tolerance)", cols)
+        caption = ("Speed: iterations and seconds to relative suboptimality (f − f*)/|f*| ≤ tol "
+                   "(– = not reached; ≈ = projected at the run's measured rate; the CSV has passes "
+                   "too, and a reached/projected column per tolerance)")
+        s.table(speed_display(speed, tols, kinds=("projected_iters",)), rel, caption, cols)
         dis = speed[speed["rate_check"].str.startswith("DISAGREES")]
         if len(dis):
             s.note(f"{len(dis)} GD run(s) DISAGREE with the bound f − f* ≤ (1 − 1/κ)ᵏ(f₀ − f*): "

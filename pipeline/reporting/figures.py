@@ -110,8 +110,9 @@ def weight_images(W: np.ndarray, title: str, path: Path, shape: Sequence[int] = 
     """The columns of W (d×c, d = h·w) as h×w images titled by class name, blue < 0 < red, symmetric
     scale."""
     c = W.shape[1]
-    names = list(names) if names is not None and len(names) == c else ["class "
-                                                                       f"{k}" for k in range(c)]
+    if names is None or len(names) != c:
+        names = [f"class {k}" for k in range(c)]
+    names = list(names)
     cols = min(c, 5)
     rows = int(np.ceil(c / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows + 0.4), squeeze=False)

@@ -115,8 +115,8 @@ def homework(b: Any, runs: RunSet | None, refs: dict[str, Any] | None = None) ->
         rel = b.save_table(df, "homework-test")
         s.table(df, rel, "Test accuracy and cross-entropy (mean, without the penalty) of the "
                          "chosen model",
-                {"model": "model", "l2": "λ", "test_accuracy": "test acc", "test_loss": "test "
-                                                                                        "cross-entropy"})
+                {"model": "model", "l2": "λ", "test_accuracy": "test acc",
+                 "test_loss": "test cross-entropy"})
         verdict = "AGREES" if final["test_accuracy"] >= ref_acc - 0.015 else "DISAGREES"
         s.text(f"Chosen model: test accuracy {final['test_accuracy']:.2%} vs the published ≈ "
                f"{ref_acc:.1%} "

@@ -477,7 +477,8 @@ class SweepCallback(Callback):  # type: ignore[misc]
             return
         if str(config.hydra.job.name) != "train":  # evaluate logs onto the train runs: no parent
             return
-        self.tracker = Tracker(OmegaConf.to_container(mlflow_cfg, resolve=True))  # type: ignore[arg-type]
+        settings = OmegaConf.to_container(mlflow_cfg, resolve=True)
+        self.tracker = Tracker(settings)  # type: ignore[arg-type]
         overrides = " ".join(str(o) for o in config.hydra.overrides.task)
         self.parent_run_id = self.tracker.start_run(
             str(config.study),

@@ -11,7 +11,8 @@ import pytest
 def one_blas_thread() -> Iterator[None]:
     """One BLAS thread for a module's dense ~785 × 785 factorizations: on two shared, busy cores
     OpenBLAS's two spinning threads make Cholesky and eigvalsh 10–60× slower (same results)."""
-    import scipy.linalg  # noqa: F401 - scipy's own OpenBLAS: loaded now, so that the limit covers it too
+    # scipy's own OpenBLAS: loaded now, so that the limit covers it too
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):

@@ -68,7 +68,7 @@ def test_1_retrain_on_a_full_disk_keeps_the_old_run_and_its_evaluation(work: Pat
     try:
         p = paths(work, **{"paths.experiments_dir": str(mnt)})
         for prog in ("train", "evaluate"):
-            code, _, err = cli(prog, *TINY, "study=t", *p)  # type: ignore[operator]
+            code, _, err = cli(prog, *TINY, "study=t", *p)
             assert code == 0, err
         assert (mnt / "t" / RUN / "evaluation.json").exists()
         with open(mnt / "filler", "wb", buffering=0) as fh:  # fill the disk
@@ -79,7 +79,7 @@ def test_1_retrain_on_a_full_disk_keeps_the_old_run_and_its_evaluation(work: Pat
             except OSError:
                 pass
         before = snapshot(mnt)
-        code, _, err = cli("train", *TINY, "study=t", *p)  # type: ignore[operator]
+        code, _, err = cli("train", *TINY, "study=t", *p)
         assert code == 2
         line = one_error_line(err, "train")
         assert "No space left on device" in line and "nothing was changed" in line
@@ -97,7 +97,7 @@ def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: 
     p = paths(work)
     ids = []
     for max_iter in (3, 5):  # the same run name twice: a retrain
-        code, _, err = cli("train", *TINY, "study=retrain", f"optimizer.max_iter={max_iter}", *p)  # type: ignore[operator]
+        code, _, err = cli("train", *TINY, "study=retrain", f"optimizer.max_iter={max_iter}", *p)
         assert code == 0, err
         ids.append(
             json.loads(
@@ -110,7 +110,7 @@ def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: 
                 ).read_text()
             )["mlflow_run_id"]
         )
-    code, _, err = cli("train", *TINY, "study=retrain", "optimizer.max_iter=5", *p)  # type: ignore[operator]
+    code, _, err = cli("train", *TINY, "study=retrain", "optimizer.max_iter=5", *p)
     assert code == 0, err
     latest = json.loads((work / "experiments" / "retrain" / f"{RUN},optimizer.max_iter=5"
                          / "metrics.json").read_text())["mlflow_run_id"]
@@ -130,7 +130,7 @@ def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: 
 def test_3_ids_that_become_paths_are_checked(work: Path, cli: object, trained: Path, override: str,
                                              key: str) -> None:
     before, listing = snapshot(work), sorted(os.listdir(work))
-    code, _, err = cli("train", *TINY, override, *paths(work))  # type: ignore[operator]
+    code, _, err = cli("train", *TINY, override, *paths(work))
     assert code == 2
     assert key in one_error_line(err, "train")
     assert snapshot(work) == before and sorted(os.listdir(work)) == listing
@@ -165,7 +165,7 @@ def test_4_damaged_prepared_files_are_one_line(
         facts = json.loads(js.read_text())
         js.write_text(json.dumps({**facts, "seconds": 123.0}))
     before = snapshot(work)
-    code, _, err = cli("train", *TINY, "study=t", *paths(work, **{"paths.prepared_dir": str(prep)}))  # type: ignore[operator]
+    code, _, err = cli("train", *TINY, "study=t", *paths(work, **{"paths.prepared_dir": str(prep)}))
     assert code == 2
     line = one_error_line(err, "train")
     assert str(npz.with_suffix("")) in line and "pipeline.prepare" in line
@@ -182,9 +182,16 @@ def test_4_damaged_prepared_file_in_a_sweep_ends_the_parent_run(
     (prep / "synth-kappa100-none.npz").write_bytes(b"garbage")
     db = tmp_path / "mlflow.db"
     before = snapshot(work)
-    code, _, err = cli("train", "-m", "hydra/launcher=basic", *TINY, "study=sw4",  # type: ignore[operator]
-                       "optimizer=gd,newton", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                       *paths(work, **{"paths.prepared_dir": str(prep), "mlflow.tracking_uri": f"sqlite:///{db}"}))
+    code, _, err = cli(
+        "train",
+        "-m",
+        "hydra/launcher=basic",
+        *TINY,
+        "study=sw4",
+        "optimizer=gd,newton",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *paths(work, **{"paths.prepared_dir": str(prep), "mlflow.tracking_uri": f"sqlite:///{db}"}),
+    )
     assert code == 2
     errors = [ln for ln in err.splitlines() if "error:" in ln]
     assert len(errors) == 3 and "2 sweep job(s) failed" in errors[-1] and "Traceback" not in err
@@ -208,7 +215,7 @@ def test_5_two_sweeps_in_the_same_second_get_their_own_folders(
             "hydra/launcher=basic",
             *TINY,
             "study=sw5",
-            "mlflow.enabled=false",  # type: ignore[operator]
+            "mlflow.enabled=false",
             f"optimizer.lr={lr}",
             "optimizer.max_iter=3",
             *paths(work, **{"paths.experiments_dir": str(root)}),
@@ -237,7 +244,7 @@ def test_6_read_only_places_are_one_line_and_no_mlflow_run(work: Path, cli: obje
             "study=t",
             *paths(
                 work,
-                **{  # type: ignore[operator]
+                **{
                     "paths.experiments_dir": str(rw / "experiments"),
                     "mlflow.tracking_uri": f"sqlite:///{rw / 'mlflow.db'}",
                 },
@@ -250,15 +257,15 @@ def test_6_read_only_places_are_one_line_and_no_mlflow_run(work: Path, cli: obje
         before, runs_before = snapshot(rw), mlflow_runs(rw / "mlflow.db")
         p = paths(work, **{"paths.experiments_dir": str(ro / "experiments"),
                            "mlflow.tracking_uri": f"sqlite:///{ro / 'mlflow.db'}"})
-        code, _, err = cli("train", *TINY, "study=t", *p)  # type: ignore[operator]
+        code, _, err = cli("train", *TINY, "study=t", *p)
         assert code == 2 and "Read-only file system" in one_error_line(err, "train")
-        code, _, err = cli("train", *TINY, "study=t", *paths(work, **{  # type: ignore[operator]
+        code, _, err = cli("train", *TINY, "study=t", *paths(work, **{
             "mlflow.tracking_uri": f"sqlite:///{ro / 'mlflow.db'}",
             "paths.experiments_dir": str(tmp_path / "exp")}))
         assert code == 2 and "mlflow" in one_error_line(err, "train").lower()
-        code, _, err = cli("prepare", *TINY[:3], f"paths.prepared_dir={ro / 'prepared'}")  # type: ignore[operator]
+        code, _, err = cli("prepare", *TINY[:3], f"paths.prepared_dir={ro / 'prepared'}")
         assert code == 2 and "Read-only file system" in one_error_line(err, "prepare")
-        code, _, err = cli("report", f"paths.reports_dir={ro / 'reports'}", "mlflow.enabled=false",  # type: ignore[operator]
+        code, _, err = cli("report", f"paths.reports_dir={ro / 'reports'}", "mlflow.enabled=false",
                            f"paths.experiments_dir={work / 'experiments'}")
         assert code == 2 and "Read-only file system" in one_error_line(err, "report")
         assert snapshot(rw) == before and mlflow_runs(rw / "mlflow.db") == runs_before
@@ -276,7 +283,7 @@ def test_6_unreadable_and_unwritable_folders_as_a_user(
     before = snapshot(work / "experiments")
     study.chmod(0o555)
     try:
-        code, _, err = cli("train", *TINY, "study=t", *paths(work))  # type: ignore[operator]
+        code, _, err = cli("train", *TINY, "study=t", *paths(work))
         assert code == 2 and "Permission denied" in one_error_line(err, "train")
     finally:
         study.chmod(0o755)
@@ -310,7 +317,7 @@ def test_7_damaged_run_files_stop_evaluate_with_one_line(
     before = snapshot(exp)
     code, _, err = cli(
         "evaluate", *TINY, "study=t", *paths(work, **{"paths.experiments_dir": str(exp)})
-    )  # type: ignore[operator]
+    )
     assert code == 2
     assert str(f) in one_error_line(err, "evaluate")
     assert snapshot(exp) == before
@@ -338,8 +345,8 @@ def test_7_report_skips_damaged_runs_and_lists_them(work: Path, trained: Path, t
     assert len(runs.skipped) == len(damages)
     warn_skipped("report", runs.skipped)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == len(damages) and all(ln.startswith("report: warning: "
-                                                            "skipped run: ") for ln in lines)
+    assert len(lines) == len(damages)
+    assert all(ln.startswith("report: warning: skipped run: ") for ln in lines)
     for tag, (name, _) in damages.items():
         assert any(str(exp / "t" / f"{RUN}-{tag}" / name) in ln for ln in lines), (tag, lines)
 
@@ -353,7 +360,7 @@ def test_7_report_skips_damaged_runs_and_lists_them(work: Path, trained: Path, t
 def test_9_plus_keys_outside_the_schema_are_refused(work: Path, cli: object, trained: Path,
                                                     override: str, want: str) -> None:
     before = snapshot(work)
-    code, _, err = cli("train", *TINY, "study=t", override, *paths(work))  # type: ignore[operator]
+    code, _, err = cli("train", *TINY, "study=t", override, *paths(work))
     assert code == 2 and want in one_error_line(err, "train")
     assert snapshot(work) == before
 
@@ -368,7 +375,7 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
 
     code, _, err = cli(
         "train", *TINY, "study=div", "optimizer.lr=1.0e9", "mlflow.enabled=false", *paths(work)
-    )  # type: ignore[operator]
+    )
     assert code == 2 and "diverged" in one_error_line(err, "train")
     run = work / "experiments" / "div" / f"{RUN},optimizer.lr=1.0e9"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -401,7 +408,9 @@ def test_11_mlflow_failure_while_logging_marks_the_run_failed(
 
     monkeypatch.setattr(MlflowClient, "log_batch", broken)
     db = tmp_path / "mlflow.db"
-    code, _, err = cli("train", *TINY, "study=mlf", *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"}))  # type: ignore[operator]
+    code, _, err = cli(
+        "train", *TINY, "study=mlf", *paths(work, **{"mlflow.tracking_uri": f"sqlite:///{db}"})
+    )
     assert code == 2
     assert "MLflow" in one_error_line(err, "train") and "malformed" in err
     assert [s for _, s, _ in mlflow_runs(db)] == ["FAILED"]
@@ -420,7 +429,12 @@ def test_11_unreachable_tracking_server_fails_within_30_s(work: Path, cli: objec
         port = s.getsockname()[1]
     before = snapshot(work)
     t0 = time.monotonic()
-    code, _, err = cli("train", *TINY, "study=t", *paths(work, **{"mlflow.tracking_uri": f"http://127.0.0.1:{port}"}))  # type: ignore[operator]
+    code, _, err = cli(
+        "train",
+        *TINY,
+        "study=t",
+        *paths(work, **{"mlflow.tracking_uri": f"http://127.0.0.1:{port}"}),
+    )
     assert time.monotonic() - t0 < 30.0
     assert code == 2 and f"127.0.0.1:{port}" in one_error_line(err, "train")
     assert snapshot(work) == before
@@ -452,7 +466,7 @@ def test_12_hydra_errors_are_one_line_exit_2(work: Path, cli: object, prog: str,
         if prog == "prepare"
         else []
     )
-    code, _, err = cli(prog, *extra, override, *(paths(work) if prog != "prepare" else  # type: ignore[operator]
+    code, _, err = cli(prog, *extra, override, *(paths(work) if prog != "prepare" else
                                                  [f"paths.prepared_dir={work / 'prepared'}"]))
     assert code == 2
     assert want in one_error_line(err, prog)
@@ -470,7 +484,7 @@ def test_13_inputs_whose_second_moment_overflows_name_data_scale(work: Path, cli
         "data=mnist",
         "data.scale=1.0e300",
         "data.n_train=100",
-        "data.n_test=10",  # type: ignore[operator]
+        "data.n_test=10",
         f"data.root={mnist_dir}",
         f"paths.prepared_dir={work / 'prepared'}",
     )

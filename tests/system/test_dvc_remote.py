@@ -75,8 +75,8 @@ def test_every_pipeline_output_reaches_a_fresh_clone() -> None:
 def test_push_from_one_clone_and_pull_into_a_fresh_one(tmp_path: Path) -> None:
     (tmp_path / "first").mkdir()
     first = copy_repo(tmp_path / "first")  # its shipped remote: ../../curvlab-dvc-remote from .dvc/
-    (first / "conf" / "experiment" / "tiny.yaml").write_text(TINY_PRESET + "mlflow:\n  enabled: "
-                                                                           "false\n")
+    preset = TINY_PRESET + "mlflow:\n  enabled: false\n"
+    (first / "conf" / "experiment" / "tiny.yaml").write_text(preset)
     (first / "dvc.yaml").write_text(TINY_DVC)
     (first / "dvc.lock").unlink(missing_ok=True)
     res = run_cmd(["dvc", "repro"], cwd=first)

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 def _env(mnist_dir: Path, tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(CURVLAB_DATA_DIR=str(mnist_dir), CURVLAB_OFFLINE="1", MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-               PYTHONPATH=str(REPO))
+    env.update(CURVLAB_DATA_DIR=str(mnist_dir), CURVLAB_OFFLINE="1",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db", PYTHONPATH=str(REPO))
     return env
 
 

@@ -203,7 +203,8 @@ def test_download_tries_mirrors_and_verifies(
         (bad / f"{name}.gz").write_bytes(gzip.compress(bytes(payload), compresslevel=1))
     dest = tmp_path / "cache"
     idxsets.download(
-        MNIST, dest, mirrors=(f"file://{tmp_path}/absent/", f"file://{bad}/", f"file://{mnist_dir}/")
+        MNIST, dest,
+        mirrors=(f"file://{tmp_path}/absent/", f"file://{bad}/", f"file://{mnist_dir}/")
     )
     assert sorted(p.name for p in dest.iterdir()) == sorted(
         f"{n}.gz" for n in FILES

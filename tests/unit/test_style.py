@@ -29,6 +29,18 @@ def test_no_line_over_the_declared_limit_and_no_undefined_or_unused_name() -> No
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
+def test_no_line_over_the_limit_even_behind_a_pragma_or_url() -> None:
+    """ruff's E501 forgives a line that ends in a pragma comment or a URL; the limit does not."""
+    long = [
+        f"{p.relative_to(REPO)}:{i}"
+        for folder in FOLDERS
+        for p in sorted((REPO / folder).rglob("*.py"))
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+        if len(line) > 100
+    ]
+    assert not long, long
+
+
 def test_the_check_sees_a_long_line(tmp_path: Path) -> None:
     """The rule is live: a 101-character line fails it."""
     bad = tmp_path / "bad.py"
