@@ -36,6 +36,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -64,6 +65,19 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
     raise Interrupted(signum)
 
 
+_default_unraisable = sys.unraisablehook
+
+
+def _unraisable(hook: Any) -> None:
+    """A signal that lands in a finalizer or weakref callback (e.g. a garbage collection inside
+    SQLAlchemy) raises ``Interrupted`` where Python swallows it ("Exception ignored in"): deliver
+    the signal again, so that it interrupts the code the finalizer ran in."""
+    if isinstance(hook.exc_value, Interrupted):  # again once the finalizer is over, not inside it
+        threading.Timer(0.05, os.kill, (os.getpid(), hook.exc_value.signum)).start()
+        return
+    _default_unraisable(hook)
+
+
 ALWAYS_HANDLED = ("SIGINT", "SIGTERM")  # replaced whatever their disposition
 # handled where they would end the process (SIG_DFL); ignored ones (nohup: SIGHUP) stay ignored
 HANDLED_IF_DEFAULT = ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGXCPU", "SIGVTALRM",
@@ -71,7 +85,10 @@ HANDLED_IF_DEFAULT = ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIG
 
 
 def install_signal_handlers() -> None:
-    """Terminating signals → ``Interrupted`` in this process's main thread (no-op elsewhere)."""
+    """Terminating signals → ``Interrupted`` in this process's main thread (no-op elsewhere), also
+    when one first lands in a finalizer (``_unraisable``)."""
+    if threading.current_thread() is threading.main_thread():
+        sys.unraisablehook = _unraisable
     for name in ALWAYS_HANDLED + HANDLED_IF_DEFAULT:
         sig = getattr(signal, name, None)
         if sig is None:  # not on this platform
