@@ -315,7 +315,7 @@ def gauge(obj: Objective) -> FloatArray:
 @dataclass(frozen=True)
 class MethodOptions:
     """Checked options: lr (None = 'auto'), the Armijo settings, tol, Newton-CG's inner solve, and
-    the SGD-only options as given (``sgd``)."""
+    the SGD-only and L-BFGS-only options as given (``sgd``, ``lbfgs``)."""
 
     lr: float | None
     search: LineSearch
@@ -324,3 +324,4 @@ class MethodOptions:
     preconditioner: str
     hvp_precision: str
     sgd: dict[str, Any] = field(default_factory=dict)
+    lbfgs: dict[str, Any] = field(default_factory=dict)
