@@ -1,28 +1,31 @@
 """L-BFGS: finite termination on a quadratic with an exact line search, scipy's optimum with the
 Wolfe search, Newton's optimum on logistic and softmax, no pair with sᵀy ≤ 0, passes counted per
-evaluation, a clean divergence, its options checked, and a train run with optimizer=lbfgs."""
+evaluation, a clean divergence, its options checked (a train run with optimizer=lbfgs:
+tests/stages/test_train.py)."""
 
 from __future__ import annotations
 
-import json
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.optimize
 from support.compose import compose_app
-from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.config.checks import validate_train_config
 from pipeline.core.errors import ConfigError
 from pipeline.core.objectives import make_objective
 from pipeline.core.solvers import METHODS, minimize
-from pipeline.core.solvers.lbfgs import LBFGS, Trial, cubic_min, secant_root, strong_wolfe, two_loop
+from pipeline.core.solvers.lbfgs import (
+    F_FLOOR,
+    LBFGS,
+    Trial,
+    cubic_min,
+    secant_root,
+    strong_wolfe,
+    two_loop,
+)
 from pipeline.spec import RunSpec
-from pipeline.store.prepared import load_prepared
-from pipeline.store.rundir import HISTORY_COLUMNS, run_dir
-from pipeline.train import train
 
 
 class Quadratic:
@@ -96,7 +99,8 @@ def test_reaches_the_newton_optimum_on_logistic_and_softmax(model: str) -> None:
     assert nt.converged and res.converged, (nt.message, res.message)
     assert res.history["grad_norm"][-1] <= 1e-8
     assert abs(res.loss - nt.loss) <= 1e-10 * max(1.0, abs(nt.loss))
-    assert np.all(np.diff(res.history["loss"]) <= 0)  # Wolfe steps decrease f
+    loss = res.history["loss"]  # Wolfe steps decrease f (up to its rounding, F_FLOOR)
+    assert np.all(np.diff(loss) <= F_FLOOR * np.abs(loss[:-1]))
     assert res.lr is None and "\n" not in res.message
 
 
@@ -269,24 +273,3 @@ def test_other_optimizers_ignore_the_lbfgs_keys() -> None:
     validate_train_config(cfg)  # wolfe_c2 = 0.9 < armijo_c matters to lbfgs only
     kwargs = RunSpec.from_config(cfg).solver.minimize_kwargs(0)
     assert not {"memory", "wolfe_c2", "wolfe_max_evals"} & set(kwargs)
-
-
-def test_train_stage_with_lbfgs_writes_a_run_folder(work: Path) -> None:
-    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=lbfgs"])
-    prep = ensure_prepared(cfg)
-    metrics = train(cfg)
-    out = run_dir(RunSpec.from_config(cfg))
-    assert out.name == "synth-kappa100-none-linear-lbfgs"
-    assert metrics["status"] == "converged", metrics["message"]
-    assert metrics["optimizer"] == "lbfgs" and metrics["grad_norm"] <= 1e-8
-    assert {p.name for p in out.iterdir()} >= {"metrics.json", "weights.npz", "history.csv",
-                                                "config.yaml"}
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
-    header, hist = read_history(out / "history.csv")
-    assert header == list(HISTORY_COLUMNS) and hist[-1, 0] == metrics["iterations"]
-    assert metrics["passes"] == hist[-1, header.index("passes")]
-    ds, _, _ = load_prepared(prep)
-    A = np.hstack([ds.X_train, np.ones((ds.X_train.shape[0], 1))])
-    sol = np.linalg.lstsq(A, ds.y_train, rcond=None)[0]
-    with np.load(out / "weights.npz", allow_pickle=False) as z:
-        np.testing.assert_allclose(z["coef"], sol[:-1], rtol=1e-6, atol=1e-6)
