@@ -130,7 +130,6 @@ def strong_wolfe(phi: Callable[[float], Trial], f0: float, slope: float, t0: flo
     Returns (point, wolfe, trials): the Wolfe point, or else the lowest trial with sufficient
     decrease (wolfe False), or None; ``trials`` are all evaluations made."""
     trials: list[Trial] = []
-
     floor = F_FLOOR * abs(f0)
 
     def armijo(tr: Trial) -> bool:  # or, within f's rounding, its form for a quadratic φ
