@@ -115,6 +115,9 @@ class SolverOptions:
     step_factor: float
     momentum: float
     log_every: int | None
+    memory: int
+    wolfe_c2: float
+    wolfe_max_evals: int
 
     LOOP_KEYS = (
         "lr",
@@ -143,12 +146,14 @@ class SolverOptions:
 
     def minimize_kwargs(self, seed: int) -> dict[str, Any]:
         """The keyword options of ``pipeline.core.solvers.minimize`` (sgd: minibatches from
-        ``seed``)."""
-        from pipeline.core.solvers import SGD_KEYS
+        ``seed``; lbfgs: its memory and Wolfe settings)."""
+        from pipeline.core.solvers import LBFGS_KEYS, SGD_KEYS
 
         kwargs = {k: getattr(self, k) for k in self.LOOP_KEYS}
         if self.method == "sgd":
             kwargs |= {k: getattr(self, k) for k in SGD_KEYS} | {"seed": int(seed)}
+        if self.method == "lbfgs":
+            kwargs |= {k: getattr(self, k) for k in LBFGS_KEYS}
         return kwargs
 
     def progress_steps(self) -> int:

@@ -90,7 +90,8 @@ def _check_model(m: Any) -> None:
 
 def _check_optimizer(o: Any) -> None:
     """optimizer.* in range: a registered method, ε > 0 or auto, budgets ≥ 0, line-search constants
-    in (0, 1), known preconditioner, HVP precision and start point (SGD's own keys: train)."""
+    in (0, 1) (lbfgs: armijo_c < wolfe_c2), L-BFGS memory and evaluations ≥ 1, known
+    preconditioner, HVP precision and start point (SGD's own keys: train)."""
     from pipeline.core.objectives import INITS
     from pipeline.core.solvers import METHODS
     from pipeline.core.solvers.options import HVP_PRECISIONS, PRECONDITIONERS
@@ -108,7 +109,10 @@ def _check_optimizer(o: Any) -> None:
                "must be > 0 or null"),
               ("armijo_c", 0.0 < o.armijo_c < 1.0, "must lie in (0, 1)"),
               ("backtrack", 0.0 < o.backtrack < 1.0, "must lie in (0, 1)"),
-              ("cg_max_iter", o.cg_max_iter >= 1, "must be >= 1"))
+              ("cg_max_iter", o.cg_max_iter >= 1, "must be >= 1"),
+              ("memory", o.memory >= 1, "must be >= 1"),
+              ("wolfe_c2", 0.0 < o.wolfe_c2 < 1.0, "must lie in (0, 1)"),
+              ("wolfe_max_evals", o.wolfe_max_evals >= 1, "must be >= 1"))
     for key, ok, want in checks:
         if not ok:
             raise _invalid(f"optimizer.{key}", getattr(o, key), want)
@@ -118,6 +122,9 @@ def _check_optimizer(o: Any) -> None:
             raise _invalid(f"optimizer.{key}", getattr(o, key), f"choose one of {', '.join(names)}")
     if not o.init_scale > 0.0:
         raise _invalid("optimizer.init_scale", o.init_scale, "must be > 0")
+    if o.name == "lbfgs" and not o.armijo_c < o.wolfe_c2:
+        raise _invalid("optimizer.wolfe_c2", o.wolfe_c2,
+                       f"must exceed optimizer.armijo_c = {o.armijo_c:g} (strong Wolfe)")
     if o.name == "sgd" and o.line_search:
         raise _invalid("optimizer.line_search", o.line_search,
                        "SGD takes no line search; set it to false")

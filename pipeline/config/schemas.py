@@ -100,7 +100,7 @@ class ModelConfig:
 class OptimizerConfig:
     """The optimizer and its stopping rule."""
 
-    name: str = MISSING  # gd | newton | newton_cg | closed_form | sgd
+    name: str = MISSING  # gd | newton | newton_cg | closed_form | sgd | lbfgs
     id: str | None = None  # short name in run names (the conf/optimizer/ file name); null = name
     # a float > 0 or "auto" (= 1/L); Any: OmegaConf 2.3 cannot merge a Union node here
     lr: Any = "auto"
@@ -124,6 +124,10 @@ class OptimizerConfig:
     step_factor: float = 0.5
     momentum: float = 0.0  # heavy ball: v <- momentum v - lr g, w <- w + v
     log_every: int | None = None  # history row every k minibatches; null = once per epoch
+    # lbfgs only (the other optimizers ignore these); its line search always runs, c1 = armijo_c
+    memory: int = 10  # curvature pairs (s, y) kept for the two-loop recursion
+    wolfe_c2: float = 0.9  # strong Wolfe: |φ'(t)| ≤ c2 |φ'(0)|; armijo_c < wolfe_c2 < 1
+    wolfe_max_evals: int = 20  # f and ∇f evaluations per line search at most
 
 
 @dataclass

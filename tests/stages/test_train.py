@@ -151,6 +151,28 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     assert not (out / "evaluation.json").exists() and not (out / "confusion.csv").exists()
 
 
+def test_lbfgs_run_writes_its_run_folder_at_the_least_squares_solution(work: Path) -> None:
+    cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=lbfgs"])
+    prep = ensure_prepared(cfg)
+    metrics = train(cfg)
+    out = run_dir(RunSpec.from_config(cfg))
+    assert out.name == "synth-kappa100-none-linear-lbfgs"
+    assert metrics["status"] == "converged", metrics["message"]
+    assert metrics["optimizer"] == "lbfgs" and metrics["grad_norm"] <= 1e-8
+    assert {p.name for p in out.iterdir()} >= {"metrics.json", "weights.npz", "history.csv",
+                                                "config.yaml"}
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    header, hist = read_history(out / "history.csv")
+    assert header == list(HISTORY_COLUMNS) and hist[-1, 0] == metrics["iterations"]
+    assert metrics["passes"] == hist[-1, header.index("passes")]
+    ds, _, _ = load_prepared(prep)
+    A = np.hstack([ds.X_train, np.ones((ds.X_train.shape[0], 1))])
+    sol = np.linalg.lstsq(A, ds.y_train, rcond=None)[0]
+    with np.load(out / "weights.npz", allow_pickle=False) as z:
+        np.testing.assert_allclose(z["coef"], sol[:-1], rtol=1e-6, atol=1e-6)
+        assert float(z["intercept"]) == pytest.approx(sol[-1], rel=1e-6, abs=1e-6)
+
+
 def test_diverged_run_is_saved_with_finite_weights_and_refused(work: Path) -> None:
     cfg = make_cfg(work, [*SYNTH, "preprocess=none", "optimizer=gd", "optimizer.lr=50.0"])
     ensure_prepared(cfg)

@@ -1,11 +1,11 @@
 """First- and second-order minimizers on one shared iteration loop: gradient descent, exact
-Newton, Newton-CG, closed form, minibatch SGD.
+Newton, Newton-CG, closed form, minibatch SGD, L-BFGS.
 
 ``minimize(objective, w0, method, **options) -> OptimizeResult`` (see docs/architecture.md).
 ``METHODS`` is the registry: method name → its ``Method`` class (one module each: ``gd``,
-``newton``, ``newton_cg``, ``closed_form``, ``sgd``); ``loop.iterate`` is the one loop they all
-run on (stopping, divergence, history, clock, the ``passes`` cost axis); ``protocols`` says what a
-method asks of the objective.
+``newton``, ``newton_cg``, ``closed_form``, ``sgd``, ``lbfgs``); ``loop.iterate`` is the one loop
+they all run on (stopping, divergence, history, clock, the ``passes`` cost axis); ``protocols``
+says what a method asks of the objective.
 """
 
 from __future__ import annotations
@@ -17,6 +17,13 @@ import numpy as np
 from pipeline.core.errors import ConfigError, worded
 from pipeline.core.solvers.closed_form import ClosedForm
 from pipeline.core.solvers.gd import GradientDescent
+from pipeline.core.solvers.lbfgs import (
+    LBFGS,
+    LBFGS_DEFAULTS,
+    LBFGS_KEYS,
+    check_lbfgs_options,
+    reject_for,
+)
 from pipeline.core.solvers.loop import HISTORY_KEYS, Callback, Method, OptimizeResult, iterate
 from pipeline.core.solvers.newton import Newton, damped_newton_step
 from pipeline.core.solvers.newton_cg import NewtonCG, pcg
@@ -31,9 +38,10 @@ from pipeline.core.solvers.sgd import (
     sgd_rate,
 )
 
-__all__ = ["HISTORY_KEYS", "METHODS", "PRECONDITIONERS", "SGD_DEFAULTS", "SGD_KEYS", "Objective",
-           "OptimizeResult", "check_sgd_options", "damped_newton_step", "minibatch_smoothness",
-           "minimize", "pcg", "sgd_rate"]
+__all__ = ["HISTORY_KEYS", "LBFGS_DEFAULTS", "LBFGS_KEYS", "METHODS", "PRECONDITIONERS",
+           "SGD_DEFAULTS", "SGD_KEYS", "Objective", "OptimizeResult", "check_lbfgs_options",
+           "check_sgd_options", "damped_newton_step", "minibatch_smoothness", "minimize", "pcg",
+           "sgd_rate"]
 
 METHODS: dict[str, type[Method]] = {
     "gd": GradientDescent,
@@ -41,6 +49,7 @@ METHODS: dict[str, type[Method]] = {
     "newton_cg": NewtonCG,
     "closed_form": ClosedForm,
     "sgd": SGD,
+    "lbfgs": LBFGS,
 }
 # keys of OptimizerConfig that describe the start point, not the method (the caller uses them)
 _IGNORED = ("init", "init_scale", "name")
@@ -65,11 +74,16 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
     sgd: minibatch SGD (options ``SGD_DEFAULTS``: batch_size, epochs, schedule, tau, step_epochs,
     step_factor, momentum, log_every, seed; lr 'auto' = 1/L_B, ``minibatch_smoothness``);
     ``max_iter`` and ``line_search`` do not apply, ``tol`` is tested at the logged points.
+    lbfgs: w ← w + t d, d = −H∇f by the two-loop recursion (options ``LBFGS_DEFAULTS``: memory,
+    wolfe_c2, wolfe_max_evals), t from a strong Wolfe search (c1 = armijo_c); lr is the first
+    step's trial ('auto' = min(1, 1/‖∇f₀‖)); ``line_search`` does not apply (it always searches).
     """
     sgd = {k: ignored.pop(k) for k in list(ignored) if k in SGD_DEFAULTS}
     if sgd and method != "sgd":
         raise ConfigError(worded("option(s) {keys} apply only to {solver}=sgd, not {method!r}; "
                                  "drop them", keys=sorted(sgd), method=method))
+    lbfgs = {k: ignored.pop(k) for k in list(ignored) if k in LBFGS_DEFAULTS}
+    reject_for(method, lbfgs)
     unknown = sorted(set(ignored) - set(_IGNORED))
     if unknown:
         raise ConfigError(f"unknown optimizer option(s) {unknown}; valid: lr, max_iter, tol, "
@@ -78,7 +92,7 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
                          time_budget_s=time_budget_s, armijo_c=armijo_c, backtrack=backtrack,
                          cg_max_iter=cg_max_iter, line_search=line_search,
                          max_backtracks=max_backtracks, preconditioner=preconditioner,
-                         hvp_precision=hvp_precision, sgd=sgd)
+                         hvp_precision=hvp_precision, sgd=sgd, lbfgs=lbfgs)
     if not isinstance(objective, Objective):
         raise TypeError(f"{type(objective).__name__} is not an Objective (n_params, dtype, value, "
                         "value_grad)")

@@ -20,8 +20,9 @@ as ``n_params`` Hessian-vector products (it is n_params columns of them, and its
 match), so exact Newton pays p + 1 per iteration and the closed form (one Newton step on least
 squares) p + 1; Newton-CG pays 1 per outer step (X̃s for the line search + X̃ᵀr at the new point)
 plus 1 per CG iteration plus its preconditioner builds (a class-block Gram over m rows costs
-m·(d+1)/(2n)); SGD pays B/n per minibatch of B rows, 1 per epoch. Evaluations made only for the
-history (SGD's full loss and gradient at a logged point) cost nothing here, as on the clock.
+m·(d+1)/(2n)); SGD pays B/n per minibatch of B rows, 1 per epoch; L-BFGS pays 1 per trial of its
+Wolfe line search (f and ∇f there). Evaluations made only for the history (SGD's full loss and
+gradient at a logged point) cost nothing here, as on the clock.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ def gauge(obj: Objective) -> FloatArray:
 @dataclass(frozen=True)
 class MethodOptions:
     """Checked options: lr (None = 'auto'), the Armijo settings, tol, Newton-CG's inner solve, and
-    the SGD-only options as given (``sgd``)."""
+    the SGD-only and L-BFGS-only options as given (``sgd``, ``lbfgs``)."""
 
     lr: float | None
     search: LineSearch
@@ -324,3 +325,4 @@ class MethodOptions:
     preconditioner: str
     hvp_precision: str
     sgd: dict[str, Any] = field(default_factory=dict)
+    lbfgs: dict[str, Any] = field(default_factory=dict)

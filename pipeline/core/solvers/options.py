@@ -19,7 +19,7 @@ LR_WANTED = "must be a positive number or 'auto' (= 1/L)"
 def check_options(method: str, methods: tuple[str, ...], *, lr: Any, max_iter: Any, tol: Any,
                   time_budget_s: Any, armijo_c: Any, backtrack: Any, cg_max_iter: Any,
                   line_search: Any, max_backtracks: Any, preconditioner: Any, hvp_precision: Any,
-                  sgd: dict[str, Any]) -> MethodOptions:
+                  sgd: dict[str, Any], lbfgs: dict[str, Any] | None = None) -> MethodOptions:
     """The options of ``method`` ∈ ``methods``, range-checked in the order the caller reads them."""
     if method not in methods:
         raise ConfigError(worded("{solver}={method!r} is unknown; use one of {names}",
@@ -47,7 +47,7 @@ def check_options(method: str, methods: tuple[str, ...], *, lr: Any, max_iter: A
                           "float64")
     search = LineSearch(bool(line_search), float(armijo_c), float(backtrack), int(max_backtracks))
     return MethodOptions(lr_val, search, float(tol), int(cg_max_iter), preconditioner,
-                         hvp_precision, sgd)
+                         hvp_precision, sgd, dict(lbfgs or {}))
 
 
 def check_lr(lr: Any) -> float | None:
