@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import ConfigError, worded
-from pipeline.core.solvers.adaptive import ADAGRAD_DEFAULTS, ADAM_DEFAULTS, adagrad, adam
+from pipeline.core.solvers.adaptive import (
+    ADAGRAD_DEFAULTS,
+    ADAM_DEFAULTS,
+    adagrad,
+    adam,
+    check_adaptive_options,
+)
 from pipeline.core.solvers.closed_form import ClosedForm
 from pipeline.core.solvers.gd import GradientDescent
-from pipeline.core.solvers.heavy_ball import HEAVY_BALL_DEFAULTS, HeavyBall
+from pipeline.core.solvers.heavy_ball import HEAVY_BALL_DEFAULTS, HeavyBall, check_momentum
 from pipeline.core.solvers.loop import (
     HISTORY_KEYS,
     Callback,
@@ -29,7 +35,7 @@ from pipeline.core.solvers.loop import (
     OptimizeResult,
     iterate,
 )
-from pipeline.core.solvers.nesterov import NESTEROV_DEFAULTS, RESTARTS, Nesterov
+from pipeline.core.solvers.nesterov import NESTEROV_DEFAULTS, RESTARTS, Nesterov, check_restart
 from pipeline.core.solvers.newton import Newton, damped_newton_step
 from pipeline.core.solvers.newton_cg import NewtonCG, pcg
 from pipeline.core.solvers.options import PRECONDITIONERS, check_options
@@ -44,8 +50,9 @@ from pipeline.core.solvers.sgd import (
 )
 
 __all__ = ["HISTORY_KEYS", "METHODS", "METHOD_DEFAULTS", "PRECONDITIONERS", "RESTARTS",
-           "SGD_DEFAULTS", "SGD_KEYS", "Objective", "OptimizeResult", "check_sgd_options",
-           "damped_newton_step", "minibatch_smoothness", "minimize", "pcg", "sgd_rate"]
+           "SGD_DEFAULTS", "SGD_KEYS", "Objective", "OptimizeResult", "check_method_options",
+           "check_sgd_options", "damped_newton_step", "minibatch_smoothness", "minimize", "pcg",
+           "sgd_rate"]
 
 METHODS: dict[str, Callable[[Objective, MethodOptions], Method]] = {
     "gd": GradientDescent,
@@ -63,6 +70,21 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "sgd": SGD_DEFAULTS, "heavy_ball": HEAVY_BALL_DEFAULTS, "nesterov": NESTEROV_DEFAULTS,
     "adam": ADAM_DEFAULTS, "adagrad": ADAGRAD_DEFAULTS,
 }
+
+
+def check_method_options(method: str, opts: dict[str, Any]) -> None:
+    """Raise a one-line ConfigError naming the first of ``method``'s own options out of range
+    (``opts``: its ``METHOD_DEFAULTS`` keys; the others are checked by ``minimize``)."""
+    if method == "sgd":
+        check_sgd_options({**SGD_DEFAULTS, **opts})
+    elif method == "heavy_ball":
+        check_momentum(opts.get("momentum", "auto"))
+    elif method == "nesterov":
+        check_restart(opts.get("restart", "none"))
+    elif method in ("adam", "adagrad"):
+        check_adaptive_options(opts)
+
+
 # keys of OptimizerConfig that describe the start point, not the method (the caller uses them)
 _IGNORED = ("init", "init_scale", "name")
 

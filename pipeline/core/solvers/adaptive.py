@@ -19,7 +19,7 @@ AUTO_LR = {"adam": 1.0e-3, "adagrad": 1.0e-2}
 _BATCHING: dict[str, Any] = {"batch_size": None, "epochs": 5, "schedule": "constant", "tau": 1.0,
                              "step_epochs": 1, "step_factor": 0.5, "log_every": None, "seed": 0}
 ADAM_DEFAULTS: dict[str, Any] = {"beta1": 0.9, "beta2": 0.999, "delta": 1.0e-8, **_BATCHING}
-ADAGRAD_DEFAULTS: dict[str, Any] = {"delta": 1.0e-10, **_BATCHING}
+ADAGRAD_DEFAULTS: dict[str, Any] = {"delta": 1.0e-8, **_BATCHING}
 
 
 def _unit(v: Any) -> bool:

@@ -17,6 +17,14 @@ RESTARTS = ("none", "function", "gradient")
 NESTEROV_DEFAULTS: dict[str, Any] = {"restart": "none"}
 
 
+def check_restart(value: Any) -> str:
+    """One of ``RESTARTS``, or a one-line error naming ``restart``."""
+    if value not in RESTARTS:
+        raise OptionError("solver", "restart", value,
+                          f"is unknown; use one of {', '.join(RESTARTS)}")
+    return str(value)
+
+
 def constant_momentum(mu: float, lr: float) -> float:
     """β = (1 − √q)/(1 + √q) with q = μα (= 1/κ at α = 1/L): strongly convex f."""
     q = math.sqrt(min(1.0, mu * lr))
@@ -40,10 +48,7 @@ class Nesterov(Method):
         refuse_line_search(o, "nesterov")
         super().__init__(obj, o)
         opts = {**NESTEROV_DEFAULTS, **o.sgd}
-        if opts["restart"] not in RESTARTS:
-            raise OptionError("solver", "restart", opts["restart"],
-                              f"is unknown; use one of {', '.join(RESTARTS)}")
-        self.restart = str(opts["restart"])
+        self.restart = check_restart(opts["restart"])
         self.extra: dict[str, Any] = {}
         if o.lr is None:
             self.extra["L"] = smoothness(obj)
