@@ -42,19 +42,21 @@ def optimal_heavy_ball(L: float, mu: float) -> tuple[float, float]:
 
 def heavy_ball_parameters(obj: Objective, lr: float | None,
                           momentum: float | None) -> tuple[float, float, dict[str, float]]:
-    """(α, β, what was derived). Both 'auto' and μ > 0 known: the optimal quadratic pair. Else
-    β 'auto' = 0.9, and α 'auto' = (1 − β)/L — inside Ghadimi et al.'s (2015) convergent range
-    α ∈ (0, 2(1 − β)/L) for convex L-smooth f, with effective step α/(1 − β) = 1/L."""
-    if lr is not None and momentum is not None:
-        return lr, momentum, {}
-    L = smoothness(obj)
-    mu = strong_convexity(obj)
-    extra = {"L": L, "mu": mu}
-    if lr is None and momentum is None and mu > 0:
-        a, b = optimal_heavy_ball(L, mu)
-        return a, b, extra
+    """(α, β, what was derived); None = 'auto'. Both 'auto' and μ > 0 known (``StronglyConvex``):
+    the optimal quadratic pair. Otherwise β 'auto' = 0.9, and α 'auto' = (1 − β)/L — inside
+    Ghadimi et al.'s (2015) convergent range α ∈ (0, 2(1 − β)/L) for convex L-smooth f, with the
+    effective step α/(1 − β) = 1/L of GD."""
     b = FALLBACK_MOMENTUM if momentum is None else momentum
-    return ((1.0 - b) / L if lr is None else lr), b, extra
+    if lr is not None:
+        return lr, b, {}
+    L = smoothness(obj)
+    if momentum is not None:
+        return (1.0 - b) / L, b, {"L": L}
+    mu = strong_convexity(obj)
+    if mu > 0:
+        a, b = optimal_heavy_ball(L, mu)
+        return a, b, {"L": L, "mu": mu}
+    return (1.0 - b) / L, b, {"L": L, "mu": mu}
 
 
 def check_momentum(value: Any) -> float | None:
