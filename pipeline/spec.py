@@ -107,14 +107,18 @@ class SolverOptions:
     hvp_precision: str
     init: str
     init_scale: float
-    batch_size: int
+    batch_size: int | None
     epochs: int
     schedule: str
     tau: float
     step_epochs: int
     step_factor: float
-    momentum: float
+    momentum: float | str
     log_every: int | None
+    beta1: float
+    beta2: float
+    delta: float
+    restart: str
     memory: int
     wolfe_c2: float
     wolfe_max_evals: int
@@ -146,19 +150,22 @@ class SolverOptions:
 
     def minimize_kwargs(self, seed: int) -> dict[str, Any]:
         """The keyword options of ``pipeline.core.solvers.minimize`` (sgd: minibatches from
-        ``seed``; lbfgs: its memory and Wolfe settings)."""
-        from pipeline.core.solvers import LBFGS_KEYS, SGD_KEYS
-
+        ``seed``)."""
         kwargs = {k: getattr(self, k) for k in self.LOOP_KEYS}
-        if self.method == "sgd":
-            kwargs |= {k: getattr(self, k) for k in SGD_KEYS} | {"seed": int(seed)}
-        if self.method == "lbfgs":
-            kwargs |= {k: getattr(self, k) for k in LBFGS_KEYS}
-        return kwargs
+        return kwargs | self.method_options(seed)
+
+    def method_options(self, seed: int) -> dict[str, Any]:
+        """The options only this method takes (``METHOD_DEFAULTS``; ``seed``: the run's)."""
+        from pipeline.core.solvers import METHOD_DEFAULTS
+
+        own = METHOD_DEFAULTS.get(self.method, {})
+        return {k: (int(seed) if k == "seed" else getattr(self, k)) for k in own}
 
     def progress_steps(self) -> int:
-        """Progress-bar length: epochs for SGD logged per epoch, else ``max_iter``."""
-        if self.method == "sgd" and self.log_every is None:
+        """Progress-bar length: epochs for minibatch methods logged per epoch, else ``max_iter``."""
+        epochs = self.method == "sgd" or (self.method in ("adam", "adagrad")
+                                          and self.batch_size is not None)
+        if epochs and self.log_every is None:
             return int(self.epochs)
         return int(self.max_iter)
 

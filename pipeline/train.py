@@ -22,7 +22,7 @@ from pipeline.cli.progress import IterationBar, show_progress
 from pipeline.config.checks import apply_budget, config_keys, validate_train_config
 from pipeline.config.schemas import TrainConfig
 from pipeline.core.errors import NumericalError
-from pipeline.core.solvers import SGD_KEYS, check_sgd_options
+from pipeline.core.solvers import check_method_options
 from pipeline.spec import RunSpec
 from pipeline.store.locks import folder_lock
 from pipeline.store.prepared import check_model_fits_data, file_sha256, load_prepared_for
@@ -51,8 +51,7 @@ def train(
     apply_budget(cfg, ctx.overrides)
     validate_train_config(cfg)
     spec = RunSpec.from_config(cfg, ctx.overrides)
-    if spec.solver.method == "sgd":
-        check_sgd_options({k: getattr(spec.solver, k) for k in SGD_KEYS} | {"seed": spec.seed})
+    check_method_options(spec.solver.method, spec.solver.method_options(spec.seed))
     return train_spec(spec, ctx, run_dir(spec) if out_dir is None else out_dir)
 
 

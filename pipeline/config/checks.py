@@ -125,9 +125,30 @@ def _check_optimizer(o: Any) -> None:
     if o.name == "lbfgs" and not o.armijo_c < o.wolfe_c2:
         raise _invalid("optimizer.wolfe_c2", o.wolfe_c2,
                        f"must exceed optimizer.armijo_c = {o.armijo_c:g} (strong Wolfe)")
+    _check_momentum_adaptive(o)
     if o.name == "sgd" and o.line_search:
         raise _invalid("optimizer.line_search", o.line_search,
                        "SGD takes no line search; set it to false")
+
+
+def _check_momentum_adaptive(o: Any) -> None:
+    """The momentum and adaptive methods' keys in range: Adam's β₁, β₂ ∈ [0, 1), δ > 0, a known
+    Nesterov restart, heavy ball's momentum in [0, 1) or auto (SGD checks its own momentum)."""
+    from pipeline.core.solvers import RESTARTS
+
+    for key in ("beta1", "beta2"):
+        if not 0.0 <= getattr(o, key) < 1.0:
+            raise _invalid(f"optimizer.{key}", getattr(o, key), "must lie in [0, 1)")
+    if not 0.0 < o.delta < float("inf"):
+        raise _invalid("optimizer.delta", o.delta, "must be a positive finite number")
+    if o.restart not in RESTARTS:
+        raise _invalid("optimizer.restart", o.restart, f"choose one of {', '.join(RESTARTS)}")
+    if o.name == "heavy_ball" and o.momentum != "auto" and not (
+            isinstance(o.momentum, int | float) and 0.0 <= o.momentum < 1.0):
+        raise _invalid("optimizer.momentum", o.momentum, "must lie in [0, 1) or be 'auto'")
+    if o.name in ("heavy_ball", "nesterov", "adam", "adagrad") and o.line_search:
+        raise _invalid("optimizer.line_search", o.line_search,
+                       f"{o.name} takes no line search; set it to false")
 
 
 # ---------------------------------------------------------------- the config boundary

@@ -100,7 +100,7 @@ class ModelConfig:
 class OptimizerConfig:
     """The optimizer and its stopping rule."""
 
-    name: str = MISSING  # gd | newton | newton_cg | closed_form | sgd | lbfgs
+    name: str = MISSING  # a key of pipeline.core.solvers.METHODS (gd, nesterov, adam, newton, ...)
     id: str | None = None  # short name in run names (the conf/optimizer/ file name); null = name
     # a float > 0 or "auto" (= 1/L); Any: OmegaConf 2.3 cannot merge a Union node here
     lr: Any = "auto"
@@ -116,14 +116,20 @@ class OptimizerConfig:
     init: str = "zeros"  # zeros | random | saturated (the lecture's bad initialization)
     init_scale: float = 1.0
     # sgd only (the other optimizers ignore these): lr "auto" = 1/L_B, the minibatch smoothness
-    batch_size: int = 100
+    batch_size: int | None = 100
     epochs: int = 5
     schedule: str = "constant"  # constant | inverse_time (lr/(1 + epoch/tau)) | step
     tau: float = 1.0  # inverse_time: epochs until the step size has halved
     step_epochs: int = 1  # step: multiply the step size by step_factor every step_epochs epochs
     step_factor: float = 0.5
-    momentum: float = 0.0  # heavy ball: v <- momentum v - lr g, w <- w + v
+    # sgd: v <- momentum v - lr g, w <- w + v; heavy_ball: a number in [0, 1) or "auto"
+    momentum: Any = 0.0
     log_every: int | None = None  # history row every k minibatches; null = once per epoch
+    # adam, adagrad (batch_size null = full batch, the sgd keys above otherwise)
+    beta1: float = 0.9  # adam: decay of the first-moment average
+    beta2: float = 0.999  # adam: decay of the second-moment average
+    delta: float = 1.0e-8  # adam, adagrad: added to √v in the denominator
+    restart: str = "none"  # nesterov: none | function | gradient (O'Donoghue & Candès)
     # lbfgs only (the other optimizers ignore these); its line search always runs, c1 = armijo_c
     memory: int = 10  # curvature pairs (s, y) kept for the two-loop recursion
     wolfe_c2: float = 0.9  # strong Wolfe: |φ'(t)| ≤ c2 |φ'(0)|; armijo_c < wolfe_c2 < 1

@@ -197,3 +197,28 @@ def _complement_basis(U: FloatArray) -> FloatArray:
     """Orthonormal basis (p, p − k) of the orthogonal complement of the rows of U."""
     q, _ = np.linalg.qr(np.vstack([U, np.eye(U.shape[1])]).T)
     return q[:, U.shape[0]:U.shape[1]]
+
+
+# ----- predicted linear rates -------------------------------------------------------------------
+# Each is the factor ρ with ‖w_k − w*‖ = O(ρᵏ) (up to a factor polynomial in k) for μI ⪯ ∇²f ⪯ LI;
+# on a quadratic ‖∇f(w_k)‖ = ‖H(w_k − w*)‖ decreases at the same rate.
+
+
+def gd_rate(L: float, mu: float) -> float:
+    """GD with ε = 1/L: w_k − w* = (I − H/L)ᵏ (w_0 − w*) on a quadratic, ρ = 1 − μ/L = 1 − 1/κ
+    (and f(w_k) − f* ≤ (1 − 1/κ)ᵏ (f(w_0) − f*) for any μ-strongly convex, L-smooth f)."""
+    return 1.0 - mu / L
+
+
+def heavy_ball_rate(L: float, mu: float) -> float:
+    """Heavy ball with Polyak's optimal pair α = 4/(√L + √μ)², β = ((√κ − 1)/(√κ + 1))² on a
+    quadratic: every mode's iteration matrix has spectral radius √β, ρ = (√κ − 1)/(√κ + 1)."""
+    rk = math.sqrt(L / mu)
+    return (rk - 1.0) / (rk + 1.0)
+
+
+def nesterov_rate(L: float, mu: float) -> float:
+    """Nesterov with ε = 1/L, β = (√κ − 1)/(√κ + 1): on a quadratic the slowest mode's iteration
+    matrix has the double eigenvalue 1 − 1/√κ, so ρ = 1 − 1/√κ; for any μ-strongly convex,
+    L-smooth f, f(w_k) − f* ≤ (1 − 1/√κ)ᵏ (f(w_0) − f* + μ/2‖w_0 − w*‖²) (Nesterov 2004)."""
+    return 1.0 - math.sqrt(mu / L)

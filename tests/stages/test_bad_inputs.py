@@ -444,7 +444,7 @@ def test_11_unreachable_tracking_server_fails_within_30_s(work: Path, cli: objec
 
 
 @pytest.mark.parametrize("prog,override,want", [
-    ("train", "optimizer=adamw", "no such optimizer config (choose one of closed_form, gd,"),
+    ("train", "optimizer=rmsprop", "no such optimizer config (choose one of adagrad, adam,"),
     ("train", "optimizer=newton_gc", "(did you mean optimizer=newton_cg?"),
     ("train", "model.l2=abc", "model.l2=abc"),
     ("train", "foo=1", "has no key 'foo'"),

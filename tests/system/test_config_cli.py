@@ -16,8 +16,8 @@ def _no_outputs(cwd: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "rc", "expect"),
     [("optimizer.lr=-1", 2, "train: error: optimizer.lr=-1 is invalid"),
-     ("optimizer=adamw", 2, "train: error: optimizer=adamw: no such optimizer config (choose one "
-                            "of"),
+     ("optimizer=rmsprop", 2, "train: error: optimizer=rmsprop: no such optimizer config (choose "
+                              "one of"),
      ("model.l2=abc", 2, "train: error: model.l2=abc: Value 'abc' of type 'str' could not be "
                          "converted to Float"),
      ("+budgets.gd.max_iters=3", 2, "train: error: budgets.gd.max_iters: unknown optimizer key"),

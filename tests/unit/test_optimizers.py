@@ -201,7 +201,7 @@ def _xy32():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"method": "adam"},
+        {"method": "adamw"},  # not a registered method
         {"method": "gd", "lr": -1.0},
         {"method": "gd", "lr": "fast"},
         {"method": "gd", "max_iter": -3},

@@ -31,6 +31,13 @@ class Smooth(Protocol):
 
 
 @runtime_checkable
+class StronglyConvex(Protocol):
+    """A μ-strongly convex f: ∇²f ⪰ μI (heavy ball's and Nesterov's momentum from κ = L/μ)."""
+
+    def strong_convexity(self) -> float: ...
+
+
+@runtime_checkable
 class DenseHessian(Objective, Protocol):
     """The dense Hessian ∇²f(w), shape (p, p) (exact Newton)."""
 

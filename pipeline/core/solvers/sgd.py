@@ -78,16 +78,18 @@ class SGD(Method):
     clock, no passes)."""
 
     obj: Minibatch
+    name = "sgd"
+    defaults = SGD_DEFAULTS
 
     def __init__(self, obj: Objective, o: MethodOptions) -> None:
         if o.search.enabled:
-            raise ConfigError(worded("{solver.line_search}=true does not apply to {solver}=sgd; "
-                                     "set it to false"))
-        opts = {**SGD_DEFAULTS, **o.sgd}
-        check_sgd_options(opts)
+            raise ConfigError(worded("{solver.line_search}=true does not apply to {solver}={name}; "
+                                     "set it to false", name=self.name))
+        opts = {**self.defaults, **o.sgd}
+        self.check(opts)
         if not isinstance(obj, Minibatch):
-            raise ConfigError(worded("{solver}=sgd needs an objective with minibatch gradients "
-                                     "(a linear model)"))
+            raise ConfigError(worded("{solver}={name} needs an objective with minibatch gradients "
+                                     "(a linear model)", name=self.name))
         super().__init__(obj, o)
         n = int(obj.n)
         self.n, self.B = n, min(int(opts["batch_size"]), n)
@@ -98,13 +100,17 @@ class SGD(Method):
         self.epochs = int(opts["epochs"])
         self.schedule, self.tau = opts["schedule"], opts["tau"]
         self.step_epochs, self.step_factor = opts["step_epochs"], opts["step_factor"]
-        self.momentum = float(opts["momentum"])
+        self.momentum = float(opts.get("momentum", 0.0))
         self.extra: dict[str, Any] = {"batch_size": self.B, "batches_per_epoch": self.n_batches}
         self.lr = o.lr if o.lr is not None else self._auto_lr(obj)
         self.rng = np.random.default_rng(int(opts["seed"]))
         self.t, self.j, self.rows_read = 0, 0, 0  # updates so far; position in the epoch; rows read
         self.perm = np.arange(0)
         self.v: FloatArray | None = None
+
+    def check(self, opts: dict[str, Any]) -> None:
+        """Raise a one-line ConfigError naming the first option out of range."""
+        check_sgd_options(opts)
 
     def _auto_lr(self, obj: Minibatch) -> float:
         """1/L_B, the minibatch smoothness of batches of B rows."""
@@ -127,10 +133,8 @@ class SGD(Method):
 
     def step(self, w: FloatArray, f: float, g: FloatArray, gn: float, it: int) -> Step | Halt:
         """The minibatch updates up to the next logged point, and the full f, ∇f there."""
-        obj, B, mu = self.obj, self.B, self.momentum
+        obj, B = self.obj, self.B
         w = w.copy()
-        if mu and self.v is None:
-            self.v = np.zeros_like(w)
         eta = self.lr
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(self.per_step):
@@ -139,13 +143,7 @@ class SGD(Method):
                 rows = self.perm[self.j * B:(self.j + 1) * B]
                 eta = sgd_rate(self.lr, self.schedule, self.t / self.n_batches, self.tau,
                                self.step_epochs, self.step_factor)
-                gb = obj.batch_grad(w, rows)
-                if mu:
-                    self.v *= mu
-                    self.v -= eta * gb
-                    w += self.v
-                else:
-                    w -= eta * gb
+                self.update(w, obj.batch_grad(w, rows), eta)
                 self.rows_read += rows.shape[0]
                 self.passes = self.rows_read / self.n  # exact at epoch ends
                 self.t += 1
@@ -156,6 +154,18 @@ class SGD(Method):
             with self.clock.paused():  # logging only
                 f_new, g_new = obj.value_grad(w)
         return w, f_new, g_new, eta
+
+    def update(self, w: FloatArray, gb: FloatArray, eta: float) -> None:
+        """w ← w + v with v ← μv − η g_B (μ = 0: w ← w − η g_B), in place."""
+        mu = self.momentum
+        if mu:
+            if self.v is None:
+                self.v = np.zeros_like(w)
+            self.v *= mu
+            self.v -= eta * gb
+            w += self.v
+        else:
+            w -= eta * gb
 
     def finish(self, status: str, message: str) -> tuple[str, str]:
         """A run out of epochs says so in their terms."""
