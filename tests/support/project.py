@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,16 @@ def sweep_runs(root: Path, study: str) -> tuple[Any, list[Any]]:
     parents = [r for r in runs if r.data.tags.get("curvlab.kind") == "sweep"]
     assert len(parents) == 1
     return parents[0], [r for r in runs if r.data.tags.get("curvlab.kind") == "train"]
+
+
+def wait_running(db: Path, n: int = 1, timeout: float = 180.0) -> None:
+    """Wait until ``n`` MLflow runs in the SQLite store ``db`` are RUNNING (a job has started)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if sum(s == "RUNNING" for _, s, _ in mlflow_runs(db)) >= n:
+                return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no {n} RUNNING MLflow run(s) in {db} after {timeout} s")

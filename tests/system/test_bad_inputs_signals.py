@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.project import TINY, mlflow_runs, paths, prepare_tiny, quiet, trained_tiny
+from support.project import (
+    TINY,
+    mlflow_runs,
+    paths,
+    prepare_tiny,
+    quiet,
+    trained_tiny,
+    wait_running,
+)
 from support.repo_copy import REPO_ROOT, env_for
 from support.snapshots import one_error_line, snapshot
 
@@ -39,17 +46,6 @@ def _popen(args: list[str], work: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _wait_running(db: Path, n: int = 1, timeout: float = 120.0) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if sum(s == "RUNNING" for _, s, _ in mlflow_runs(db)) >= n:
-                return
-        except sqlite3.Error:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no {n} RUNNING MLflow run(s) in {db} after {timeout} s")
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -70,7 +66,7 @@ def test_8_a_signal_ends_a_run_killed_with_one_line(work: Path, trained: Path, t
         work,
     )
     try:
-        _wait_running(db)
+        wait_running(db)
         time.sleep(0.5)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
@@ -109,7 +105,7 @@ def test_8_ctrl_c_on_a_parallel_sweep_marks_parent_and_children_killed(
         work,
     )
     try:
-        _wait_running(db, 3, timeout=240)  # the parent and both jobs
+        wait_running(db, 3, timeout=240)  # the parent and both jobs
         time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
         _, err = proc.communicate(timeout=90)

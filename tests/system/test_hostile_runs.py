@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
-from support.project import paths
+from support.project import paths, wait_running
 from support.repo_copy import REPO_ROOT, env_for
 from support.snapshots import one_error_line, snapshot
 
@@ -92,17 +92,6 @@ def _popen(args: list[str], work: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_running(db: Path, n: int = 1, timeout: float = 180.0) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            if sum(s == "RUNNING" for _, s, _ in mlflow_runs(db)) >= n:
-                return
-        except sqlite3.Error:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"no {n} RUNNING MLflow run(s) in {db} after {timeout} s")
-
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     try:
@@ -151,7 +140,7 @@ def test_sighup_ends_a_run_killed_with_one_line(work: Path, trained: Path, tmp_p
         work,
     )
     try:
-        _wait_running(db)
+        wait_running(db)
         time.sleep(0.5)
         proc.send_signal(signal.SIGHUP)
         _, err = proc.communicate(timeout=60)
@@ -249,7 +238,7 @@ def test_sigkill_then_rerun_closes_the_crashed_record(
     ]
     first = _popen(args, work)
     try:
-        _wait_running(db)
+        wait_running(db)
         first.send_signal(signal.SIGKILL)
         first.communicate(timeout=60)
     finally:
@@ -260,7 +249,7 @@ def test_sigkill_then_rerun_closes_the_crashed_record(
         t0 = time.monotonic()
         while len(mlflow_runs(db)) < 2 and time.monotonic() - t0 < 180:
             time.sleep(0.2)
-        _wait_running(db)
+        wait_running(db)
         second.send_signal(signal.SIGTERM)
         _, err = second.communicate(timeout=60)
     finally:
@@ -295,7 +284,7 @@ def test_sweep_workers_exit_when_the_launcher_is_killed(work: Path, tmp_path: Pa
         work,
     )
     try:
-        _wait_running(db, 3, timeout=240)  # the parent and both jobs
+        wait_running(db, 3, timeout=240)  # the parent and both jobs
         workers = [p for p in _children(proc.pid) if _alive(p)]
         assert workers
         proc.send_signal(signal.SIGKILL)  # the launcher only, as the OOM killer would
