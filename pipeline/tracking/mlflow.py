@@ -100,7 +100,6 @@ def with_retry(fn: Callable[[], T], attempts: int = 10) -> T:
     raise AssertionError("unreachable")
 
 
-_with_retry = with_retry  # the name tests and older callers use
 
 
 def _http_limits(uri: str, mlflow_cfg: Mapping[str, Any] | None) -> None:

@@ -53,7 +53,7 @@ def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> Non
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return "ok"
 
-    assert tracking._with_retry(flaky) == "ok" and len(calls) == 3
+    assert tracking.with_retry(flaky) == "ok" and len(calls) == 3
 
     def broken() -> None:
         calls.append(1)
@@ -62,7 +62,7 @@ def test_retry_only_on_a_locked_database(monkeypatch: pytest.MonkeyPatch) -> Non
     calls.clear()  # any other store failure: no retry, one-line TrackingError (cause kept)
     with pytest.raises(tracking.TrackingError, match=r"MLflow store failed \(no such "
                                                      r"table: runs\)") as ex:
-        tracking._with_retry(broken)
+        tracking.with_retry(broken)
     assert len(calls) == 1 and isinstance(ex.value.__cause__, RuntimeError)
 
 
