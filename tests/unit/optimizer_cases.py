@@ -38,8 +38,10 @@ def _linear(
     return make_objective("linear", X, y, l2=l2, fit_intercept=True, dtype=dtype)
 
 
-def _classif(model: str, n: int = 300, d: int = 5, c: int = 3, seed: int = 1, l2: float = 1e-2,
+def make_classif(model: str, n: int = 300, d: int = 5, c: int = 3, seed: int = 1, l2: float = 1e-2,
              dtype: str = "float64") -> Any:
+    """A small random logistic / logistic_mse / softmax problem (n × d Gaussian inputs, labels
+    drawn from a random linear model with logistic or Gumbel noise)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
     if model == "softmax":
@@ -71,10 +73,10 @@ def _start(obj: Any, kind: str = "zeros") -> Any:
 
 def cases() -> dict[str, tuple[Any, Any, str, dict[str, Any]]]:
     """name -> (objective, w0, method, options)."""
-    lin, logi, soft = _linear(), _classif("logistic"), _classif("softmax")
-    soft0 = _classif("softmax", n=400, l2=0.0)
-    mse = _classif("logistic_mse", l2=1e-4)
-    log32 = _classif("logistic", dtype="float32")
+    lin, logi, soft = _linear(), make_classif("logistic"), make_classif("softmax")
+    soft0 = make_classif("softmax", n=400, l2=0.0)
+    mse = make_classif("logistic_mse", l2=1e-4)
+    log32 = make_classif("logistic", dtype="float32")
     return {
         "gd_auto_linear": (lin, _start(lin, "random"), "gd", dict(lr="auto", max_iter=60, tol=0.0)),
         "gd_auto_logistic": (

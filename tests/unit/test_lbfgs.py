@@ -10,6 +10,7 @@ from collections import deque
 import numpy as np
 import pytest
 import scipy.optimize
+from optimizer_cases import make_classif
 from support.compose import compose_app
 
 from pipeline.config.checks import validate_train_config
@@ -49,16 +50,6 @@ class Quadratic:
         return np.linalg.solve(self.H, self.b)
 
 
-def _classif(model: str, n: int = 300, d: int = 5, c: int = 3, seed: int = 1,
-             l2: float = 1e-2):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    if model == "softmax":
-        y = np.argmax(X @ rng.normal(size=(d, c)) + rng.gumbel(size=(n, c)), axis=1)
-        return make_objective(model, X, y, l2=l2, n_classes=c)
-    y = (X @ rng.normal(size=d) + rng.logistic(size=n) > 0).astype(int)
-    return make_objective(model, X, y, l2=l2)
-
 
 def test_lbfgs_is_registered() -> None:
     assert METHODS["lbfgs"] is LBFGS
@@ -92,7 +83,7 @@ def test_wolfe_search_on_a_quadratic_matches_scipy_lbfgsb() -> None:
 
 @pytest.mark.parametrize("model", ["logistic", "softmax"])
 def test_reaches_the_newton_optimum_on_logistic_and_softmax(model: str) -> None:
-    obj = _classif(model)
+    obj = make_classif(model)
     w0 = obj.init("zeros")
     nt = minimize(obj, w0, "newton", tol=1e-10, max_iter=50, line_search=True)
     res = minimize(obj, w0, "lbfgs", tol=1e-8, max_iter=500)
@@ -106,7 +97,7 @@ def test_reaches_the_newton_optimum_on_logistic_and_softmax(model: str) -> None:
 
 @pytest.mark.parametrize("model", ["logistic", "softmax"])
 def test_every_line_search_evaluation_is_one_gradient_pass(model: str) -> None:
-    obj = _classif(model)
+    obj = make_classif(model)
     res = minimize(obj, obj.init("zeros"), "lbfgs", tol=1e-8, max_iter=500)
     h = res.history
     assert h["passes"][0] == 1.0  # f and ∇f at the start
@@ -130,7 +121,7 @@ def test_no_curvature_pair_with_non_positive_s_y_is_kept(monkeypatch: pytest.Mon
         assert all(float(p[0] @ p[1]) > 0 and p[2] > 0 for p in self.pairs)
 
     monkeypatch.setattr(LBFGS, "_update", spy)
-    obj = _classif("logistic_mse", l2=1e-4)
+    obj = make_classif("logistic_mse", l2=1e-4)
     w0 = obj.init("saturated", scale=1.0, rng=0)
     res = minimize(obj, w0, "lbfgs", tol=1e-8, max_iter=300, wolfe_max_evals=2)
     assert res.converged, res.message
@@ -239,14 +230,14 @@ def test_float32_objective() -> None:
     ],
 )
 def test_bad_options_raise_one_line_config_errors(kwargs: dict, key: str) -> None:
-    obj = _classif("logistic")
+    obj = make_classif("logistic")
     with pytest.raises(ConfigError) as exc:
         minimize(obj, obj.init("zeros"), "lbfgs", **kwargs)
     assert key in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_lbfgs_options_are_refused_by_other_methods() -> None:
-    obj = _classif("logistic")
+    obj = make_classif("logistic")
     with pytest.raises(ConfigError, match=r"memory.*lbfgs") as exc:
         minimize(obj, obj.init("zeros"), "gd", memory=5)
     assert "\n" not in str(exc.value)

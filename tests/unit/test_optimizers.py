@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from optimizer_cases import make_classif
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.objectives import make_objective
@@ -17,15 +18,6 @@ def _linear(n=200, d=6, seed=0, l2=1e-2, fit_intercept=True):
     y = X @ rng.normal(size=d) + 2.0 + 0.1 * rng.normal(size=n)
     return X, y, make_objective("linear", X, y, l2=l2, fit_intercept=fit_intercept)
 
-
-def _classif(model="logistic", n=300, d=5, c=3, seed=1, l2=1e-2):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, d))
-    if model == "softmax":
-        y = np.argmax(X @ rng.normal(size=(d, c)) + rng.gumbel(size=(n, c)), axis=1)
-        return make_objective(model, X, y, l2=l2, n_classes=c)
-    y = (X @ rng.normal(size=d) + rng.logistic(size=n) > 0).astype(int)
-    return make_objective(model, X, y, l2=l2)
 
 
 def test_closed_form_matches_independent_least_squares():
@@ -53,7 +45,7 @@ def test_newton_on_linear_regression_reaches_optimum_in_one_step(fit_intercept):
 
 @pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
 def test_gd_with_lr_one_over_L_decreases_monotonically(model):
-    obj = _linear()[2] if model == "linear" else _classif(model)
+    obj = _linear()[2] if model == "linear" else make_classif(model)
     res = minimize(obj, obj.init("random", rng=3), "gd", lr="auto", max_iter=200, tol=0.0)
     assert res.status == "max_iter" and res.n_iter == 200
     assert res.lr == pytest.approx(1.0 / obj.lipschitz())
@@ -98,7 +90,7 @@ def test_non_finite_loss_ends_with_diverged_and_last_finite_iterate():
 
 @pytest.mark.parametrize("model", ["logistic", "softmax"])
 def test_newton_cg_newton_and_gd_with_line_search_agree(model):
-    obj = _classif(model)
+    obj = make_classif(model)
     w0 = obj.init("zeros")
     nt = minimize(obj, w0, "newton", tol=1e-10, max_iter=50, line_search=True)
     cg = minimize(obj, w0, "newton_cg", tol=1e-10, max_iter=50, line_search=True)
@@ -115,7 +107,7 @@ def test_newton_cg_newton_and_gd_with_line_search_agree(model):
 
 
 def test_newton_quadratic_convergence_on_logistic():
-    obj = _classif("logistic", l2=1e-3)
+    obj = make_classif("logistic", l2=1e-3)
     res = minimize(obj, obj.init("zeros"), "newton", tol=1e-12, max_iter=30)
     g = res.history["grad_norm"]
     assert res.converged
@@ -126,7 +118,7 @@ def test_newton_quadratic_convergence_on_logistic():
 
 
 def test_newton_damps_indefinite_hessian_of_logistic_mse():
-    obj = _classif("logistic_mse", l2=1e-4)
+    obj = make_classif("logistic_mse", l2=1e-4)
     w0 = obj.init("saturated", scale=1.0, rng=0)
     assert np.linalg.eigvalsh(obj.hessian(w0))[0] < 0  # start in a non-convex region
     res = minimize(obj, w0, "newton", line_search=True, tol=1e-8, max_iter=200)
@@ -158,7 +150,7 @@ def test_pcg_solves_spd_systems_and_flags_negative_curvature():
 
 
 def test_softmax_newton_respects_gauge_and_history_contract():
-    obj = _classif("softmax")
+    obj = make_classif("softmax")
     calls = []
     res = minimize(
         obj, obj.init("zeros"), "newton", tol=1e-10, callback=lambda i, r: calls.append((i, r))
@@ -177,7 +169,7 @@ def test_softmax_newton_respects_gauge_and_history_contract():
 
 
 def test_time_budget_and_max_iter_stop():
-    obj = _classif("softmax")
+    obj = make_classif("softmax")
     res = minimize(obj, obj.init("zeros"), "gd", time_budget_s=1e-9, max_iter=10_000, tol=0.0)
     assert res.status == "time_budget" and res.n_iter <= 1
     res = minimize(obj, obj.init("zeros"), "gd", max_iter=3, tol=0.0)
@@ -215,14 +207,14 @@ def _xy32():
     ],
 )
 def test_bad_options_raise_config_error(kwargs):
-    obj = _classif("logistic")
+    obj = make_classif("logistic")
     with pytest.raises(ConfigError) as exc:
         minimize(obj, obj.init("zeros"), **kwargs)
     assert "\n" not in str(exc.value)
 
 
 def test_bad_start_point_raises():
-    obj = _classif("logistic")
+    obj = make_classif("logistic")
     with pytest.raises(ConfigError):
         minimize(obj, np.zeros(3), "gd")
     with pytest.raises(ConfigError):
@@ -230,15 +222,16 @@ def test_bad_start_point_raises():
 
 
 def test_config_keys_for_the_start_point_are_accepted():
-    obj = _classif("logistic")
+    obj = make_classif("logistic")
     res = minimize(obj, obj.init("zeros"), "gd", init="zeros", init_scale=1.0, max_iter=2)
     assert res.n_iter == 2
 
 
 @pytest.mark.parametrize("preconditioner", ["auto", "block", "jacobi", "none"])
 def test_newton_cg_preconditioners_reach_the_newton_optimum_even_without_penalty(preconditioner):
-    obj = _classif("softmax", n=400, l2=0.0)  # no penalty: the preconditioner needs its own ridge
-    obj_pen = _classif("softmax", n=400, l2=1e-3)
+    # no penalty: the preconditioner needs its own ridge
+    obj = make_classif("softmax", n=400, l2=0.0)
+    obj_pen = make_classif("softmax", n=400, l2=1e-3)
     for o in (obj, obj_pen):
         ref = minimize(o, o.init("zeros"), "newton", tol=1e-9, line_search=True, max_iter=100)
         res = minimize(o, o.init("zeros"), "newton_cg", tol=1e-9, line_search=True, max_iter=100,
