@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from pipeline.core.errors import NumericalError, worded
+from pipeline.core.solvers.first_order import smoothness
 from pipeline.core.solvers.loop import (
     FORWARD,
     GRADIENT,
@@ -17,7 +15,7 @@ from pipeline.core.solvers.loop import (
     ray,
     stalled_msg,
 )
-from pipeline.core.solvers.protocols import FloatArray, Objective, Smooth
+from pipeline.core.solvers.protocols import FloatArray, Objective
 
 
 class GradientDescent(Method):
@@ -27,10 +25,7 @@ class GradientDescent(Method):
         super().__init__(obj, o)
         self.search, self.extra, lr = o.search, {}, o.lr
         if lr is None:
-            L = float(obj.lipschitz()) if isinstance(obj, Smooth) else float("nan")
-            if not (np.isfinite(L) and L > 0):
-                raise NumericalError(worded("smoothness constant L = {L} is not positive; set "
-                                            "{solver.lr} explicitly", L=L))
+            L = smoothness(obj)
             lr = 1.0 / L
             self.extra["L"] = L
         self.lr = lr

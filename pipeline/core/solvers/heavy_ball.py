@@ -6,31 +6,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
-from pipeline.core.errors import NumericalError, OptionError, worded
-from pipeline.core.solvers.first_order import refuse_line_search, step_too_large_msg
+from pipeline.core.errors import OptionError
+from pipeline.core.solvers.first_order import (
+    refuse_line_search,
+    smoothness,
+    step_too_large_msg,
+    strong_convexity,
+)
 from pipeline.core.solvers.loop import GRADIENT, Halt, Method, MethodOptions, Step
-from pipeline.core.solvers.protocols import FloatArray, Objective, Smooth, StronglyConvex
+from pipeline.core.solvers.protocols import FloatArray, Objective
 
 HEAVY_BALL_DEFAULTS: dict[str, Any] = {"momentum": "auto"}
 # momentum 'auto' when μ is unknown or 0 (``heavy_ball_parameters``)
 FALLBACK_MOMENTUM = 0.9
-
-
-def smoothness(obj: Objective) -> float:
-    """L of an objective that is ``Smooth``, or a one-line error naming ``lr``."""
-    L = float(obj.lipschitz()) if isinstance(obj, Smooth) else float("nan")
-    if not (np.isfinite(L) and L > 0):
-        raise NumericalError(worded("smoothness constant L = {L} is not positive; set "
-                                    "{solver.lr} explicitly", L=L))
-    return L
-
-
-def strong_convexity(obj: Objective) -> float:
-    """μ of a ``StronglyConvex`` objective (0 when it is not one or reports no finite μ > 0)."""
-    mu = float(obj.strong_convexity()) if isinstance(obj, StronglyConvex) else 0.0
-    return mu if np.isfinite(mu) and mu > 0 else 0.0
 
 
 def optimal_heavy_ball(L: float, mu: float) -> tuple[float, float]:

@@ -8,8 +8,12 @@ import math
 from typing import Any
 
 from pipeline.core.errors import OptionError
-from pipeline.core.solvers.first_order import refuse_line_search, step_too_large_msg
-from pipeline.core.solvers.heavy_ball import smoothness, strong_convexity
+from pipeline.core.solvers.first_order import (
+    refuse_line_search,
+    smoothness,
+    step_too_large_msg,
+    strong_convexity,
+)
 from pipeline.core.solvers.loop import GRADIENT, Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, Objective
 
