@@ -27,7 +27,7 @@ from pipeline.core.solvers.adaptive import (
 from pipeline.core.solvers.closed_form import ClosedForm
 from pipeline.core.solvers.gd import GradientDescent
 from pipeline.core.solvers.heavy_ball import HEAVY_BALL_DEFAULTS, HeavyBall, check_momentum
-from pipeline.core.solvers.lbfgs import LBFGS, LBFGS_DEFAULTS, LBFGS_KEYS, check_lbfgs_options
+from pipeline.core.solvers.lbfgs import LBFGS, LBFGS_DEFAULTS, LBFGS_KEYS
 from pipeline.core.solvers.loop import (
     HISTORY_KEYS,
     Callback,
@@ -101,8 +101,7 @@ def check_method_options(method: str, opts: dict[str, Any]) -> None:
         check_restart(opts.get("restart", "none"))
     elif method in ("adam", "adagrad"):
         check_adaptive_options(opts)
-    elif method == "lbfgs":
-        check_lbfgs_options({**LBFGS_DEFAULTS, **opts}, float(opts.get("armijo_c", 1.0e-4)))
+    # lbfgs: its options are checked when the method is built, against the run's armijo_c (c1)
 
 
 # keys of OptimizerConfig that describe the start point, not the method (the caller uses them)
