@@ -27,6 +27,7 @@ from pipeline.spec import RunSpec
 from pipeline.store.locks import folder_lock
 from pipeline.store.prepared import file_sha256, load_prepared_for
 from pipeline.store.rundir import (
+    load_weight_arrays,
     read_json,
     read_run_config,
     read_weights,
@@ -127,8 +128,20 @@ def score_run(out: Path) -> tuple[dict[str, Any], str | None]:
         result["test_accuracy"] = float(np.trace(conf) / conf.sum())
         result["class_names"] = class_names_of(dataset.meta, c)
         result["per_class_accuracy"] = per_class_accuracy(conf)
-    write_evaluation(out, result, conf)
+    write_evaluation(out, result, conf, input_space_weights(out / "weights.npz", transform))
     return result, metrics.get("mlflow_run_id")
+
+
+def input_space_weights(weights: Path, transform: Any) -> dict[str, np.ndarray] | None:
+    """``coef`` = W_x = Aᵀ W and ``intercept`` = b_x = cᵀ W + b: the run's weights on the raw inputs
+    (None when weights.npz has no ``coef``)."""
+    arrays = load_weight_arrays(weights)
+    if "coef" not in arrays:
+        return None
+    W = np.asarray(arrays["coef"], dtype=np.float64)
+    b = arrays.get("intercept", np.zeros(W.shape[1:] or ()))
+    W_x, b_x = transform.input_weights(W, b)
+    return {"coef": np.asarray(W_x, dtype=np.float64), "intercept": np.asarray(b_x, np.float64)}
 
 
 def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out: Path) -> None:

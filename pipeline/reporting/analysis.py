@@ -81,6 +81,7 @@ def match_references(
         notes.append(f"{len(old)} run(s) record no objective id (trained by an older curvlab): "
                      + ", ".join(old[:5]) + ("…" if len(old) > 5 else "")
                      + "; retrain them to compare with f*.")
+    missing: list[str] = []
     for oid, rids in groups.items():
         losses = [float(np.nanmin(runs.histories[r]["loss"].to_numpy())) for r in rids
                   if r in runs.histories and np.isfinite(runs.histories[r]["loss"]).any()]
@@ -94,9 +95,7 @@ def match_references(
                    "no reference optimum: run `python -m pipeline.reference` with the runs' "
                    "overrides")
             if model not in NONCONVEX:
-                notes.append(f"{oid}: {why} (runs: "
-                             f"{', '.join(rids[:3])}{'…' if len(rids) > 3 else ''}); "
-                             "its runs are left out of the speed tables.")
+                missing.append(oid)
             out[oid] = Reference(objective=oid, f_star=best, status="n/a", source="best run",
                                  note=why)
             continue
@@ -115,6 +114,11 @@ def match_references(
                              "lowered to it.")
             ref.f_star = best
         out[oid] = ref
+    if missing:
+        shown = ", ".join(f"`{o}`" for o in sorted(missing)[:3]) + ("…" if len(missing) > 3 else "")
+        notes.append(f"{len(missing)} objective(s) have no reference optimum ({shown}); their "
+                     "runs are left out of the speed tables (`python -m pipeline.reference` "
+                     "with the runs' overrides computes one).")
     return out, notes
 
 

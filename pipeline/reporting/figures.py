@@ -25,14 +25,22 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def spans_decades(values: np.ndarray, decades: float = 1.5) -> bool:
+    """Whether the positive finite values span more than ``decades`` powers of ten."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return v.size > 1 and float(np.log10(v.max() / v.min())) > decades
+
+
 def convergence(curves: pd.DataFrame, title: str, path: Path) -> Path:
     """2×3: f − f* and ‖∇f‖ (log) against iterations, passes over the data and wall time;
-    colour = optimizer, line style = preprocess (plain matplotlib lines: a few seconds per
-    figure)."""
-    axes_x = [("iteration", "iteration"), ("passes", "passes over "
-                                                     "the data"), ("time_s", "wall time [s]")]
+    colour = optimizer, line style = preprocess; x log-scaled where it spans decades; the legend
+    to the right of the panels."""
+    axes_x = [("iteration", "iteration"), ("passes", "passes over the data"),
+              ("time_s", "wall time [s]")]
     axes_x = [a for a in axes_x if a[0] in curves.columns and curves[a[0]].notna().any()]
-    fig, axes = plt.subplots(2, len(axes_x), figsize=(5.6 * len(axes_x), 8.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(axes_x), figsize=(4.6 * len(axes_x) + 2.2, 7.6),
+                             squeeze=False)
     colours = dict(
         zip(sorted(curves["optimizer"].unique()), sns.color_palette(n_colors=8), strict=False)
     )
@@ -57,15 +65,20 @@ def convergence(curves: pd.DataFrame, title: str, path: Path) -> Path:
                     linewidth=1.4,
                 )
             ax.set_yscale("log")
-            ax.set_xlabel(xlab)
+            log_x = spans_decades(curves[x].to_numpy())
+            if log_x:
+                ax.set_xscale("symlog", linthresh=1.0 if x != "time_s" else 0.01)
+                ax.set_xlim(left=0.0)
+            ax.set_xlabel(xlab + (" (log scale)" if log_x else ""))
             ax.set_ylabel(ylab + " (log scale)")
             ax.set_title(f"{ylab} vs {xlab.split(' [')[0]}")
     handles = [plt.Line2D([], [], color=c, label=o) for o, c in colours.items()]
     handles += [plt.Line2D([], [], color="0.3", linestyle=st, label=p) for p, st in styles.items()]
-    axes[0, 0].legend(handles=handles, fontsize="small", loc="upper right")
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize="small",
+               title="optimizer / inputs")
     fig.suptitle(title)
     # fixed: a layout engine would draw it twice more
-    fig.subplots_adjust(wspace=0.3, hspace=0.32, top=0.92)
+    fig.subplots_adjust(wspace=0.32, hspace=0.35, top=0.91, right=0.84)
     return _save(fig, path)
 
 
@@ -128,9 +141,10 @@ def weight_images(W: np.ndarray, title: str, path: Path, shape: Sequence[int] = 
     return _save(fig, path)
 
 
-def spectra(spec: dict[str, np.ndarray], conds: dict[str, float], title: str, path: Path) -> Path:
-    """Eigenvalues (descending, log scale) of (1/n) X̃ᵀX̃ per preprocessing, κ in the legend."""
-    fig, ax = plt.subplots(figsize=(9, 5))
+def spectra(spec: dict[str, np.ndarray], conds: dict[str, float], title: str, path: Path,
+            ylabel: str = "λ_i of (1/n) X̃ᵀX̃ (log scale)") -> Path:
+    """Eigenvalues (descending, log scale) per labelled matrix, κ in the legend (outside)."""
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     for label, ev in spec.items():
         ev = np.asarray(ev, dtype=np.float64)
         ev = ev[ev > ev.max() * 1.0e-13]  # numerically zero eigenvalues are not drawn
@@ -139,9 +153,9 @@ def spectra(spec: dict[str, np.ndarray], conds: dict[str, float], title: str, pa
         ax.plot(np.arange(1, ev.size + 1), ev, label=lab)
     ax.set_yscale("log")
     ax.set_xlabel("eigenvalue index i (descending)")
-    ax.set_ylabel("λ_i of (1/n) X̃ᵀX̃ (log scale)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return _save(fig, path)
 
 
@@ -197,4 +211,30 @@ def min_eig_maps(maps: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
         ax.set_ylabel("y")
         ax.set_title(label, fontsize="medium")
     fig.suptitle(title)
+    return _save(fig, path)
+
+
+def inflation(image: np.ndarray, curvature: np.ndarray, data_spectrum: np.ndarray, title: str,
+              path: Path) -> Path:
+    """Left: a per-pixel map (log colour) of the penalty curvature λ s_j²; right: those values
+    sorted (descending) beside the data term's eigenvalues, both on a log scale."""
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1, 1.6]})
+    shown = np.log10(np.maximum(image, 1.0e-12))
+    im = a0.imshow(shown, cmap="magma", interpolation="nearest")
+    fig.colorbar(im, ax=a0, label="log₁₀ λ s_j²")
+    a0.set_title("penalty curvature per pixel", fontsize="medium")
+    a0.axis("off")
+    ev = np.sort(np.asarray(data_spectrum, dtype=np.float64))[::-1]
+    ev = ev[ev > ev.max() * 1.0e-13]
+    cv = np.sort(np.asarray(curvature, dtype=np.float64))[::-1]
+    a1.plot(np.arange(1, cv.size + 1), cv, label="λ s_j² (penalty, per pixel)")
+    a1.plot(np.arange(1, ev.size + 1), ev, label="eigenvalues of (1/n) Z̃ᵀZ̃ (data)")
+    a1.set_yscale("log")
+    a1.set_xscale("log")
+    a1.set_xlabel("index, descending (log scale)")
+    a1.set_ylabel("curvature (log scale)")
+    a1.set_title("which term sets L", fontsize="medium")
+    a1.legend(loc="lower left", fontsize="small")
+    fig.suptitle(title)
+    fig.subplots_adjust(wspace=0.25, top=0.86)
     return _save(fig, path)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.errors import DataError
 from pipeline.store.prepared import file_sha256
 from pipeline.store.rundir import (
     load_confusion,
@@ -53,6 +53,7 @@ class RunSet:
     dirs: dict[str, Path] = field(default_factory=dict)
     source: str = ""
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (run id, why) of damaged runs
+    stale: list[str] = field(default_factory=list)  # run ids of an earlier sweep, left out
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -188,15 +189,41 @@ def _run_folders(root: Path, wanted: set[str] | None, skipped: list[tuple[str, s
     return sorted(found)
 
 
-def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None) -> RunSet:
-    """Every ``<experiments_dir>/<study>/<run>/metrics.json`` (optionally only the given
-    studies)."""
+def sweep_run_ids(study_dir: Path) -> set[str] | None:
+    """The MLflow run ids of the latest sweep of a tuning study (its ``trials.csv``), or None when
+    the study has no trials file or it records no run ids."""
+    path = study_dir / "trials.csv"
+    if not path.is_file():
+        return None
+    try:
+        ids = pd.read_csv(path).get("mlflow_run_id")
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    found = {str(v) for v in ids.dropna()} if ids is not None else set()
+    return found or None
+
+
+def is_stale(row: dict[str, Any], sweep: set[str] | None) -> bool:
+    """A trial of an earlier sweep: its study lists this sweep's runs and its id is not there."""
+    rid = row.get("mlflow_run_id")
+    return (sweep is not None and row.get("val_accuracy") is not None and isinstance(rid, str)
+            and rid not in sweep)
+
+
+def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None,
+                exclude: Iterable[str] = ()) -> RunSet:
+    """Every ``<experiments_dir>/<study>/<run>/metrics.json`` (optionally only the given studies;
+    never the ``exclude``d ones); trials of an earlier sweep of a tuning study are left out (listed
+    in ``stale``)."""
     root = Path(experiments_dir)
     if not root.is_dir():
         raise DataError(f"{root}: no experiments directory; run `dvc repro` (or pipeline.train) "
                         "first")
     wanted = None if studies is None else set(studies)
-    rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
+    if wanted is None and exclude:
+        wanted = {n for n in (_listing(root) or []) if n not in set(exclude)}
+    rows, histories, configs, dirs, skipped, stale = [], {}, {}, {}, [], []
+    sweeps: dict[Path, set[str] | None] = {}
     if _listing(root) is None:
         raise DataError(f"{root}: cannot read the experiments folder; make it readable "
                         "(chmod u+rx)")
@@ -206,6 +233,11 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
             row, history, config = _read_run(run_dir, run_id)
         except DataError as err:  # a damaged run is left out (and listed), the rest rendered
             skipped.append((run_id, str(err)))
+            continue
+        if run_dir.parent not in sweeps:
+            sweeps[run_dir.parent] = sweep_run_ids(run_dir.parent)
+        if is_stale(row, sweeps[run_dir.parent]):
+            stale.append(run_id)
             continue
         rows.append(row)
         if history is not None:
@@ -217,7 +249,9 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
     if not rows:
         which = "" if wanted is None else f" for studies {sorted(wanted)}"
         raise NoRuns(f"{root}: no finished runs{which}; run `dvc repro` (or pipeline.train) first")
-    return _finish(rows, histories, configs, dirs, f"run directories under {root}", skipped)
+    found = _finish(rows, histories, configs, dirs, f"run directories under {root}", skipped)
+    found.stale = stale
+    return found
 
 
 def gather_mlflow(experiment: str, tracking_uri: str | None = None,
@@ -229,32 +263,14 @@ def gather_mlflow(experiment: str, tracking_uri: str | None = None,
     Runs without a ``metrics.json`` artifact (sweep parents, report runs) are skipped. Weights and
     the confusion matrix are read from the local run directory when it still exists.
     """
-    import mlflow
+    from pipeline.tracking.query import download_run, train_runs
 
-    from pipeline.tracking.mlflow import with_retry  # the writers' retries; errors are one line
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    if with_retry(lambda: mlflow.get_experiment_by_name(experiment)) is None:
-        raise ConfigError(
-            f"MLflow experiment {experiment!r} not found at {mlflow.get_tracking_uri()}; "
-            "set report.experiment to an existing study name (see `mlflow ui`)"
-        )
-    found = with_retry(lambda: mlflow.search_runs(experiment_names=[experiment],
-                                                  output_format="pandas"))
-    if len(found) and "tags.curvlab.kind" in found.columns:
-        found = found[found["tags.curvlab.kind"].fillna("train") == "train"]
-    # newest first: a retrained run replaces older ones
-    if len(found) and "start_time" in found.columns:
-        found = found.sort_values("start_time", ascending=False, kind="stable")
+    found = train_runs(experiment, tracking_uri)
     base = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="curvlab-mlflow-"))
     rows, histories, configs, dirs, skipped = [], {}, {}, {}, []
     for _, r in found.iterrows():
         rid = str(r["run_id"])
-        dst = base / rid
-        dst.mkdir(parents=True, exist_ok=True)
-        local = Path(with_retry(lambda rid=rid, dst=dst: mlflow.artifacts.download_artifacts(
-            run_id=rid, dst_path=str(dst))))
+        local = download_run(rid, base / rid)
         mfiles = sorted(local.rglob("metrics.json"))
         if not mfiles:
             continue

@@ -169,6 +169,13 @@ def load_spectra(path: str | Path) -> dict[str, np.ndarray]:
         return {k: np.asarray(z[k], dtype=np.float64) for k in keys if k in z.files}
 
 
+def load_transform_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The ``transform/…`` arrays of a prepared ``.npz`` (``scale``, ``offset``, ``matrix``, …) as
+    plain arrays, keyed without the prefix."""
+    with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as z:
+        return {k[len(_PREFIX):]: np.asarray(z[k]) for k in z.files if k.startswith(_PREFIX)}
+
+
 def load_transform(path: str | Path) -> Transform:
     """Only the transform of a prepared ``.npz`` (its ``transform/…`` arrays)."""
     with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as z:

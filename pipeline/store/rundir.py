@@ -26,6 +26,7 @@ from pipeline.store.reading import damaged, read_file
 from pipeline.store.writer import (
     csv_text,
     json_text,
+    npz_writer,
     replace_dir,
     update_dir,
     write_csv,
@@ -38,6 +39,7 @@ MAX_NAME_BYTES = 240  # a folder name (most file systems allow 255 bytes)
 RETRAIN = "retrain the run (python -m pipeline.train with the same overrides) or delete its folder"
 REEVALUATE = "rerun `python -m pipeline.evaluate`"
 RUN_CONFIG_GROUPS = ("data", "preprocess", "model", "optimizer")
+INPUT_WEIGHTS = "input_weights.npz"  # evaluate: the weights in the raw inputs' coordinates
 HISTORY_COLUMNS = HISTORY_KEYS  # iteration, time_s, loss, grad_norm, step_size, passes
 
 
@@ -78,22 +80,24 @@ def write_run(
         write_json(new / "metrics.json", dict(metrics))
 
 
-def write_evaluation(out: Path, result: Mapping[str, Any], confusion: np.ndarray | None) -> None:
-    """evaluation.json (+ confusion.csv, columns = the class names) in one swap of the run folder
-    (a stale confusion.csv goes with the old folder)."""
-    files = {"evaluation.json": json_text(dict(result))}
+def write_evaluation(out: Path, result: Mapping[str, Any], confusion: np.ndarray | None,
+                     input_weights: Mapping[str, np.ndarray] | None = None) -> None:
+    """evaluation.json (+ confusion.csv, columns = the class names; + input_weights.npz, the
+    weights mapped to the raw inputs ``coef`` = W_x = Aᵀ W, ``intercept`` = b_x = cᵀ W + b) in one
+    swap of the run folder (stale ones go with the old folder)."""
+    files: dict[str, Any] = {"evaluation.json": _text_writer(json_text(dict(result)))}
     if confusion is not None:
-        files["confusion.csv"] = csv_text(
+        files["confusion.csv"] = _text_writer(csv_text(
             dict(zip(result["class_names"], confusion.T, strict=True))
-        )
-    update_dir(
-        out,
-        {
-            name: (lambda p, t=text: p.write_text(t, encoding="utf-8"))
-            for name, text in files.items()
-        },
-        drop=("confusion.csv",),
-    )
+        ))
+    if input_weights is not None:
+        files[INPUT_WEIGHTS] = npz_writer(dict(input_weights))
+    update_dir(out, files, drop=("confusion.csv", INPUT_WEIGHTS))
+
+
+def _text_writer(text: str) -> Any:
+    """A ``write(path)`` function writing ``text`` as UTF-8."""
+    return lambda p: p.write_text(text, encoding="utf-8")
 
 
 # ---------------------------------------------------------------- readers
@@ -172,6 +176,15 @@ def load_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
     if not path.exists():
         return None
     return read_file(path, load_weight_arrays, "unreadable weights", RETRAIN)
+
+
+def load_input_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """input_weights.npz of a run (``coef`` = W_x, ``intercept`` = b_x in the raw inputs'
+    coordinates, written by evaluate) or None when absent."""
+    path = Path(run_dir) / INPUT_WEIGHTS
+    if not path.exists():
+        return None
+    return read_file(path, load_weight_arrays, "unreadable input-space weights", REEVALUATE)
 
 
 def read_history(path: Path | str) -> Any:

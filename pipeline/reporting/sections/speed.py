@@ -1,0 +1,79 @@
+"""Speed of every trained run: convergence figures not shown with a claim, and the speed table."""
+
+from __future__ import annotations
+
+from pipeline.reporting import analysis
+from pipeline.reporting.context import Context
+from pipeline.reporting.convergence import draw_problem, objectives_note, problems
+from pipeline.reporting.render import Section
+from pipeline.reporting.sections.common import speed_display, tol_text, with_run_cells
+
+KEY = "convergence"
+NEEDS = "trained"
+TITLE = "Speed of every trained run"
+INTRO = """Suboptimality f − f* (log scale) against iterations, passes over the data and wall
+time, and the gradient norm, one line per optimizer × preprocessing, for the studies no claim
+above shows. A straight line on the log scale is linear convergence (GD, rate ≈ 1 − 1/κ); a
+curve that bends down ever faster is Newton's quadratic convergence. f* comes from the reference
+stage (see the last section)."""
+RATES = """{n} GD run(s) converge at least as fast as the predicted 1 − 1/κ per iteration. Here
+κ = L/μ with μ = λ_min(∇²f(w*)) in the run's coordinates and L = 1/ε the smoothness constant GD
+used: with ε = 1/L from a global bound this κ exceeds the local κ of ∇²f(w*), and on a quadratic
+the asymptotic rate is (1 − 1/κ)² — so a measured rate below the bound is expected."""
+# speed-table columns shown when the speed table has them (column → header), after the rates
+OPTIONAL_COLUMNS = {"rate_theory": "rate predicted (theory)",
+                    "iters_predicted": "iters predicted"}
+
+
+def columns(ctx: Context, present: set[str]) -> dict[str, str]:
+    """Speed-table column → header: the fixed ones, then every optional column present."""
+    cols = {"run_id": "run", "status": "status", "iterations": "iterations"}
+    for tol in ctx.tols:
+        t = analysis.tol_key(tol)
+        cols[f"projected_iters_to_{t}"] = f"iters to {tol_text(tol)}"
+        cols[f"seconds_to_{t}"] = f"s to {tol_text(tol)}"
+    cols |= {"kappa": "κ of ∇²f(w*)", "kappa_gd": "κ for GD = 1/(εμ)",
+             "rate_measured": "rate measured", "rate_predicted": "1 − 1/κ",
+             "rate_check": "theory check"}
+    return cols | {k: v for k, v in OPTIONAL_COLUMNS.items() if k in present}
+
+
+def section(ctx: Context) -> list[Section]:
+    """Figures of the problems no claim draws, notes on f*, the speed table."""
+    if not ctx.has_runs:
+        return []
+    s = Section(KEY, TITLE, " ".join(INTRO.split()))
+    shown = {str(n) for n in ctx.rep["trained_studies"]["newton_vs_gd"]}
+    for study, data, model in problems(ctx):
+        if study in shown:
+            continue
+        rel = draw_problem(ctx, study, data, model)
+        if rel:
+            s.figure(rel, f"Study {study}: {model} regression on {data} — f − f* and ‖∇f‖ "
+                          "against iteration, passes over the data and wall time.")
+        note = objectives_note(ctx, study, data, model)
+        if note:
+            s.note(note)
+    for n in ctx.ref_notes:
+        s.note(n)
+    speed = ctx.speed
+    if speed.empty:
+        s.note("No run has a converged reference optimum yet: no speed table (run `dvc repro`).")
+        return [s]
+    rel = ctx.save_table(speed, "speed")
+    shown_tab = with_run_cells(ctx, speed_display(speed, ctx.tols,
+                                                  kinds=("projected_iters", "seconds")))
+    s.table(shown_tab, rel, "Speed: iterations and seconds to relative suboptimality "
+            "(f − f*)/|f*| ≤ tol (≈ = projected at the run's measured rate; – = not reached; the "
+            "CSV has passes too, and a reached/projected column per tolerance)",
+            columns(ctx, set(speed.columns)))
+    dis = speed[speed["rate_check"].str.startswith("DISAGREES")]
+    if len(dis):
+        s.note(f"{len(dis)} GD run(s) DISAGREE with the bound f − f* ≤ (1 − 1/κ)ᵏ(f₀ − f*): "
+               + ", ".join(ctx.label(r) for r in dis["run_id"]) + ". Possible causes: f* not "
+               "tight, ε ≠ 1/L with L the local curvature, or the run stopped before the "
+               "asymptotic regime.")
+    ok = speed[speed["rate_check"].str.startswith("agrees")]
+    if len(ok):
+        s.text(" ".join(RATES.split()).format(n=len(ok)))
+    return [s]
