@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from support.repo_copy import REPO_ROOT, run_cmd
 
@@ -157,16 +158,18 @@ def test_fashion_whiten_newton_cg_reaches_the_published_linear_baseline(
     assert min(ev["per_class_accuracy"]) == ev["per_class_accuracy"][FASHION_NAMES.index("Shirt")]
     # the report's Fashion-MNIST section (report.accuracy_data): the run against the published 84 %,
     # classes by name
-    from pipeline.reporting.build import Builder
+    from pipeline.reporting.context import Context
     from pipeline.reporting.gather import gather_dirs
+    from pipeline.reporting.sections.other_data import data_section
 
-    b = Builder(
-        tmp_path / "rep", {"report": {}, "paths": {"prepared_dir": str(tmp_path / "prepared")}}
-    )
-    b.data_set_accuracy(gather_dirs(tmp_path / "exp"), "fashion-mnist")
-    sec = b.sections[-1]
+    ctx = Context(tmp_path / "rep", {"report": {"conditioning": {"data": "mnist"}},
+                                     "paths": {"prepared_dir": str(tmp_path / "prepared")}},
+                  gather_dirs(tmp_path / "exp"))
+    sec = data_section(ctx, "fashion-mnist")
+    assert sec is not None
     assert sec.title == "Softmax regression on Fashion-MNIST"
-    acc, per = (blk.table for blk in sec.blocks if blk.kind == "table")
+    acc, per = (pd.read_csv(tmp_path / "rep" / blk.path) for blk in sec.blocks
+                if blk.kind == "table")
     assert acc["reference"].iloc[0].endswith("84.0%")
     assert acc["test_minus_reference"].iloc[0] == pytest.approx(metrics["test_accuracy"] - 0.84)
     assert (

@@ -118,6 +118,7 @@ def built(project: Path) -> tuple[Path, dict[str, Any]]:
         "report.conditioning.data=mnist-t",
         "report.conditioning.prepared=[none,zscore]",
         f"report.headline_study={STUDY}",
+        f"report.trained_studies.newton_vs_gd=[{STUDY}]",
     )
     summary = run_report(cfg)
     return project / "reports", summary
@@ -159,7 +160,8 @@ def test_the_headline_comes_first_and_answers_per_problem(
     rep, _ = built
     page = (rep / "index.html").read_text(encoding="utf-8")
     sections = re.findall(r'<section id="([^"]+)"', page)
-    assert sections[:2] == ["headline", "overview"]  # the answer on the first screen
+    # the answer on the first screen
+    assert sections[:3] == ["abstract", "headline", "overview"]
     assert page.index('id="headline"') < page.index("<table") and page.index("<table") < 6000
     head = pd.read_csv(rep / "tables" / "headline.csv")
     assert sorted(zip(head["optimizer"], head["preprocess"], strict=True)) == [
@@ -254,7 +256,7 @@ def test_accuracy_table_equals_metrics_json(
         assert rec.test_loss == m["test_loss"] and rec.model == "softmax"
     page = (rep / "index.html").read_text(encoding="utf-8")
     best = max(metrics.values(), key=lambda m: m["test_accuracy"])
-    assert f"{best['test_accuracy']:.2%}" in page
+    assert f"{100 * best['test_accuracy']:.2f} %" in page
 
 
 @pytest.mark.slow
@@ -323,6 +325,130 @@ def test_a_damaged_run_is_skipped_with_a_warning_and_listed(
     page = (tmp_path / "reports" / "index.html").read_text()
     assert "Skipped 1 damaged run" in page and runs[0].name in page
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".reports")) == []
+
+
+def _text(fragment: str) -> str:
+    """The visible text of an HTML fragment."""
+    import html as html_mod
+
+    text = html_mod.unescape(re.sub(r"<[^>]+>", "", fragment))
+    return re.sub(r"[ \t\r\n]+", " ", text).strip()  # narrow no-break spaces kept
+
+
+def _sections(page: str) -> dict[str, str]:
+    """Section id → its HTML."""
+    return dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', page, flags=re.S))
+
+
+@pytest.mark.slow
+def test_every_number_of_the_abstract_is_a_table_cell(built: tuple[Path, dict[str, Any]]) -> None:
+    rep, _ = built
+    page = (rep / "index.html").read_text(encoding="utf-8")
+    abstract = re.search(r'<p class="abstract">(.*?)</p>', page, flags=re.S)
+    assert abstract is not None
+    text = _text(re.sub(r"<code>.*?</code>", "", abstract.group(1)))  # names, not numbers
+    text = re.sub(r"\b1e-\d+\b", "", text)  # the tolerances (column headers)
+    numbers = re.findall(r"≈ \d[\d\u202f]*(?:\.\d+)?|\d[\d\u202f]*(?:\.\d+)?(?: ?%)?", text)
+    cells = {_text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", page, flags=re.S)}
+    assert len(numbers) >= 6, text  # iterations, passes, seconds, ratios, accuracy
+    for num in numbers:
+        assert num in cells or any(c.endswith(num) for c in cells), (num, text)
+    head = pd.read_csv(rep / "tables" / "headline.csv")
+    measured = head[head["basis_1e-08"] == "measured"]
+    best = measured.sort_values("seconds_to_1e-08").iloc[0]  # the fastest in seconds
+    assert f"{best['optimizer']} on {best['preprocess']} inputs" in text
+    assert f"{int(best['iters_to_1e-08'])} iterations" in text
+
+
+@pytest.mark.slow
+def test_every_claim_ends_with_a_verdict_and_no_figure_appears_twice(
+    built: tuple[Path, dict[str, Any]],
+) -> None:
+    rep, _ = built
+    page = (rep / "index.html").read_text(encoding="utf-8")
+    secs = _sections(page)
+    claims = [k for k in secs if k.startswith("claim")]
+    assert {"claim1", "claim2", "claim3", "claim5", "claim6"} <= set(claims)
+    for key in claims:
+        verdicts = re.findall(r'<p class="verdict"><b>Verdict:</b> (.*?)</p>', secs[key], re.S)
+        assert len(verdicts) == 1, key
+        assert re.match(r"(agrees|partly|DISAGREES|not decided)", verdicts[0]), verdicts[0]
+        assert re.search(r"\d", verdicts[0]), verdicts[0]  # the number that decides it
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == len(set(srcs)), sorted(s for s in srcs if srcs.count(s) > 1)
+    assert all(re.search(r"<(table|figure|p)\b", body) for body in secs.values())  # none empty
+
+
+@pytest.mark.slow
+def test_no_alarm_about_the_budget_the_study_chose(built: tuple[Path, dict[str, Any]]) -> None:
+    """GD runs stop at their max_iter budget: no warning and no DISAGREES sentence names them."""
+    rep, _ = built
+    page = (rep / "index.html").read_text(encoding="utf-8")
+    speed = pd.read_csv(rep / "tables" / "speed.csv")
+    capped = speed[speed["status"] == "max_iter"]
+    assert len(capped) == 2  # the fixture's budget-capped GD runs
+    alarms = [_text(p) for p in re.findall(r'<p class="warn">(.*?)</p>', page, re.S)]
+    alarms += [sent for sent in re.split(r"(?<=[.;])\s", _text(page)) if "DISAGREE" in sent]
+    for rid, pre in zip(capped["run_id"], capped["preprocess"], strict=True):
+        label = f"mnist-t · {pre} · gd"
+        assert not [a for a in alarms if label in a or rid in a], alarms
+    assert "budget" in _text(_sections(page)["claim6"])  # stated as the budget
+
+
+@pytest.mark.slow
+def test_convergence_plot_files_are_long_format_subopt(
+    built: tuple[Path, dict[str, Any]], project: Path
+) -> None:
+    rep, _ = built
+    plot = pd.read_csv(rep / "plots" / f"convergence-{STUDY}-mnist-t-softmax.csv")
+    assert list(plot.columns) == ["run", "optimizer", "preprocess", "iteration", "passes",
+                                  "subopt", "rel_subopt"]
+    assert (plot["subopt"] > 0).all() and set(plot["optimizer"]) == {"gd", "newton_cg"}
+    ref = json.loads((project / "experiments" / "reference" / "mnist-t-softmax-l2=0.001.json")
+                     .read_text())
+    f_star = ref["f_star"]
+    hist = pd.read_csv(project / "experiments" / STUDY / "mnist-t-none-softmax-gd" / "history.csv")
+    gd = plot[plot["run"] == "mnist-t · none · gd"]
+    want = hist["loss"] - f_star
+    assert gd["subopt"].to_numpy() == pytest.approx(want[want > 0].to_numpy(), rel=1e-12)
+    assert gd["rel_subopt"].to_numpy() == pytest.approx(gd["subopt"].to_numpy() / abs(f_star))
+
+
+@pytest.mark.slow
+def test_scratch_and_stale_sweep_runs_are_left_out(project: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.reporting.gather import gather_dirs
+
+    src = sorted((project / "experiments" / STUDY).glob("*/metrics.json"))[0].parent
+    for study in ("kept", "scratch"):
+        shutil.copytree(src, tmp_path / study / src.name)
+    stale = tmp_path / "tuned" / "old-trial"
+    shutil.copytree(src, stale)
+    m = json.loads((stale / "metrics.json").read_text())
+    (stale / "metrics.json").write_text(json.dumps({**m, "val_accuracy": 0.9,
+                                                    "mlflow_run_id": "old"}))
+    (tmp_path / "tuned" / "trials.csv").write_text("job,val_accuracy,mlflow_run_id\n0,0.9,new\n")
+    runs = gather_dirs(tmp_path, None, exclude=("scratch",))
+    assert list(runs.runs.index) == [f"kept/{src.name}"] and runs.stale == ["tuned/old-trial"]
+    assert list(gather_dirs(tmp_path, ["scratch"]).runs.index) == [f"scratch/{src.name}"]
+
+
+def test_the_speed_table_shows_an_extra_column_when_the_data_has_it() -> None:
+    from pipeline.reporting.context import Context
+    from pipeline.reporting.sections import speed
+
+    ctx = Context(Path("."), {"report": {"tolerances": [1.0e-4]}, "paths": {}})
+    assert "rate_theory" not in speed.columns(ctx, {"run_id"})
+    assert speed.columns(ctx, {"run_id", "rate_theory"})["rate_theory"]
+
+
+def test_the_page_order_is_one_list_of_section_modules() -> None:
+    from pipeline.reporting.sections import ORDER
+
+    keys = [m.KEY for m in ORDER]
+    assert keys[:3] == ["abstract", "headline", "overview"] and len(keys) == len(set(keys))
+    assert all(callable(m.section) and hasattr(m, "NEEDS") for m in ORDER)
 
 
 # ---------------------------------------------------------------------------- units
