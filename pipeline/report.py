@@ -83,7 +83,7 @@ def gather(cfg: dict[str, Any], stage_dir: Path) -> Any:
 
 def provenance(cfg: dict[str, Any], runs: Any) -> dict[str, Any]:
     """The git commit, the tracking URI and MLflow UI the run links point into, and each study's
-    preset (a link relative to the report folder, when the preset exists)."""
+    presets (``conf/experiment/<study>[_*].yaml``, linked relative to the report folder)."""
     import os
 
     from pipeline.config.paths import PROJECT_ROOT
@@ -92,11 +92,12 @@ def provenance(cfg: dict[str, Any], runs: Any) -> dict[str, Any]:
 
     uri = tracking_uri(cfg["mlflow"])
     reports = Path(cfg["paths"]["reports_dir"])
-    presets = {}
+    presets: dict[str, list[tuple[str, str]]] = {}  # study → (preset file, link from reports/)
+    conf = PROJECT_ROOT / "conf" / "experiment"
     for study in [] if runs is None else sorted(set(runs.runs["study"].astype(str))):
-        preset = PROJECT_ROOT / "conf" / "experiment" / f"{study}.yaml"
-        if preset.is_file():
-            presets[study] = Path(os.path.relpath(preset, reports)).as_posix()
+        files = sorted({*conf.glob(f"{study}.yaml"), *conf.glob(f"{study}_*.yaml")})
+        presets[study] = [(f.relative_to(PROJECT_ROOT).as_posix(),
+                           Path(os.path.relpath(f, reports)).as_posix()) for f in files]
     return {"git_commit": git_commit(), "tracking_uri": uri, "mlflow_ui": ui_base(uri),
             "ui_is_server": is_server(uri), "presets": presets}
 

@@ -15,7 +15,7 @@ KEY = "abstract"
 NEEDS = "trained"
 TITLE = "Abstract"
 FASTEST = """{model} regression on `{data}`: {optimizer} on {preprocess} inputs reaches {tol}
-fastest — {iters} iterations, {passes} passes over the data, {secs} s{versus}."""
+fastest — {iters} {iteration_s}, {passes} passes over the data, {secs} s{versus}."""
 VERSUS = "; the best GD run ({preprocess} inputs) would need {iters} iterations ({secs} s)"
 PREPROCESS = """Against raw inputs, GD on {problem} needs {ratios} the iterations to {tol}, and
 Newton-CG {cg_ratios} — same objective, other coordinates."""
@@ -49,7 +49,8 @@ def fastest_lines(ctx: Context, tab: pd.DataFrame) -> list[str]:
         lines.append(" ".join(FASTEST.split()).format(
             model=str(model).capitalize(), data=data, optimizer=best["optimizer"],
             preprocess=best["preprocess"], tol=tol_text(tol),
-            iters=cell["iters"], passes=cell["passes"], secs=cell["seconds"], versus=versus))
+            iters=cell["iters"], passes=cell["passes"], secs=cell["seconds"], versus=versus,
+            iteration_s="iteration" if cell["iters"] == "1" else "iterations"))
     return lines
 
 

@@ -28,10 +28,10 @@ def section(ctx: Context) -> list[Section]:
 
     rows = []
     for study, grp in ctx.runs.runs.groupby("study", sort=True):
-        preset = (p.get("presets") or {}).get(str(study))
-        rows.append({"study": str(study), "runs": len(grp),
-                     "preset": Cell(preset or "–", preset or "", preset)})
+        for name, link in (p.get("presets") or {}).get(str(study)) or [("–", None)]:
+            rows.append({"study": str(study), "runs": len(grp),
+                         "preset": Cell(name, link or "", link)})
     tab = pd.DataFrame(rows)
-    s.table(tab, ctx.save_table(tab.assign(preset=[str(c.href or "") for c in tab["preset"]]),
-                                "provenance"), "Studies in this page and their presets")
+    csv = tab.assign(preset=[c.text for c in tab["preset"]])
+    s.table(tab, ctx.save_table(csv, "provenance"), "Studies in this page and their presets")
     return [s]
