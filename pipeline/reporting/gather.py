@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.errors import DataError
 from pipeline.store.prepared import file_sha256
+from pipeline.store.reading import DataError  # the store's read error
 from pipeline.store.rundir import (
     load_confusion,
     read_config_dict,

@@ -443,6 +443,19 @@ def test_the_speed_table_shows_an_extra_column_when_the_data_has_it() -> None:
     assert speed.columns(ctx, {"run_id", "rate_theory"})["rate_theory"]
 
 
+def test_the_report_imports_nothing_from_the_core() -> None:
+    """reporting/ reads files through the store; the numerics (and their errors) stay below."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "pipeline" / "reporting").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n.startswith("pipeline.core")]
+    assert not found, found
+
+
 def test_the_page_order_is_one_list_of_section_modules() -> None:
     from pipeline.reporting.sections import ORDER
 

@@ -76,7 +76,7 @@ def section(ctx: Context) -> list[Section]:
 
 def image_shape(ctx: Context, run_id: str) -> list[int]:
     """The data set's image shape (prepared facts ``meta.image_shape``), else 28×28."""
-    from pipeline.core.errors import DataError
+    from pipeline.store.reading import DataError
 
     js = analysis.prepared_file(ctx.runs, run_id, ctx.paths["prepared_dir"]).with_suffix(".json")
     try:

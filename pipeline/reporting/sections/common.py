@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.errors import DataError
 from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
 from pipeline.reporting.render import Cell, Section, sig
+from pipeline.store.reading import DataError  # the store's read error
 from pipeline.store.studies import read_study
 
 

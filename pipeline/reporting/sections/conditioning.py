@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.errors import DataError
 from pipeline.reporting import figures
 from pipeline.reporting.context import Context
 from pipeline.reporting.render import Section, sig
 from pipeline.spec import prepared_stem
 from pipeline.store.prepared import load_spectra, prepared_path, read_facts
+from pipeline.store.reading import DataError  # the store's read error
 
 KEY = "conditioning"
 NEEDS = "conditioning"
