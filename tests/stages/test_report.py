@@ -443,6 +443,21 @@ def test_the_speed_table_shows_an_extra_column_when_the_data_has_it() -> None:
     assert speed.columns(ctx, {"run_id", "rate_theory"})["rate_theory"]
 
 
+@pytest.mark.slow
+def test_evaluate_writes_the_weights_on_the_raw_inputs(project: Path) -> None:
+    """input_weights.npz: W_x = Aᵀ W and b_x = cᵀ W + b (z-scoring: A = diag(scale))."""
+    from pipeline.store.prepared import load_transform_arrays
+    from pipeline.store.rundir import load_input_weights, load_weight_arrays
+
+    run = project / "experiments" / STUDY / "mnist-t-zscore-softmax-gd"
+    got = load_input_weights(run)
+    w = load_weight_arrays(run / "weights.npz")
+    tr = load_transform_arrays(project / "prepared" / "mnist-t-zscore.npz")
+    assert got is not None and got["coef"].shape == w["coef"].shape
+    assert got["coef"] == pytest.approx(tr["scale"][:, None] * w["coef"], rel=1e-12)
+    assert got["intercept"] == pytest.approx(tr["offset"] @ w["coef"] + w["intercept"], rel=1e-12)
+
+
 def test_the_report_imports_nothing_from_the_core() -> None:
     """reporting/ reads files through the store; the numerics (and their errors) stay below."""
     import ast
