@@ -84,16 +84,17 @@ def convergence(curves: pd.DataFrame, title: str, path: Path) -> Path:
 
 def loss_curves(curves: pd.DataFrame, title: str, path: Path, hue: str = "model") -> Path:
     """Training loss and ‖∇f‖ (log) against iteration, one line per run (for objectives without
-    f*)."""
+    f*); the legend right of the panels."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     for ax, (y, lab) in zip(axes, [("loss", "training loss"), ("grad_norm", "‖∇f‖")], strict=True):
         data = curves[np.isfinite(curves[y]) & (curves[y] > 0)]
         sns.lineplot(data=data, x="iteration", y=y, hue=hue, style="preprocess", units="run",
-                     estimator=None, ax=ax, legend=(ax is axes[0]))
+                     estimator=None, ax=ax, legend=(ax is axes[1]))
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_ylabel(lab + " (log scale)")
         ax.set_title(f"{lab} vs iteration")
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.02, 1.0))  # outside the data
     fig.suptitle(title)
     return _save(fig, path)
 
