@@ -200,8 +200,8 @@ def to_html(title: str, subtitle: str, sections: list[Section]) -> str:
     out += [f'<li><a href="#{s.key}">{html.escape(s.title)}</a></li>' for s in sections]
     out.append("</ul></details></nav>")
     for s in sections:
-        out.append('<section '
-                   f'id="{s.key}"><h2>{html.escape(s.title)}</h2><p>{_inline(s.intro)}</p>')
+        intro = f"<p>{_inline(s.intro)}</p>" if s.intro else ""
+        out.append(f'<section id="{s.key}"><h2>{html.escape(s.title)}</h2>{intro}')
         for b in s.blocks:
             if b.kind == "text":
                 out.append(f"<p>{_inline(b.text)}</p>")
@@ -252,7 +252,7 @@ def to_markdown(title: str, subtitle: str, sections: list[Section]) -> str:
     runs and configs escaped (``_md``)."""
     out = [f"# {_md(title)}", "", _md(subtitle), ""]
     for s in sections:
-        out += [f"## {_md(s.title)}", "", _md(s.intro), ""]
+        out += [f"## {_md(s.title)}", ""] + ([_md(s.intro), ""] if s.intro else [])
         for b in s.blocks:
             if b.kind == "text":
                 out += [_md(b.text), ""]

@@ -10,6 +10,7 @@ from pipeline.reporting.context import Context
 from pipeline.reporting.render import Section
 from pipeline.reporting.sections.common import pct, with_percent, with_run_cells
 from pipeline.store.prepared import read_facts
+from pipeline.store.reading import DataError  # the store's read error
 from pipeline.store.rundir import class_names, load_confusion, load_input_weights, load_weights
 
 KEY = "claim6"
@@ -76,8 +77,6 @@ def section(ctx: Context) -> list[Section]:
 
 def image_shape(ctx: Context, run_id: str) -> list[int]:
     """The data set's image shape (prepared facts ``meta.image_shape``), else 28×28."""
-    from pipeline.store.reading import DataError
-
     js = analysis.prepared_file(ctx.runs, run_id, ctx.paths["prepared_dir"]).with_suffix(".json")
     try:
         shape = read_facts(js).get("meta", {}).get("image_shape")
