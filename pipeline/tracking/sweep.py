@@ -131,3 +131,17 @@ def failed_jobs(sweep_dir: str | Path | None) -> list[dict[str, Any]]:
         return []
     jobs = [read_json(p) for p in sorted(Path(sweep_dir).glob("failed/*.json"))]
     return sorted(jobs, key=lambda j: j["job"])
+
+
+def trial_name(folder: str) -> str:
+    """A sweep job's MLflow run name: the values its folder name appends first, keys without
+    their group where that stays unique (``lr=0.1 batch_size=50 · mnist-val-none-softmax-sgd``
+    for ``mnist-val-none-softmax-sgd,optimizer.batch_size=50,optimizer.lr=0.1``), so names that
+    the UI cuts short still differ; a folder name without such values as it is."""
+    base, _, rest = folder.partition(",")
+    if not rest:
+        return folder
+    pairs = [p.partition("=") for p in rest.split(",")]
+    short = [k.rsplit(".", 1)[-1] for k, _, _ in pairs]
+    keys = [s if short.count(s) == 1 else k for s, (k, _, _) in zip(short, pairs, strict=True)]
+    return " ".join(f"{k}={v}" for k, (_, _, v) in zip(keys, pairs, strict=True)) + f" · {base}"
