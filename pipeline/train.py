@@ -28,7 +28,7 @@ from pipeline.store.locks import folder_lock
 from pipeline.store.prepared import check_model_fits_data, file_sha256, load_prepared_for
 from pipeline.store.rundir import run_dir, write_run
 from pipeline.store.writer import check_writable
-from pipeline.tracking.sweep import JobContext, record_trial, trial_name
+from pipeline.tracking.sweep import JobContext, record_trial, swept_keys_from_env, trial_name
 
 PROG = "train"
 
@@ -122,7 +122,7 @@ def start_tracking(spec: RunSpec, ctx: JobContext, out_dir: Path, prep_path: Pat
     tags.update(
         {f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()}
     )
-    name = trial_name(out_dir.name) if ctx.multirun else out_dir.name
+    name = trial_name(out_dir.name, swept_keys_from_env()) if ctx.multirun else out_dir.name
     return tracker, tracker.start_run(spec.study, name, tags, ctx.parent_run_id), prep_sha
 
 

@@ -34,6 +34,7 @@ from pipeline.tracking.metrics import Point, history_points
 from pipeline.tracking.owner import HOST_TAG, owner_gone, owner_tags
 from pipeline.tracking.sweep import (
     announce_parent,
+    announce_swept,
     begin_sweep,
     end_sweep,
     failed_jobs,
@@ -543,6 +544,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
             },
         )
         self.tracker.log_params(self.parent_run_id, sweeps)
+        announce_swept(list(sweeps))
         _OPEN_SWEEPS.append((self.tracker, self.parent_run_id))
         announce_parent(sweep_dir, self.parent_run_id)
 
