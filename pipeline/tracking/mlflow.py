@@ -6,9 +6,10 @@ Store: ``mlflow.tracking_uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<pro
 With a local store, creating/migrating the SQLite schema and creating an experiment happen under
 an inter-process file lock, and every client call is retried while SQLite says "database is
 locked", so parallel joblib/submitit jobs lose no runs; a tracking server (``http(s)://``)
-serializes writes itself and needs no lock. Experiments are tagged as model-training experiments
-(the MLflow UI then opens on the runs table) and each train run records its prepared data as an
-MLflow dataset input (name, digest, source path; the arrays stay on disk).
+serializes writes itself and needs no lock. Experiments carry the UI tags of
+``pipeline.tracking.ui`` (model-training kind, a shared runs-table view with the key metrics as
+columns) and each train run records its prepared data as an MLflow dataset input (name, digest,
+source path; the arrays stay on disk).
 """
 
 from __future__ import annotations
@@ -40,15 +41,12 @@ from pipeline.tracking.sweep import (
     failed_jobs,
     parent_run_id_from_env,
 )
+from pipeline.tracking.ui import experiment_tags
 
 T = TypeVar("T")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
 MAX_RUN_NAME = 250  # characters of a run name the UI shows in full (the store keeps more)
-# MLflow >= 3 opens an experiment without this tag on its GenAI "Traces" overview; this value
-# selects the classic model-training view (runs table, charts, compare).
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
 DEFAULT_EXPERIMENT_ID = "0"  # the "Default" experiment every new MLflow store starts with
 MAX_DATASET_DIGEST = 36  # characters MLflow's store keeps of a dataset digest
 _log = logging.getLogger(__name__)
@@ -259,20 +257,18 @@ class Tracker:
                               "MLFLOW_TRACKING_URI") from None
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment ``name``, created (with our artifact location and the
-        model-training kind tag) if missing; an older experiment without the tag gets it."""
+        """The id of experiment ``name``, created (with our artifact location and the UI tags of
+        ``pipeline.tracking.ui``) if missing; an older experiment without them gets them."""
         exp = with_retry(lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             with _store_lock(self.uri):
                 exp = with_retry(lambda: self.client.get_experiment_by_name(name))
                 if exp is None:
                     return self._create_experiment(name)
-        if EXPERIMENT_KIND_TAG not in exp.tags:
-            with_retry(
-                lambda: self.client.set_experiment_tag(
-                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
-                )
-            )
+        for key, value in experiment_tags().items():
+            if key not in exp.tags:
+                with_retry(lambda k=key, v=value: self.client.set_experiment_tag(
+                    exp.experiment_id, k, v))
         return exp.experiment_id
 
     def _create_experiment(self, name: str) -> str:
@@ -282,7 +278,7 @@ class Tracker:
         )
         try:
             exp_id = with_retry(lambda: self.client.create_experiment(
-                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+                name, artifact_location=location, tags=experiment_tags()))
             self.hide_empty_default()
             return exp_id
         except Exception as err:

@@ -21,7 +21,7 @@ from pipeline.store.writer import write_json
 
 PARENT_ENV = "CURVLAB_MLFLOW_PARENT_RUN_ID"
 SWEEP_ENV = "CURVLAB_SWEEP_DIR"
-SWEPT_ENV = "CURVLAB_SWEPT_KEYS"
+SWEPT_ENV = "CURVLAB_SWEEP_KEYS"
 PARENT_FILE = "mlflow_parent_run_id"
 
 
