@@ -199,8 +199,9 @@ class TrainConfig(AppBase):
 class PrepareConfig(TrainConfig):
     """Prepare a data set: ``data`` and ``preprocess`` are read, of the model only ``model.l2``
     (ridge whitening, ``preprocess.ridge: ${model.l2}``); the other train keys let a train preset
-    (``experiment=<preset>``) name the data it trains on."""
+    (``experiment=<preset>``) name the data it trains on (its optimizer, if any, is not read)."""
 
+    optimizer: OptimizerConfig | None = None
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
