@@ -245,9 +245,13 @@ def job(cfg: DictConfig, ctx: JobContext) -> None:
         run(cfg)
         return
     from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
 
+    # where the preset was found (a config folder added on the command line) is searched again
+    found_by = [str(o) for o in HydraConfig.get().overrides.hydra
+                if str(o).startswith("hydra.searchpath")]
     for extra in variants:
-        run(compose(config_name="prepare", overrides=[*ctx.overrides, *extra]))
+        run(compose(config_name="prepare", overrides=[*ctx.overrides, *found_by, *extra]))
 
 
 main = stage("prepare", PrepareConfig)(job)
