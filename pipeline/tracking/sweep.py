@@ -146,13 +146,13 @@ def swept_keys_from_env() -> tuple[str, ...]:
 
 
 def trial_name(folder: str, swept_keys: Sequence[str] = ()) -> str:
-    """A sweep job's MLflow run name: the swept values its folder name appends first (all appended
-    values when ``swept_keys`` is empty), keys without their group where that stays unique, then
-    the folder name without them (``lr=0.1 batch_size=50 · mnist-val-none-softmax-sgd``), so
-    names the UI cuts short still differ; a folder name without such values as it is."""
+    """A sweep job's MLflow run name: the swept values its folder name appends first, keys without
+    their group where that stays unique, then the folder name without them
+    (``lr=0.1 batch_size=50 · mnist-val-none-softmax-sgd``), so names the UI cuts short still
+    differ; the folder name itself when it appends no swept value (or none is known)."""
     base, _, rest = folder.partition(",")
     pairs = [p.partition("=") for p in rest.split(",")] if rest else []
-    lead = [p for p in pairs if not swept_keys or p[0] in swept_keys]
+    lead = [p for p in pairs if p[0] in swept_keys]
     if not lead:
         return folder
     short = [k.rsplit(".", 1)[-1] for k, _, _ in lead]

@@ -98,6 +98,10 @@ def test_trial_names_lead_with_the_swept_values() -> None:
     assert trial_name("d-none-linear-gd,data.n_samples=9,optimizer.lr=2", ("optimizer.lr",)) == (
         "lr=2 · d-none-linear-gd,data.n_samples=9")
     assert trial_name("d-none-linear-gd", ("optimizer",)) == "d-none-linear-gd"
+    # no swept value in the folder name, or no swept keys known: the folder name
+    assert trial_name("d-none-linear-gd,data.n_samples=9", ("optimizer",)) == (
+        "d-none-linear-gd,data.n_samples=9")
+    assert trial_name("d-none-linear-gd,optimizer.lr=2") == "d-none-linear-gd,optimizer.lr=2"
 
 
 @pytest.mark.parametrize("params, retrain, want", [
