@@ -33,7 +33,9 @@ def log_subopt(tracker: Any, run_id: str, f_star: float) -> int:
     """``subopt`` = f − f* and ``rel_subopt`` at every step of the run's ``objective`` metric, at
     the same steps and timestamps, and the tag ``curvlab.f_star``; a run that has them already is
     left as it is. Returns the number of points logged."""
-    run = tracker.client.get_run(run_id)
+    from pipeline.tracking.mlflow import with_retry
+
+    run = with_retry(lambda: tracker.client.get_run(run_id))
     if SUBOPT in run.data.metrics:
         return 0
     points = subopt_points(tracker.metric_points(run_id, "objective"), float(f_star))
