@@ -249,8 +249,8 @@ def check_boundary(cfg: Any) -> None:
     check_complete(cfg)
     for key in NAME_KEYS:
         group = key.partition(".")[0]
-        if key == "study" and "study" not in cfg or group != key and cfg.get(group) is None:
-            continue  # a stage without the group, or with it left out (prepare's optimizer)
+        if key == "study" and "study" not in cfg or group != key and group not in cfg:
+            continue
         value = OmegaConf.select(cfg, key, default=None)
         if value is None and key.endswith(".id"):  # the id defaults to the name
             key, value = f"{group}.name", OmegaConf.select(cfg, f"{group}.name", default=None)

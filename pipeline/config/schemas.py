@@ -199,9 +199,10 @@ class TrainConfig(AppBase):
 class PrepareConfig(TrainConfig):
     """Prepare a data set: ``data`` and ``preprocess`` are read, of the model only ``model.l2``
     (ridge whitening, ``preprocess.ridge: ${model.l2}``); the other train keys let a train preset
-    (``experiment=<preset>``) name the data it trains on (its optimizer, if any, is not read)."""
+    (``experiment=<preset>``) name the data it trains on (the optimizer is not read: GD unless a
+    preset sets one)."""
 
-    optimizer: OptimizerConfig | None = None
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="gd"))
     limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
