@@ -60,6 +60,12 @@ def class_names_of(meta: dict[str, Any], n_classes: int) -> list[str]:
     return names
 
 
+# evaluation.json key → MLflow metric (one name per meaning: the train run's ``objective`` is f
+# with the penalty, ``data_loss`` the training data loss without it)
+EVAL_METRICS = {"train_loss": "data_loss", "test_loss": "test_loss",
+                "train_accuracy": "train_accuracy", "test_accuracy": "test_accuracy"}
+
+
 def locate_run(spec: RunSpec, given: str | None) -> Path:
     """The run directory: ``run_dir`` if given, else the one ``train`` derives from the
     overrides."""
@@ -145,25 +151,21 @@ def input_space_weights(weights: Path, transform: Any) -> dict[str, np.ndarray] 
 
 
 def log_to_mlflow(spec: RunSpec, run_id: str | None, result: dict[str, Any], out: Path) -> None:
-    """``eval_*`` metrics and evaluation.json onto the train run (a warning if it is not in this
-    store)."""
+    """``data_loss`` (the training data loss, without the penalty), the test loss and accuracies
+    the train run has not logged, and evaluation.json onto the train run (a warning if it is not
+    in this store)."""
     if not spec.mlflow.get("enabled", True) or not run_id:
         return
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking.mlflow import Tracker
+    from pipeline.tracking.mlflow import Tracker, with_retry
 
     tracker = Tracker(dict(spec.mlflow))
     try:
-        tracker.log_metrics(
-            run_id,
-            {
-                f"eval_{k}": v
-                for k, v in result.items()
-                if k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
-                and v is not None
-            },
-        )
+        logged = with_retry(lambda: tracker.client.get_run(run_id)).data.metrics
+        values = {EVAL_METRICS[k]: v for k, v in result.items()
+                  if k in EVAL_METRICS and v is not None and EVAL_METRICS[k] not in logged}
+        tracker.log_metrics(run_id, values)
         tracker.log_artifacts(run_id, [out / "evaluation.json", out / "confusion.csv"])
     except (MlflowException, CurvlabError) as err:
         print(f"{PROG}: warning: MLflow run {run_id} not updated ({str(err).splitlines()[0]})",

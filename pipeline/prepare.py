@@ -220,9 +220,38 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return facts
 
 
-def job(cfg: DictConfig, _ctx: JobContext) -> None:
-    """Hydra job: ``python -m pipeline.prepare data=<name> preprocess=<name>``."""
-    run(cfg)
+def preset_variants(ctx: JobContext) -> list[list[str]]:
+    """The extra overrides of each prepared file a train preset's sweep reads (its
+    ``hydra.sweeper.params`` over data/preprocess, a retrain callback's ``data_id``); ``[[]]``
+    outside a single Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline.config.sweeps import prepared_variants
+
+    if ctx.multirun or not HydraConfig.initialized():
+        return [[]]
+    hc = HydraConfig.get()
+    params = hc.sweeper.get("params") if "sweeper" in hc else None
+    retrains = [str(cb["data_id"]) for cb in (hc.get("callbacks") or {}).values()
+                if cb is not None and cb.get("data_id")]
+    return prepared_variants(ctx.overrides, params, retrains)
+
+
+def job(cfg: DictConfig, ctx: JobContext) -> None:
+    """Hydra job: ``python -m pipeline.prepare data=<name> preprocess=<name>``; with a train preset
+    (``experiment=<preset>``) every prepared file its sweep reads."""
+    variants = preset_variants(ctx)
+    if variants == [[]]:
+        run(cfg)
+        return
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    # where the preset was found (a config folder added on the command line) is searched again
+    found_by = [str(o) for o in HydraConfig.get().overrides.hydra
+                if str(o).startswith("hydra.searchpath")]
+    for extra in variants:
+        run(compose(config_name="prepare", overrides=[*ctx.overrides, *found_by, *extra]))
 
 
 main = stage("prepare", PrepareConfig)(job)

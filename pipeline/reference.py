@@ -68,14 +68,30 @@ def validate(cfg: Any) -> None:
                           "use a convex model (linear, logistic, softmax)")
 
 
+# the overrides of a reference command that also name its prepared data for ``prepare``
+PREPARE_GROUPS = ("experiment", "data", "model", "seed")
+
+
+def _names_data(override: str) -> bool:
+    """The override sets the preset, data, model, seed or prepared folder."""
+    key = override.partition("=")[0].lstrip("+~")
+    return key.split(".")[0] in PREPARE_GROUPS or key == "paths.prepared_dir"
+
+
+def prepare_command(spec: RunSpec, pre_id: str) -> str:
+    """The ``prepare`` command making ``<data.id>-<pre_id>``: the run's preset, data, model, seed
+    and prepared-folder overrides with ``preprocess=<pre_id>``."""
+    keep = [o for o in spec.overrides if _names_data(o)]
+    return " ".join(["python -m pipeline.prepare", *keep, f"preprocess={pre_id}"])
+
+
 def other_coordinates(spec: RunSpec, pre_id: str) -> RunSpec:
     """The run with the preprocessing of ``<data.id>-<pre_id>`` (from that file's facts)."""
     facts_path = prepared_path(spec.prepared_dir, prepared_stem(spec.data_id, pre_id)).with_suffix(
         ".json"
     )
     facts = read_facts(facts_path, missing=(
-        f"reference.kappa_in={pre_id}: run `python -m pipeline.prepare data={spec.data_name} "
-        f"preprocess={pre_id}` first"))
+        f"reference.kappa_in={pre_id}: run `{prepare_command(spec, pre_id)}` first"))
     pre = facts.get("preprocess_config")
     if not isinstance(pre, dict):
         raise DataError(f"{facts_path}: unreadable prepared facts (no preprocess_config); rerun "
@@ -107,14 +123,14 @@ def kappa_objectives(spec: RunSpec, oid: str, dense: bool) -> list[tuple[str, An
 
 
 @config_keys()
-def reference(cfg: DictConfig) -> dict[str, Any]:
-    """Solve the run's objective to the reference tolerance and write its JSON; returns the
-    record."""
+def reference(cfg: DictConfig, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Solve the run's objective to the reference tolerance and write its JSON (and, converged,
+    ``subopt`` onto the finished MLflow runs of that objective); returns the record."""
     from pipeline.core.optima import solve
 
     check_boundary(cfg)
     validate(cfg)
-    spec = RunSpec.from_config(cfg)
+    spec = RunSpec.from_config(cfg, overrides)
     r = spec.config["reference"]
     dataset, transform, _facts, path = load_prepared_for(spec)
     check_model_fits_data(spec.model.name, dataset.task, spec.data_id)
@@ -144,11 +160,17 @@ def reference(cfg: DictConfig) -> dict[str, Any]:
         "n_train": int(dataset.X_train.shape[0]), "seconds": seconds, "coordinates": coords,
     }
     write_reference(spec.reference_dir, record)
+    annotated = 0
+    if s.status == "converged":
+        from pipeline.tracking.subopt import subopt_of_finished_runs
+
+        annotated = subopt_of_finished_runs(dict(spec.mlflow), oid, s.f_star, PROG)
     kappas = ", ".join(f"κ({k}) = {v['kappa']:.3g}" for k, v in coords.items())
     print(f"{PROG}: {oid}: f* = {s.f_star:.15g}, ‖∇f‖ = {s.grad_norm:.1e} ({s.status} after "
           f"{s.iterations} "
           f"{s.method} steps in {spec.preprocess_id} coordinates, {seconds:.1f} s)"
-          f"{'; ' + kappas if kappas else ''} -> {out}", flush=True)
+          f"{'; ' + kappas if kappas else ''} -> {out}"
+          f"{f'; subopt logged on {annotated} MLflow run(s)' if annotated else ''}", flush=True)
     if s.status != "converged":
         print(f"{PROG}: warning: {oid}: {s.message}; the report will not certify this f* "
               "(raise reference.max_iter or reference.tol)", file=sys.stderr)
@@ -184,9 +206,9 @@ def coordinates(spec: RunSpec, s: Any, solved: tuple[Any, Any], others: list[tup
     return coords
 
 
-def job(cfg: DictConfig, _ctx: JobContext) -> None:
+def job(cfg: DictConfig, ctx: JobContext) -> None:
     """Hydra job (see the module docstring)."""
-    reference(cfg)
+    reference(cfg, ctx.overrides)
 
 
 main = stage(PROG, ReferenceConfig)(job)

@@ -28,11 +28,9 @@ from pipeline.store.locks import folder_lock
 from pipeline.store.prepared import check_model_fits_data, file_sha256, load_prepared_for
 from pipeline.store.rundir import run_dir, write_run
 from pipeline.store.writer import check_writable
-from pipeline.tracking.sweep import JobContext, record_trial
+from pipeline.tracking.sweep import JobContext, record_trial, swept_keys_from_env, trial_name
 
 PROG = "train"
-LOGGED_METRICS = ("train_loss", "grad_norm", "train_time_s", "train_accuracy", "test_accuracy",
-                  "test_loss", "iterations", "passes", "val_accuracy", "val_loss")
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
@@ -72,7 +70,7 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
     try:
         if tracker is not None:
             log_inputs(tracker, run_id, spec, (prep_path, prep_sha), facts)
-        t0 = time.perf_counter()
+        fit_ms, t0 = int(time.time() * 1000), time.perf_counter()
         result = fit(spec, objective, w0, out_dir.name)
         seconds = time.perf_counter() - t0
         val = (facts["X_val"], facts["y_val"]) if "X_val" in facts else None
@@ -80,7 +78,9 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
         with folder_lock(out_dir, PROG):  # an evaluate of the old weights finishes first
             save_run(out_dir, spec, objective, result, metrics)
         if tracker is not None:  # inside the try: a logging failure ends it FAILED
-            log_result(tracker, run_id, result, metrics, out_dir)
+            log_result(tracker, run_id, result, metrics, out_dir, fit_ms)
+            log_run_subopt(tracker, run_id, spec, obj_id)
+            tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
     except BaseException as err:
         if tracker is not None:
             # the store may be what failed: keep the first error
@@ -122,34 +122,44 @@ def start_tracking(spec: RunSpec, ctx: JobContext, out_dir: Path, prep_path: Pat
     tags.update(
         {f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()}
     )
-    return tracker, tracker.start_run(spec.study, out_dir.name, tags, ctx.parent_run_id), prep_sha
+    name = trial_name(out_dir.name, swept_keys_from_env()) if ctx.multirun else out_dir.name
+    return tracker, tracker.start_run(spec.study, name, tags, ctx.parent_run_id), prep_sha
 
 
 def log_inputs(tracker: Any, run_id: str, spec: RunSpec, prepared: tuple[Path, str],
                facts: dict[str, Any]) -> None:
-    """The resolved config as parameters and the prepared file (path, SHA-256) as the training
-    data."""
-    from pipeline.tracking.mlflow import flatten
+    """The config keys that apply to this run as parameters and the prepared file (path,
+    SHA-256) as the training data."""
+    from pipeline.tracking.params import run_params
 
     prep_path, prep_sha = prepared
-    tracker.log_params(run_id, flatten(dict(spec.config)))
+    tracker.log_params(run_id, run_params(spec.config))
     tracker.log_dataset(run_id, prep_path.stem, prep_sha, prep_path, "train", {
         k: facts.get(k) for k in ("n_train", "n_test", "n_features_out", "n_classes", "task")})
 
 
-def log_result(
-    tracker: Any, run_id: str, result: Any, metrics: dict[str, Any], out_dir: Path
-) -> None:
-    """History, final metrics, status and the run files onto the MLflow run, then end it."""
-    tracker.log_history(run_id, {k: np.asarray(v) for k, v in result.history.items()})
-    tracker.log_metrics(
-        run_id, {k: metrics[k] for k in LOGGED_METRICS if metrics.get(k) is not None}
-    )
+def log_result(tracker: Any, run_id: str, result: Any, metrics: dict[str, Any], out_dir: Path,
+               start_ms: int) -> None:
+    """History (``objective``, ``grad_norm``, ... per step at ``start_ms`` (the fit's start) + the
+    run's own clock), the final values the history lacks, status and the run files."""
+    from pipeline.tracking.metrics import final_points
+
+    tracker.log_history(run_id, {k: np.asarray(v) for k, v in result.history.items()}, start_ms)
+    tracker.log_points(run_id, final_points(metrics, int(time.time() * 1000)))
     tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
     tracker.log_artifacts(
         run_id, [out_dir / "metrics.json", out_dir / "config.yaml", out_dir / "history.csv"]
     )
-    tracker.end_run(run_id, "FINISHED" if metrics["status"] != "diverged" else "FAILED")
+
+
+def log_run_subopt(tracker: Any, run_id: str, spec: RunSpec, obj_id: str) -> None:
+    """``subopt`` = f − f* per step when the objective's reference optimum exists already (else
+    ``pipeline.reference`` adds it when it solves f*)."""
+    from pipeline.tracking.subopt import certified_f_star, log_subopt
+
+    f_star = certified_f_star(spec.reference_dir, obj_id)
+    if f_star is not None:
+        log_subopt(tracker, run_id, f_star)
 
 
 def summary_line(out_dir: Path, metrics: dict[str, Any]) -> str:

@@ -177,15 +177,6 @@ class AppBase:
 
 
 @dataclass
-class PrepareConfig(AppBase):
-    data: DataConfig = MISSING
-    preprocess: PreprocessConfig = MISSING
-    # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
-    model: ModelConfig = MISSING
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-
-
-@dataclass
 class TrainConfig(AppBase):
     data: DataConfig = MISSING
     preprocess: PreprocessConfig = MISSING
@@ -202,6 +193,17 @@ class TrainConfig(AppBase):
     # +budgets.gd.max_iter=300 +budgets.newton_cg.max_iter=50; applied by ``apply_budget``
     # (a preset's budgets are conf/experiment/<preset>/<optimizer>.yaml, composed by Hydra)
     budgets: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PrepareConfig(TrainConfig):
+    """Prepare a data set: ``data`` and ``preprocess`` are read, of the model only ``model.l2``
+    (ridge whitening, ``preprocess.ridge: ${model.l2}``); the other train keys let a train preset
+    (``experiment=<preset>``) name the data it trains on (the optimizer is not read: GD unless a
+    preset sets one)."""
+
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="gd"))
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 @dataclass

@@ -6,9 +6,10 @@ Store: ``mlflow.tracking_uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<pro
 With a local store, creating/migrating the SQLite schema and creating an experiment happen under
 an inter-process file lock, and every client call is retried while SQLite says "database is
 locked", so parallel joblib/submitit jobs lose no runs; a tracking server (``http(s)://``)
-serializes writes itself and needs no lock. Experiments are tagged as model-training experiments
-(the MLflow UI then opens on the runs table) and each train run records its prepared data as an
-MLflow dataset input (name, digest, source path; the arrays stay on disk).
+serializes writes itself and needs no lock. Experiments carry the UI tags of
+``pipeline.tracking.ui`` (model-training kind, a shared runs-table view with the key metrics as
+columns) and each train run records its prepared data as an MLflow dataset input (name, digest,
+source path; the arrays stay on disk).
 """
 
 from __future__ import annotations
@@ -30,22 +31,23 @@ import numpy as np
 from pipeline.config.paths import PROJECT_ROOT, project_path
 from pipeline.core.errors import EXIT_USER_ERROR, ConfigError, CurvlabError
 from pipeline.tracking.exits import on_exit
+from pipeline.tracking.metrics import Point, history_points
 from pipeline.tracking.owner import HOST_TAG, owner_gone, owner_tags
 from pipeline.tracking.sweep import (
     announce_parent,
+    announce_swept,
     begin_sweep,
     end_sweep,
     failed_jobs,
     parent_run_id_from_env,
 )
+from pipeline.tracking.ui import experiment_tags
 
 T = TypeVar("T")
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
-# MLflow >= 3 opens an experiment without this tag on its GenAI "Traces" overview; this value
-# selects the classic model-training view (runs table, charts, compare).
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
+MAX_RUN_NAME = 250  # characters of a run name the UI shows in full (the store keeps more)
+DEFAULT_EXPERIMENT_ID = "0"  # the "Default" experiment every new MLflow store starts with
 MAX_DATASET_DIGEST = 36  # characters MLflow's store keeps of a dataset digest
 _log = logging.getLogger(__name__)
 _OPEN_SWEEPS: list[tuple[Tracker, str]] = []  # (tracker, parent run id) of sweeps not ended yet
@@ -159,6 +161,12 @@ def _local_store(uri: str) -> Path | None:
     return None if "://" in uri else Path(uri)
 
 
+def store_exists(mlflow_cfg: Mapping[str, Any] | None = None) -> bool:
+    """False for a local store (SQLite file, file store folder) that does not exist yet."""
+    path = _local_store(tracking_uri(mlflow_cfg))
+    return path is None or path.exists()
+
+
 def reading_store(mlflow_cfg: Mapping[str, Any] | None = None) -> str:
     """The store URI for a reader (the report), with the same HTTP timeouts/retries as the
     writers; a local store that does not exist or is not an MLflow store is refused with one
@@ -249,20 +257,18 @@ class Tracker:
                               "MLFLOW_TRACKING_URI") from None
 
     def experiment_id(self, name: str) -> str:
-        """The id of experiment ``name``, created (with our artifact location and the
-        model-training kind tag) if missing; an older experiment without the tag gets it."""
+        """The id of experiment ``name``, created (with our artifact location and the UI tags of
+        ``pipeline.tracking.ui``) if missing; an older experiment without them gets them."""
         exp = with_retry(lambda: self.client.get_experiment_by_name(name))
         if exp is None:
             with _store_lock(self.uri):
                 exp = with_retry(lambda: self.client.get_experiment_by_name(name))
                 if exp is None:
                     return self._create_experiment(name)
-        if EXPERIMENT_KIND_TAG not in exp.tags:
-            with_retry(
-                lambda: self.client.set_experiment_tag(
-                    exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
-                )
-            )
+        for key, value in experiment_tags().items():
+            if key not in exp.tags:
+                with_retry(lambda k=key, v=value: self.client.set_experiment_tag(
+                    exp.experiment_id, k, v))
         return exp.experiment_id
 
     def _create_experiment(self, name: str) -> str:
@@ -271,8 +277,10 @@ class Tracker:
             None if self.artifact_root is None else f"{self.artifact_root.rstrip('/')}/{name}"
         )
         try:
-            return with_retry(lambda: self.client.create_experiment(
-                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}))
+            exp_id = with_retry(lambda: self.client.create_experiment(
+                name, artifact_location=location, tags=experiment_tags()))
+            self.hide_empty_default()
+            return exp_id
         except Exception as err:
             if "already exist" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(
                 err
@@ -282,6 +290,26 @@ class Tracker:
             if exp is None:
                 raise
             return exp.experiment_id
+
+    def hide_empty_default(self) -> bool:
+        """Delete (restorably: ``mlflow experiments restore --experiment-id 0``) the empty
+        "Default" experiment a new local store starts with, so the UI lists only the studies;
+        a tracking server's, or one with runs, stays. Returns whether it was deleted."""
+        from mlflow.entities import ViewType
+
+        if is_server(self.uri):
+            return False
+        try:
+            exp = with_retry(lambda: self.client.get_experiment(DEFAULT_EXPERIMENT_ID))
+        except TrackingError:  # no experiment 0 in this store
+            return False
+        if exp is None or exp.name != "Default" or exp.lifecycle_stage != "active":
+            return False
+        if with_retry(lambda: self.client.search_runs([DEFAULT_EXPERIMENT_ID], max_results=1,
+                                                      run_view_type=ViewType.ALL)):
+            return False
+        with_retry(lambda: self.client.delete_experiment(DEFAULT_EXPERIMENT_ID))
+        return True
 
     def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str],
                   parent_run_id: str | None = None) -> str:
@@ -312,23 +340,43 @@ class Tracker:
         for chunk in _chunks(items, MAX_PARAMS_PER_BATCH):
             with_retry(lambda c=chunk: self.client.log_batch(run_id, tags=c))
 
-    def log_history(
-        self,
-        run_id: str,
-        history: Mapping[str, np.ndarray],
-        keys: Sequence[str] = ("loss", "grad_norm", "step_size", "time_s", "passes"),
-    ) -> int:
-        """Per-iteration metrics (step = ``history['iteration']``) in batches of ≤ 1000; returns the
+    def log_points(self, run_id: str, points: Sequence[Point]) -> int:
+        """Metric points (``pipeline.tracking.metrics.Point``) in batches of ≤ 1000; returns the
         count."""
         from mlflow.entities import Metric
 
-        steps = np.asarray(history["iteration"], dtype=np.int64)
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, int(s)) for k in keys if k in history
-                   for s, v in zip(steps, np.asarray(history[k], dtype=np.float64), strict=True)]
+        metrics = [Metric(p.key, p.value, p.timestamp, p.step) for p in points]
         for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
             with_retry(lambda c=chunk: self.client.log_batch(run_id, metrics=c))
         return len(metrics)
+
+    def log_history(self, run_id: str, history: Mapping[str, np.ndarray],
+                    start_ms: int | None = None) -> int:
+        """Per-iteration metrics (``HISTORY_METRICS``; step = ``history['iteration']``, timestamp =
+        ``start_ms`` (default the run's start) + the history's own clock); returns the count."""
+        if start_ms is None:
+            start_ms = self.start_ms(run_id)
+        return self.log_points(run_id, history_points(history, start_ms))
+
+    def start_ms(self, run_id: str) -> int:
+        """The run's start time (ms since the epoch)."""
+        return int(with_retry(lambda: self.client.get_run(run_id)).info.start_time)
+
+    def metric_points(self, run_id: str, key: str) -> list[Point]:
+        """Every logged point of metric ``key`` of the run, by step."""
+        found = with_retry(lambda: self.client.get_metric_history(run_id, key))
+        return sorted((Point(key, float(m.value), int(m.timestamp), int(m.step)) for m in found),
+                      key=lambda p: (p.step, p.timestamp))
+
+    def runs_with_tag(self, key: str, value: str) -> list[Any]:
+        """The runs of every active experiment whose tag ``key`` is ``value``."""
+        exps = with_retry(lambda: self.client.search_experiments(max_results=1000))
+        ids = [e.experiment_id for e in exps]
+        if not ids:
+            return []
+        quoted = value.replace("'", "\\'")
+        return list(with_retry(lambda: self.client.search_runs(
+            ids, f"tags.`{key}` = '{quoted}'", max_results=10000)))
 
     def log_metrics(self, run_id: str, values: Mapping[str, Any], step: int = 0) -> None:
         """Final scalar metrics (``None`` and non-numbers skipped)."""
@@ -461,7 +509,7 @@ class SweepCallback(Callback):  # type: ignore[misc]
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
 
-        from pipeline.config.sweeps import check_sweep_settings
+        from pipeline.config.sweeps import check_sweep_settings, sweep_title, swept
 
         try:  # before the sweep folder, the parent run or an Optuna study exist
             check_sweep_settings(config.hydra)
@@ -478,18 +526,21 @@ class SweepCallback(Callback):  # type: ignore[misc]
             return
         settings = OmegaConf.to_container(mlflow_cfg, resolve=True)
         self.tracker = Tracker(settings)  # type: ignore[arg-type]
-        overrides = " ".join(str(o) for o in config.hydra.overrides.task)
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        sweeps = swept(overrides, OmegaConf.select(config, "hydra.sweeper.params"))
         self.parent_run_id = self.tracker.start_run(
             str(config.study),
-            f"sweep {sweep_dir.name}",
+            sweep_title(str(config.study), sweeps)[:MAX_RUN_NAME],
             {
                 "curvlab.kind": "sweep",
-                "curvlab.overrides": overrides,
+                "curvlab.overrides": " ".join(overrides),
                 "curvlab.sweep_dir": str(sweep_dir),
                 "mlflow.source.git.commit": git_commit(),
                 "curvlab.app": str(config.hydra.job.name),
             },
         )
+        self.tracker.log_params(self.parent_run_id, sweeps)
+        announce_swept(list(sweeps))
         _OPEN_SWEEPS.append((self.tracker, self.parent_run_id))
         announce_parent(sweep_dir, self.parent_run_id)
 

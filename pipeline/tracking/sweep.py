@@ -10,7 +10,7 @@ metrics, tuning studies) or ``<sweep dir>/failed/<job>.json`` (overrides and the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from pipeline.store.writer import write_json
 
 PARENT_ENV = "CURVLAB_MLFLOW_PARENT_RUN_ID"
 SWEEP_ENV = "CURVLAB_SWEEP_DIR"
+SWEPT_ENV = "CURVLAB_SWEEP_KEYS"
 PARENT_FILE = "mlflow_parent_run_id"
 
 
@@ -87,6 +88,7 @@ def end_sweep() -> str | None:
     """Withdraw the sweep's environment; returns the sweep folder it named (None outside a
     sweep)."""
     os.environ.pop(PARENT_ENV, None)
+    os.environ.pop(SWEPT_ENV, None)
     return os.environ.pop(SWEEP_ENV, None)
 
 
@@ -131,3 +133,30 @@ def failed_jobs(sweep_dir: str | Path | None) -> list[dict[str, Any]]:
         return []
     jobs = [read_json(p) for p in sorted(Path(sweep_dir).glob("failed/*.json"))]
     return sorted(jobs, key=lambda j: j["job"])
+
+
+def announce_swept(keys: Sequence[str]) -> None:
+    """Announce the swept keys to the jobs (their MLflow run names lead with these values)."""
+    os.environ[SWEPT_ENV] = ",".join(keys)
+
+
+def swept_keys_from_env() -> tuple[str, ...]:
+    """The keys the running sweep varies (empty outside a sweep or when not announced)."""
+    return tuple(k for k in os.environ.get(SWEPT_ENV, "").split(",") if k)
+
+
+def trial_name(folder: str, swept_keys: Sequence[str] = ()) -> str:
+    """A sweep job's MLflow run name: the swept values its folder name appends first, keys without
+    their group where that stays unique, then the folder name without them
+    (``lr=0.1 batch_size=50 · mnist-val-none-softmax-sgd``), so names the UI cuts short still
+    differ; the folder name itself when it appends no swept value (or none is known)."""
+    base, _, rest = folder.partition(",")
+    pairs = [p.partition("=") for p in rest.split(",")] if rest else []
+    lead = [p for p in pairs if p[0] in swept_keys]
+    if not lead:
+        return folder
+    short = [k.rsplit(".", 1)[-1] for k, _, _ in lead]
+    keys = [s if short.count(s) == 1 else k for s, (k, _, _) in zip(short, lead, strict=True)]
+    tail = "".join(f",{''.join(p)}" for p in pairs if p not in lead)
+    head = " ".join(f"{k}={v}" for k, (_, _, v) in zip(keys, lead, strict=True))
+    return f"{head} · {base}{tail}"

@@ -110,7 +110,7 @@ def test_history_and_params_go_in_batches_within_mlflow_limits() -> None:
     n = 2600
     hist = {"iteration": np.arange(n), "loss": np.linspace(1, 0, n), "grad_norm": np.ones(n),
             "step_size": np.full(n, 0.5), "time_s": np.arange(n) * 1e-3}
-    assert t.log_history("r", hist) == 4 * n
+    assert t.log_history("r", hist, start_ms=0) == 4 * n
     t.log_params("r", {f"p{i}": str(i) for i in range(250)})
     sizes = t.client.batches  # type: ignore[attr-defined]
     assert sum(b["metrics"] for b in sizes) == 4 * n and max(b["metrics"] for b in sizes) <= 1000
@@ -165,7 +165,7 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     assert json.loads(inp.dataset.profile)["n_train"] == 320
     out = run_dir(RunSpec.from_config(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"]))
     _, hist = read_history(out / "history.csv")
-    steps = client.get_metric_history(run.info.run_id, "loss")
+    steps = client.get_metric_history(run.info.run_id, "objective")
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == list(range(41))
     np.testing.assert_allclose([m.value for m in sorted(steps, key=lambda m: m.step)], hist[:, 2])
     assert run.data.metrics["test_loss"] == pytest.approx(metrics["test_loss"])

@@ -195,3 +195,14 @@ def scroll_box(e: dict[str, Any]) -> dict[str, Any] | None:
         return {"tag": e["tag"], "cls": e["cls"], "overflowX": e["overflowX"], "right": e["right"],
                 "clientWidth": e["clientWidth"], "scrollWidth": e["scrollWidth"]}
     return e["scroller"]
+
+
+def dump_dom(chromium: str, url: str, profile: Path, width: int = 1600, height: int = 900,
+             budget_ms: int = 25000, timeout: float = 180) -> str:
+    """The DOM of ``url`` after ``budget_ms`` of virtual time (a single-page app has rendered),
+    in a fresh browser profile (nothing remembered from earlier visits)."""
+    proc = subprocess.run(
+        [chromium, *_flags(profile, width, height), f"--virtual-time-budget={budget_ms}",
+         "--dump-dom", url],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "LANG": "C.UTF-8"})
+    return proc.stdout

@@ -262,7 +262,7 @@ def test_a_parallel_sweep_against_a_tracking_server_loses_no_run(
     evaluated = [
         r
         for r, _ in children
-        if "eval_test_loss" in {m["key"] for m in r["data"].get("metrics", [])}
+        if "data_loss" in {m["key"] for m in r["data"].get("metrics", [])}
     ]
     assert len(evaluated) == 1
 

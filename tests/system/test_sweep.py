@@ -36,6 +36,10 @@ def test_parallel_sweep_records_every_job_under_one_parent(repo: Path) -> None:
     parent, children = sweep_runs(repo, "sweep")
     assert len(children) == 6
     assert parent.info.status == "FINISHED"
+    # the parent says what was swept; the swept keys are its params
+    assert parent.info.run_name == "sweep: preprocess=none,whiten × optimizer=gd,newton,closed_form"
+    assert parent.data.params == {"preprocess": "none,whiten", "optimizer": "gd,newton,closed_form"}
+    assert len({c.info.run_name for c in children}) == 6
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.info.status for c in children} == {"FINISHED"}
     dirs = sorted((repo / "experiments" / "sweep").iterdir())
