@@ -54,7 +54,9 @@ def test_hw3_sgd_study_tunes_on_validation_and_scores_the_retrained_model_once(
     with open(study / "trials.csv", newline="") as fh:
         trials = list(csv.DictReader(fh))
     assert len(trials) == 3
+    assert not {"train_time_s", "mlflow_run_id"} & set(trials[0])  # the same on a rerun (DVC)
     chosen = json.loads((study / "chosen.json").read_text())
+    assert "sweep_dir" not in chosen  # a timestamped folder: the MLflow parent run's tag
     best = max(trials, key=lambda t: float(t["val_accuracy"]))
     assert chosen["best_value"] == pytest.approx(float(best["val_accuracy"]))
     assert chosen["n_trials"] == 3 and set(chosen["best_params"]) == {
