@@ -83,9 +83,9 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
                 assert _covered(f"{run}/{f}", st.outs), (st.name, run, f)
             # the clock: not an out, and .dvcignore'd inside a folder out
             assert f"{run}/timing.json" not in st.outs, (st.name, run)
-            assert (
-                f"conf/optimizer/{cfg.optimizer.id}.yaml" in st.params
-                and f"conf/model/{cfg.model.id}.yaml" in st.params
+            assert (  # conf files a stage reads whole are deps (any edit reruns it)
+                f"conf/optimizer/{cfg.optimizer.id}.yaml" in st.deps
+                and f"conf/model/{cfg.model.id}.yaml" in st.deps
             )
         else:  # evaluate reads the run and writes beside it
             assert (str(cfg.study), run.split("/")[-1]) in {(t[1], t[2]) for t in trained}, run
@@ -101,7 +101,7 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
     assert not any("metrics" in stages[n].get("do", stages[n]) for n in stages
                    if n.startswith("evaluate"))  # evaluation.json holds text: an out
     assert {"timing.json", "timing/"} <= set((REPO_ROOT / ".dvcignore").read_text().split())
-    for p in {p for st, _, _ in jobs for p in st.params}:
+    for p in {p for st, _, _ in jobs for p in (*st.params, *st.deps) if p.startswith("conf/")}:
         assert (REPO_ROOT / p).is_file(), p
     # not a DVC file
     assert not any("mlflow.db" in p for st, _, _ in jobs for p in (*st.deps, *st.outs))
