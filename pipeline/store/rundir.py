@@ -163,7 +163,7 @@ def read_clock(folder: Path, n_rows: int) -> np.ndarray:
         else None
     if not isinstance(secs, list) or len(secs) != n_rows:
         return np.full(n_rows, np.nan)
-    return np.asarray([np.nan if v is None else v for v in secs], dtype=np.float64)
+    return np.asarray([v if _is_number(v) else np.nan for v in secs], dtype=np.float64)
 
 
 def read_object(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
