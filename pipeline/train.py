@@ -2,7 +2,8 @@
 
 Reads ``data/prepared/<data.id>-<preprocess>.npz`` (``python -m pipeline.prepare``), minimizes the
 model's objective and writes ``experiments/<study>/<run>/`` = ``config.yaml``, ``history.csv``,
-``weights.npz``, ``metrics.json`` (last), plus one MLflow run. A diverged run (non-finite
+``weights.npz``, ``run.json``, ``timing.json``, ``metrics.json`` (last; the record's three files:
+``pipeline.store.rundir``), plus one MLflow run. A diverged run (non-finite
 loss/gradient) is saved with ``status: diverged`` and the weights of the last finite iterate,
 its MLflow run is FAILED, and the command exits 2 with one line (``fail_on_diverged=false``: 0).
 """
@@ -147,9 +148,8 @@ def log_result(tracker: Any, run_id: str, result: Any, metrics: dict[str, Any], 
     tracker.log_history(run_id, {k: np.asarray(v) for k, v in result.history.items()}, start_ms)
     tracker.log_points(run_id, final_points(metrics, int(time.time() * 1000)))
     tracker.log_tags(run_id, {"curvlab.status": metrics["status"]})
-    tracker.log_artifacts(
-        run_id, [out_dir / "metrics.json", out_dir / "config.yaml", out_dir / "history.csv"]
-    )
+    tracker.log_artifacts(run_id, [out_dir / name for name in (
+        "metrics.json", "run.json", "timing.json", "config.yaml", "history.csv")])
 
 
 def log_run_subopt(tracker: Any, run_id: str, spec: RunSpec, obj_id: str) -> None:

@@ -5,7 +5,8 @@ chosen configuration, retrain it on train + validation, and score only that mode
 reads the sweeper's ``optimization_results.yaml`` and the trial records the jobs left in
 ``<sweep dir>/trials/`` and writes, in ``<experiments_dir>/<study>/``:
 ``trials.csv`` (one row per trial: its swept values and validation metrics), ``chosen.json``
-(best parameters, best validation accuracy, the resolved config of the final model) and the final
+(best parameters, best validation accuracy, the resolved config of the final model; the sweep's
+folder is the MLflow parent run's ``curvlab.sweep_dir`` tag) and the final
 run ``final/`` (trained on the prepared data ``data_id`` — the training split without a
 validation split — with ``score_test=true``), an MLflow child of the sweep's parent run.
 """
@@ -35,10 +36,9 @@ TRIAL_METRICS = (
     "train_loss",
     "train_accuracy",
     "passes",
-    "train_time_s",
     "status",
-    "mlflow_run_id",
-)
+)  # no seconds or run ids: trials.csv is the same on every rerun (each trial's are in its run
+# folder's timing.json, pipeline.store.rundir)
 
 
 def trial_rows(trials: list[dict[str, Any]], params: list[str]) -> dict[str, list[Any]]:
@@ -104,7 +104,7 @@ class RetrainBest(Callback):  # type: ignore[misc]
         best_value = best["best_value"]  # type: ignore[index]
         chosen = {"study": str(config.study), "n_trials": len(trials),
                   "objective": str(config.sweep_metric), "best_value": best_value,
-                  "best_params": best_params, "sweep_dir": str(sweep),
+                  "best_params": best_params,
                   "retrain": {"data.id": self.data_id, "data.val_fraction": 0.0},
                   "config": OmegaConf.to_container(cfg, resolve=True)}
         write_json(study_dir / "chosen.json", chosen)

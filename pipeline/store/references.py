@@ -1,10 +1,13 @@
 """Reference optima f*: ``<paths.reference_dir>/<objective id>.json``, written by the ``reference``
 stage (``python -m pipeline.reference``, see its docstring for the fields) and read by the
-report."""
+report. The solve's wall-clock ``seconds`` go to ``<paths.reference_dir>/timing/<objective
+id>.json`` (in ``.dvcignore``), so the reference file is the same on every rerun; the reader joins
+them back."""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from pipeline.store.reading import damaged, read_file
 from pipeline.store.writer import check_writable, write_json
 
 RERUN = "rerun its `python -m pipeline.reference` stage (dvc repro)"
+TIMING_DIR = "timing"  # <folder>/timing/<objective id>.json: {"seconds": ...}
+TIMING_KEYS = ("seconds",)
 
 
 def reference_path(folder: str | Path, objective: str) -> Path:
@@ -33,8 +38,24 @@ def check_reference_writable(folder: str | Path, objective: str) -> Path:
 def write_reference(folder: str | Path, record: dict[str, Any]) -> Path:
     """Write one reference record (its ``objective`` names the file); returns the path."""
     out = reference_path(folder, str(record["objective"]))
-    write_json(out, record)
+    kept = {k: v for k, v in record.items() if k not in TIMING_KEYS}
+    if isinstance(kept.get("prepared"), str):
+        kept["prepared"] = portable_path(kept["prepared"])
+    write_json(out, kept)
+    write_json(timing_path(out), {k: record.get(k) for k in TIMING_KEYS})
     return out
+
+
+def timing_path(reference: Path) -> Path:
+    """``<folder>/timing/<objective id>.json`` of a reference file."""
+    return reference.parent / TIMING_DIR / reference.name
+
+
+def portable_path(path: str) -> str:
+    """A path below the current directory (the project) relative to it, so a file naming it is the
+    same in every clone; any other path as given."""
+    rel = os.path.relpath(os.path.abspath(path))
+    return path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else Path(rel).as_posix()
 
 
 def read_reference(path: Path) -> Reference:
@@ -46,6 +67,11 @@ def read_reference(path: Path) -> Reference:
         RERUN,
         damage=(OSError, ValueError),
     )
+    timing = timing_path(Path(path))
+    if "seconds" not in d and timing.is_file():
+        t = read_file(timing, lambda p: json.loads(p.read_text(encoding="utf-8")),
+                      "unreadable timing", RERUN, damage=(OSError, ValueError))
+        d["seconds"] = t.get("seconds") if isinstance(t, dict) else None
     try:
         return Reference(
             objective=str(d["objective"]),

@@ -1,7 +1,12 @@
 """The run folder: ``experiments/<study>/<run name>/`` and its files, each writer beside its reader.
 
-``config.yaml`` (the resolved config), ``history.csv`` (one row per iteration), ``weights.npz``
-(``w``, ``coef``, ``intercept``) and ``metrics.json`` are written by ``train`` as one folder swap;
+``train`` writes, as one folder swap: ``config.yaml`` (the resolved config), ``history.csv`` (one
+row per iteration), ``weights.npz`` (``w``, ``coef``, ``intercept``), and the run's record in three
+files: ``metrics.json`` (a few numbers, what ``dvc metrics show`` lists), ``run.json`` (the rest:
+ids, status, message, ...) and ``timing.json`` (wall-clock seconds, per run and per iteration, and
+the MLflow run id). Every file but ``timing.json`` is the same on a rerun of the same code and data,
+so DVC hashes them; ``timing.json`` is in ``.dvcignore``. ``read_json`` of a ``metrics.json`` and
+``read_history`` join the three back: callers see one record and a history with ``time_s``.
 ``evaluation.json`` and ``confusion.csv`` (c×c counts, rows = true class, header = class names)
 by ``evaluate``. The run name is ``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` plus
 ``,key=value`` for each non-group override (``pipeline.spec``), so the runs of a sweep never
@@ -41,6 +46,14 @@ REEVALUATE = "rerun `python -m pipeline.evaluate`"
 RUN_CONFIG_GROUPS = ("data", "preprocess", "model", "optimizer")
 INPUT_WEIGHTS = "input_weights.npz"  # evaluate: the weights in the raw inputs' coordinates
 HISTORY_COLUMNS = HISTORY_KEYS  # iteration, time_s, loss, grad_norm, step_size, passes
+CLOCK_COLUMN = "time_s"  # the one history column kept in timing.json, not history.csv
+HISTORY_FILE_COLUMNS = tuple(c for c in HISTORY_COLUMNS if c != CLOCK_COLUMN)
+METRICS_FILE, RECORD_FILE, TIMING_FILE = "metrics.json", "run.json", "timing.json"
+# metrics.json: the few numbers of a run DVC shows (``dvc metrics show``, ``dvc exp show``)
+DVC_METRICS = ("train_loss", "iterations", "passes", "test_accuracy")
+# written for DVC only (its tables round 4.7e-9 to 0.0), dropped when read: grad_norm is in run.json
+DERIVED_METRICS = ("log10_grad_norm",)
+TIMING_KEYS = ("train_time_s", "mlflow_run_id")  # differ on every rerun: timing.json
 
 
 def run_dir(spec: RunSpec) -> Path:
@@ -73,11 +86,33 @@ def write_run(
     The old folder (and its evaluation.json/confusion.csv, which describe the old weights) stays
     untouched until the new one is complete (``pipeline.store.writer.replace_dir``).
     """
+    numbers, record, timing = split_record(metrics)
+    if CLOCK_COLUMN in history:
+        timing[CLOCK_COLUMN] = np.asarray(history[CLOCK_COLUMN], dtype=np.float64).tolist()
     with replace_dir(out_dir) as new:
         write_text(new / "config.yaml", config_yaml)
-        write_csv(new / "history.csv", {k: np.asarray(history[k]) for k in HISTORY_COLUMNS})
+        write_csv(new / "history.csv", {k: np.asarray(history[k]) for k in HISTORY_FILE_COLUMNS})
         write_npz(new / "weights.npz", dict(weights))
-        write_json(new / "metrics.json", dict(metrics))
+        write_json(new / RECORD_FILE, record)
+        write_json(new / TIMING_FILE, timing)
+        write_json(new / METRICS_FILE, numbers)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def split_record(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
+                                                      dict[str, Any]]:
+    """(metrics.json, run.json, timing.json) of a run's record: the ``DVC_METRICS`` that are
+    numbers (+ log10 ‖∇f‖), the ``TIMING_KEYS``, and everything else."""
+    numbers = {k: metrics[k] for k in DVC_METRICS if _is_number(metrics.get(k))}
+    g = metrics.get("grad_norm")
+    if _is_number(g) and 0 < g < float("inf"):
+        numbers["log10_grad_norm"] = float(np.log10(g))
+    timing = {k: metrics[k] for k in TIMING_KEYS if k in metrics}
+    record = {k: v for k, v in metrics.items() if k not in numbers and k not in timing}
+    return numbers, record, timing
 
 
 def write_evaluation(out: Path, result: Mapping[str, Any], confusion: np.ndarray | None,
@@ -104,7 +139,39 @@ def _text_writer(text: str) -> Any:
 
 
 def read_json(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
-    """A JSON object from disk; missing, unreadable or malformed is a one-line DataError."""
+    """A JSON object from disk; missing, unreadable or malformed is a one-line DataError. A run's
+    ``metrics.json`` comes back as the whole record (``read_run_record``)."""
+    if Path(path).name == METRICS_FILE and (Path(path).parent / RECORD_FILE).exists():
+        return read_run_record(path, fix)
+    return read_object(path, fix)
+
+
+def read_run_record(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
+    """metrics.json ∪ run.json ∪ timing.json of one run folder (log10 ‖∇f‖ dropped); without
+    timing.json (a run pulled from a DVC remote, which does not carry it) its keys are None."""
+    folder = Path(path).parent
+    record = read_object(folder / RECORD_FILE, fix)
+    numbers = read_object(path, fix)
+    timing_path = folder / TIMING_FILE
+    timing = read_object(timing_path, fix) if timing_path.exists() else dict.fromkeys(TIMING_KEYS)
+    merged = {**record, **{k: v for k, v in numbers.items() if k not in DERIVED_METRICS}}
+    merged.update({k: v for k, v in timing.items() if k in TIMING_KEYS})
+    return merged
+
+
+def read_clock(folder: Path, n_rows: int) -> np.ndarray:
+    """The seconds column of a run's history (timing.json ``time_s``); NaN when absent or not one
+    value per history row (a timing.json left from another run)."""
+    path = folder / TIMING_FILE
+    secs = read_object(path, "rerun train for this run").get(CLOCK_COLUMN) if path.exists() \
+        else None
+    if not isinstance(secs, list) or len(secs) != n_rows:
+        return np.full(n_rows, np.nan)
+    return np.asarray([v if _is_number(v) else np.nan for v in secs], dtype=np.float64)
+
+
+def read_object(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
+    """One JSON object file as is; missing, unreadable or malformed is a one-line DataError."""
     data = read_file(
         path,
         lambda p: json.loads(p.read_bytes().decode("utf-8")),
@@ -188,8 +255,8 @@ def load_input_weights(run_dir: Path) -> dict[str, np.ndarray] | None:
 
 
 def read_history(path: Path | str) -> Any:
-    """history.csv → DataFrame with float64 columns iteration, time_s, loss, grad_norm,
-    step_size."""
+    """history.csv → DataFrame with float64 columns iteration, time_s (from timing.json), loss,
+    grad_norm, step_size, passes."""
     import pandas as pd
 
     fix = "rerun train for this run"
@@ -200,6 +267,8 @@ def read_history(path: Path | str) -> Any:
         fix,
         damage=(OSError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError),
     )
+    if CLOCK_COLUMN not in df.columns and "iteration" in df.columns:  # history.csv + timing.json
+        df.insert(min(1, len(df.columns)), CLOCK_COLUMN, read_clock(Path(path).parent, len(df)))
     missing = [c for c in HISTORY_COLUMNS[:4] if c not in df.columns]
     if missing:
         raise DataError(f"{path}: history lacks columns {missing}; {fix}")

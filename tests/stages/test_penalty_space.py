@@ -7,7 +7,6 @@ Newton is affine invariant (same step counts) while GD and Newton-CG's inner CG 
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pipeline.data.datasets import load_dataset
 from pipeline.prepare import prepare
 from pipeline.spec import ModelSpec, RunSpec, run_objective
 from pipeline.store.prepared import prepared_file
+from pipeline.store.rundir import read_json
 from pipeline.train import train
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")
@@ -316,9 +316,7 @@ def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnis
         path = prepared_file(RunSpec.from_config(cfg))
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
         m = train(cfg)
-        written = json.loads(
-            next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")).read_text()
-        )
+        written = read_json(next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")))
         assert written["train_loss"] == m["train_loss"] and written["converged"]
         losses[pre] = written["train_loss"]
     assert losses["whiten"] == pytest.approx(losses["none"], rel=1e-9)

@@ -160,9 +160,13 @@ def test_reference_file_f_star_and_kappa_against_independent_solver(
 
     rec = solved_raw
     ref_dir = mnist_work / "ref_none"
-    assert sorted(p.name for p in ref_dir.iterdir()) == [f"{OID}.json"]  # named by the objective id
+    assert sorted(p.name for p in ref_dir.iterdir()) == [f"{OID}.json", "timing"]  # by objective
     on_disk = json.loads((ref_dir / f"{OID}.json").read_text(encoding="utf-8"))
-    assert on_disk == json.loads(json.dumps(rec))  # the returned record is what was written
+    written = json.loads(json.dumps(rec))  # the returned record is what was written, its clock
+    seconds = written.pop("seconds")  # in timing/ (.dvcignore'd): the file is the same on a rerun
+    assert on_disk == written and seconds > 0
+    assert json.loads((ref_dir / "timing" / f"{OID}.json").read_text()) == {"seconds": seconds}
+    assert load_references(ref_dir)[0][OID].seconds == seconds
     assert rec["objective"] == OID and rec["solved_in"] == "none" and rec["method"] == "newton"
     assert rec["status"] == "converged" and rec["converged"] is True
     assert 1 <= rec["iterations"] < 100 and rec["grad_norm"] <= rec["tol"] == 1e-9
@@ -229,7 +233,8 @@ def test_solving_in_whitened_coordinates_gives_the_same_objective_and_f_star(
     from pipeline.reference import reference
 
     rec = reference(_ref_cfg(mnist_work, "ref_whiten", "preprocess=whiten"))
-    assert sorted(p.name for p in (mnist_work / "ref_whiten").iterdir()) == [f"{OID}.json"]
+    assert sorted(p.name for p in (mnist_work / "ref_whiten").iterdir()) == [f"{OID}.json",
+                                                                              "timing"]
     assert rec["objective"] == solved_raw["objective"] == OID and rec["solved_in"] == "whiten"
     assert rec["status"] == "converged" and rec["grad_norm"] <= rec["tol"]
     # 784 whitened features + the absorbed bias, no separate intercept
@@ -269,7 +274,11 @@ def test_cli_run_is_bit_identical_to_the_in_process_run(
     assert error_lines(proc.stderr) == []
     rec = json.loads((mnist_work / "ref_cli" / f"{OID}.json").read_text(encoding="utf-8"))
     mine = json.loads(json.dumps(solved_raw))
-    rec.pop("seconds"), mine.pop("seconds")
+    assert "seconds" not in rec and (mnist_work / "ref_cli" / "timing" / f"{OID}.json").is_file()
+    mine.pop("seconds")
+    # the prepared file relative to the project (the CLI's working directory): the same in a clone
+    assert rec.pop("prepared") == "prepared/r3v8-none.npz"
+    assert Path(mine.pop("prepared")) == mnist_work / "prepared" / "r3v8-none.npz"
     assert rec == mine  # f*, ‖∇f‖, iterations, μ, L, κ: no clock, no randomness in the solve
     assert not (mnist_work / "outputs").exists() and not (mnist_work / ".hydra").exists()
 

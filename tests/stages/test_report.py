@@ -10,7 +10,6 @@ optimum, the analytic studies), so f*, the speed table and the projections are r
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from pipeline.data.datasets import load_dataset
 from pipeline.reporting import analysis
 from pipeline.reporting.gather import gather_dirs, load_confusion
 from pipeline.store.references import Reference
+from pipeline.store.rundir import read_json
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = "study_t"
@@ -247,7 +247,7 @@ def test_accuracy_table_equals_metrics_json(
 ) -> None:
     rep, _ = built
     acc = pd.read_csv(rep / "tables" / "accuracy.csv")
-    metrics = {f"{STUDY}/{p.parent.name}": json.loads(p.read_text())
+    metrics = {f"{STUDY}/{p.parent.name}": read_json(p)  # the run's record, joined
                for p in (project / "experiments").glob(f"{STUDY}/*/metrics.json")}
     assert sorted(acc["run_id"]) == sorted(metrics)
     for rec in acc.itertuples():

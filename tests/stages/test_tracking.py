@@ -14,7 +14,7 @@ from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.core.errors import NumericalError
 from pipeline.spec import RunSpec
-from pipeline.store.rundir import run_dir
+from pipeline.store.rundir import read_json, run_dir
 from pipeline.tracking import mlflow as tracking
 from pipeline.tracking.mlflow import Tracker, artifact_root, flatten, tracking_uri
 from pipeline.tracking.sweep import JobContext
@@ -164,17 +164,17 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     }
     assert json.loads(inp.dataset.profile)["n_train"] == 320
     out = run_dir(RunSpec.from_config(cfg, ["optimizer.max_iter=40", "optimizer.tol=0.0"]))
-    _, hist = read_history(out / "history.csv")
+    header, hist = read_history(out / "history.csv")
     steps = client.get_metric_history(run.info.run_id, "objective")
     assert [m.step for m in sorted(steps, key=lambda m: m.step)] == list(range(41))
-    np.testing.assert_allclose([m.value for m in sorted(steps, key=lambda m: m.step)], hist[:, 2])
+    np.testing.assert_allclose([m.value for m in sorted(steps, key=lambda m: m.step)],
+                               hist[:, header.index("loss")])
     assert run.data.metrics["test_loss"] == pytest.approx(metrics["test_loss"])
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "config.yaml", "history.csv"} <= names
-    logged = json.loads(
-        Path(client.download_artifacts(run.info.run_id, "metrics.json", str(work))).read_text()
-    )
-    assert logged["mlflow_run_id"] == run.info.run_id
+    assert {"metrics.json", "run.json", "timing.json", "config.yaml", "history.csv"} <= names
+    logged = read_json(Path(client.download_artifacts(run.info.run_id, "", str(work / "dl")))
+                       / "metrics.json")  # the record, joined from the logged files
+    assert logged["mlflow_run_id"] == run.info.run_id and logged["status"] == metrics["status"]
 
 
 def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
@@ -186,7 +186,7 @@ def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
     ensure_prepared(cfg)
     with pytest.raises(NumericalError):
         train(cfg)
-    metrics = json.loads((run_dir(RunSpec.from_config(cfg)) / "metrics.json").read_text())
+    metrics = read_json(run_dir(RunSpec.from_config(cfg)) / "metrics.json")
     run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(
         metrics["mlflow_run_id"]
     )

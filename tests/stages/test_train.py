@@ -16,7 +16,7 @@ from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
 from pipeline.spec import RunSpec
 from pipeline.store.prepared import load_prepared
-from pipeline.store.rundir import HISTORY_COLUMNS, run_dir
+from pipeline.store.rundir import DVC_METRICS, HISTORY_FILE_COLUMNS, read_json, run_dir
 from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
 
@@ -60,8 +60,13 @@ def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None
     assert metrics["objective"] == "synth-kappa100-linear-l2=0"
     assert metrics["cg_iterations"] is None  # GD has no inner solves
     assert metrics["train_accuracy"] is None and metrics["test_accuracy"] is None
-    on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == json.loads(json.dumps(metrics))
+    assert read_json(out / "metrics.json") == json.loads(json.dumps(metrics))  # the record, joined
+    numbers = json.loads((out / "metrics.json").read_text())  # what `dvc metrics show` lists
+    assert set(numbers) == {"train_loss", "iterations", "passes", "log10_grad_norm"}
+    assert numbers["log10_grad_norm"] == pytest.approx(np.log10(metrics["grad_norm"]))
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["train_time_s"] == metrics["train_time_s"] > 0 and timing["mlflow_run_id"] is None
+    assert "train_time_s" not in (out / "run.json").read_text()
     ds, _, _ = load_prepared(prep)
     w_ls = np.linalg.lstsq(ds.X_train, ds.y_train, rcond=None)[0]  # independent solver
     with np.load(out / "weights.npz", allow_pickle=False) as z:
@@ -69,9 +74,9 @@ def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None
         np.testing.assert_allclose(z["w"], w_ls, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(z["coef"], w_ls, rtol=1e-6, atol=1e-8)
     header, hist = read_history(out / "history.csv")
-    assert header == list(HISTORY_COLUMNS)
+    assert header == list(HISTORY_FILE_COLUMNS) and "time_s" not in header  # seconds: timing.json
     assert hist[0, 0] == 0 and hist[-1, 0] == metrics["iterations"]
-    assert hist[-1, 2] == pytest.approx(metrics["train_loss"])
+    assert hist[-1, header.index("loss")] == pytest.approx(metrics["train_loss"])
     resid = ds.X_test @ w_ls - ds.y_test
     assert metrics["test_loss"] == pytest.approx(0.5 * np.mean(resid**2), rel=1e-6)
     saved = OmegaConf.load(out / "config.yaml")
@@ -119,7 +124,8 @@ def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist
     # λ on W_z: its own objective
     assert metrics["objective"] == "mnist-zscore_transformed-softmax-l2=0.05"
     hist = read_history(run_dir(RunSpec.from_config(cfg)) / "history.csv")[1]
-    assert metrics["cg_iterations"] >= 1 and metrics["passes"] == hist[-1, 5]
+    assert metrics["cg_iterations"] >= 1
+    assert metrics["passes"] == hist[-1, HISTORY_FILE_COLUMNS.index("passes")]
     ds, _, _ = load_prepared(prep)
     n = ds.X_train.shape[0]
     # sklearn: C Σ loss + ½‖W‖² (bias free)  ⇔  mean loss + (λ/2)‖W‖² with C = 1/(nλ)
@@ -161,9 +167,10 @@ def test_lbfgs_run_writes_its_run_folder_at_the_least_squares_solution(work: Pat
     assert metrics["optimizer"] == "lbfgs" and metrics["grad_norm"] <= 1e-8
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "weights.npz", "history.csv",
                                                 "config.yaml"}
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert read_json(out / "metrics.json") == json.loads(json.dumps(metrics))
+    assert set(json.loads((out / "metrics.json").read_text())) <= {*DVC_METRICS, "log10_grad_norm"}
     header, hist = read_history(out / "history.csv")
-    assert header == list(HISTORY_COLUMNS) and hist[-1, 0] == metrics["iterations"]
+    assert header == list(HISTORY_FILE_COLUMNS) and hist[-1, 0] == metrics["iterations"]
     assert metrics["passes"] == hist[-1, header.index("passes")]
     ds, _, _ = load_prepared(prep)
     A = np.hstack([ds.X_train, np.ones((ds.X_train.shape[0], 1))])
@@ -179,7 +186,7 @@ def test_diverged_run_is_saved_with_finite_weights_and_refused(work: Path) -> No
     with pytest.raises(NumericalError, match="diverged"):
         train(cfg)
     out = run_dir(RunSpec.from_config(cfg))
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_json(out / "metrics.json")
     assert metrics["status"] == "diverged" and metrics["converged"] is False
     with np.load(out / "weights.npz", allow_pickle=False) as z:
         assert np.all(np.isfinite(z["w"]))

@@ -3,7 +3,6 @@ scored into metrics.json."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.data.split import check_val_fraction, validation_split
 from pipeline.prepare import prepare
 from pipeline.store.prepared import load_prepared
+from pipeline.store.rundir import read_json
 from pipeline.train import train
 
 
@@ -69,9 +69,8 @@ def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(
     m = train(cfg)
     assert abs(m["n_val"] - 600) <= 5 and 0.7 < m["val_accuracy"] <= 1 and m["val_loss"] > 0
     assert m["test_accuracy"] is not None
-    obj_pred = json.loads(
-        (Path(work) / "experiments" / "t" / "mnist-v-none-softmax-sgd" / "metrics.json").read_text()
-    )
+    obj_pred = read_json(Path(work) / "experiments" / "t" / "mnist-v-none-softmax-sgd"
+                         / "metrics.json")
     assert obj_pred["val_accuracy"] == m["val_accuracy"]
     hidden = train(make_cfg(work, [*over, "score_test=false"]))
     assert hidden["test_accuracy"] is None and hidden["test_loss"] is None

@@ -20,19 +20,13 @@ list, ``name@v1-v2`` for ``matrix``) and substitutes ``vars``, ``${item...}`` an
   launched and logged (working dir, launcher, log format), not what it computes.
 * declared: the stage's ``deps`` and its ``params`` files (a folder covers every file under it).
 
-The module deps of a stage (its ``deps`` under ``pipeline/`` or ``hydra_plugins/``) follow one
-rule, so that a change to a module reruns exactly the stages that import it, at the grain of a
-layer folder:
-
-* every module the stage imports is covered: declared itself, or under a declared folder;
-* a declared module file is one the stage imports;
-* a declared folder is a package below the top level (a layer such as ``pipeline/core``, or a
-  sub-package of one; never ``pipeline/`` itself, which holds every stage's module) from which
-  the stage imports at least one module.
-
-So DVC reruns a stage for a changed module exactly when the stage imports that module or
-imports from the layer folder that holds it (``affected_stages``); a module added to a layer
-needs no edit of dvc.yaml. Conf files are exact: every file read is declared, none other.
+Conf files and params: every conf file a stage reads is a dep (its hash: any change reruns the
+stage), except where the stage reads only some keys of it (a preset's ``data`` and ``model`` for a
+reference solve, an optimizer's ``name``): then those keys are its params instead. Params are keys,
+never whole files: the knobs a user sets with ``dvc exp run -S`` (budgets, λ, seeds, sample
+sizes), each a key of its file that can change a result (``param_keys``: not a ``NOT_PARAMS`` key
+such as paths, tracking URIs or download mirrors), so ``dvc exp show`` has a few dozen param
+columns and ``dvc params diff`` names the value that changed.
 """
 
 from __future__ import annotations
@@ -53,6 +47,39 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "hydra_plugins")  # the project's own top-level packages
 HYDRA_RUN_ONLY = ("sweeper", "launcher")  # hydra.<node>._target_ instantiated only by -m
+# Keys of a conf file that do not change what a stage computes, so not DVC params.
+NOT_PARAMS = {
+    "defaults": "which conf files compose: those files are the params files, checked here",
+    "study": "names the output folder (dvc.yaml's outs) and the MLflow experiment",
+    "paths": "where files are read and written (dvc.yaml's deps and outs)",
+    "mlflow": "where runs are logged, not what they compute",
+    "progress": "a progress bar",
+    "limits": "a memory budget: over it a stage refuses, under it nothing changes",
+    "title": "a display name",
+    "mirrors": "download URLs (the files are checked against their SHA-256: files)",
+    "root": "where the raw files are found (checked against their SHA-256: files)",
+    "folder": "where the raw files are found (checked against their SHA-256: files)",
+    "hydra.run": "Hydra's working and log folders",
+    "hydra.sweep": "Hydra's working and log folders",
+    "hydra.output_subdir": "Hydra's working and log folders",
+    "hydra.job": "Hydra's working and log folders",
+}
+
+
+def param_keys(path: Path) -> tuple[str, ...] | None:
+    """The DVC params of one conf file: its keys that can change a result (top-level keys, one level
+    down under ``hydra``, less ``NOT_PARAMS``), in file order; None when that is every key (the
+    file is declared whole)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    keys: list[str] = []
+    for key, value in doc.items():
+        if key == "hydra" and isinstance(value, dict):
+            keys += [f"hydra.{k}" for k in value if f"hydra.{k}" not in NOT_PARAMS]
+        elif key not in NOT_PARAMS:
+            keys.append(str(key))
+    dropped = any(k in NOT_PARAMS for k in doc) or any(
+        f"hydra.{k}" in NOT_PARAMS for k in (doc.get("hydra") or {}))
+    return tuple(keys) if dropped else None
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,7 @@ class Stage:
     app: str | None = None
     multirun: bool = False
     overrides: tuple[str, ...] = ()
+    param_keys: tuple[tuple[str, tuple[str, ...] | None], ...] = ()  # (file, keys | None: whole)
 
 
 @dataclass
@@ -82,6 +110,43 @@ class StageCheck:
     spurious_modules: list[str] = field(default_factory=list)  # module deps the rule does not allow
     # declared conf entries no required file is in
     spurious_conf: list[str] = field(default_factory=list)
+    # params files whose declared keys are not ``param_keys``: "<file>: [the keys to declare]"
+    wrong_keys: list[str] = field(default_factory=list)
+
+
+def wrong_param_keys(stage: Stage, repo: Path = REPO_ROOT) -> list[str]:
+    """The stage's conf params entries that are not keys of their file that can change a result,
+    each as ``<file>: <why>``: a file declared whole (make it a dep, its knobs keys), a key the file
+    does not have (DVC would fail), or a key under ``NOT_PARAMS``."""
+    bad = []
+    for rel, keys in stage.param_keys:
+        if not rel.startswith("conf/") or not (repo / rel).is_file():
+            continue
+        if keys is None:
+            bad.append(f"{rel}: declared whole (make it a dep; its knobs params: [key, ...])")
+            continue
+        doc = yaml.safe_load((repo / rel).read_text()) or {}
+        allowed = param_keys(repo / rel)
+        allowed = set(_top_keys(repo / rel)) if allowed is None else set(allowed)
+        for key in keys:
+            parts = key.split(".")
+            head = ".".join(parts[:2]) if parts[0] == "hydra" else parts[0]
+            node: Any = doc
+            for part in parts:
+                node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+            if node is _MISSING:
+                bad.append(f"{rel}: {key} is not a key of the file")
+            elif head not in allowed:
+                bad.append(f"{rel}: {key} changes no result ({NOT_PARAMS.get(head, head)})")
+    return bad
+
+
+_MISSING = object()
+
+
+def _top_keys(path: Path) -> list[str]:
+    doc = yaml.safe_load(path.read_text()) or {}
+    return [*map(str, doc), *(f"hydra.{k}" for k in (doc.get("hydra") or {}))]
 
 
 # ------------------------------------------------------------------ dvc.yaml, as DVC expands it
@@ -168,9 +233,12 @@ def expand_stages(repo: Path = REPO_ROOT) -> list[Stage]:
             ctx = {**base, **extra}
             spec = _resolve(body, ctx)
             outs = sum((_paths(spec.get(k)) for k in ("outs", "metrics", "plots")), ())
-            params = tuple(f for p in spec.get("params") or ()  # {a, b}: two files
-                           for f in (p if isinstance(p, dict) else ["params.yaml"]))
-            stage = Stage(stage_name, str(spec["cmd"]), _paths(spec.get("deps")), params, outs)
+            keyed = tuple((f, None if k is None else tuple(k))  # {a, b}: two whole files
+                          for p in spec.get("params") or ()
+                          for f, k in (p.items() if isinstance(p, dict)
+                                       else [("params.yaml", [p])]))
+            stage = Stage(stage_name, str(spec["cmd"]), _paths(spec.get("deps")),
+                          tuple(f for f, _ in keyed), outs, param_keys=keyed)
             argv = shlex.split(stage.cmd)
             if argv[:2] == ["python", "-m"] and len(argv) > 2 and argv[2].startswith("pipeline."):
                 rest = argv[3:]
@@ -452,6 +520,7 @@ def check_stages(repo: Path = REPO_ROOT, public: bool = False,
                 spurious_modules=bad,
                 spurious_conf=sorted(d for d in declared_conf if not d.startswith("conf/hydra/")
                                      and not any(_covered(c, [d]) for c in conf)),
+                wrong_keys=wrong_param_keys(stage, compose.repo),
             )
     return checks
 

@@ -16,6 +16,7 @@ from support.project import TINY_PRESET
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 from pipeline.spec import run_name
+from pipeline.store.rundir import read_json
 
 
 def _dvc_yaml() -> dict:
@@ -78,23 +79,29 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
             run,
         )
         if st.app == "train":
-            for f in ("weights.npz", "config.yaml", "metrics.json", "history.csv"):
+            for f in ("weights.npz", "config.yaml", "metrics.json", "run.json", "history.csv"):
                 assert _covered(f"{run}/{f}", st.outs), (st.name, run, f)
-            assert (
-                f"conf/optimizer/{cfg.optimizer.id}.yaml" in st.params
-                and f"conf/model/{cfg.model.id}.yaml" in st.params
+            # the clock: not an out, and .dvcignore'd inside a folder out
+            assert f"{run}/timing.json" not in st.outs, (st.name, run)
+            assert (  # conf files a stage reads whole are deps (any edit reruns it)
+                f"conf/optimizer/{cfg.optimizer.id}.yaml" in st.deps
+                and f"conf/model/{cfg.model.id}.yaml" in st.deps
             )
         else:  # evaluate reads the run and writes beside it
             assert (str(cfg.study), run.split("/")[-1]) in {(t[1], t[2]) for t in trained}, run
-            for f in ("weights.npz", "config.yaml", "metrics.json"):
+            for f in ("weights.npz", "config.yaml", "metrics.json", "run.json"):
                 assert _covered(f"{run}/{f}", st.deps), (st.name, run, f)
             assert _covered(f"{run}/evaluation.json", st.outs), (st.name, run)
-    for name in ("train-softmax", "train-logistic", "train-softmax-sgd"):
+    for name in ("train-softmax", "train-logistic", "train-softmax-sgd", "train-linear"):
         spec = stages[name].get("do", stages[name])
         for m in spec["metrics"]:  # cached (DVC's default), so pushed to the DVC remote
             assert isinstance(m, str) or next(iter(m.values())).get("cache", True) is True
-        assert spec["plots"]
-    for p in {p for st, _, _ in jobs for p in st.params}:
+            assert str(m if isinstance(m, str) else next(iter(m))).endswith("/metrics.json")
+        assert "plots" not in spec  # the runs are compared in the top-level plots
+    assert not any("metrics" in stages[n].get("do", stages[n]) for n in stages
+                   if n.startswith("evaluate"))  # evaluation.json holds text: an out
+    assert {"timing.json", "timing/"} <= set((REPO_ROOT / ".dvcignore").read_text().split())
+    for p in {p for st, _, _ in jobs for p in (*st.params, *st.deps) if p.startswith("conf/")}:
         assert (REPO_ROOT / p).is_file(), p
     # not a DVC file
     assert not any("mlflow.db" in p for st, _, _ in jobs for p in (*st.deps, *st.outs))
@@ -105,9 +112,7 @@ stages:
   prepare:
     cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300
       data.n_features=5 preprocess=none
-    deps: [pipeline/prepare.py]
-    params:
-      - conf/data/synthetic_regression.yaml:
+    deps: [pipeline/prepare.py, conf/data/synthetic_regression.yaml]
     outs: [data/prepared/tiny-none.npz, data/prepared/tiny-none.json]
   train:
     matrix:
@@ -116,19 +121,15 @@ stages:
     deps:
       - pipeline/train.py
       - data/prepared/tiny-none.npz
+      - conf/experiment/tiny.yaml
+      - conf/optimizer/${item.optimizer}.yaml
     params:
-      - conf/experiment/tiny.yaml:
-      - conf/optimizer/${item.optimizer}.yaml:
+      - conf/optimizer/${item.optimizer}.yaml: [max_iter]
     outs:
       - experiments/tiny/tiny-none-linear-${item.optimizer}/weights.npz
+      - experiments/tiny/tiny-none-linear-${item.optimizer}/run.json
     metrics:
-      - experiments/tiny/tiny-none-linear-${item.optimizer}/metrics.json:
-          cache: false
-    plots:
-      - experiments/tiny/tiny-none-linear-${item.optimizer}/history.csv:
-          cache: false
-          x: iteration
-          y: loss
+      - experiments/tiny/tiny-none-linear-${item.optimizer}/metrics.json
   evaluate:
     matrix:
       optimizer: [gd, newton]
@@ -136,9 +137,8 @@ stages:
     deps:
       - pipeline/evaluate.py
       - experiments/tiny/tiny-none-linear-${item.optimizer}/weights.npz
-    metrics:
-      - experiments/tiny/tiny-none-linear-${item.optimizer}/evaluation.json:
-          cache: false
+    outs:
+      - experiments/tiny/tiny-none-linear-${item.optimizer}/evaluation.json
 """
 
 
@@ -163,9 +163,9 @@ def test_tiny_pipeline_repro_noop_and_selective_rerun(tmp_path: Path) -> None:
         "evaluate@newton",
     }
     shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=root)
-    assert shown.returncode == 0 and "test_loss" in shown.stdout and "iterations" in shown.stdout
+    assert shown.returncode == 0 and "iterations" in shown.stdout and "status" not in shown.stdout
     for opt in ("gd", "newton"):
-        m = json.loads((root / f"experiments/tiny/tiny-none-linear-{opt}/metrics.json").read_text())
+        m = read_json(root / f"experiments/tiny/tiny-none-linear-{opt}/metrics.json")
         assert m["status"] in ("converged", "max_iter") and m["mlflow_run_id"]
     assert (root / "mlflow.db").exists()
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -222,3 +222,85 @@ def test_every_reference_stage_writes_the_file_of_its_objective_and_every_run_ha
     for st, cfg, _ in jobs:
         if st.app == "train" and cfg.model.name != "logistic_mse" and not cfg.get("sweep_metric"):
             assert _objective_of(cfg) in solved, (st.name, _objective_of(cfg))
+
+
+PROBLEMS = ("default-mnist-softmax", "default-mnist-3v8-logistic", "default-synth-kappa100-linear")
+RUNS = [("none", "gd"), ("none", "newton_cg"), ("whiten", "gd"), ("whiten", "newton_cg")]
+
+
+def _convergence_csv(path: Path) -> None:
+    """A made-up long-format convergence table as the report writes it: 4 runs, f − f* falling
+    geometrically to 0 (a point a log axis cannot show)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["run,optimizer,preprocess,iteration,passes,subopt,rel_subopt"]
+    for pre, opt in RUNS:
+        rate = 0.5 if opt == "gd" else 1.0e-3
+        for it in range(6):
+            sub = 0.0 if it == 5 else rate**it
+            rows.append(f"mnist · {pre} · {opt},{opt},{pre},{it},{it * 3.0},{sub},{sub / 2}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_top_level_plots_overlay_every_run_of_a_problem_on_a_log_axis(tmp_path: Path) -> None:
+    """`dvc plots show --json` on the real dvc.yaml: f − f* of each default-study problem against
+    passes and against iterations, one line (colour) per run, log y; zeros dropped; no per-run
+    plots."""
+    root = copy_repo(tmp_path)
+    for problem in PROBLEMS:
+        _convergence_csv(root / "reports" / "plots" / f"convergence-{problem}.csv")
+    res = run_cmd(["dvc", "plots", "show", "--json"], cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    plots = json.loads(res.stdout)["data"]
+    assert set(plots) == {f"{p}-{x}" for p in PROBLEMS for x in ("passes", "iterations")}
+    for pid, (plot,) in plots.items():
+        spec = plot["content"]
+        enc = spec["encoding"]
+        assert enc["x"]["field"] == ("passes" if pid.endswith("passes") else "iteration")
+        assert enc["y"]["field"] == "subopt" and enc["y"]["scale"]["type"] == "log"
+        assert enc["color"]["field"] == "run" and "f − f*" in spec["title"]["text"]
+        values = spec["data"]["values"]
+        assert {v["run"] for v in values} == {f"mnist · {p} · {o}" for p, o in RUNS}
+        assert len(values) == 6 * len(RUNS) and "subopt'] > 0" in spec["transform"][0]["filter"]
+    assert (REPO_ROOT / ".gitignore").read_text().count("/dvc_plots/") == 1
+
+
+def test_a_repo_with_a_dvc_lock_has_a_baseline_and_a_few_dozen_params(tmp_path: Path) -> None:
+    """A clone with a committed dvc.lock (here made by `dvc commit` over placeholder outputs):
+    `dvc exp show --json` has the baseline commit with every param's value, and a few dozen params;
+    dvc.lock is not git-ignored."""
+    from support.dvc_stages import expand_stages
+
+    root = copy_repo(tmp_path)
+    for stage in expand_stages(root):
+        for rel in (*stage.outs, *stage.deps):
+            path = root / rel
+            if path.exists():
+                continue
+            if not path.suffix:  # a folder out
+                path = path / "placeholder"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("placeholder\n")
+    commit = run_cmd(["dvc", "commit", "--force", "--quiet"], cwd=root)
+    assert commit.returncode == 0, commit.stderr[-2000:]
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    ignored = run_cmd(["git", "check-ignore", "dvc.lock"], cwd=root)
+    assert ignored.returncode == 1, "dvc.lock is git-ignored"
+    assert run_cmd([*git, "add", "dvc.lock"], cwd=root).returncode == 0
+    assert run_cmd([*git, "commit", "-qm", "lock"], cwd=root).returncode == 0
+    res = run_cmd(["dvc", "exp", "show", "--json"], cwd=root)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(res.stdout)
+    head = run_cmd(["git", "rev-parse", "HEAD"], cwd=root).stdout.strip()
+    (base,) = [r for r in rows if r["rev"] == head]
+    assert base["error"] is None and base["data"]["params"]
+    deps = base["data"]["deps"]  # from the committed dvc.lock: a hash for every dep, no "!"
+    assert "pipeline/core" in deps and all(d["hash"] for d in deps.values())
+
+    def leaves(node: Any) -> int:
+        return sum(leaves(v) for v in node.values()) if isinstance(node, dict) and node else 1
+
+    n = sum(leaves(f["data"]) for f in base["data"]["params"].values())
+    assert 10 <= n <= 48, n
+    assert base["data"]["params"]["conf/experiment/default_softmax/gd.yaml"]["data"] == {
+        "max_iter": yaml.safe_load(
+            (root / "conf/experiment/default_softmax/gd.yaml").read_text())["max_iter"]}

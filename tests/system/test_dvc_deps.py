@@ -1,8 +1,9 @@
 """dvc.yaml's deps are the stages' real inputs: every project module a stage imports and every conf
 file it reads is declared (so `dvc repro` reruns it when they change); code is declared as module
 files or layer folders the stage imports from, so it never reruns for a layer it does not use, and
-no conf file it never reads is declared. The rule and the analysis are in
-tests/support/dvc_stages.py."""
+no conf file it never reads is declared. Params are keys: a conf file is declared by the keys
+that can change a result (support.dvc_stages.param_keys), never whole when it holds others. The
+rule and the analysis are in tests/support/dvc_stages.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.dvc_stages import (
+    NOT_PARAMS,
     Stage,
     StageCheck,
     affected_stages,
@@ -19,6 +21,8 @@ from support.dvc_stages import (
     disallowed_module_deps,
     expand_stages,
     module_deps,
+    param_keys,
+    wrong_param_keys,
 )
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
@@ -35,6 +39,7 @@ def test_every_stage_declares_the_modules_and_conf_files_it_uses() -> None:
             ("remove from deps (a module never imported, a folder nothing is imported from, "
              "or a package root)", check.spurious_modules),
             ("remove from params (never read)", check.spurious_conf),
+            ("declare as params these keys (NOT_PARAMS left out)", check.wrong_keys),
         ) if paths]
         if todo:
             problems.append(f"  {name}:\n" + "\n".join(todo))
@@ -62,6 +67,39 @@ def test_module_deps_are_imported_modules_or_layer_folders_imported_from() -> No
     assert affected_stages(checks, {"pipeline/core/solvers/gd.py"}) == {"s"}
     assert affected_stages(checks, {"conf/a.yaml"}) == {"s"}
     assert affected_stages(checks, {"pipeline/tx.py", "conf/b.yaml"}) == set()
+
+
+def test_params_are_keys_that_can_change_a_result_and_few() -> None:
+    """Params are keys of their conf file, never whole files and never a key that changes no result
+    (NOT_PARAMS: paths, tracking, mirrors, Hydra's folders); every conf file a stage reads whole is
+    a dep, so a key that is not a param still reruns it; a few dozen params in all."""
+    data = REPO_ROOT / "conf" / "data" / "mnist.yaml"
+    keys = param_keys(data)
+    assert keys is not None and "files" in keys and "n_train" in keys
+    assert not {"mirrors", "title", "root", "folder"} & set(keys)
+    assert param_keys(REPO_ROOT / "conf" / "optimizer" / "gd.yaml") is None  # every key counts
+    train = param_keys(REPO_ROOT / "conf" / "train.yaml")
+    assert train is not None and "seed" in train and not {"mlflow", "paths", "defaults"} & set(
+        train)
+    hw3 = param_keys(REPO_ROOT / "conf" / "experiment" / "hw3_sgd.yaml")
+    assert hw3 is not None and "hydra.sweeper" in hw3 and "hydra.sweep" not in hw3
+
+    def stage(*keyed: tuple[str, tuple[str, ...] | None]) -> Stage:
+        return Stage("s", "cmd", (), tuple(f for f, _ in keyed), (), param_keys=keyed)
+
+    assert wrong_param_keys(stage(("conf/data/mnist.yaml", ("files", "scale")))) == []
+    assert wrong_param_keys(stage(("conf/experiment/hw3_sgd.yaml",
+                                   ("hydra.sweeper.n_trials", "model.l2")))) == []
+    assert wrong_param_keys(stage(("conf/optimizer/gd.yaml", None))) != []  # whole
+    assert wrong_param_keys(stage(("conf/train.yaml", ("seed", "mlflow.enabled")))) == [
+        f"conf/train.yaml: mlflow.enabled changes no result ({NOT_PARAMS['mlflow']})"]
+    assert wrong_param_keys(stage(("conf/optimizer/gd.yaml", ("no_such_key",)))) == [
+        "conf/optimizer/gd.yaml: no_such_key is not a key of the file"]
+    columns = set()
+    for st in expand_stages(REPO_ROOT):
+        assert all(ks is not None for f, ks in st.param_keys if f.startswith("conf/")), st.name
+        columns |= {(f, k) for f, ks in st.param_keys for k in ks or ()}
+    assert 10 <= len(columns) <= 48, sorted(columns)
 
 
 @pytest.mark.slow

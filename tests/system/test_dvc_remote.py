@@ -11,6 +11,8 @@ import yaml
 from support.project import TINY_PRESET
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
+from pipeline.store.rundir import read_json
+
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 RUN = "experiments/tiny/tiny-none-linear-newton"
 # prepare -> train -> evaluate on a tiny problem, every output in DVC's cache (MLflow off: fast)
@@ -23,15 +25,13 @@ stages:
     outs: [data/prepared/tiny-none.npz, data/prepared/tiny-none.json]
   train:
     cmd: python -m pipeline.train experiment=tiny optimizer=newton progress=false
-    deps: [pipeline/train.py, data/prepared/tiny-none.npz]
-    params:
-      - conf/experiment/tiny.yaml:
-    outs: [{RUN}/weights.npz, {RUN}/config.yaml, {RUN}/history.csv]
+    deps: [pipeline/train.py, conf/experiment/tiny.yaml, data/prepared/tiny-none.npz]
+    outs: [{RUN}/weights.npz, {RUN}/config.yaml, {RUN}/history.csv, {RUN}/run.json]
     metrics: [{RUN}/metrics.json]
   evaluate:
     cmd: python -m pipeline.evaluate experiment=tiny optimizer=newton
-    deps: [pipeline/evaluate.py, {RUN}/weights.npz]
-    metrics: [{RUN}/evaluation.json]
+    deps: [pipeline/evaluate.py, {RUN}/weights.npz, {RUN}/run.json]
+    outs: [{RUN}/evaluation.json]
 """
 
 
@@ -94,10 +94,16 @@ def test_push_from_one_clone_and_pull_into_a_fresh_one(tmp_path: Path) -> None:
     assert not (second / run_dir).exists() and not (second / "data" / "prepared").exists()
     pulled = run_cmd(["dvc", "pull"], cwd=second)
     assert pulled.returncode == 0, pulled.stderr[-2000:]
-    for rel in (run_dir / "metrics.json", run_dir / "weights.npz", run_dir / "history.csv",
-                run_dir / "evaluation.json", Path("data/prepared/tiny-none.npz"),
-                Path("data/prepared/tiny-none.json")):
+    for rel in (run_dir / "metrics.json", run_dir / "run.json", run_dir / "weights.npz",
+                run_dir / "history.csv", run_dir / "evaluation.json",
+                Path("data/prepared/tiny-none.npz"), Path("data/prepared/tiny-none.json")):
         assert (second / rel).read_bytes() == (first / rel).read_bytes(), rel
+    # the clock stays behind (.dvcignore'd): the pulled run reads back without seconds
+    assert (first / run_dir / "timing.json").is_file()
+    assert not (second / run_dir / "timing.json").exists()
+    pulled_record = read_json(second / run_dir / "metrics.json")
+    assert pulled_record["train_time_s"] is None
+    assert pulled_record["status"] == read_json(first / run_dir / "metrics.json")["status"]
     status = run_cmd(["dvc", "status"], cwd=second)
     assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, (
         status.stdout

@@ -4,7 +4,6 @@ console errors."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -16,6 +15,8 @@ import pandas as pd
 import pytest
 from support.browser import layout_problems, measure
 from support.png import assert_png
+
+from pipeline.store.rundir import read_json
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -143,7 +144,7 @@ def test_report_from_dirs_and_from_mlflow_agree(tiny: tuple[Path, dict[str, str]
     assert refs["f_here"].to_numpy() == pytest.approx(refs["f_star"].to_numpy(), rel=1e-12)
     acc = pd.read_csv(rep / "tables" / "accuracy.csv")
     for rec in acc.itertuples():
-        m = json.loads((tmp / "experiments" / rec.run_id / "metrics.json").read_text())
+        m = read_json(tmp / "experiments" / rec.run_id / "metrics.json")
         assert rec.test_accuracy == m["test_accuracy"] and rec.train_accuracy == m["train_accuracy"]
 
     _report(tmp, env, "reports_mlflow", "report.source=mlflow", "report.experiment=tiny")

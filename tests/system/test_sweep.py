@@ -4,12 +4,13 @@ traceback."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from support.project import TINY, sweep_runs
 from support.repo_copy import run_cmd
+
+from pipeline.store.rundir import read_json
 
 
 @pytest.mark.slow
@@ -46,7 +47,7 @@ def test_parallel_sweep_records_every_job_under_one_parent(repo: Path) -> None:
     assert [d.name for d in dirs] == sorted(
         f"synth-kappa100-{p}-linear-{o},data.n_features=5,data.n_samples=300,optimizer.max_iter=200"
         for p in ("none", "whiten") for o in ("gd", "newton", "closed_form"))
-    ids = {json.loads((d / "metrics.json").read_text())["mlflow_run_id"] for d in dirs}
+    ids = {read_json(d / "metrics.json")["mlflow_run_id"] for d in dirs}
     assert ids == {c.info.run_id for c in children}
     sweep_dirs = list((repo / "experiments" / ".hydra" / "multirun").iterdir())
     assert len(sweep_dirs) == 1

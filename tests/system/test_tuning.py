@@ -13,6 +13,7 @@ import pytest
 from support.repo_copy import copy_repo, run_cmd
 
 from pipeline.prepare import prepare
+from pipeline.store.rundir import read_json
 
 SMALL = {"name": "mnist", "scale": 3.92156862745098e-3, "n_train": 2000, "n_test": 500}
 
@@ -53,13 +54,15 @@ def test_hw3_sgd_study_tunes_on_validation_and_scores_the_retrained_model_once(
     with open(study / "trials.csv", newline="") as fh:
         trials = list(csv.DictReader(fh))
     assert len(trials) == 3
+    assert not {"train_time_s", "mlflow_run_id"} & set(trials[0])  # the same on a rerun (DVC)
     chosen = json.loads((study / "chosen.json").read_text())
+    assert "sweep_dir" not in chosen  # a timestamped folder: the MLflow parent run's tag
     best = max(trials, key=lambda t: float(t["val_accuracy"]))
     assert chosen["best_value"] == pytest.approx(float(best["val_accuracy"]))
     assert chosen["n_trials"] == 3 and set(chosen["best_params"]) == {
         "optimizer.lr", "optimizer.batch_size", "optimizer.epochs", "model.l2"}
     assert float(best["optimizer.lr"]) == pytest.approx(chosen["best_params"]["optimizer.lr"])
-    final = json.loads((study / "final" / "metrics.json").read_text())
+    final = read_json(study / "final" / "metrics.json")
     assert final["test_accuracy"] > 0.75 and final["val_accuracy"] is None  # trained on train + val
     assert final["lr"] == pytest.approx(chosen["best_params"]["optimizer.lr"])
     assert chosen["config"]["data"]["id"] == "mnist-t" and chosen["config"]["score_test"] is True

@@ -136,6 +136,45 @@ def test_run_folder_round_trip(tmp_path: Path) -> None:
         read_json(out / "nothing.json")
 
 
+def test_a_run_record_is_three_files_read_back_as_one(tmp_path: Path) -> None:
+    """metrics.json holds a few numbers (DVC's metrics), timing.json the seconds and the MLflow
+    run id (not hashed by DVC), run.json the rest; the readers join them, and the history gets its
+    time_s column back from timing.json."""
+    from pipeline.store.rundir import (
+        HISTORY_COLUMNS,
+        HISTORY_FILE_COLUMNS,
+        read_history,
+        read_json,
+        write_run,
+    )
+
+    record = {"study": "s", "status": "converged", "message": "‖∇f‖ ≤ tol", "iterations": 2,
+              "passes": 2.0, "train_loss": 0.25, "grad_norm": 4.7e-9, "train_time_s": 1.5,
+              "test_accuracy": None, "converged": True, "mlflow_run_id": "abc"}
+    hist = {k: np.arange(3, dtype=np.float64) + i for i, k in enumerate(HISTORY_COLUMNS)}
+    out = tmp_path / "run"
+    write_run(out, "a: 1\n", hist, {"w": np.zeros(2)}, record)
+    numbers = json.loads((out / "metrics.json").read_text())
+    assert numbers == {"train_loss": 0.25, "iterations": 2, "passes": 2.0,
+                       "log10_grad_norm": pytest.approx(np.log10(4.7e-9))}
+    assert json.loads((out / "timing.json").read_text()) == {
+        "train_time_s": 1.5, "mlflow_run_id": "abc", "time_s": hist["time_s"].tolist()}
+    assert "1.5" not in (out / "run.json").read_text() and "time_s" not in (
+        out / "history.csv").read_text()
+    assert read_json(out / "metrics.json") == record
+    df = read_history(out / "history.csv")
+    assert list(df.columns) == list(HISTORY_COLUMNS) and list(HISTORY_FILE_COLUMNS) == [
+        c for c in HISTORY_COLUMNS if c != "time_s"]
+    for k in HISTORY_COLUMNS:
+        assert np.array_equal(df[k].to_numpy(), hist[k]), k
+    (out / "timing.json").write_text('{"time_s": [1.0]}')  # another run's: not one per row
+    assert read_history(out / "history.csv")["time_s"].isna().all()
+    (out / "timing.json").unlink()  # e.g. pulled from a DVC remote: no seconds, no run id
+    assert read_json(out / "metrics.json") == {**record, "train_time_s": None,
+                                               "mlflow_run_id": None}
+    assert read_history(out / "history.csv")["time_s"].isna().all()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
 def test_the_read_error_ladder(tmp_path: Path) -> None:
     from pipeline.store.reading import read_file
@@ -203,21 +242,42 @@ def test_reference_round_trip(tmp_path: Path) -> None:
         "kappa": 2.0
     }
     assert len(notes) == 1 and "broken.json: unreadable reference optimum" in notes[0]
+    # the solve's seconds beside it (.dvcignore'd timing/), the prepared file's path relative
+    assert refs["d-linear-l2=0"].seconds == 0.1 and "seconds" not in out.read_text()
+    assert json.loads((tmp_path / "timing" / out.name).read_text()) == {"seconds": 0.1}
+
+
+def test_a_reference_names_its_prepared_file_relative_to_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.store.references import portable_path
+
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(str(tmp_path / "data" / "p.npz")) == "data/p.npz"
+    assert portable_path("data/p.npz") == "data/p.npz"
+    assert portable_path("/elsewhere/p.npz") == "/elsewhere/p.npz"
 
 
 def test_analytic_study_round_trip(tmp_path: Path) -> None:
     from pipeline.store.studies import read_study, write_study
 
-    table = pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})
+    table = pd.DataFrame({"a": [1, 2], "seconds": [0.5, 0.25], "b": [0.5, 0.25]})
     dest = write_study(
-        tmp_path, "s1", table, {"x": np.arange(3.0)}, {"name": "s1", "metrics": {"m": 1.0}}
+        tmp_path, "s1", table, {"x": np.arange(3.0)},
+        {"name": "s1", "metrics": {"m": 1.0}, "seconds": 2.5}
     )
     meta, back, arrays = read_study(dest)
     assert (
         meta["metrics"] == {"m": 1.0}
+        and meta["seconds"] == 2.5
         and back.equals(table)
         and np.array_equal(arrays["x"], np.arange(3.0))
     )
+    # the seconds live in timing.json (.dvcignore'd): the hashed files are the same on a rerun
+    assert "seconds" not in (dest / "table.csv").read_text() + (dest / "study.json").read_text()
+    (dest / "timing.json").unlink()
+    meta, back, _ = read_study(dest)
+    assert meta["seconds"] is None and list(back.columns) == ["a", "b"]
     with pytest.raises(DataError, match="not found"):
         read_study(tmp_path / "missing")
 
