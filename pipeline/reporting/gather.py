@@ -189,25 +189,29 @@ def _run_folders(root: Path, wanted: set[str] | None, skipped: list[tuple[str, s
     return sorted(found)
 
 
-def sweep_run_ids(study_dir: Path) -> set[str] | None:
-    """The MLflow run ids of the latest sweep of a tuning study (its ``trials.csv``), or None when
-    the study has no trials file or it records no run ids."""
+def sweep_trials(study_dir: Path) -> set[frozenset[str]] | None:
+    """The trials of the latest sweep of a tuning study: each row of its ``trials.csv`` as the set
+    of its swept ``key=value`` overrides (the same text its run folder's name ends with), or None
+    when the study has no trials file."""
     path = study_dir / "trials.csv"
     if not path.is_file():
         return None
     try:
-        ids = pd.read_csv(path).get("mlflow_run_id")
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
-    found = {str(v) for v in ids.dropna()} if ids is not None else set()
-    return found or None
+    keys = [c for c in table.columns if "." in c]  # the swept config keys (model.l2, ...)
+    if not keys:
+        return None
+    return {frozenset(f"{k}={row[k]}" for k in keys if row[k] != "")
+            for _, row in table.iterrows()}
 
 
-def is_stale(row: dict[str, Any], sweep: set[str] | None) -> bool:
-    """A trial of an earlier sweep: its study lists this sweep's runs and its id is not there."""
-    rid = row.get("mlflow_run_id")
-    return (sweep is not None and row.get("val_accuracy") is not None and isinstance(rid, str)
-            and rid not in sweep)
+def is_stale(run_name: str, row: dict[str, Any], sweep: set[frozenset[str]] | None) -> bool:
+    """A trial of an earlier sweep: its study lists this sweep's trials and the swept values in
+    the run folder's name (``<run>,key=value,...``) are none of them."""
+    return (sweep is not None and row.get("val_accuracy") is not None
+            and frozenset(run_name.split(",")[1:]) not in sweep)
 
 
 def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = None,
@@ -223,7 +227,7 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
     if wanted is None and exclude:
         wanted = {n for n in (_listing(root) or []) if n not in set(exclude)}
     rows, histories, configs, dirs, skipped, stale = [], {}, {}, {}, [], []
-    sweeps: dict[Path, set[str] | None] = {}
+    sweeps: dict[Path, set[frozenset[str]] | None] = {}
     if _listing(root) is None:
         raise DataError(f"{root}: cannot read the experiments folder; make it readable "
                         "(chmod u+rx)")
@@ -235,8 +239,8 @@ def gather_dirs(experiments_dir: str | Path, studies: Iterable[str] | None = Non
             skipped.append((run_id, str(err)))
             continue
         if run_dir.parent not in sweeps:
-            sweeps[run_dir.parent] = sweep_run_ids(run_dir.parent)
-        if is_stale(row, sweeps[run_dir.parent]):
+            sweeps[run_dir.parent] = sweep_trials(run_dir.parent)
+        if is_stale(run_dir.name, row, sweeps[run_dir.parent]):
             stale.append(run_id)
             continue
         rows.append(row)

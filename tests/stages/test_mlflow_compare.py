@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from support.compose import compose_app
-from support.project import SYNTH, ensure_prepared, make_cfg, paths, read_history
+from support.project import SYNTH, ensure_prepared, make_cfg, paths
 
 from pipeline.spec import RunSpec
+from pipeline.store.rundir import read_history as read_run_history
 from pipeline.store.rundir import run_dir
 from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
@@ -56,11 +57,11 @@ def test_step_metrics_are_the_history_on_the_runs_own_clock(work: Path) -> None:
     rid = metrics["mlflow_run_id"]
     run = client.get_run(rid)
     out = run_dir(RunSpec.from_config(make_cfg(work, [*SYNTH, *RUN]), RUN[2:]))
-    cols, hist = read_history(out / "history.csv")
-    clock = hist[:, cols.index("time_s")]
+    hist = read_run_history(out / "history.csv")  # time_s joined back from timing.json
+    clock = hist["time_s"].to_numpy()
     obj = sorted(client.get_metric_history(rid, "objective"), key=lambda m: m.step)
     assert [m.step for m in obj] == list(range(31))
-    np.testing.assert_allclose([m.value for m in obj], hist[:, cols.index("loss")])
+    np.testing.assert_allclose([m.value for m in obj], hist["loss"].to_numpy())
     stamps = np.array([m.timestamp for m in obj])
     # run start + the run's own clock: the gaps are the optimizer's seconds (ms, rounded)
     assert np.all(np.abs(np.diff(stamps) - np.diff(np.round(1000 * clock))) <= 1)

@@ -10,6 +10,7 @@ optimum, the analytic studies), so f*, the speed table and the projections are r
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -423,14 +424,16 @@ def test_scratch_and_stale_sweep_runs_are_left_out(project: Path, tmp_path: Path
     src = sorted((project / "experiments" / STUDY).glob("*/metrics.json"))[0].parent
     for study in ("kept", "scratch"):
         shutil.copytree(src, tmp_path / study / src.name)
-    stale = tmp_path / "tuned" / "old-trial"
-    shutil.copytree(src, stale)
-    m = json.loads((stale / "metrics.json").read_text())
-    (stale / "metrics.json").write_text(json.dumps({**m, "val_accuracy": 0.9,
-                                                    "mlflow_run_id": "old"}))
-    (tmp_path / "tuned" / "trials.csv").write_text("job,val_accuracy,mlflow_run_id\n0,0.9,new\n")
+    for trial in ("old-trial,optimizer.lr=0.5", "new-trial,optimizer.lr=1.0e-1"):
+        shutil.copytree(src, tmp_path / "tuned" / trial)
+        m = json.loads((tmp_path / "tuned" / trial / "metrics.json").read_text())
+        (tmp_path / "tuned" / trial / "metrics.json").write_text(
+            json.dumps({**m, "val_accuracy": 0.9}))
+    (tmp_path / "tuned" / "trials.csv").write_text(
+        "job,optimizer.lr,val_accuracy\n0,1.0e-1,0.9\n")
     runs = gather_dirs(tmp_path, None, exclude=("scratch",))
-    assert list(runs.runs.index) == [f"kept/{src.name}"] and runs.stale == ["tuned/old-trial"]
+    assert list(runs.runs.index) == [f"kept/{src.name}", "tuned/new-trial,optimizer.lr=1.0e-1"]
+    assert runs.stale == ["tuned/old-trial,optimizer.lr=0.5"]
     assert list(gather_dirs(tmp_path, ["scratch"]).runs.index) == [f"scratch/{src.name}"]
 
 
