@@ -15,6 +15,10 @@ extended attributes (POSIX ACLs) of the one it replaces; a ``dest`` that is or h
 point, a FIFO, a socket or a device is refused before anything is written
 (``pipeline.store.tree``), and nothing but regular files is ever opened.
 
+A file is never written in place: an output that is a link into DVC's cache (``cache.type``
+hardlink or symlink, made read-only by DVC) is replaced by a new file, and the cached copy keeps
+its bytes.
+
 Temporary names carry the writer's pid (``.<name>.<pid>-<random>.tmp``, ``.<name>.new-<pid>-…``);
 ``clean_stale_temps(folder)`` deletes those of dead processes (SIGKILL, power loss) and runs on
 every write into a folder and in ``check_writable`` (a stage's first check).
@@ -394,7 +398,10 @@ def check_writable(dest: Path | str) -> None:
         clean_stale_temps(base)
         probe = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=base))
         probe.rmdir()
-        if dest.exists() and not os.access(dest, os.W_OK | (os.X_OK if dest.is_dir() else 0)):
+        # a file is replaced by a rename, never opened: a read-only file (DVC's protected link
+        # into its cache) needs only a writable folder, which the probe showed
+        if (dest.is_dir() and not dest.is_symlink()
+                and not os.access(dest, os.W_OK | os.X_OK)):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dest))
 
 
