@@ -224,6 +224,8 @@ class ReferenceOptions:
     preconditioner: str = "auto"  # Newton-CG's (pipeline.core.solvers.minimize)
     kappa_in: list[str] = field(default_factory=list)  # other preprocess ids of the same data and
     #   objective whose coordinates get μ, L, κ at w* too (dense problems only)
+    # a run's weights.npz of this objective in the solve's coordinates: Newton starts there
+    init: str | None = None
 
 
 @dataclass
