@@ -69,6 +69,7 @@ def prepare(
     seed: int,
     prepared_dir: str | Path,
     memory_gb: float = MEMORY_GB,
+    compress: bool = True,
 ) -> dict[str, Any]:
     """Run the stage on plain dicts; returns the facts written to the ``.json``."""
     # a partial dict: from conf/data/<name>.yaml (facts record it all)
@@ -101,7 +102,7 @@ def prepare(
     facts = _facts(data_cfg, preprocess_cfg, seed, inputs, transform, (rows, val_rows),
                    (lam_before, lam_after, C_aug))
     save_prepared(out, inputs, transform, lam_before, lam_after, facts, scale=scale,
-                  val_rows=val_rows)
+                  val_rows=val_rows, compress=compress)
     return facts
 
 
@@ -207,7 +208,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     check_boundary(cfg)
     data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
-    facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir, cfg.limits.memory_gb)
+    facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir, cfg.limits.memory_gb,
+                    bool(cfg.compress))
     path = prepared_path(
         cfg.paths.prepared_dir, prepared_stem(str(data_cfg["id"]), group_id(pre_cfg))
     )

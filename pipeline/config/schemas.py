@@ -183,6 +183,7 @@ class PrepareConfig(AppBase):
     # only model.l2 is read: ridge whitening (preprocess.ridge: ${model.l2})
     model: ModelConfig = MISSING
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    compress: bool = True  # deflate the stored inputs; false: stored raw and memory-mapped
 
 
 @dataclass

@@ -42,6 +42,7 @@ import re
 import shutil
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable, Container, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -204,12 +205,23 @@ def write_csv(path: Path | str, columns: Mapping[str, np.ndarray]) -> None:
     write_text(path, csv_text(columns))
 
 
-def npz_writer(arrays: Mapping[str, np.ndarray]) -> Callable[[Path], None]:
-    """A ``write(tmp)`` function saving arrays as an uncompressed ``.npz`` (no pickles)."""
+def npz_writer(arrays: Mapping[str, np.ndarray],
+               deflate: Container[str] = ()) -> Callable[[Path], None]:
+    """A ``write(tmp)`` function saving arrays as an ``.npz`` (no pickles), uncompressed except the
+    members named in ``deflate`` (zlib level 1: fast; fixed zip timestamps, so the same bytes)."""
 
     def _w(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            if not deflate:
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+                return
+            with zipfile.ZipFile(fh, mode="w", allowZip64=True, compresslevel=1) as zf:
+                for k, v in arrays.items():
+                    # each member is dated 1980-01-01 (ZipInfo's default), as np.savez does
+                    deflated = k in deflate
+                    zf.compression = zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED
+                    with zf.open(f"{k}.npy", "w", force_zip64=True) as out:
+                        np.lib.format.write_array(out, np.asarray(v), allow_pickle=False)
 
     return _w
 

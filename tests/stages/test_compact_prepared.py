@@ -136,3 +136,24 @@ def test_preparing_twice_writes_the_same_bytes(tmp_path: Path) -> None:
     first = [p.read_bytes() for p in files]
     prepare(data, WHITEN, seed=0, prepared_dir=tmp_path)
     assert [p.read_bytes() for p in files] == first  # no clock time: DVC sees the same output
+
+
+def test_deflated_and_raw_inputs_load_the_same_arrays(tmp_path: Path, mnist_dir: Path) -> None:
+    data = {"name": "mnist", "id": "mnist-z", "root": str(mnist_dir), "n_train": 3000,
+            "n_test": 500}
+    loaded, sizes = [], []
+    for compress in (True, False):
+        d = tmp_path / str(compress)
+        prepare(data, PRE["zscore"], seed=0, prepared_dir=d, compress=compress)
+        npz = d / "mnist-z-zscore.npz"
+        with zipfile.ZipFile(npz) as zf:
+            kind = zf.getinfo("inputs_train.npy").compress_type
+            assert kind == (zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED)
+            assert zf.getinfo("y_train.npy").compress_type == zipfile.ZIP_STORED
+        mapped = npz_arrays(npz, mapped=("inputs_train",))["inputs_train"]
+        assert isinstance(mapped, np.memmap) != compress  # raw inputs are memory-mapped
+        loaded.append(load_prepared(npz)[0])
+        sizes.append(npz.stat().st_size)
+    assert np.array_equal(loaded[0].X_train, loaded[1].X_train)
+    assert np.array_equal(loaded[0].X_test, loaded[1].X_test)
+    assert sizes[0] < sizes[1] / 3  # MNIST pixels deflate about 4×
