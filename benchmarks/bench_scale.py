@@ -85,18 +85,17 @@ def fit_exponent(n: np.ndarray, y: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--memory-gb", type=float, default=64.0, help="limits.memory_gb of the stages")
+    ap.add_argument("--memory-gb", type=float, default=64.0, help="limits.memory_gb of prepare")
     args = ap.parse_args()
     py = sys.executable
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         t = Path(tmp)
-        common = [f"hydra.searchpath=[file://{t / 'conf'}]", f"limits.memory_gb={args.memory_gb}",
-                  f"paths.prepared_dir={t / 'prepared'}"]
+        common = [f"hydra.searchpath=[file://{t / 'conf'}]", f"paths.prepared_dir={t / 'prepared'}"]
         for k in args.k:
             name = build(k, t / "raw", t / "conf")
             prep = run([py, "-m", "pipeline.prepare", f"data={name}", "preprocess=none",
-                        "model=softmax", *common])
+                        "model=softmax", f"limits.memory_gb={args.memory_gb}", *common])
             train = run([py, "-m", "pipeline.train", f"data={name}", "preprocess=none",
                          "model=softmax", "model.l2=1.0e-4", "optimizer=newton_cg",
                          "optimizer.tol=1.0e-8", "optimizer.max_iter=50", "mlflow.enabled=false",
