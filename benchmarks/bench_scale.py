@@ -9,8 +9,9 @@ a data set (a conf/data YAML on hydra.searchpath), then runs, each in its own pr
 Newton-CG to ‖∇f‖ ≤ 1e-8 (λ = 1e-4, no MLflow). Peak memory is the child's max RSS (wait4).
 
 Prints one line per k and then ``seconds_per_million_images=``, ``peak_gb_per_million_images=``
-(of the largest k, prepare + train; peak: the larger of the two) and the fitted exponents b of
-time ∝ n^b and peak ∝ n^b (least squares on log-log).
+(of the largest k, prepare + train; peak: the larger of the two), the fitted exponents b of
+time ∝ n^b and peak ∝ n^b (least squares on log-log) and the marginal cost per million images
+(the slope of a straight-line fit, free of the interpreter's fixed share).
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ def main() -> None:
     print(f"seconds_per_million_images={s[-1] / n[-1] * 1e6:.1f}")
     print(f"peak_gb_per_million_images={g[-1] / n[-1] * 1e6:.2f}")
     print(f"time_exponent={fit_exponent(n, s):.2f} memory_exponent={fit_exponent(n, g):.2f}")
+    if len(n) > 1:  # the slope without the interpreter's fixed share (imports: ≈ 0.3 GB)
+        print(f"marginal_peak_gb_per_million_images={np.polyfit(n, g, 1)[0] * 1e6:.2f} "
+              f"marginal_seconds_per_million_images={np.polyfit(n, s, 1)[0] * 1e6:.1f}")
 
 
 if __name__ == "__main__":
