@@ -11,7 +11,6 @@ exit status 2, nothing written.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +33,7 @@ from pipeline.core.whitening import (
     spectrum,
 )
 from pipeline.data.catalog import complete
-from pipeline.data.datasets import load_dataset, validate_data_config
+from pipeline.data.datasets import load_inputs, scale_inputs, validate_data_config
 from pipeline.data.split import check_val_fraction, validation_split
 from pipeline.spec import group_id, prepared_stem
 from pipeline.store.prepared import prepared_path, save_prepared
@@ -70,9 +69,9 @@ def prepare(
     seed: int,
     prepared_dir: str | Path,
     memory_gb: float = MEMORY_GB,
+    compress: bool = True,
 ) -> dict[str, Any]:
     """Run the stage on plain dicts; returns the facts written to the ``.json``."""
-    t0 = time.perf_counter()
     # a partial dict: from conf/data/<name>.yaml (facts record it all)
     data_cfg = complete(data_cfg)
     validate_data_config(data_cfg)
@@ -83,55 +82,54 @@ def prepare(
     out = prepared_path(prepared_dir, prepared_stem(data_id, pre_id))
     check_writable(out)  # a read-only folder fails now, not after the work
     memory_gb = check_memory_gb(memory_gb)
-    ds = load_dataset(data_cfg, seed, memory_gb)
-    n_rows, d = ds.X_train.shape[0] + ds.X_test.shape[0], ds.n_features
+    inputs, scale = load_inputs(data_cfg, seed, memory_gb)
+    n_rows, d = inputs.X_train.shape[0] + inputs.X_test.shape[0], inputs.n_features
     check_memory(prepare_bytes(n_rows, d), f"preprocessing {n_rows} rows × {d} features", memory_gb,
                  "use fewer rows or features (data.n_train, data.n_features)")
-    val: tuple[np.ndarray, np.ndarray] | None = None
+    rows, val_rows = None, None
     if val_fraction > 0:  # held out before anything is fitted on the training rows
-        rows, val_rows = validation_split(ds.y_train, val_fraction, seed, ds.task != "regression")
-        val = (ds.X_train[val_rows], ds.y_train[val_rows])
-        ds = dataclasses.replace(ds, X_train=ds.X_train[rows], y_train=ds.y_train[rows])
-    C_aug = checked_second_moment(ds.X_train, data_cfg.get("scale"))
-    transform = fit_preprocess(preprocess_cfg, ds.X_train, second_moment_aug=C_aug)
-    prepared = dataclasses.replace(
-        ds, X_train=transform.apply(ds.X_train), X_test=transform.apply(ds.X_test)
-    )
+        rows, val_rows = validation_split(inputs.y_train, val_fraction, seed,
+                                          inputs.task != "regression")
+    # the float64 training inputs the transform is fitted on; stored are the inputs as read
+    X_fit = scale_inputs(inputs.X_train if rows is None else inputs.X_train[rows], scale)
+    C_aug = checked_second_moment(X_fit, data_cfg.get("scale"))
+    transform = fit_preprocess(preprocess_cfg, X_fit, second_moment_aug=C_aug)
+    del X_fit
     lam_before = spectrum(C_aug)
     # (1/n) Z̃ᵀZ̃ via M C Mᵀ: O(d³) instead of another O(n d²) product (tests check it against
     # Z̃ᵀZ̃)
     lam_after = spectrum(hessian_after(transform, C_aug))
-    facts = _facts(data_cfg, preprocess_cfg, seed, ds, prepared, transform, val,
+    facts = _facts(data_cfg, preprocess_cfg, seed, inputs, transform, (rows, val_rows),
                    (lam_before, lam_after, C_aug))
-    facts["seconds"] = round(time.perf_counter() - t0, 3)
-    extra = {} if val is None else {"X_val": transform.apply(val[0]), "y_val": val[1]}
-    save_prepared(out, prepared, transform, lam_before, lam_after, facts, extra)
+    save_prepared(out, inputs, transform, lam_before, lam_after, facts, scale=scale,
+                  val_rows=val_rows, compress=compress)
     return facts
 
 
 def _facts(data_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any], seed: int, ds: Any,
-           prepared: Any, transform: Any, val: tuple[np.ndarray, np.ndarray] | None,
+           transform: Transform, split: tuple[np.ndarray | None, np.ndarray | None],
            spectra: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """The facts of a prepared pair (its ``.json``): sizes, conditioning, provenance."""
+    """The facts of a prepared pair (its ``.json``): sizes, conditioning, provenance (no clock
+    times: the same inputs give the same bytes)."""
     lam_before, lam_after, C_aug = spectra
+    rows, val_rows = split
     pre_id = group_id(preprocess_cfg)
     return {
         "data": str(data_cfg["id"]),
         "preprocess": pre_id,
         "task": ds.task,
         "n_classes": ds.n_classes,
-        "n_train": int(prepared.X_train.shape[0]),
-        "n_test": int(prepared.X_test.shape[0]),
-        "n_val": 0 if val is None else int(val[1].shape[0]),
+        "n_train": int(ds.X_train.shape[0] if rows is None else rows.shape[0]),
+        "n_test": int(ds.X_test.shape[0]),
+        "n_val": 0 if val_rows is None else int(val_rows.shape[0]),
         "n_features_in": int(ds.X_train.shape[1]),
-        "n_features_out": int(prepared.X_train.shape[1]),
+        "n_features_out": transform.n_features_out,
         "n_kept": int(
-            transform.n_kept if transform.n_kept is not None else prepared.X_train.shape[1]
+            transform.n_kept if transform.n_kept is not None else transform.n_features_out
         ),
         "absorbs_bias": bool(transform.absorbs_bias),
         **conditioning_facts(lam_before, lam_after, ridge_facts(preprocess_cfg, transform, C_aug)),
         "sha256": dict(ds.meta.get("sha256", {})),
-        "seconds": 0.0,
         "data_name": ds.name,
         "seed": int(seed),
         "data_config": dict(data_cfg),
@@ -188,10 +186,8 @@ def _fmt_cond(k: float | None) -> str:
     return "inf" if k is None else f"{k:.4g}"
 
 
-def summary(facts: Mapping[str, Any], path: Path, total_s: float | None = None) -> str:
-    """One line: shapes, kept directions, conditioning before/after, seconds (compute; total with
-    writing)."""
-    total = "" if total_s is None else f", {total_s:.2f} s with writing"
+def summary(facts: Mapping[str, Any], path: Path, seconds: float) -> str:
+    """One line: shapes, kept directions, conditioning before/after, seconds with writing."""
     return (
         f"prepared {path}: train {facts['n_train']}x{facts['n_features_out']}, "
         f"test {facts['n_test']}x{facts['n_features_out']} (from {facts['n_features_in']} "
@@ -203,7 +199,7 @@ def summary(facts: Mapping[str, Any], path: Path, total_s: float | None = None) 
         f"-> {_fmt_cond(facts['cond_after'])} "
         f"(rank {facts['rank_after']}/{facts['hessian_dim_after']}, "
         f"{facts['cond_after_nonzero']:.3g} on its range); "
-        f"{facts['seconds']:.2f} s{total}"
+        f"{seconds:.2f} s"
     )
 
 
@@ -212,7 +208,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     check_boundary(cfg)
     data_cfg, pre_cfg = as_kwargs(cfg.data), as_kwargs(cfg.preprocess)
-    facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir, cfg.limits.memory_gb)
+    facts = prepare(data_cfg, pre_cfg, int(cfg.seed), cfg.paths.prepared_dir, cfg.limits.memory_gb,
+                    bool(cfg.compress))
     path = prepared_path(
         cfg.paths.prepared_dir, prepared_stem(str(data_cfg["id"]), group_id(pre_cfg))
     )

@@ -204,6 +204,7 @@ class PrepareConfig(TrainConfig):
 
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="gd"))
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    compress: bool = True  # deflate the stored inputs; false: stored raw and memory-mapped
 
 
 @dataclass
@@ -226,6 +227,8 @@ class ReferenceOptions:
     preconditioner: str = "auto"  # Newton-CG's (pipeline.core.solvers.minimize)
     kappa_in: list[str] = field(default_factory=list)  # other preprocess ids of the same data and
     #   objective whose coordinates get μ, L, κ at w* too (dense problems only)
+    # a run's weights.npz of this objective in the solve's coordinates: Newton starts there
+    init: str | None = None
 
 
 @dataclass

@@ -41,8 +41,9 @@ def synthetic_bytes(n_samples: int, n_features: int) -> int:
 
 
 def prepare_bytes(n_rows: int, n_features: int) -> int:
-    """Preprocessing n × d rows: the inputs, their transform and a copy (3 n d), and the (d+1)²
-    second moment, its eigendecomposition, the transform and the transformed Hessian (6 (d+1)²)."""
+    """Preprocessing n × d rows: the stored inputs (at most 8 bytes an entry), the float64 inputs
+    the transform is fitted on and one temporary of their size (2 n d), and the (d+1)² second
+    moment, its eigendecomposition, the transform and the transformed Hessian (6 (d+1)²)."""
     n, d = int(n_rows), int(n_features)
     return FLOAT * (3 * n * d + 6 * (d + 1) ** 2)
 

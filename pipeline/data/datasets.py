@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -221,7 +221,15 @@ def check_classes(source: str, title: str, y: np.ndarray, names: list[str]) -> N
                         "fix data.classes or data.class_names, or the label files")
 
 
+def scale_inputs(P: np.ndarray, scale: float | None) -> np.ndarray:
+    """X = s·P in float64 (P: stored pixel values, e.g. uint8); ``scale`` None: P is X already."""
+    if scale is None:
+        return np.asarray(P, dtype=np.float64)
+    return np.multiply(P, scale, dtype=np.float64)
+
+
 def _idx(cfg: Mapping[str, Any], rng: np.random.Generator, memory_gb: float) -> Dataset:
+    """The IDX data set with its pixels as read (uint8 for images) as X: x = data.scale · p."""
     raw = load_idx_set(IdxSpec.from_config(cfg), cfg.get("root"), budget_bytes(memory_gb))
     scale = float(cfg.get("scale", 1.0 / 255.0))
     title = str(cfg.get("title") or cfg["name"])
@@ -255,13 +263,21 @@ def _idx(cfg: Mapping[str, Any], rng: np.random.Generator, memory_gb: float) -> 
         raise DataError(f"{raw.source}: the {ytr.size} training rows of "
                         f"data.n_train={cfg.get('n_train')} hold a single class of {title}; "
                         "raise data.n_train")
-    (n_tr, d), n_te = Xtr.shape, Xte.shape[0]
+    return Dataset(Xtr, ytr, Xte, yte, task, n_classes, str(cfg["name"]), meta)
+
+
+def as_float(ds: Dataset, scale: float | None, memory_gb: float = MEMORY_GB) -> Dataset:
+    """The data set of stored inputs with float64 inputs x = s·p (``scale_inputs``), checked
+    against the memory budget first; ``scale`` None: returned as it is."""
+    if scale is None:
+        return ds
+    (n_tr, d), n_te = ds.X_train.shape, ds.X_test.shape[0]
+    title = str(ds.meta.get("title", ds.name))
     check_memory(table_bytes(n_tr + n_te, d), f"{title} as float64 ({n_tr} + {n_te} rows × {d})",
                  memory_gb, "lower data.n_train / data.n_test")
     # uint8 -> float64 and scaling in one pass each (no Python loop over images)
-    Xtr = np.multiply(Xtr, scale, dtype=np.float64)
-    Xte = np.multiply(Xte, scale, dtype=np.float64)
-    return Dataset(Xtr, ytr, Xte, yte, task, n_classes, str(cfg["name"]), meta)
+    return replace(ds, X_train=scale_inputs(ds.X_train, scale),
+                   X_test=scale_inputs(ds.X_test, scale))
 
 
 def synthetic_regression(
@@ -310,13 +326,20 @@ def load_dataset(cfg: Mapping[str, Any], seed: int | None = None,
                  memory_gb: float = MEMORY_GB) -> Dataset:
     """Load the data set a ``data`` config names; ``seed`` (else ``cfg['seed']``, else 0) fixes all
     randomness; reads and arrays beyond ``memory_gb`` (limits.memory_gb) are refused up front."""
+    return as_float(*load_inputs(cfg, seed, memory_gb), memory_gb)
+
+
+def load_inputs(cfg: Mapping[str, Any], seed: int | None = None,
+                memory_gb: float = MEMORY_GB) -> tuple[Dataset, float | None]:
+    """``load_dataset`` with the inputs as stored, and the s of x = s·p: IDX pixels stay as read
+    (uint8 for images), s = data.scale; synthetic inputs are float64 already (s None)."""
     cfg = complete(cfg)
     validate_data_config(cfg)
     if seed is None:
         seed = int(cfg.get("seed", 0) or 0)
     rng = np.random.default_rng(seed)
     if cfg["format"] == "idx":
-        return _idx(cfg, rng, memory_gb)
+        return _idx(cfg, rng, memory_gb), float(cfg.get("scale", 1.0 / 255.0))
     n, d = int(cfg.get("n_samples", 2000)), int(cfg.get("n_features", 20))
     check_memory(synthetic_bytes(n, d), f"synthetic data of data.n_samples={n} × "
                  f"data.n_features={d}", memory_gb, "lower data.n_features or data.n_samples")
@@ -330,4 +353,4 @@ def load_dataset(cfg: Mapping[str, Any], seed: int | None = None,
     )
     Xtr, ytr = _subsample(ds.X_train, ds.y_train, cfg.get("n_train"), rng, "n_train")
     Xte, yte = _subsample(ds.X_test, ds.y_test, cfg.get("n_test"), rng, "n_test")
-    return Dataset(Xtr, ytr, Xte, yte, ds.task, None, ds.name, ds.meta)
+    return Dataset(Xtr, ytr, Xte, yte, ds.task, None, ds.name, ds.meta), None

@@ -15,6 +15,10 @@ extended attributes (POSIX ACLs) of the one it replaces; a ``dest`` that is or h
 point, a FIFO, a socket or a device is refused before anything is written
 (``pipeline.store.tree``), and nothing but regular files is ever opened.
 
+A file is never written in place: an output that is a link into DVC's cache (``cache.type``
+hardlink or symlink, made read-only by DVC) is replaced by a new file, and the cached copy keeps
+its bytes.
+
 Temporary names carry the writer's pid (``.<name>.<pid>-<random>.tmp``, ``.<name>.new-<pid>-…``);
 ``clean_stale_temps(folder)`` deletes those of dead processes (SIGKILL, power loss) and runs on
 every write into a folder and in ``check_writable`` (a stage's first check).
@@ -38,6 +42,7 @@ import re
 import shutil
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable, Container, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -200,12 +205,23 @@ def write_csv(path: Path | str, columns: Mapping[str, np.ndarray]) -> None:
     write_text(path, csv_text(columns))
 
 
-def npz_writer(arrays: Mapping[str, np.ndarray]) -> Callable[[Path], None]:
-    """A ``write(tmp)`` function saving arrays as an uncompressed ``.npz`` (no pickles)."""
+def npz_writer(arrays: Mapping[str, np.ndarray],
+               deflate: Container[str] = ()) -> Callable[[Path], None]:
+    """A ``write(tmp)`` function saving arrays as an ``.npz`` (no pickles), uncompressed except the
+    members named in ``deflate`` (zlib level 1: fast; fixed zip timestamps, so the same bytes)."""
 
     def _w(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+            if not deflate:
+                np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
+                return
+            with zipfile.ZipFile(fh, mode="w", allowZip64=True, compresslevel=1) as zf:
+                for k, v in arrays.items():
+                    # each member is dated 1980-01-01 (ZipInfo's default), as np.savez does
+                    deflated = k in deflate
+                    zf.compression = zipfile.ZIP_DEFLATED if deflated else zipfile.ZIP_STORED
+                    with zf.open(f"{k}.npy", "w", force_zip64=True) as out:
+                        np.lib.format.write_array(out, np.asarray(v), allow_pickle=False)
 
     return _w
 
@@ -394,7 +410,10 @@ def check_writable(dest: Path | str) -> None:
         clean_stale_temps(base)
         probe = Path(tempfile.mkdtemp(prefix=f".{dest.name}{_NEW}{os.getpid()}-", dir=base))
         probe.rmdir()
-        if dest.exists() and not os.access(dest, os.W_OK | (os.X_OK if dest.is_dir() else 0)):
+        # a file is replaced by a rename, never opened: a read-only file (DVC's protected link
+        # into its cache) needs only a writable folder, which the probe showed
+        if (dest.is_dir() and not dest.is_symlink()
+                and not os.access(dest, os.W_OK | os.X_OK)):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dest))
 
 

@@ -351,6 +351,39 @@ def test_max_iter_reached_is_written_with_a_warning_and_not_certified(
     assert notes == [] and not refs[OID].certified
 
 
+def test_a_warm_start_reaches_the_same_certified_f_star_in_fewer_steps(
+    mnist_work: Path, cli: Any
+) -> None:
+    from pipeline.core.objectives import make_objective
+    from pipeline.core.optima import solve
+    from pipeline.store.prepared import load_prepared
+    from pipeline.store.writer import write_npz
+
+    ds, _, _ = load_prepared(mnist_work / "prepared" / "r3v8-none.npz")
+    obj = make_objective("logistic", ds.X_train, ds.y_train, l2=LAM, fit_intercept=True,
+                         dtype="float64")
+    near = solve(obj, tol=1e-6, max_iter=100, dense_max=2500, cg_max_iter=500,
+                 preconditioner="auto")  # a run that stopped at a looser tolerance
+    weights = mnist_work / "run" / "weights.npz"
+    write_npz(weights, {"w": near.w})
+    common = [*DATA, "preprocess=none", f"paths.prepared_dir={mnist_work / 'prepared'}"]
+    recs = {}
+    for name, init in (("cold", "null"), ("warm", str(weights))):
+        code, _, err = cli(*common, f"paths.reference_dir={mnist_work / name}",
+                           f"reference.init={init}")
+        assert code == 0, err
+        recs[name] = json.loads((mnist_work / name / f"{OID}.json").read_text(encoding="utf-8"))
+    cold, warm = recs["cold"], recs["warm"]
+    assert warm["converged"] and warm["grad_norm"] <= warm["tol"] and warm["init"] == str(weights)
+    assert cold["init"] is None and warm["iterations"] < cold["iterations"]
+    # both certified: f − f* ≤ ‖∇f‖²/(2λ) ≈ 5e-15
+    assert abs(warm["f_star"] - cold["f_star"]) <= 1e-13 * cold["f_star"]
+    write_npz(weights, {"w": near.w[:-1]})  # weights of another objective: one line, exit 2
+    code, _, err = cli(*common, f"paths.reference_dir={mnist_work / 'bad'}",
+                       f"reference.init={weights}")
+    assert code == 2 and "reference.init=" in err and f"{near.w.size - 1} weights" in err
+
+
 # ------------------------------------------------------------------ Transform.transformed_weights
 
 
@@ -445,6 +478,8 @@ def synth_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
      ["reference.kappa_in=whiten_transformed", "penalty_space=input"]),
     (["reference.kappa_in=[../x]"], ["reference.kappa_in"]),
     (["preprocess=zscore"], ["rsyn-zscore.npz not found", "pipeline.prepare"]),
+    (["reference.init=/nonexistent/weights.npz"], ["reference.init=/nonexistent/weights.npz",
+                                                   "no such weights file"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(
     synth_work: Path, cli: Any, args: list[str], words: list[str], monkeypatch: pytest.MonkeyPatch

@@ -214,7 +214,9 @@ def test_prepared_pair_round_trip(tmp_path: Path) -> None:
     assert path.name == "toy-zscore.npz"
     save_prepared(path, ds, tr, np.ones(4), np.ones(4), {"task": "regression", "n_classes": None})
     back, tr2, facts = load_prepared(path)
-    assert np.array_equal(back.X_train, X) and np.array_equal(tr2.offset, tr.offset)
+    # the inputs are stored, the transform applied on loading
+    assert np.array_equal(back.X_train, tr.apply(X)) and np.array_equal(tr2.offset, tr.offset)
+    assert np.array_equal(back.X_test, tr.apply(Xt)) and not np.array_equal(back.X_train, X)
     assert read_facts(path)["task"] == "regression" and facts["task"] == "regression"
     assert set(load_spectra(path)) == {"spectrum_before", "spectrum_after"}
     assert load_transform(path).kind == "zscore"
