@@ -15,7 +15,9 @@ Hessian in those coordinates are added (where the Hessian fits densely).
 
 File: ``{objective, data, model, l2, fit_intercept, solved_in, prepared, prepared_sha256, method,
 status, converged, message, iterations, cg_iterations, tol, f_star, grad_norm, n_params, n_train,
-seconds, coordinates: {<preprocess id>: {f, grad_norm, iterations, mu, L_local, kappa, L_bound}}}``.
+seconds, coordinates: {<preprocess id>: {f, grad_norm, iterations, mu, L_local, kappa, L_bound,
+rate_gd, rate_gd_lr_auto, rate_heavy_ball, rate_nesterov}}}`` (the predicted linear rates of
+``core.theory.predicted_rates``; null where μ ≤ 0).
 """
 
 from __future__ import annotations
