@@ -1,8 +1,10 @@
-"""Analytic study files: ``<paths.analytic_dir>/<study>/`` = table.csv, arrays.npz, study.json.
+"""Analytic study files: ``<paths.analytic_dir>/<study>/`` = table.csv, arrays.npz, study.json,
+and a study's further tables ``<name>.csv``.
 
 Written by ``python -m pipeline.analytic`` (the folder replaced as a whole), read by the report:
-``study.json`` holds ``{name, title, params, metrics, figures, seconds}``, ``table.csv`` one row per
-measurement and ``arrays.npz`` what the figures draw.
+``study.json`` holds ``{name, title, params, metrics, figures, seconds}`` (``tables``: the names
+of the further tables, where there are any), ``table.csv`` one row per measurement and
+``arrays.npz`` what the figures draw.
 """
 
 from __future__ import annotations
@@ -28,11 +30,15 @@ def write_study(
     table: pd.DataFrame,
     arrays: Mapping[str, np.ndarray],
     meta: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
-    """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole; returns it."""
+    """``<root>/<name>/`` = table.csv, arrays.npz, study.json and ``<key>.csv`` per further table,
+    replaced as a whole; returns it."""
     dest = root / name
     with replace_dir(dest) as new:
         write_text(new / "table.csv", table.to_csv(index=False))
+        for key, extra in (tables or {}).items():
+            write_text(new / f"{key}.csv", extra.to_csv(index=False))
         npz_writer(dict(arrays))(new / "arrays.npz")
         write_json(new / "study.json", dict(meta))
     return dest
@@ -41,6 +47,13 @@ def write_study(
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: np.asarray(z[k]) for k in z.files}
+
+
+def read_study_tables(folder: Path, names: list[str]) -> dict[str, pd.DataFrame]:
+    """The further tables ``<name>.csv`` of one study folder (``study.json['tables']``); else a
+    one-line DataError."""
+    return {n: read_file(folder / f"{n}.csv", pd.read_csv, "unreadable study table", RERUN)
+            for n in names}
 
 
 def read_study(folder: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:

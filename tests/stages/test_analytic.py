@@ -30,6 +30,7 @@ SMALL = [
     f"analytic.kappa_sweep.condition_numbers=[{','.join(map(str, KAPPAS))}]",
     "analytic.kappa_sweep.max_iter=4000",  # κ = 100 needs about 1000
     f"analytic.kappa_sweep.tol={TOL}",
+    f"analytic.kappa_sweep.methods.condition_numbers=[{','.join(map(str, KAPPAS))}]",
     "analytic.kappa_sweep.data.n_samples=200",
     "analytic.kappa_sweep.data.n_features=5",
     "analytic.gd_paths.n_steps=30",
@@ -44,6 +45,15 @@ STUDIES = {
     "convexity": "claim3_convexity",
 }
 FILES = {"table.csv", "arrays.npz", "study.json"}
+METHODS = ["gd", "heavy_ball", "nesterov", "lbfgs", "newton"]  # conf/analytic.yaml
+# claim 2's further tables: one per method and the fitted slopes
+KAPPA_TABLES = [*(f"iterations_{m}" for m in METHODS), "slopes"]
+
+
+def _files(name: str) -> set[str]:
+    """What a study's folder (and its MLflow run) holds."""
+    extra = KAPPA_TABLES if name == "claim2_kappa_sweep" else []
+    return FILES | {f"{t}.csv" for t in extra}
 
 
 # dense ~785 × 785 factorizations (conftest)
@@ -90,14 +100,15 @@ def run(
 
 def _study(tmp: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:
     folder = tmp / "analytic" / name
-    assert {p.name for p in folder.iterdir()} == FILES
+    assert {p.name for p in folder.iterdir()} == _files(name)
     meta = json.loads((folder / "study.json").read_text(encoding="utf-8"))
     table = pd.read_csv(folder / "table.csv")
     with np.load(folder / "arrays.npz", allow_pickle=False) as z:
         arrays = {k: np.asarray(z[k]) for k in z.files}
     for key, arr in arrays.items():
         assert arr.dtype.kind in "fiub", (key, arr.dtype)  # plain numbers, no pickled objects
-    assert set(meta) == {"name", "title", "params", "metrics", "figures", "seconds"}
+    assert set(meta) - {"tables"} == {"name", "title", "params", "metrics", "figures", "seconds"}
+    assert {f"{t}.csv" for t in meta.get("tables", [])} == _files(name) - FILES
     assert meta["name"] == name and meta["seconds"] >= 0 and meta["figures"]
     assert all(isinstance(v, float) and not np.isnan(v) for v in meta["metrics"].values())
     return meta, table, arrays
@@ -174,8 +185,9 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
     _numeric(table, ["kappa_requested", "kappa_raw", "kappa", "lr", "iterations", "grad_norm_end",
                      "predicted_iterations"])
     assert pd.api.types.is_integer_dtype(table["iterations"])
-    assert arrays == {}  # its one figure is drawn from the table
-    assert [f["kind"] for f in meta["figures"]] == ["iterations_vs_kappa"]
+    assert arrays == {}  # its figures are drawn from the tables
+    assert [f["kind"] for f in meta["figures"]] == ["iterations_vs_kappa",
+                                                    "iterations_vs_kappa_methods"]
     assert {"kappa_raw", "iterations", "preprocess"} <= set(table.columns)
     assert len(table) == 2 * len(KAPPAS) and (table["status"] == "converged").all()
     assert (table["grad_norm_end"] <= TOL).all()
@@ -207,6 +219,31 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
     slope = np.polyfit(np.log(big["kappa_raw"]), np.log(big["iterations"]), 1)[0]
     assert m["loglog_slope_iterations_vs_kappa"] == pytest.approx(slope, rel=1e-12)
     assert 0.7 <= slope <= 1.3  # the report's "agrees with the linear-in-κ prediction"
+
+
+def test_claim2_per_method_tables_and_slopes(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    """One table per method (iterations to ‖∇f‖ ≤ 1e-8 against κ) and the slopes table, as the
+    report reads them; GD's slope ≈ 1, the accelerated ones ≈ ½, Newton 0."""
+    from pipeline.store.studies import read_study_tables
+
+    tmp, _, _ = run
+    meta, _, _ = _study(tmp, "claim2_kappa_sweep")
+    tables = read_study_tables(tmp / "analytic" / "claim2_kappa_sweep", meta["tables"])
+    assert meta["figures"][-1]["kind"] == "iterations_vs_kappa_methods"
+    for m in METHODS:
+        t = tables[f"iterations_{m}"]
+        assert list(t["kappa_requested"]) == KAPPAS and (t["method"] == m).all()
+        assert (t["status"] == "converged").all() and (t["grad_norm_end"] <= 1e-8).all(), m
+        _numeric(t, ["kappa", "L", "mu", "iterations", "rate_measured", "grad_norm_end"])
+    slopes = tables["slopes"].set_index("method")
+    assert list(slopes.columns) == ["slope", "expected", "points", "kappa_min", "kappa_max",
+                                    "all_converged"]
+    assert 0.8 <= slopes.loc["gd", "slope"] <= 1.1 and slopes.loc["newton", "slope"] == 0.0
+    for m in ("heavy_ball", "nesterov"):
+        assert 0.3 <= slopes.loc[m, "slope"] <= 0.7, (m, slopes.loc[m, "slope"])
+    assert slopes.loc["lbfgs", "slope"] < 0.5
+    for m in METHODS:
+        assert meta["metrics"][f"loglog_slope.{m}"] == slopes.loc[m, "slope"]
 
 
 def test_claim3_convex_models_and_a_nonconvex_exercise_function(
@@ -264,9 +301,9 @@ def test_one_mlflow_run_per_study_with_its_files(
     for exp, _, run_id in runs:
         r = client.get_run(run_id)
         assert r.data.tags["curvlab.kind"] == "analytic-study"
-        assert {a.path for a in client.list_artifacts(run_id)} == FILES
+        assert {a.path for a in client.list_artifacts(run_id)} == _files(exp)
         got = Path(client.download_artifacts(run_id, "", str(tmp / "dl" / exp)))
-        for f in FILES:
+        for f in _files(exp):
             assert (got / f).read_bytes() == (tmp / "analytic" / exp / f).read_bytes(), (exp, f)
         meta = json.loads((tmp / "analytic" / exp / "study.json").read_text(encoding="utf-8"))
         assert len(r.data.metrics) == len(meta["metrics"])
