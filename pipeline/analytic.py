@@ -9,13 +9,14 @@ iterations to tolerance against κ on synthetic least squares, raw vs whitened, 
 iterations to ‖∇f‖ ≤ 1e-8 against κ with the fitted log–log slopes (``iterations_<method>.csv``,
 ``slopes.csv`` beside the study's table); claim 3: convexity
 read off the Hessian's smallest eigenvalue (the lecture's exercise functions on a grid, and linear /
-logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.core.studies``;
-this
-shell writes, per study, ``<paths.analytic_dir>/<study>/`` = ``table.csv`` (typed columns),
-``arrays.npz`` (what the report's figures draw) and ``study.json`` (``{name, title, params, metrics,
-figures, seconds}``), the folder replaced as a whole, and logs each study as one
-MLflow run (experiment = the study name) with those files as artifacts. The report only renders
-them.
+logistic / softmax regression on an MNIST subsample); claim 7 (``adam_scaling``): Adam's
+effective per-coordinate step η/(√v̂ + δ) against 1/diag ∇²f at Adam's iterates, by Spearman rank
+correlation, on a quadratic and on MNIST softmax. The numerics are ``pipeline.core.studies`` and
+``pipeline.core.adam_scaling``; this shell writes, per study, ``<paths.analytic_dir>/<study>/``
+= ``table.csv`` (typed columns), ``arrays.npz`` (what the report's figures draw) and
+``study.json`` (``{name, title, params, metrics, figures, seconds}``), the folder replaced as a
+whole, and logs each study as one MLflow run (experiment = the study name) with those files as
+artifacts. The report only renders them.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def validate(a: Mapping[str, Any]) -> None:
     if not float(a["kappa_sweep"]["tol"]) > 0:
         raise ConfigError("analytic.kappa_sweep.tol must be > 0, e.g. 1.0e-6")
     validate_methods(a["kappa_sweep"].get("methods"))
+    validate_adam_scaling(a.get("adam_scaling"))
     from pipeline.core.theory import LECTURE_FUNCTIONS
 
     unknown = [f for f in a["convexity"]["functions"] if f not in LECTURE_FUNCTIONS]
@@ -105,6 +107,21 @@ def validate_methods(m: Mapping[str, Any] | None) -> None:
     if not float(m["tol"]) > 0 or int(m["max_iter"]) < 1:
         raise ConfigError("analytic.kappa_sweep.methods.tol must be > 0 and "
                           "analytic.kappa_sweep.methods.max_iter >= 1")
+
+
+def validate_adam_scaling(c: Mapping[str, Any] | None) -> None:
+    """``analytic.adam_scaling``: lr > 0, checkpoints ≥ 1, models among the registered ones."""
+    if not c:
+        return
+    from pipeline.core.objectives import MODELS
+
+    if not float(c["lr"]) > 0 or not c["checkpoints"] or min(int(k) for k in c["checkpoints"]) < 1:
+        raise ConfigError("analytic.adam_scaling.lr must be > 0 and its checkpoints integers >= 1, "
+                          "e.g. lr: 1.0e-3, checkpoints: [10, 100]")
+    unknown = [p["model"] for p in c["problems"] if p["model"] not in MODELS]
+    if unknown:
+        raise ConfigError(f"analytic.adam_scaling.problems: unknown model {unknown}; choose from "
+                          f"{sorted(MODELS)}")
 
 
 def check_study_memory(a: Mapping[str, Any], memory_gb: float) -> None:
@@ -208,8 +225,27 @@ def convexity(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> 
     return st
 
 
+def adam_scaling(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
+    """Claim 7: Adam's effective step η/(√v̂ + δ) against 1/diag ∇²f at Adam's own iterates, by
+    Spearman rank correlation over the coordinates, per problem and checkpoint."""
+    from pipeline.core.adam_scaling import study_adam_scaling
+    from pipeline.data.datasets import load_dataset
+
+    load = functools.partial(load_dataset, memory_gb=memory_gb)
+    table, arrays = study_adam_scaling(c, load, seed)
+    st = Study(str(c["study"]), "Claim 7 — Newton inspired Adam", table, arrays)
+    for rec in table.itertuples():
+        st.metrics[f"spearman.{rec.problem}.it{rec.iteration}"] = float(
+            rec.spearman_step_vs_inv_hess_diag)
+    st.figures.append({"kind": "adam_step_vs_inv_hess_diag",
+                       "keys": sorted({k.rsplit("/", 1)[0] for k in arrays}),
+                       "title": "Adam's step η/(√v̂ + δ) against 1/diag ∇²f, per coordinate"})
+    return st
+
+
 STUDIES: dict[str, Callable[[Mapping[str, Any], int, float], Study]] = {
-    "gd_paths": gd_paths, "kappa_sweep": kappa_sweep, "convexity": convexity}
+    "gd_paths": gd_paths, "kappa_sweep": kappa_sweep, "convexity": convexity,
+    "adam_scaling": adam_scaling}
 
 
 def _metric_name(key: str) -> str:

@@ -34,6 +34,11 @@ SMALL = [
     "analytic.kappa_sweep.data.n_samples=200",
     "analytic.kappa_sweep.data.n_features=5",
     "analytic.gd_paths.n_steps=30",
+    "analytic.adam_scaling.checkpoints=[2,5]",
+    "analytic.adam_scaling.problems=["
+    "{name: quadratic, model: linear, l2: 0.0, data: {name: synthetic_regression, id: s,"
+    " n_samples: 200, n_features: 5}},"
+    f"{{name: mnist_softmax, model: softmax, l2: 1.0e-4, data: {MNIST}}}]",
     "analytic.convexity.models=["
     f"{{model: linear, pool: 4, data: {MNIST}}},"
     f"{{model: logistic, pool: 4, data: {BINARY}}},"
@@ -43,6 +48,7 @@ STUDIES = {
     "gd_paths": "claim1_gd_paths",
     "kappa_sweep": "claim2_kappa_sweep",
     "convexity": "claim3_convexity",
+    "adam_scaling": "claim7_adam_scaling",
 }
 FILES = {"table.csv", "arrays.npz", "study.json"}
 METHODS = ["gd", "heavy_ball", "nesterov", "lbfgs", "newton"]  # conf/analytic.yaml
@@ -244,6 +250,33 @@ def test_claim2_per_method_tables_and_slopes(run: tuple[Path, dict[str, Any], li
     assert slopes.loc["lbfgs", "slope"] < 0.5
     for m in METHODS:
         assert meta["metrics"][f"loglog_slope.{m}"] == slopes.loc[m, "slope"]
+
+
+def test_claim7_adam_step_against_the_inverse_hessian_diagonal(
+        run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    """One row per problem and checkpoint with the rank correlations, and the two vectors per row
+    for a scatter plot (as many entries as coordinates compared)."""
+    tmp, _, _ = run
+    meta, table, arrays = _study(tmp, "claim7_adam_scaling")
+    assert list(table.columns) == [
+        "problem", "model", "n_params", "iteration", "loss", "grad_norm", "coordinates",
+        "coordinates_left_out", "spearman_step_vs_inv_hess_diag",
+        "spearman_step_vs_inv_abs_grad", "spearman_hess_diag_vs_abs_grad", "step_median",
+        "inv_hess_diag_median"]
+    assert list(zip(table["problem"], table["iteration"], strict=True)) == [
+        ("quadratic", 2), ("quadratic", 5), ("mnist_softmax", 2), ("mnist_softmax", 5)]
+    _numeric(table, ["loss", "grad_norm", "spearman_step_vs_inv_hess_diag", "step_median"])
+    assert table["spearman_step_vs_inv_hess_diag"].between(-1, 1).all()
+    assert (table["coordinates"] + table["coordinates_left_out"] == table["n_params"]).all()
+    for rec in table.itertuples():
+        step = arrays[f"{rec.problem}/it{rec.iteration}/adam_step"]
+        inv_h = arrays[f"{rec.problem}/it{rec.iteration}/inv_hess_diag"]
+        assert step.shape == inv_h.shape == (rec.coordinates,)
+        assert (step > 0).all() and (inv_h > 0).all()
+        assert meta["metrics"][f"spearman.{rec.problem}.it{rec.iteration}"] == pytest.approx(
+            rec.spearman_step_vs_inv_hess_diag, rel=1e-12)
+    assert meta["figures"][0]["keys"] == sorted({f"{p}/it{i}" for p, i in zip(
+        table["problem"], table["iteration"], strict=True)})
 
 
 def test_claim3_convex_models_and_a_nonconvex_exercise_function(
