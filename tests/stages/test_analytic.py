@@ -358,6 +358,11 @@ def cli(stage_cli: Any) -> Any:
         (["analytic.studies=[gd_paths,nope]"], ["analytic.studies", "nope", "kappa_sweep"]),
         (["analytic.gd_paths.n_steps=0"], ["analytic.gd_paths.n_steps"]),
         (["analytic.kappa_sweep.max_iter=0"], ["analytic.kappa_sweep.max_iter"]),
+        (["analytic.kappa_sweep.methods.names=[gd,nope]"],
+         ["analytic.kappa_sweep.methods.names", "nope", "lbfgs"]),
+        (["analytic.kappa_sweep.methods.tol=0"], ["analytic.kappa_sweep.methods.tol", "> 0"]),
+        (["analytic.adam_scaling.lr=0"], ["analytic.adam_scaling.lr", "> 0"]),
+        (["analytic.adam_scaling.checkpoints=[0]"], ["analytic.adam_scaling", "checkpoints"]),
         (
             [
                 "analytic.gd_paths.functions=[{name: saddle, a: 1.0, b: -1.0, start: [1, 1], "
