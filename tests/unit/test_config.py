@@ -97,8 +97,8 @@ def test_claim7_presets_and_the_default_study_budgets_of_lbfgs_and_nesterov() ->
             assert applied.optimizer.time_budget_s is None, (preset, opt)
     assert _budgeted(["experiment=claim7_adam", "optimizer=diag_newton"]).optimizer.line_search
     lb = _budgeted(["experiment=default_softmax", "optimizer=lbfgs"]).optimizer
-    assert (lb.max_iter, lb.tol) == (150, 1.0e-8)
-    assert _budgeted(["experiment=default_softmax", "optimizer=nesterov"]).optimizer.max_iter == 150
+    assert (lb.max_iter, lb.tol) == (100, 1.0e-8)
+    assert _budgeted(["experiment=default_softmax", "optimizer=nesterov"]).optimizer.max_iter == 100
 
 
 def test_every_preset_budget_names_real_optimizer_keys() -> None:
