@@ -4,15 +4,19 @@ stage.
     python -m pipeline.analytic [analytic.kappa_sweep.condition_numbers=[1.0,1.0e2]] ...
 
 Claim 1: GD paths on 2-D quadratics for step sizes below, near and above 2/L; claim 2: GD
-iterations to tolerance against κ on synthetic least squares, raw vs whitened; claim 3: convexity
+iterations to tolerance against κ on synthetic least squares, raw vs whitened, and per method
+(``kappa_sweep.methods``: gd, heavy ball, Nesterov, L-BFGS, Newton with L and μ exact) the
+iterations to ‖∇f‖ ≤ 1e-8 against κ with the fitted log–log slopes (``iterations_<method>.csv``,
+``slopes.csv`` beside the study's table); claim 3: convexity
 read off the Hessian's smallest eigenvalue (the lecture's exercise functions on a grid, and linear /
-logistic / softmax regression on an MNIST subsample). The numerics are ``pipeline.core.studies``;
-this
-shell writes, per study, ``<paths.analytic_dir>/<study>/`` = ``table.csv`` (typed columns),
-``arrays.npz`` (what the report's figures draw) and ``study.json`` (``{name, title, params, metrics,
-figures, seconds}``), the folder replaced as a whole, and logs each study as one
-MLflow run (experiment = the study name) with those files as artifacts. The report only renders
-them.
+logistic / softmax regression on an MNIST subsample); claim 7 (``adam_scaling``): Adam's
+effective per-coordinate step η/(√v̂ + δ) against 1/diag ∇²f at Adam's iterates, by Spearman rank
+correlation, on a quadratic and on MNIST softmax. The numerics are ``pipeline.core.studies`` and
+``pipeline.core.adam_scaling``; this shell writes, per study, ``<paths.analytic_dir>/<study>/``
+= ``table.csv`` (typed columns), ``arrays.npz`` (what the report's figures draw) and
+``study.json`` (``{name, title, params, metrics, figures, seconds}``), the folder replaced as a
+whole, and logs each study as one MLflow run (experiment = the study name) with those files as
+artifacts. The report only renders them.
 """
 
 from __future__ import annotations
@@ -52,9 +56,9 @@ PROG = "analytic"
 
 
 @dataclass
-@dataclass
 class Study:
-    """One computed study: its table, the arrays its figures need, and scalar results."""
+    """One computed study: its table, the arrays its figures need, scalar results, and further
+    tables (written as ``<key>.csv``)."""
 
     name: str  # the MLflow experiment and folder name, e.g. claim1_gd_paths
     title: str
@@ -63,6 +67,7 @@ class Study:
     metrics: dict[str, float] = field(default_factory=dict)
     figures: list[dict[str, Any]] = field(default_factory=list)  # what to draw from ``arrays``
     params: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def validate(a: Mapping[str, Any]) -> None:
@@ -79,12 +84,44 @@ def validate(a: Mapping[str, Any]) -> None:
                           "1")
     if not float(a["kappa_sweep"]["tol"]) > 0:
         raise ConfigError("analytic.kappa_sweep.tol must be > 0, e.g. 1.0e-6")
+    validate_methods(a["kappa_sweep"].get("methods"))
+    validate_adam_scaling(a.get("adam_scaling"))
     from pipeline.core.theory import LECTURE_FUNCTIONS
 
     unknown = [f for f in a["convexity"]["functions"] if f not in LECTURE_FUNCTIONS]
     if unknown:
         raise ConfigError(f"analytic.convexity.functions: unknown {unknown}; choose from "
                           f"{sorted(LECTURE_FUNCTIONS)}")
+
+
+def validate_methods(m: Mapping[str, Any] | None) -> None:
+    """``analytic.kappa_sweep.methods``: known method names, tol > 0, max_iter ≥ 1."""
+    if not m:
+        return
+    from pipeline.core.solvers import METHODS
+
+    unknown = [n for n in m["names"] if n not in METHODS or n in ("sgd", "closed_form")]
+    if unknown:
+        raise ConfigError(f"analytic.kappa_sweep.methods.names: unknown {unknown}; choose from "
+                          f"{[k for k in METHODS if k not in ('sgd', 'closed_form')]}")
+    if not float(m["tol"]) > 0 or int(m["max_iter"]) < 1:
+        raise ConfigError("analytic.kappa_sweep.methods.tol must be > 0 and "
+                          "analytic.kappa_sweep.methods.max_iter >= 1")
+
+
+def validate_adam_scaling(c: Mapping[str, Any] | None) -> None:
+    """``analytic.adam_scaling``: lr > 0, checkpoints ≥ 1, models among the registered ones."""
+    if not c:
+        return
+    from pipeline.core.objectives import MODELS
+
+    if not float(c["lr"]) > 0 or not c["checkpoints"] or min(int(k) for k in c["checkpoints"]) < 1:
+        raise ConfigError("analytic.adam_scaling.lr must be > 0 and its checkpoints integers >= 1, "
+                          "e.g. lr: 1.0e-3, checkpoints: [10, 100]")
+    unknown = [p["model"] for p in c["problems"] if p["model"] not in MODELS]
+    if unknown:
+        raise ConfigError(f"analytic.adam_scaling.problems: unknown model {unknown}; choose from "
+                          f"{sorted(MODELS)}")
 
 
 def check_study_memory(a: Mapping[str, Any], memory_gb: float) -> None:
@@ -146,7 +183,24 @@ def kappa_sweep(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -
         st.metrics["whitened_max_kappa"] = float(white["kappa"].max())
     st.figures.append({"kind": "iterations_vs_kappa", "title": "GD iterations until ‖∇f‖ ≤ "
                                                                f"{float(c['tol']):g} against κ"})
+    if c.get("methods"):
+        kappa_methods(st, c, load, seed)
     return st
+
+
+def kappa_methods(st: Study, c: Mapping[str, Any], load: Callable[..., Any], seed: int) -> None:
+    """Claim 2 per method: ``iterations_<method>.csv`` and ``slopes.csv`` beside the GD table, the
+    slopes as metrics ``loglog_slope.<method>``."""
+    from pipeline.core.studies import study_kappa_methods
+
+    tables, slopes = study_kappa_methods(c, load, seed)
+    st.tables = {f"iterations_{n}": t for n, t in tables.items()} | {"slopes": slopes}
+    for rec in slopes.itertuples():
+        if np.isfinite(rec.slope):
+            st.metrics[f"loglog_slope.{rec.method}"] = float(rec.slope)
+    st.figures.append({"kind": "iterations_vs_kappa_methods", "tables": list(st.tables),
+                       "title": "Iterations until ‖∇f‖ ≤ "
+                                f"{float(c['methods']['tol']):g} against κ, per method"})
 
 
 def convexity(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
@@ -171,8 +225,27 @@ def convexity(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> 
     return st
 
 
+def adam_scaling(c: Mapping[str, Any], seed: int, memory_gb: float = MEMORY_GB) -> Study:
+    """Claim 7: Adam's effective step η/(√v̂ + δ) against 1/diag ∇²f at Adam's own iterates, by
+    Spearman rank correlation over the coordinates, per problem and checkpoint."""
+    from pipeline.core.adam_scaling import study_adam_scaling
+    from pipeline.data.datasets import load_dataset
+
+    load = functools.partial(load_dataset, memory_gb=memory_gb)
+    table, arrays = study_adam_scaling(c, load, seed)
+    st = Study(str(c["study"]), "Claim 7 — Newton inspired Adam", table, arrays)
+    for rec in table.itertuples():
+        st.metrics[f"spearman.{rec.problem}.it{rec.iteration}"] = float(
+            rec.spearman_step_vs_inv_hess_diag)
+    st.figures.append({"kind": "adam_step_vs_inv_hess_diag",
+                       "keys": sorted({k.rsplit("/", 1)[0] for k in arrays}),
+                       "title": "Adam's step η/(√v̂ + δ) against 1/diag ∇²f, per coordinate"})
+    return st
+
+
 STUDIES: dict[str, Callable[[Mapping[str, Any], int, float], Study]] = {
-    "gd_paths": gd_paths, "kappa_sweep": kappa_sweep, "convexity": convexity}
+    "gd_paths": gd_paths, "kappa_sweep": kappa_sweep, "convexity": convexity,
+    "adam_scaling": adam_scaling}
 
 
 def _metric_name(key: str) -> str:
@@ -185,9 +258,11 @@ def write_study(root: Path, st: Study, seconds: float) -> Path:
     """``<root>/<name>/`` = table.csv, arrays.npz, study.json (``pipeline.store.studies``)."""
     from pipeline.store.studies import write_study as write
 
-    return write(root, st.name, st.table, st.arrays, {
-        "name": st.name, "title": st.title, "params": st.params, "metrics": st.metrics,
-        "figures": st.figures, "seconds": seconds})
+    meta = {"name": st.name, "title": st.title, "params": st.params, "metrics": st.metrics,
+            "figures": st.figures, "seconds": seconds}
+    if st.tables:
+        meta["tables"] = list(st.tables)
+    return write(root, st.name, st.table, st.arrays, meta, st.tables)
 
 
 def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
@@ -201,7 +276,8 @@ def log_study(cfg: Mapping[str, Any], st: Study, dest: Path) -> str:
         tracker.log_params(run_id, flatten(st.params))
         tracker.log_metrics(run_id, {_metric_name(k): v for k, v in st.metrics.items()})
         tracker.log_artifacts(
-            run_id, [dest / "table.csv", dest / "arrays.npz", dest / "study.json"]
+            run_id, [dest / "table.csv", dest / "arrays.npz", dest / "study.json",
+                     *(dest / f"{key}.csv" for key in st.tables)]
         )
     except BaseException:
         with contextlib.suppress(Exception):

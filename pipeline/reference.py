@@ -15,8 +15,10 @@ Hessian in those coordinates are added (where the Hessian fits densely).
 
 File: ``{objective, data, model, l2, fit_intercept, solved_in, prepared, prepared_sha256, method,
 status, converged, message, iterations, cg_iterations, tol, f_star, grad_norm, n_params, n_train,
-seconds, coordinates: {<preprocess id>: {f, grad_norm, iterations, mu, L_local, kappa, L_bound}},
-init}`` (``reference.init``: the weights the solve started from, null: 0).
+seconds, coordinates: {<preprocess id>: {f, grad_norm, iterations, mu, L_local, kappa, L_bound,
+rate_gd, rate_gd_lr_auto, rate_heavy_ball, rate_nesterov}}, init}`` (the predicted linear rates of
+``core.theory.predicted_rates``, null where μ ≤ 0; ``reference.init``: the weights the solve
+started from, null: 0).
 """
 
 from __future__ import annotations

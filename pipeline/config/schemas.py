@@ -246,7 +246,9 @@ class AnalyticOptions:
     gd_paths: Any = MISSING  # claim 1
     kappa_sweep: Any = MISSING  # claim 2
     convexity: Any = MISSING  # claim 3
-    studies: list[str] = field(default_factory=lambda: ["gd_paths", "kappa_sweep", "convexity"])
+    adam_scaling: Any = None  # claim 7
+    studies: list[str] = field(default_factory=lambda: ["gd_paths", "kappa_sweep", "convexity",
+                                                        "adam_scaling"])
 
 
 @dataclass

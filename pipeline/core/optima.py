@@ -15,6 +15,7 @@ import numpy as np
 from scipy import linalg as sla
 
 from pipeline.core.solvers import minimize
+from pipeline.core.theory import predicted_rates
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def solve(objective: Any, *, tol: float, max_iter: int, dense_max: int, cg_max_i
 def curvature(objective: Any, w: np.ndarray) -> dict[str, float]:
     """μ = λ_min, L_local = λ_max of the dense ∇²f(w) on the directions f depends on (the exact flat
     gauge directions, e.g. softmax's shift of every class's bias, are projected out), κ = L_local/μ,
-    and L_bound = the global smoothness bound GD's lr='auto' uses (ε = 1/L_bound)."""
+    and L_bound = the global smoothness bound GD's lr='auto' uses (ε = 1/L_bound); with the
+    linear rates these predict (``theory.predicted_rates``: rate_gd, rate_gd_lr_auto,
+    rate_heavy_ball, rate_nesterov; None where μ ≤ 0)."""
     H = np.asarray(objective.hessian(w), dtype=np.float64)
     gauge = np.asarray(objective.gauge_directions(), dtype=np.float64)
     if gauge.shape[0]:
@@ -65,8 +68,9 @@ def curvature(objective: Any, w: np.ndarray) -> dict[str, float]:
         H = Q.T @ H @ Q
     ev = np.linalg.eigvalsh(0.5 * (H + H.T))
     mu, top = float(ev[0]), float(ev[-1])
+    L_bound = float(objective.lipschitz())
     return {"mu": mu, "L_local": top, "kappa": top / mu if mu > 0 else float("inf"),
-            "L_bound": float(objective.lipschitz())}
+            "L_bound": L_bound, **predicted_rates(top, mu, L_bound)}
 
 
 def map_weights(

@@ -222,3 +222,17 @@ def nesterov_rate(L: float, mu: float) -> float:
     matrix has the double eigenvalue 1 − 1/√κ, so ρ = 1 − 1/√κ; for any μ-strongly convex,
     L-smooth f, f(w_k) − f* ≤ (1 − 1/√κ)ᵏ (f(w_0) − f* + μ/2‖w_0 − w*‖²) (Nesterov 2004)."""
     return 1.0 - math.sqrt(mu / L)
+
+
+def predicted_rates(L: float, mu: float, L_bound: float | None = None) -> dict[str, float | None]:
+    """The linear rates near a point with μI ⪯ ∇²f ⪯ LI: ``rate_gd`` = 1 − μ/L (ε = 1/L),
+    ``rate_gd_lr_auto`` = 1 − μ/L_bound (ε = 1/L_bound, what lr=auto takes), ``rate_heavy_ball``
+    = (√κ − 1)/(√κ + 1), ``rate_nesterov`` = 1 − 1/√κ; None where μ ≤ 0 (no linear rate)."""
+    ok = math.isfinite(mu) and mu > 0 and math.isfinite(L) and L >= mu
+    auto = L_bound if L_bound is not None and math.isfinite(L_bound) and L_bound >= mu else None
+    return {
+        "rate_gd": gd_rate(L, mu) if ok else None,
+        "rate_gd_lr_auto": gd_rate(auto, mu) if ok and auto is not None else None,
+        "rate_heavy_ball": heavy_ball_rate(L, mu) if ok else None,
+        "rate_nesterov": nesterov_rate(L, mu) if ok else None,
+    }

@@ -1,10 +1,12 @@
-"""Analytic study files: ``<paths.analytic_dir>/<study>/`` = table.csv, arrays.npz, study.json.
+"""Analytic study files: ``<paths.analytic_dir>/<study>/`` = table.csv, arrays.npz, study.json,
+and a study's further tables ``<name>.csv``.
 
 Written by ``python -m pipeline.analytic`` (the folder replaced as a whole), read by the report:
-``study.json`` holds ``{name, title, params, metrics, figures, seconds}``, ``table.csv`` one row per
-measurement and ``arrays.npz`` what the figures draw. Wall-clock seconds (study.json ``seconds``,
-a ``seconds`` column of the table) are kept in ``timing.json`` beside them (in ``.dvcignore``), so
-the three files are the same on every rerun; ``read_study`` joins them back.
+``study.json`` holds ``{name, title, params, metrics, figures, seconds}`` (``tables``: the names
+of the further tables, where there are any), ``table.csv`` one row per measurement and
+``arrays.npz`` what the figures draw. Wall-clock seconds (study.json ``seconds``, a ``seconds``
+column of the table) are kept in ``timing.json`` beside them (in ``.dvcignore``), so the files are
+the same on every rerun; ``read_study`` joins them back.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def write_study(
     table: pd.DataFrame,
     arrays: Mapping[str, np.ndarray],
     meta: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
-    """``<root>/<name>/`` = table.csv, arrays.npz, study.json, replaced as a whole; returns it."""
+    """``<root>/<name>/`` = table.csv, arrays.npz, study.json and ``<key>.csv`` per further table,
+    replaced as a whole; returns it."""
     dest = root / name
     clock = [c for c in TIMING_COLUMNS if c in table.columns]
     timing = {
@@ -43,6 +47,8 @@ def write_study(
     }
     with replace_dir(dest) as new:
         write_text(new / "table.csv", table.drop(columns=clock).to_csv(index=False))
+        for key, extra in (tables or {}).items():
+            write_text(new / f"{key}.csv", extra.to_csv(index=False))
         npz_writer(dict(arrays))(new / "arrays.npz")
         write_json(new / "study.json", {k: v for k, v in meta.items() if k not in TIMING_KEYS})
         write_json(new / TIMING_FILE, timing)
@@ -65,6 +71,13 @@ def join_timing(meta: dict[str, Any], table: pd.DataFrame, timing: Any) -> None:
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: np.asarray(z[k]) for k in z.files}
+
+
+def read_study_tables(folder: Path, names: list[str]) -> dict[str, pd.DataFrame]:
+    """The further tables ``<name>.csv`` of one study folder (``study.json['tables']``); else a
+    one-line DataError."""
+    return {n: read_file(folder / f"{n}.csv", pd.read_csv, "unreadable study table", RERUN)
+            for n in names}
 
 
 def read_study(folder: Path) -> tuple[dict[str, Any], pd.DataFrame, dict[str, np.ndarray]]:

@@ -30,9 +30,15 @@ SMALL = [
     f"analytic.kappa_sweep.condition_numbers=[{','.join(map(str, KAPPAS))}]",
     "analytic.kappa_sweep.max_iter=4000",  # κ = 100 needs about 1000
     f"analytic.kappa_sweep.tol={TOL}",
+    f"analytic.kappa_sweep.methods.condition_numbers=[{','.join(map(str, KAPPAS))}]",
     "analytic.kappa_sweep.data.n_samples=200",
     "analytic.kappa_sweep.data.n_features=5",
     "analytic.gd_paths.n_steps=30",
+    "analytic.adam_scaling.checkpoints=[2,5]",
+    "analytic.adam_scaling.problems=["
+    "{name: quadratic, model: linear, l2: 0.0, data: {name: synthetic_regression, id: s,"
+    " n_samples: 200, n_features: 5}},"
+    f"{{name: mnist_softmax, model: softmax, l2: 1.0e-4, data: {MNIST}}}]",
     "analytic.convexity.models=["
     f"{{model: linear, pool: 4, data: {MNIST}}},"
     f"{{model: logistic, pool: 4, data: {BINARY}}},"
@@ -42,8 +48,18 @@ STUDIES = {
     "gd_paths": "claim1_gd_paths",
     "kappa_sweep": "claim2_kappa_sweep",
     "convexity": "claim3_convexity",
+    "adam_scaling": "claim7_adam_scaling",
 }
 FILES = {"table.csv", "arrays.npz", "study.json"}
+METHODS = ["gd", "heavy_ball", "nesterov", "lbfgs", "newton"]  # conf/analytic.yaml
+# claim 2's further tables: one per method and the fitted slopes
+KAPPA_TABLES = [*(f"iterations_{m}" for m in METHODS), "slopes"]
+
+
+def _files(name: str) -> set[str]:
+    """What a study's folder (and its MLflow run) holds."""
+    extra = KAPPA_TABLES if name == "claim2_kappa_sweep" else []
+    return FILES | {f"{t}.csv" for t in extra}
 
 
 # dense ~785 × 785 factorizations (conftest)
@@ -92,7 +108,7 @@ def _study(tmp: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str
     from pipeline.store.studies import read_study
 
     folder = tmp / "analytic" / name
-    assert {p.name for p in folder.iterdir()} == FILES | {"timing.json"}  # the seconds: beside
+    assert {p.name for p in folder.iterdir()} == _files(name) | {"timing.json"}  # seconds: beside
     assert "seconds" not in (folder / "study.json").read_text(encoding="utf-8")
     assert "seconds" not in pd.read_csv(folder / "table.csv").columns
     meta, table, _ = read_study(folder)  # the seconds joined back
@@ -100,7 +116,8 @@ def _study(tmp: Path, name: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str
         arrays = {k: np.asarray(z[k]) for k in z.files}
     for key, arr in arrays.items():
         assert arr.dtype.kind in "fiub", (key, arr.dtype)  # plain numbers, no pickled objects
-    assert set(meta) == {"name", "title", "params", "metrics", "figures", "seconds"}
+    assert set(meta) - {"tables"} == {"name", "title", "params", "metrics", "figures", "seconds"}
+    assert {f"{t}.csv" for t in meta.get("tables", [])} == _files(name) - FILES
     assert meta["name"] == name and meta["seconds"] >= 0 and meta["figures"]
     assert all(isinstance(v, float) and not np.isnan(v) for v in meta["metrics"].values())
     return meta, table, arrays
@@ -177,8 +194,9 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
     _numeric(table, ["kappa_requested", "kappa_raw", "kappa", "lr", "iterations", "grad_norm_end",
                      "predicted_iterations"])
     assert pd.api.types.is_integer_dtype(table["iterations"])
-    assert arrays == {}  # its one figure is drawn from the table
-    assert [f["kind"] for f in meta["figures"]] == ["iterations_vs_kappa"]
+    assert arrays == {}  # its figures are drawn from the tables
+    assert [f["kind"] for f in meta["figures"]] == ["iterations_vs_kappa",
+                                                    "iterations_vs_kappa_methods"]
     assert {"kappa_raw", "iterations", "preprocess"} <= set(table.columns)
     assert len(table) == 2 * len(KAPPAS) and (table["status"] == "converged").all()
     assert (table["grad_norm_end"] <= TOL).all()
@@ -210,6 +228,58 @@ def test_claim2_whitening_takes_one_step_raw_iterations_grow_linearly(
     slope = np.polyfit(np.log(big["kappa_raw"]), np.log(big["iterations"]), 1)[0]
     assert m["loglog_slope_iterations_vs_kappa"] == pytest.approx(slope, rel=1e-12)
     assert 0.7 <= slope <= 1.3  # the report's "agrees with the linear-in-κ prediction"
+
+
+def test_claim2_per_method_tables_and_slopes(run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    """One table per method (iterations to ‖∇f‖ ≤ 1e-8 against κ) and the slopes table, as the
+    report reads them; GD's slope ≈ 1, the accelerated ones ≈ ½, Newton 0."""
+    from pipeline.store.studies import read_study_tables
+
+    tmp, _, _ = run
+    meta, _, _ = _study(tmp, "claim2_kappa_sweep")
+    tables = read_study_tables(tmp / "analytic" / "claim2_kappa_sweep", meta["tables"])
+    assert meta["figures"][-1]["kind"] == "iterations_vs_kappa_methods"
+    for m in METHODS:
+        t = tables[f"iterations_{m}"]
+        assert list(t["kappa_requested"]) == KAPPAS and (t["method"] == m).all()
+        assert (t["status"] == "converged").all() and (t["grad_norm_end"] <= 1e-8).all(), m
+        _numeric(t, ["kappa", "L", "mu", "iterations", "rate_measured", "grad_norm_end"])
+    slopes = tables["slopes"].set_index("method")
+    assert list(slopes.columns) == ["slope", "expected", "points", "kappa_min", "kappa_max",
+                                    "all_converged"]
+    assert 0.8 <= slopes.loc["gd", "slope"] <= 1.1 and slopes.loc["newton", "slope"] == 0.0
+    for m in ("heavy_ball", "nesterov"):
+        assert 0.3 <= slopes.loc[m, "slope"] <= 0.7, (m, slopes.loc[m, "slope"])
+    assert slopes.loc["lbfgs", "slope"] < 0.5
+    for m in METHODS:
+        assert meta["metrics"][f"loglog_slope.{m}"] == slopes.loc[m, "slope"]
+
+
+def test_claim7_adam_step_against_the_inverse_hessian_diagonal(
+        run: tuple[Path, dict[str, Any], list[Path]]) -> None:
+    """One row per problem and checkpoint with the rank correlations, and the two vectors per row
+    for a scatter plot (as many entries as coordinates compared)."""
+    tmp, _, _ = run
+    meta, table, arrays = _study(tmp, "claim7_adam_scaling")
+    assert list(table.columns) == [
+        "problem", "model", "n_params", "iteration", "loss", "grad_norm", "coordinates",
+        "coordinates_left_out", "spearman_step_vs_inv_hess_diag",
+        "spearman_step_vs_inv_abs_grad", "spearman_hess_diag_vs_abs_grad", "step_median",
+        "inv_hess_diag_median"]
+    assert list(zip(table["problem"], table["iteration"], strict=True)) == [
+        ("quadratic", 2), ("quadratic", 5), ("mnist_softmax", 2), ("mnist_softmax", 5)]
+    _numeric(table, ["loss", "grad_norm", "spearman_step_vs_inv_hess_diag", "step_median"])
+    assert table["spearman_step_vs_inv_hess_diag"].between(-1, 1).all()
+    assert (table["coordinates"] + table["coordinates_left_out"] == table["n_params"]).all()
+    for rec in table.itertuples():
+        step = arrays[f"{rec.problem}/it{rec.iteration}/adam_step"]
+        inv_h = arrays[f"{rec.problem}/it{rec.iteration}/inv_hess_diag"]
+        assert step.shape == inv_h.shape == (rec.coordinates,)
+        assert (step > 0).all() and (inv_h > 0).all()
+        assert meta["metrics"][f"spearman.{rec.problem}.it{rec.iteration}"] == pytest.approx(
+            rec.spearman_step_vs_inv_hess_diag, rel=1e-12)
+    assert meta["figures"][0]["keys"] == sorted({f"{p}/it{i}" for p, i in zip(
+        table["problem"], table["iteration"], strict=True)})
 
 
 def test_claim3_convex_models_and_a_nonconvex_exercise_function(
@@ -267,9 +337,9 @@ def test_one_mlflow_run_per_study_with_its_files(
     for exp, _, run_id in runs:
         r = client.get_run(run_id)
         assert r.data.tags["curvlab.kind"] == "analytic-study"
-        assert {a.path for a in client.list_artifacts(run_id)} == FILES
+        assert {a.path for a in client.list_artifacts(run_id)} == _files(exp)
         got = Path(client.download_artifacts(run_id, "", str(tmp / "dl" / exp)))
-        for f in FILES:
+        for f in _files(exp):
             assert (got / f).read_bytes() == (tmp / "analytic" / exp / f).read_bytes(), (exp, f)
         meta = json.loads((tmp / "analytic" / exp / "study.json").read_text(encoding="utf-8"))
         assert len(r.data.metrics) == len(meta["metrics"])
@@ -291,6 +361,11 @@ def cli(stage_cli: Any) -> Any:
         (["analytic.studies=[gd_paths,nope]"], ["analytic.studies", "nope", "kappa_sweep"]),
         (["analytic.gd_paths.n_steps=0"], ["analytic.gd_paths.n_steps"]),
         (["analytic.kappa_sweep.max_iter=0"], ["analytic.kappa_sweep.max_iter"]),
+        (["analytic.kappa_sweep.methods.names=[gd,nope]"],
+         ["analytic.kappa_sweep.methods.names", "nope", "lbfgs"]),
+        (["analytic.kappa_sweep.methods.tol=0"], ["analytic.kappa_sweep.methods.tol", "> 0"]),
+        (["analytic.adam_scaling.lr=0"], ["analytic.adam_scaling.lr", "> 0"]),
+        (["analytic.adam_scaling.checkpoints=[0]"], ["analytic.adam_scaling", "checkpoints"]),
         (
             [
                 "analytic.gd_paths.functions=[{name: saddle, a: 1.0, b: -1.0, start: [1, 1], "

@@ -198,6 +198,12 @@ def test_reference_file_f_star_and_kappa_against_independent_solver(
         assert c["grad_norm"] <= rec["tol"] and c["iterations"] == 0, (key, c)
         assert 0 < c["mu"] <= c["L_local"] <= c["L_bound"] * (1 + 1e-9), (key, c)
         assert c["kappa"] == pytest.approx(c["L_local"] / c["mu"], rel=1e-12)
+        rk = np.sqrt(c["kappa"])  # the predicted linear rates, from the same μ and L
+        assert c["rate_gd"] == pytest.approx(1 - 1 / c["kappa"], rel=1e-12)
+        assert c["rate_gd_lr_auto"] == pytest.approx(1 - c["mu"] / c["L_bound"], rel=1e-12)
+        assert c["rate_heavy_ball"] == pytest.approx((rk - 1) / (rk + 1), rel=1e-12)
+        assert c["rate_nesterov"] == pytest.approx(1 - 1 / rk, rel=1e-12)
+        assert 0 < c["rate_heavy_ball"] < c["rate_nesterov"] < c["rate_gd"] < 1
 
     # raw coordinates: (1/n) X̃ᵀ D X̃ + λ diag(1, …, 1, 0)
     ev = np.linalg.eigvalsh(independent["H"])

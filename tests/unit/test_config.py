@@ -81,6 +81,26 @@ def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
     assert not (CONF / "budget").exists()  # budgets live in the presets a user reads
 
 
+def test_claim7_presets_and_the_default_study_budgets_of_lbfgs_and_nesterov() -> None:
+    """Claim 7's two sweeps (the 5000-image MNIST softmax and the κ = 100 quadratic) and their
+    budgets (iteration counts and tolerances only); lbfgs and nesterov in the default study."""
+    for preset, data, model, sweep in (
+            ("claim7_adam", "mnist-5k", "softmax", "gd,diag_newton,adam,newton_cg"),
+            ("claim7_adam_quadratic", "synth-kappa100", "linear", "gd,diag_newton,adam,newton")):
+        cfg = compose_app("train", [f"experiment={preset}"], return_hydra_config=True)
+        assert (cfg.study, cfg.data.id, cfg.model.name, cfg.preprocess.name) == (
+            preset, data, model, "none")
+        assert cfg.hydra.sweeper.params.optimizer == sweep
+        for opt in sweep.split(","):
+            applied = _budgeted([f"experiment={preset}", f"optimizer={opt}"])
+            validate_train_config(applied)
+            assert applied.optimizer.time_budget_s is None, (preset, opt)
+    assert _budgeted(["experiment=claim7_adam", "optimizer=diag_newton"]).optimizer.line_search
+    lb = _budgeted(["experiment=default_softmax", "optimizer=lbfgs"]).optimizer
+    assert (lb.max_iter, lb.tol) == (100, 1.0e-8)
+    assert _budgeted(["experiment=default_softmax", "optimizer=nesterov"]).optimizer.max_iter == 100
+
+
 def test_every_preset_budget_names_real_optimizer_keys() -> None:
     """Each preset's budgets.<optimizer> applies cleanly to that optimizer's config."""
     for preset in options("experiment"):

@@ -238,3 +238,38 @@ def test_newton_cg_preconditioners_reach_the_newton_optimum_even_without_penalty
                        preconditioner=preconditioner, cg_max_iter=10)  # ≥ 8: auto builds
         assert res.converged, res.message
         assert res.loss <= ref.loss + 1e-12 * abs(ref.loss)
+
+
+def test_diag_newton_solves_a_diagonal_quadratic_in_one_step_with_lr_one() -> None:
+    """X with orthogonal columns (no intercept): ∇²f = (1/n) XᵀX is diagonal, so w − D⁻¹∇f is
+    Newton's step and lands on the least-squares solution."""
+    rng = np.random.default_rng(3)
+    Q, _ = np.linalg.qr(rng.normal(size=(40, 4)))
+    X = Q * np.array([1.0, 10.0, 100.0, 1000.0])  # κ = 1e6, axis-aligned
+    y = rng.normal(size=40)
+    obj = make_objective("linear", X, y, fit_intercept=False)
+    H = obj.hessian(np.zeros(4))
+    assert np.allclose(H, np.diag(np.diag(H)), atol=1e-9 * np.abs(H).max())
+    res = minimize(obj, np.zeros(4), "diag_newton", lr=1.0, max_iter=5, tol=1e-8)
+    assert res.converged and res.n_iter == 1, res.message
+    np.testing.assert_allclose(res.w, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-10)
+    assert res.history["passes"][-1] == 3.0  # start + (diagonal + gradient)
+    gd = minimize(obj, np.zeros(4), "gd", max_iter=5, tol=1e-8)
+    assert not gd.converged  # GD at 1/L crawls along the flat direction
+
+
+def test_diag_newton_diagonal_matches_the_dense_hessian_on_softmax() -> None:
+    from pipeline.core.solvers.diag_newton import hessian_diagonal
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(60, 5)) * np.array([1.0, 2.0, 0.0, 3.0, 0.5])  # an all-zero column
+    obj = make_objective("softmax", X, rng.integers(0, 3, 60), l2=1e-2, n_classes=3)
+    w = rng.normal(size=obj.n_params)
+    np.testing.assert_allclose(hessian_diagonal(obj, w), np.diag(obj.hessian(w)), rtol=1e-10,
+                               atol=1e-14)
+    res = minimize(obj, obj.init("zeros"), "diag_newton", max_iter=200, tol=1e-8,
+                   line_search=True)
+    # with Armijo backtracking: a descent method (D⁻¹ ≻ 0), linear but not one-step (coupled H)
+    assert res.status == "max_iter" and np.all(np.diff(res.history["loss"]) <= 0)
+    gn = res.history["grad_norm"]
+    assert gn[-1] < 1e-3 * gn[0] and res.info["min_hessian_diagonal"] == pytest.approx(1e-2)

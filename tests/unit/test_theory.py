@@ -129,3 +129,14 @@ def test_optimal_step_rate_on_a_quadratic():
     rho = ((c.kappa - 1) / (c.kappa + 1)) ** 2  # per step at ε = 2/(L + μ)
     assert rho == pytest.approx(0.64)
     assert np.all(gap <= gap[0] * rho ** np.arange(gap.size) * (1 + 1e-9) + 1e-13)
+
+
+def test_predicted_rates_from_mu_and_L():
+    from pipeline.core.theory import predicted_rates
+
+    r = predicted_rates(100.0, 1.0, 400.0)  # κ = 100, √κ = 10
+    assert r["rate_gd"] == pytest.approx(0.99) and r["rate_gd_lr_auto"] == pytest.approx(0.9975)
+    assert r["rate_heavy_ball"] == pytest.approx(9 / 11)
+    assert r["rate_nesterov"] == pytest.approx(0.9)
+    assert set(predicted_rates(1.0, 0.0).values()) == {None}  # μ = 0: no linear rate
+    assert predicted_rates(4.0, 1.0)["rate_gd_lr_auto"] is None  # no L_bound given

@@ -1,12 +1,13 @@
 """First- and second-order minimizers on one shared iteration loop: gradient descent, heavy ball,
-Nesterov, Adam, AdaGrad, exact Newton, Newton-CG, closed form, minibatch SGD, L-BFGS.
+Nesterov, Adam, AdaGrad, exact Newton, diagonal Newton, Newton-CG, closed form, minibatch SGD,
+L-BFGS.
 
 ``minimize(objective, w0, method, **options) -> OptimizeResult`` (see docs/architecture.md).
 ``METHODS`` is the registry: method name → its ``Method`` class or factory (one module each:
-``gd``, ``heavy_ball``, ``nesterov``, ``adaptive`` (adam, adagrad), ``newton``, ``newton_cg``,
-``closed_form``, ``sgd``, ``lbfgs``); ``METHOD_DEFAULTS`` the options only some methods take;
-``loop.iterate`` is the one loop they all run on (stopping, divergence, history, clock, the
-``passes`` cost axis); ``protocols`` says what a method asks of the objective.
+``gd``, ``heavy_ball``, ``nesterov``, ``adaptive`` (adam, adagrad), ``newton``, ``diag_newton``,
+``newton_cg``, ``closed_form``, ``sgd``, ``lbfgs``); ``METHOD_DEFAULTS`` the options only some
+methods take; ``loop.iterate`` is the one loop they all run on (stopping, divergence, history,
+clock, the ``passes`` cost axis); ``protocols`` says what a method asks of the objective.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipeline.core.solvers.adaptive import (
     check_adaptive_options,
 )
 from pipeline.core.solvers.closed_form import ClosedForm
+from pipeline.core.solvers.diag_newton import DiagNewton
 from pipeline.core.solvers.gd import GradientDescent
 from pipeline.core.solvers.heavy_ball import HEAVY_BALL_DEFAULTS, HeavyBall, check_momentum
 from pipeline.core.solvers.lbfgs import LBFGS, LBFGS_DEFAULTS, LBFGS_KEYS
@@ -78,6 +80,7 @@ METHODS: dict[str, Callable[[Objective, MethodOptions], Method]] = {
     "adam": adam,
     "adagrad": adagrad,
     "newton": Newton,
+    "diag_newton": DiagNewton,
     "newton_cg": NewtonCG,
     "closed_form": ClosedForm,
     "sgd": SGD,
@@ -118,6 +121,8 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
 
     gd: w ← w − ε ∇f (ε = lr, 'auto' = 1/L; Armijo backtracking from ε if ``line_search``).
     newton: w ← w − t (H + τI)⁻¹ ∇f, Cholesky; τ = 0 unless H is not positive definite.
+    diag_newton: w ← w − t D⁻¹∇f, D = diag ∇²f(w) (t = lr, 'auto' = 1; Armijo if
+    ``line_search``).
     newton_cg: the Newton system solved inexactly by preconditioned conjugate gradients on
     Hessian-vector products to ‖r‖ ≤ max(η‖∇f‖, tol/2), η = min(0.5, √‖∇f‖) (Hessian-free); for
     linear models the products run in float32 (gradient and line search stay in the objective's

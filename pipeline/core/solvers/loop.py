@@ -21,8 +21,9 @@ match), so exact Newton pays p + 1 per iteration and the closed form (one Newton
 squares) p + 1; Newton-CG pays 1 per outer step (X̃s for the line search + X̃ᵀr at the new point)
 plus 1 per CG iteration plus its preconditioner builds (a class-block Gram over m rows costs
 m·(d+1)/(2n)); SGD pays B/n per minibatch of B rows, 1 per epoch; L-BFGS pays 1 per trial of its
-Wolfe line search (f and ∇f there). Evaluations made only for the history (SGD's full loss and
-gradient at a logged point) cost nothing here, as on the clock.
+Wolfe line search (f and ∇f there); diagonal Newton pays 1 for diag ∇²f ((X̃∘X̃)ᵀ curvature) and
+1 for the gradient per iteration, ½ per Armijo trial. Evaluations made only for the history
+(SGD's full loss and gradient at a logged point) cost nothing here, as on the clock.
 """
 
 from __future__ import annotations
