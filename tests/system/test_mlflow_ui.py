@@ -4,13 +4,7 @@ metrics as columns (``pipeline.tracking.ui``)."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,18 +12,13 @@ import pytest
 from support.browser import dump_dom
 from support.project import SYNTH, ensure_prepared, make_cfg
 from support.repo_copy import BIN
+from support.servers import serving
 
 from pipeline.tracking.sweep import JobContext
 from pipeline.tracking.ui import study_address
 from pipeline.train import train
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -47,33 +36,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
         train(cfg, JobContext(overrides=tuple(opt[1:])))
     db = f"sqlite:///{work / 'mlflow.db'}"
     exp_id = MlflowClient(tracking_uri=db).get_experiment_by_name("t").experiment_id
-    port = _free_port()
-    log = (work / "server.log").open("w")
-    proc = subprocess.Popen([str(Path(BIN) / "mlflow"), "server", "--backend-store-uri", db,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start: {(work / 'server.log').read_text()}")
-            time.sleep(0.5)
+    with serving(lambda port: [str(Path(BIN) / "mlflow"), "server", "--backend-store-uri", db,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                 work / "server.log") as url:
         yield url, exp_id
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
 
 
 def _columns(dom: str) -> set[str]:

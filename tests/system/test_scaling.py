@@ -7,10 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +17,7 @@ import pytest
 from support.compose import compose_app
 from support.project import TINY, sweep_runs
 from support.repo_copy import BIN, env_for, run_cmd
+from support.servers import serving
 
 from pipeline.store.rundir import read_json
 
@@ -134,12 +131,6 @@ def test_slurm_launcher_config_becomes_the_sbatch_options_a_user_set(
 # ---------------------------------------------------------------- a real MLflow tracking server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def rest(url: str, path: str, **query: str) -> dict[str, Any]:
     """GET ``<url>/api/2.0/mlflow/<path>?query`` as JSON."""
     q = urllib.parse.urlencode(query)
@@ -160,37 +151,10 @@ def server(repo: Path) -> Iterator[str]:
     stamp = repo / ".venv" / ".installed-stamp"  # the copy uses this venv: no install step
     stamp.parent.mkdir(exist_ok=True)
     stamp.touch()
-    port = _free_port()
-    log = (repo / "mlflow-server.log").open("w")
-    proc = subprocess.Popen(["make", "--no-print-directory", "mlflow-server", f"MLFLOW_PORT={port}",
-                             f"BIN={BIN}", "MLFLOW_WORKERS=1"], cwd=repo, env=env_for(repo),
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("mlflow server did not start: "
-                            f"{(repo / 'mlflow-server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # make, mlflow server and its workers
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=30)
-        log.close()
+    with serving(lambda port: ["make", "--no-print-directory", "mlflow-server",
+                               f"MLFLOW_PORT={port}", f"BIN={BIN}", "MLFLOW_WORKERS=1"],
+                 repo / "mlflow-server.log", timeout=300, cwd=repo, env=env_for(repo)) as url:
+        yield url  # make, mlflow server and its workers: stopped as one process group
 
 
 @pytest.fixture(scope="module")
