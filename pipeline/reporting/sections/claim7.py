@@ -173,36 +173,38 @@ def section(ctx: Context) -> list[Section]:
     if study is None and not studies:
         return []
     s = Section(KEY, TITLE, " ".join(INTRO.split()))
-    table = scaling_part(ctx, s, study) if study is not None else None
+    table = None
     if study is None:
         s.note("The Adam-scaling study is not computed yet (run `python -m pipeline.analytic`).")
+    else:
+        table = scaling_part(ctx, s, study)
+        s.text(scaling_findings(table))
     for name in studies:
         convergence_part(ctx, s, name)
-    s.text(findings(table, adam_line(ctx, studies)))
+    line = adam_line(ctx, studies)
+    if line:
+        s.text(f"Trained runs (final (f − f*)/|f*| per method): {line}. Theory gives Adam at a "
+               "fixed η no linear rate: near w* its step η/(√v̂ + δ) grows as the gradient "
+               "shrinks, so it hovers instead of contracting; diagonal Newton and Newton are the "
+               "curvature-scaled methods to compare it with.")
     s.verdict(verdict(table))
     return [s]
 
 
-def findings(table: pd.DataFrame | None, runs_line: str | None) -> str:
-    """What the data support and what not, in the tables' numbers."""
+def scaling_findings(table: pd.DataFrame) -> str:
+    """What the rank correlations support and what not, in the table's numbers."""
     out = []
-    if table is not None and not table.empty:
-        for p, grp in table.groupby("problem", sort=False):
-            out.append(f"On {p}, Adam's step ranks the coordinates like 1/diag ∇²f with ρ = "
-                       f"{span(grp['spearman_step_vs_inv_hess_diag'])} but like 1/|∇f| with "
-                       f"ρ = {span(grp['spearman_step_vs_inv_abs_grad'])}.")
-        by = table.groupby("problem", sort=False)
-        gradient = bool((by["spearman_step_vs_inv_abs_grad"].min()
-                         > by["spearman_step_vs_inv_hess_diag"].max()).all())
-        out.append("Supported: Adam rescales each coordinate, as Newton's diagonal does."
-                   + (" Not supported: that the rescaling estimates curvature — on every problem "
-                      "the step ranks the coordinates closer to 1/|∇f| than to 1/diag ∇²f: v̂ "
-                      "averages the squared gradient, so the step follows the gradient's "
-                      "magnitude, which is the curvature only where the two happen to agree."
-                      if gradient else ""))
-    if runs_line:
-        out.append(f"Trained runs (final (f − f*)/|f*| per method): {runs_line}. Theory gives "
-                   "Adam at a fixed η no linear rate: near w* its step η/(√v̂ + δ) grows as "
-                   "the gradient shrinks, so it hovers instead of contracting; diagonal Newton "
-                   "and Newton are the curvature-scaled methods to compare it with.")
+    by = table.groupby("problem", sort=False)
+    for p, grp in by:
+        out.append(f"On {p}, Adam's step ranks the coordinates like 1/diag ∇²f with ρ = "
+                   f"{span(grp['spearman_step_vs_inv_hess_diag'])} but like 1/|∇f| with "
+                   f"ρ = {span(grp['spearman_step_vs_inv_abs_grad'])}.")
+    gradient = bool((by["spearman_step_vs_inv_abs_grad"].min()
+                     > by["spearman_step_vs_inv_hess_diag"].max()).all())
+    out.append("Supported: Adam rescales each coordinate, as Newton's diagonal does."
+               + (" Not supported: that the rescaling estimates curvature — on every problem "
+                  "the step ranks the coordinates closer to 1/|∇f| than to 1/diag ∇²f: v̂ "
+                  "averages the squared gradient, so the step follows the gradient's "
+                  "magnitude, which is the curvature only where the two happen to agree."
+                  if gradient else ""))
     return " ".join(out)
