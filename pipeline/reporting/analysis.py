@@ -68,12 +68,17 @@ def is_stochastic(runs: RunSet, run_id: str) -> bool:
 def theory_rate(runs: RunSet, run_id: str, curv: dict[str, Any]) -> float:
     """The linear rate the reference file predicts for a run's method in its coordinates:
     gd with lr=auto 1 − μ/L_bound (``rate_gd_lr_auto``), gd with ε = 1/L_local 1 − 1/κ
-    (``rate_gd``), heavy ball (√κ − 1)/(√κ + 1), Nesterov 1 − 1/√κ; nan where unknown."""
+    (``rate_gd``), heavy ball (√κ − 1)/(√κ + 1) and Nesterov 1 − 1/√κ at their automatic
+    parameters; nan where unknown or for hand-set parameters."""
     name = optimizer_name(runs, run_id)
-    key = THEORY_RATES.get(name)
+    cfg = runs.configs.get(run_id, {}).get("optimizer", {})
+    cfg = cfg if isinstance(cfg, dict) else {}
+    lr = cfg.get("lr")
+    # heavy ball and Nesterov: the rates of their optimal parameters, i.e. lr (and heavy ball's
+    # momentum) auto; config.yaml lists every option, so Nesterov's unused momentum is ignored
+    tuned = lr == "auto" and (name != "heavy_ball" or cfg.get("momentum", "auto") == "auto")
+    key = THEORY_RATES.get(name) if tuned else None
     if name == "gd":
-        cfg = runs.configs.get(run_id, {}).get("optimizer", {})
-        lr = cfg.get("lr") if isinstance(cfg, dict) else None
         L = curv.get("L_local")
         if lr == "auto":
             key = "rate_gd_lr_auto"

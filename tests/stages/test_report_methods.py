@@ -21,8 +21,8 @@ from pipeline.store.references import load_references
 from pipeline.store.studies import write_study
 
 OBJ = "synth-linear-l2=0"
-RATES = {"rate_gd": 0.99, "rate_gd_lr_auto": 0.9975, "rate_heavy_ball": 0.8181818,
-         "rate_nesterov": None}  # nesterov: unknown in this file
+RATES = {"rate_gd": 0.99, "rate_gd_lr_auto": 0.9975, "rate_heavy_ball": None,
+         "rate_nesterov": 0.9}  # heavy ball: unknown in this file
 
 
 def _reference(folder: Path) -> Path:
@@ -62,28 +62,30 @@ def _cfg(tmp: Path, **rep: Any) -> dict[str, Any]:
 
 def test_the_predicted_rate_is_the_reference_files_value(tmp_path: Path) -> None:
     refs, _ = load_references(_reference(tmp_path / "reference"))
+    # config.yaml lists every option: Nesterov's (unused) momentum is the schema's 0.0
     runs = _runs("s", {"gd": {"lr": "auto"}, "heavy_ball": {"lr": "auto", "momentum": "auto"},
-                       "nesterov": {"lr": "auto"}, "newton": {"lr": 1.0}})
+                       "nesterov": {"lr": "auto", "momentum": 0.0}, "newton": {"lr": 1.0}})
     sp = analysis.speed_table(runs, refs).set_index("optimizer")
     coords = json.loads((tmp_path / "reference" / f"{OBJ}.json").read_text())["coordinates"]
     assert sp.loc["gd", "rate_theory"] == coords["none"]["rate_gd_lr_auto"]  # lr=auto: L_bound
-    assert sp.loc["heavy_ball", "rate_theory"] == coords["none"]["rate_heavy_ball"]
-    assert np.isnan(sp.loc["nesterov", "rate_theory"]) and np.isnan(sp.loc["newton",
-                                                                           "rate_theory"])
+    assert sp.loc["nesterov", "rate_theory"] == coords["none"]["rate_nesterov"]
+    assert np.isnan(sp.loc["heavy_ball", "rate_theory"]) and np.isnan(sp.loc["newton",
+                                                                             "rate_theory"])
     ctx = Context(tmp_path, _cfg(tmp_path), runs, speed=sp.reset_index())
     cells = dict(zip(sp.index, speed.theory_cells(ctx, sp.reset_index()), strict=True))
-    assert cells["gd"].text == "0.9975" and cells["heavy_ball"].text == "0.818182"
-    assert cells["nesterov"].text == "—" and cells["newton"].text == "n/a"  # unknown / no theory
+    assert cells["gd"].text == "0.9975" and cells["nesterov"].text == "0.9"
+    assert cells["heavy_ball"].text == "—" and cells["newton"].text == "n/a"  # unknown / none
     # ε = 1/L_local exactly: 1 − 1/κ; any other ε: no prediction from the file
     runs = _runs("s", {"gd": {"lr": 1.0}})
     assert analysis.speed_table(runs, refs)["rate_theory"].iloc[0] == coords["none"]["rate_gd"]
-    runs = _runs("s", {"gd": {"lr": 0.3}})
-    assert np.isnan(analysis.speed_table(runs, refs)["rate_theory"].iloc[0])
+    runs = _runs("s", {"gd": {"lr": 0.3}, "heavy_ball": {"lr": "auto", "momentum": 0.5},
+                       "nesterov": {"lr": 0.1}})  # hand-set parameters: not the file's rate
+    assert analysis.speed_table(runs, refs)["rate_theory"].isna().all()
 
 
 def test_the_speed_section_shows_the_predicted_rate_column(tmp_path: Path) -> None:
     _reference(tmp_path / "reference")
-    runs = _runs("s", {"gd": {"lr": "auto"}, "nesterov": {"lr": "auto"}})
+    runs = _runs("s", {"gd": {"lr": "auto"}, "heavy_ball": {"lr": "auto"}})
     ctx = build_context(tmp_path / "out", _cfg(tmp_path), runs)
     (s,) = speed.section(ctx)
     (tab,) = [b for b in s.blocks if b.kind == "table"]
