@@ -258,13 +258,14 @@ class AnalyticConfig(AppBase):
 
 
 # the report page's optional parts
-REPORT_SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "trained")
+REPORT_SECTIONS = ("claim1", "claim2", "conditioning", "claim3", "claim7", "trained")
 
 
 @dataclass
 class TrainedStudies:
     bad_init: str = "claim4_bad_init"
     newton_vs_gd: list[str] = field(default_factory=lambda: ["claim5_newton_vs_gd", "default"])
+    adam: list[str] = field(default_factory=lambda: ["claim7_adam", "claim7_adam_quadratic"])
 
 
 @dataclass
@@ -278,7 +279,7 @@ class ReportOptions:
     headline_study: str = "default"  # the first table's study (optimizer × preprocessing)
     trained_studies: TrainedStudies = field(default_factory=TrainedStudies)
     conditioning: Any = MISSING  # {data: <data.id>, prepared: [<preprocess ids to compare>]}
-    analytic: Any = MISSING  # {claim1|claim2|claim3: <study folder under paths.analytic_dir>}
+    analytic: Any = MISSING  # {claim1|claim2|claim3|claim7: <study folder under analytic_dir>}
     accuracy_data: list[str] = field(default_factory=list)  # data ids with a claim-6-style section
 
 

@@ -47,6 +47,47 @@ def optimizer_name(runs: RunSet, run_id: str) -> str:
     return str(runs.runs.loc[run_id, "optimizer"])
 
 
+STOCHASTIC = ("sgd",)  # always minibatch
+MINIBATCH_CAPABLE = ("adam", "adagrad")  # minibatch when optimizer.batch_size is set
+# the reference file's predicted linear rate per method (coordinates[<preprocess>]); gd by its lr
+THEORY_RATES = {"heavy_ball": "rate_heavy_ball", "nesterov": "rate_nesterov"}
+LINEAR_METHODS = ("gd", *THEORY_RATES)
+
+
+def is_stochastic(runs: RunSet, run_id: str) -> bool:
+    """Whether a run follows minibatch gradients (sgd; adam/adagrad with a batch_size): its error
+    levels off at its step size's noise instead of contracting at a linear rate."""
+    name = optimizer_name(runs, run_id)
+    if name in STOCHASTIC:
+        return True
+    cfg = runs.configs.get(run_id, {}).get("optimizer", {})
+    return name in MINIBATCH_CAPABLE and isinstance(cfg, dict) and \
+        cfg.get("batch_size") is not None
+
+
+def theory_rate(runs: RunSet, run_id: str, curv: dict[str, Any]) -> float:
+    """The linear rate the reference file predicts for a run's method in its coordinates:
+    gd with lr=auto 1 − μ/L_bound (``rate_gd_lr_auto``), gd with ε = 1/L_local 1 − 1/κ
+    (``rate_gd``), heavy ball (√κ − 1)/(√κ + 1) and Nesterov 1 − 1/√κ at their automatic
+    parameters; nan where unknown or for hand-set parameters."""
+    name = optimizer_name(runs, run_id)
+    cfg = runs.configs.get(run_id, {}).get("optimizer", {})
+    cfg = cfg if isinstance(cfg, dict) else {}
+    lr = cfg.get("lr")
+    # heavy ball and Nesterov: the rates of their optimal parameters, i.e. lr (and heavy ball's
+    # momentum) auto; config.yaml lists every option, so Nesterov's unused momentum is ignored
+    tuned = lr == "auto" and (name != "heavy_ball" or cfg.get("momentum", "auto") == "auto")
+    key = THEORY_RATES.get(name) if tuned else None
+    if name == "gd":
+        L = curv.get("L_local")
+        if lr == "auto":
+            key = "rate_gd_lr_auto"
+        elif isinstance(lr, int | float) and L and abs(float(lr) * float(L) - 1.0) < 1.0e-6:
+            key = "rate_gd"
+    value = curv.get(key) if key else None
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan
+
+
 def data_id_of(runs: RunSet, run_id: str) -> str:
     """data.id from config.yaml, else metrics.json's ``data``."""
     cfg = runs.configs.get(run_id, {}).get("data", {})
@@ -165,14 +206,11 @@ class Reach:
 
 def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False,
           rate: float | None = None) -> Reach:
-    """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does, else
-    the
-    last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r, passes
-    and
-    seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or cannot be
-    fitted,
-    and 'stochastic' for SGD, whose error has no linear rate (it levels off at its step size's
-    noise).
+    """Iterations, passes and seconds to (f − f*)/|f*| ≤ tol: the first history row that does,
+    else the last row extrapolated at the fitted linear rate r (k = k_last + ln(tol / e_last)/ln r,
+    passes and seconds at the tail's cost per iteration); ``inf`` with basis 'never' when r ≥ 1 or
+    cannot be fitted, and 'stochastic' for minibatch runs (``is_stochastic``), whose error has no
+    linear rate (it levels off at its step size's noise).
     ``rate``: ``measured_rate(sub, f_star)`` where the caller has it already."""
     rel = sub["rel_subopt"].to_numpy(np.float64)
     it = sub["iteration"].to_numpy(np.float64)
@@ -237,7 +275,7 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
             "f_star": ref.f_star,
             "final_rel_subopt": float(sub["rel_subopt"].iloc[-1]),
         }
-        stochastic = optimizer_name(runs, rid) == "sgd"
+        stochastic = is_stochastic(runs, rid)
         rate = measured_rate(sub, ref.f_star)
         for tol in tols:
             t = tol_key(tol)
@@ -262,6 +300,7 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
         row["kappa"] = curv.get("kappa")
         row["kappa_gd"] = 1.0 / (float(lr) * float(mu)) if bound is not None else None
         row["rate_predicted"] = bound
+        row["rate_theory"] = theory_rate(runs, rid, curv)
         if gd and rate is not None and bound is not None:
             # (1 − μ/L)ᵏ bounds f − f*; on a quadratic the asymptotic rate is (1 − μ/L)².
             row["rate_check"] = ("agrees (≤ 1 − 1/κ)" if rate <= bound + 1.0e-6
@@ -275,6 +314,7 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
         "kappa",
         "kappa_gd",
         "rate_predicted",
+        "rate_theory",
         "passes",
         "cg_iterations",
         "test_accuracy",

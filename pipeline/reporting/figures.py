@@ -199,6 +199,83 @@ def iterations_vs_kappa(df: pd.DataFrame, title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def iterations_vs_kappa_methods(tables: dict[str, pd.DataFrame], title: str, path: Path) -> Path:
+    """Iterations to tolerance against κ (log–log), one line per method, with grey guides ∝ κ and
+    ∝ √κ through the first method's largest-κ point."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    marks = ["o", "s", "^", "D", "v", "P", "X"]
+    anchor = None
+    for (name, df), mark in zip(tables.items(), marks * 3, strict=False):
+        d = df.sort_values("kappa")
+        ok = np.isfinite(d["iterations"].to_numpy(np.float64))
+        k = d["kappa"].to_numpy(np.float64)[ok]
+        it = np.clip(d["iterations"].to_numpy(np.float64)[ok], 1.0, None)
+        if k.size == 0:
+            continue
+        ax.plot(k, it, marker=mark, label=name, linewidth=1.6, markersize=7)
+        anchor = anchor or (float(k[-1]), float(it[-1]))
+    if anchor is not None:
+        lo = min(float(t["kappa"].min()) for t in tables.values())
+        hi = max(float(t["kappa"].max()) for t in tables.values())
+        xs = np.geomspace(max(lo, 1.0), hi, 20)
+        for p, style, lab in ((1.0, "--", "∝ κ (slope 1)"), (0.5, ":", "∝ √κ (slope ½)")):
+            ax.plot(xs, anchor[1] * (xs / anchor[0]) ** p, color="0.55", linestyle=style,
+                    linewidth=1.0, label=lab)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("condition number κ = L/μ (log scale)")
+    ax.set_ylabel("iterations to tolerance (log scale)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", title="method")
+    return _save(fig, path)
+
+
+def adam_vs_newton_scatter(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str,
+                           path: Path) -> Path:
+    """One log–log panel per (label, Adam's step, 1/diag ∇²f): a point per coordinate."""
+    n = max(len(pairs), 1)
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 4.2), squeeze=False)
+    for ax, (label, step, inv_h) in zip(axes[0], pairs, strict=False):
+        ok = np.isfinite(step) & np.isfinite(inv_h) & (step > 0) & (inv_h > 0)
+        many = int(ok.sum()) > 500
+        ax.scatter(inv_h[ok], step[ok], s=4 if many else 28, alpha=0.35 if many else 0.85,
+                   edgecolors="none")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("1 / diag ∇²f (log scale)")
+        ax.set_ylabel("Adam's step η/(√v̂ + δ) (log scale)")
+        ax.set_title(label, fontsize="medium")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def loss_panels(curves: pd.DataFrame, y: str, ylab: str, title: str, path: Path) -> Path:
+    """``y`` (log) against iterations and against passes over the data, one line per optimizer;
+    the legend right of the panels."""
+    xs = [x for x in ("iteration", "passes") if x in curves and curves[x].notna().any()]
+    fig, axes = plt.subplots(1, len(xs), figsize=(5.2 * len(xs) + 1.6, 4.4), squeeze=False)
+    colours = dict(zip(sorted(curves["optimizer"].unique()), sns.color_palette(n_colors=8),
+                       strict=False))
+    for ax, x in zip(axes[0], xs, strict=True):
+        for opt, run in curves.groupby("optimizer", sort=True):
+            v = run[y].to_numpy(np.float64)
+            ok = np.isfinite(v) & (v > 0)
+            ax.step(run[x].to_numpy()[ok], v[ok], where="post", color=colours[opt], label=opt,
+                    linewidth=1.5)
+        ax.set_yscale("log")
+        if spans_decades(curves[x].to_numpy()):
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(left=0.0)
+        ax.set_xlabel("iteration" if x == "iteration" else "passes over the data")
+        ax.set_ylabel(ylab + " (log scale)")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                       title="optimizer")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def min_eig_maps(maps: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], title: str,
                  path: Path) -> Path:
     """λ_min of the Hessian over a grid, one panel per function (≥ 0 everywhere ⇔ convex there)."""

@@ -14,6 +14,7 @@ from pipeline.reporting.sections import (
     claim3,
     claim4,
     claim5,
+    claim7,
     conditioning,
     headline,
     homework,
@@ -38,6 +39,7 @@ ORDER: list[ModuleType] = [
     claim5,        # Newton vs GD
     accuracy,      # claim 6: MNIST accuracy
     other_data,    # claim 6 on report.accuracy_data
+    claim7,        # Newton inspired Adam
     homework,      # tuned SGD
     speed,         # every other run's convergence, the speed table
     references,    # f* per objective

@@ -35,7 +35,7 @@ def cost_text(value: Any, basis: str) -> str:
     if basis == "never":
         return "never (rate ≥ 1)"
     if basis == "stochastic":
-        return "– (SGD: no linear rate)"
+        return "– (stochastic: no linear rate)"
     if value is None or not math.isfinite(float(value)):
         return "–"
     shown = sig(float(value), 3)

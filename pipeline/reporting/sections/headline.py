@@ -25,8 +25,8 @@ projected from the run's measured linear rate (≈, an extrapolation); 'never' w
 rate does not converge."""
 CAPTION = """Cost to each tolerance (≈ projected at the run's measured linear rate — an
 extrapolation, optimistic for GD, whose rate slows as the flattest directions take over; 'never':
-the measured rate does not converge; 'stochastic': SGD's error levels off at its step size's
-noise, no linear rate to project)"""
+the measured rate does not converge; 'stochastic': minibatch methods (SGD, minibatch Adam or
+AdaGrad) level off at their step size's noise, no linear rate to project)"""
 AFFINE = """Exact Newton is affine invariant: on one objective its steps do not depend on the
 coordinates. GD's iterations follow the conditioning of ∇²f in the coordinates it runs in;
 Newton-CG's inner CG iterations too, unless a preconditioner already absorbs it."""

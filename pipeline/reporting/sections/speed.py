@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
 from pipeline.reporting.convergence import draw_problem, objectives_note, problems
-from pipeline.reporting.render import Section
+from pipeline.reporting.render import Cell, Section
 from pipeline.reporting.sections.common import speed_display, tol_text, with_run_cells
 
 KEY = "convergence"
@@ -21,8 +24,27 @@ RATES = """{n} GD run(s) converge at least as fast as the predicted 1 − 1/κ p
 used: with ε = 1/L from a global bound this κ exceeds the local κ of ∇²f(w*), and on a quadratic
 the asymptotic rate is (1 − 1/κ)² — so a measured rate below the bound is expected."""
 # speed-table columns shown when the speed table has them (column → header), after the rates
-OPTIONAL_COLUMNS = {"rate_theory": "rate predicted (theory)",
+OPTIONAL_COLUMNS = {"rate_theory": "rate predicted (theory, reference file)",
                     "iters_predicted": "iters predicted"}
+
+
+THEORY = """The column "rate predicted (theory)" is the reference file's linear rate for the
+run's method in its coordinates, from μ and L of ∇²f(w*): GD with lr=auto 1 − μ/L_bound, GD with
+ε = 1/L 1 − 1/κ, heavy ball (√κ − 1)/(√κ + 1), Nesterov 1 − 1/√κ (κ = L/μ); "—" where it is
+unknown (μ ≤ 0, or a Hessian too large to form); "n/a" for methods without a linear-rate
+prediction. "rate measured" fits f − f*, which on a quadratic contracts at up to the square of
+the iterate's rate, so a measured rate below the predicted one is expected."""
+
+
+def theory_cells(ctx: Context, speed: pd.DataFrame) -> list[Cell]:
+    """The predicted-rate column as page text: 6 significant digits, "—" where unknown for a
+    linearly converging method, "n/a" for the others."""
+    out = []
+    for rid, v in zip(speed["run_id"], speed["rate_theory"], strict=True):
+        linear = analysis.optimizer_name(ctx.runs, str(rid)) in analysis.LINEAR_METHODS
+        text = f"{float(v):.6g}" if np.isfinite(v) else ("—" if linear else "n/a")
+        out.append(Cell(text, numeric=True))
+    return out
 
 
 def columns(ctx: Context, present: set[str]) -> dict[str, str]:
@@ -43,7 +65,8 @@ def section(ctx: Context) -> list[Section]:
     if not ctx.has_runs:
         return []
     s = Section(KEY, TITLE, " ".join(INTRO.split()))
-    shown = {str(n) for n in ctx.rep["trained_studies"]["newton_vs_gd"]}
+    trained = ctx.rep["trained_studies"]
+    shown = {str(n) for n in [*trained["newton_vs_gd"], *(trained.get("adam") or [])]}
     for study, data, model in problems(ctx):
         if study in shown:
             continue
@@ -63,6 +86,8 @@ def section(ctx: Context) -> list[Section]:
     rel = ctx.save_table(speed, "speed")
     shown_tab = with_run_cells(ctx, speed_display(speed, ctx.tols,
                                                   kinds=("projected_iters", "seconds")))
+    if "rate_theory" in speed:
+        shown_tab["rate_theory"] = theory_cells(ctx, speed)
     s.table(shown_tab, rel, "Speed: iterations and seconds to relative suboptimality "
             "(f − f*)/|f*| ≤ tol (≈ = projected at the run's measured rate; – = not reached; the "
             "CSV has passes too, and a reached/projected column per tolerance)",
@@ -73,6 +98,8 @@ def section(ctx: Context) -> list[Section]:
                + ", ".join(ctx.label(r) for r in dis["run_id"]) + ". Possible causes: f* not "
                "tight, ε ≠ 1/L with L the local curvature, or the run stopped before the "
                "asymptotic regime.")
+    if "rate_theory" in speed:
+        s.text(" ".join(THEORY.split()))
     ok = speed[speed["rate_check"].str.startswith("agrees")]
     if len(ok):
         s.text(" ".join(RATES.split()).format(n=len(ok)))
