@@ -1,4 +1,4 @@
-"""A run as one value: ``RunSpec``, built once from the composed config (budgets applied).
+"""A run as one value: ``RunSpec``, built once from the composed config (preset budgets included).
 
 Every stage builds it at its boundary (``RunSpec.from_config``) and passes it down: the group ids
 (the "id, else name" rule), the run name, the prepared-file stem, the effective ``fit_intercept``,
@@ -230,7 +230,7 @@ class RunSpec:
 
     @classmethod
     def from_config(cls, cfg: Any, overrides: Sequence[str] = ()) -> RunSpec:
-        """The spec of a composed run config (budgets already applied) and its command-line
+        """The spec of a composed run config (preset budgets included) and its command-line
         overrides."""
         from omegaconf import DictConfig, OmegaConf
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from pipeline.cli.entry import stage
 from pipeline.cli.progress import IterationBar, show_progress
-from pipeline.config.checks import apply_budget, config_keys, validate_train_config
+from pipeline.config.checks import config_keys, validate_train_config
 from pipeline.config.schemas import TrainConfig
 from pipeline.core.errors import NumericalError
 from pipeline.core.solvers import check_method_options
@@ -47,7 +47,6 @@ def train(
     names); returns the metrics dict (raises CurvlabError)."""
     ctx = ctx or JobContext()
     # the study's budget for this optimizer (the command line wins)
-    apply_budget(cfg, ctx.overrides)
     validate_train_config(cfg)
     spec = RunSpec.from_config(cfg, ctx.overrides)
     check_method_options(spec.solver.method, spec.solver.method_options(spec.seed))

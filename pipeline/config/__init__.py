@@ -1,1 +1,1 @@
-"""The config boundary: structured-config schemas, checks, budgets and the project path policy."""
+"""The config boundary: structured-config schemas, checks and the project path policy."""

@@ -1,12 +1,9 @@
-"""Checks at the config boundary: ranges, known keys, safe names and paths, study budgets."""
+"""Checks at the config boundary: ranges, known keys, safe names and paths."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from pipeline.config.ids import group_id
-from pipeline.config.schemas import OptimizerConfig
 from pipeline.core.errors import ConfigError, OptionNames
 
 # the config group each numerical-core component takes its options from
@@ -18,37 +15,6 @@ def config_keys() -> OptionNames:
     """Core messages made inside (a ``with`` block, or a function decorated ``@config_keys()``) name
     options as config keys: the solver's ``lr`` as ``optimizer.lr``, its method as ``optimizer``."""
     return OptionNames(CORE_GROUPS)
-
-
-def apply_budget(cfg: Any, overrides: Sequence[str] = ()) -> None:
-    """Set ``optimizer.<key>`` from ``budgets.<optimizer.id>.<key>`` (the study's budget for this
-    optimizer), except the keys the command line sets (``optimizer.max_iter=7`` wins); in place."""
-    from omegaconf import DictConfig, OmegaConf
-    from omegaconf.errors import ValidationError
-
-    from pipeline.core.errors import ConfigError
-
-    budgets = cfg.get("budgets") or {}
-    opt_id = group_id(cfg.optimizer)
-    allowed = set(_fields(OptimizerConfig)) - {"name", "id"}
-    for oid, budget in budgets.items():
-        if not isinstance(budget, DictConfig | dict):
-            raise ConfigError(f"budgets.{oid}={budget!r} must map optimizer keys to values, "
-                              "e.g. budgets.gd.max_iter=300")
-        for key in budget:
-            if key not in allowed:
-                raise ConfigError(f"budgets.{oid}.{key}: unknown optimizer key; use one of "
-                                  f"{', '.join(sorted(allowed))}")
-    given = {str(o).partition("=")[0].lstrip("+~") for o in overrides}
-    for key, value in (budgets.get(opt_id) or {}).items():
-        if f"optimizer.{key}" not in given:
-            try:
-                OmegaConf.update(cfg, f"optimizer.{key}", value, merge=False)
-            except ValidationError as err:
-                why = str(err).splitlines()[0]
-                raise ConfigError(f"budgets.{opt_id}.{key}={value!r} does not fit optimizer.{key} "
-                                  f"({why}); "
-                                  "fix it in the preset or on the command line") from None
 
 
 def _invalid(key: str, value: Any, want: str) -> ConfigError:

@@ -189,10 +189,6 @@ class TrainConfig(AppBase):
     score_test: bool = True
     # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
     sweep_metric: str | None = None
-    # a budget per optimizer (its id) from the command line, for sweeps over optimizers:
-    # +budgets.gd.max_iter=300 +budgets.newton_cg.max_iter=50; applied by ``apply_budget``
-    # (a preset's budgets are conf/experiment/<preset>/<optimizer>.yaml, composed by Hydra)
-    budgets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -49,12 +49,8 @@ def test_every_group_option_composes_and_validates(app: str, group: str) -> None
 
 
 def _budgeted(overrides: list[str]) -> OmegaConf:
-    """The train config as train() runs it: composed, then the preset's budget for its optimizer."""
-    from pipeline.config.checks import apply_budget
-
-    cfg = compose_app("train", overrides)
-    apply_budget(cfg, overrides)
-    return cfg
+    """The train config as train() runs it: composed by Hydra, the preset's budget included."""
+    return compose_app("train", overrides)
 
 
 def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
@@ -101,26 +97,13 @@ def test_claim7_presets_and_the_default_study_budgets_of_lbfgs_and_nesterov() ->
     assert _budgeted(["experiment=default_softmax", "optimizer=nesterov"]).optimizer.max_iter == 100
 
 
-def test_every_preset_budget_names_real_optimizer_keys() -> None:
-    """Each preset's budgets.<optimizer> applies cleanly to that optimizer's config."""
-    for preset in options("experiment"):
-        cfg = compose_app("train", [f"experiment={preset}"])
-        for opt in (cfg.get("budgets") or {}):
-            applied = _budgeted([f"experiment={preset}", f"optimizer={opt}"])
-            for key, value in cfg.budgets[opt].items():
-                assert applied.optimizer[key] == value, (preset, opt, key)
-            validate_train_config(applied)
-
-
-def test_a_bad_budget_is_one_config_error_naming_it() -> None:
-    from pipeline.config.checks import apply_budget
-
-    cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd.max_iters=3"])
-    with pytest.raises(ConfigError, match=r"budgets\.gd\.max_iters: unknown optimizer key"):
-        apply_budget(cfg)
-    cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd=3"])
-    with pytest.raises(ConfigError, match=r"budgets\.gd=3 must map optimizer keys"):
-        apply_budget(cfg)
+def test_a_budget_comes_only_from_composition() -> None:
+    """No per-optimizer budget is applied after composition: ``budgets`` is not a key (what
+    ``--cfg job`` prints is what runs)."""
+    assert "budgets" not in compose_app("train", ["experiment=default_softmax"])
+    cfg = compose_app("train", ["experiment=default_softmax", "+budgets.gd.max_iter=3"])
+    with pytest.raises(ConfigError, match=r"^budgets: unknown config key"):
+        validate_train_config(cfg)
 
 
 def test_swept_keys_have_the_documented_names_and_types() -> None:

@@ -12,17 +12,14 @@ import pandas as pd
 import pytest
 from support.compose import compose_app
 
-from pipeline.config.checks import apply_budget
 from pipeline.config.schemas import OptimizerConfig, PreprocessConfig
 from pipeline.core.errors import DataError
 from pipeline.spec import ModelSpec, RunSpec, SolverOptions, objective_id
 
 
 def spec_of(overrides: list[str]) -> RunSpec:
-    """The spec of ``train`` composed with ``overrides``, the study's budgets applied first."""
-    cfg = compose_app("train", overrides)
-    apply_budget(cfg, overrides)
-    return RunSpec.from_config(cfg, overrides)
+    """The spec of ``train`` composed with ``overrides`` (preset budgets composed by Hydra)."""
+    return RunSpec.from_config(compose_app("train", overrides), overrides)
 
 
 def test_the_spec_of_a_composed_config() -> None:
