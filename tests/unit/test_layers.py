@@ -31,8 +31,8 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """``pipeline`` module -> the ``pipeline`` modules it imports (``from pkg import mod``
-    resolved)."""
+    """``pipeline`` module -> the ``pipeline`` modules it imports (``from pkg import mod``: ``pkg``,
+    whose ``__init__`` runs first, and ``pkg.mod``)."""
     files = {module_name(p): p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts}
     graph: dict[str, set[str]] = {}
     for mod, path in files.items():
@@ -45,9 +45,8 @@ def import_graph() -> dict[str, set[str]]:
                 and node.module
                 and node.module.startswith("pipeline")
             ):
-                for a in node.names:
-                    sub = f"{node.module}.{a.name}"
-                    found.add(sub if sub in files else node.module)
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
         graph[mod] = {m for m in found if m in files and m != mod}
     return graph
 

@@ -7,7 +7,7 @@ import pandas as pd
 from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
 from pipeline.reporting.render import Section, fmt
-from pipeline.reporting.sections import accuracy
+from pipeline.reporting.sections.accuracy import best_row, table
 from pipeline.reporting.sections.common import cost_text, pct, tol_text
 from pipeline.reporting.sections.headline import factors, headline_rows
 
@@ -73,10 +73,10 @@ def preprocess_line(ctx: Context) -> str | None:
 
 def accuracy_line(ctx: Context) -> str | None:
     """The best classifier on the configured data against its published reference point."""
-    acc = accuracy.table(ctx)
+    acc = table(ctx)
     if acc.empty:
         return None
-    best = accuracy.best_row(ctx, acc)
+    best = best_row(ctx, acc)
     if not best["reference"]:
         return None
     return " ".join(ACCURACY.split()).format(
