@@ -14,6 +14,7 @@ import pandas as pd
 
 from pipeline.reporting import analysis
 from pipeline.reporting.context import Context, slug
+from pipeline.reporting.render import Section
 from pipeline.store.writer import write_text
 
 PLOT_POINTS = 400  # rows of a history drawn per curve (the first, the last, and log-spaced between)
@@ -132,3 +133,16 @@ def objectives_note(ctx: Context, study: str, data: str, model: str) -> str | No
     return (f"{model} on {data} (study {study}): {len(oids)} objectives — the penalty acts on "
             "other coordinates (preprocess.penalty_space=transformed) or λ differs, so these runs "
             "have different f*; compare rates, not loss values.")
+
+
+def add_problem_figures(ctx: Context, s: Section, found: list[tuple[str, str, str]],
+                        caption: str) -> None:
+    """One convergence figure per (study, data, model) into ``s`` (``caption`` formatted with
+    them), and the note where a problem's runs minimize several objectives."""
+    for study, data, model in found:
+        rel = draw_problem(ctx, study, data, model)
+        if rel:
+            s.figure(rel, caption.format(study=study, data=data, model=model))
+        note = objectives_note(ctx, study, data, model)
+        if note:
+            s.note(note)

@@ -7,7 +7,7 @@ import pandas as pd
 from pipeline.config.schemas import PreprocessConfig
 from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
-from pipeline.reporting.convergence import draw_problem, objectives_note, problems
+from pipeline.reporting.convergence import add_problem_figures, problems
 from pipeline.reporting.render import Section
 from pipeline.reporting.sections.common import (
     cost_text,
@@ -90,14 +90,9 @@ def section(ctx: Context) -> list[Section]:
     if sp is None or len(sp) == 0:
         return []
     s = Section(KEY, TITLE, " ".join(INTRO.split()))
-    for study, data, model in problems(ctx, names):
-        rel = draw_problem(ctx, study, data, model)
-        if rel:
-            s.figure(rel, f"{model} regression on {data} (study {study}): f − f* and ‖∇f‖ "
-                          "against iterations, passes over the data and wall time.")
-        note = objectives_note(ctx, study, data, model)
-        if note:
-            s.note(note)
+    add_problem_figures(ctx, s, problems(ctx, names),
+                        "{model} regression on {data} (study {study}): f − f* and ‖∇f‖ against "
+                        "iterations, passes over the data and wall time.")
     costs = [f"{k}_to_{analysis.tol_key(t)}" for t in ctx.tols
              for k in ("iters", "passes", "seconds")]
     cols = ["run_id", "model", "optimizer", "preprocess", "iterations", "status",

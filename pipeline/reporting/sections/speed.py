@@ -7,7 +7,7 @@ import pandas as pd
 
 from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
-from pipeline.reporting.convergence import draw_problem, objectives_note, problems
+from pipeline.reporting.convergence import add_problem_figures, problems
 from pipeline.reporting.render import Cell, Section
 from pipeline.reporting.sections.common import speed_display, tol_text, with_run_cells
 
@@ -67,16 +67,9 @@ def section(ctx: Context) -> list[Section]:
     s = Section(KEY, TITLE, " ".join(INTRO.split()))
     trained = ctx.rep["trained_studies"]
     shown = {str(n) for n in [*trained["newton_vs_gd"], *(trained.get("adam") or [])]}
-    for study, data, model in problems(ctx):
-        if study in shown:
-            continue
-        rel = draw_problem(ctx, study, data, model)
-        if rel:
-            s.figure(rel, f"Study {study}: {model} regression on {data} — f − f* and ‖∇f‖ "
-                          "against iteration, passes over the data and wall time.")
-        note = objectives_note(ctx, study, data, model)
-        if note:
-            s.note(note)
+    add_problem_figures(ctx, s, [p for p in problems(ctx) if p[0] not in shown],
+                        "Study {study}: {model} regression on {data} — f − f* and ‖∇f‖ against "
+                        "iteration, passes over the data and wall time.")
     for n in ctx.ref_notes:
         s.note(n)
     speed = ctx.speed
