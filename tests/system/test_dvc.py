@@ -68,10 +68,11 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
     }
     softmax = {t[2] for t in trained if t[0].startswith("train-softmax@")}
     assert softmax == {
-        f"mnist-{p}-softmax-{o}" for p in ("none", "zscore", "whiten") for o in ("gd", "newton_cg")
+        f"mnist-{p}-softmax-{o}" for p in ("none", "zscore", "whiten")
+        for o in ("gd", "newton_cg", "lbfgs", "nesterov")
     }
     # softmax, sgd, logistic, linear
-    assert len([t for t in trained if t[1] == "default"]) == 6 + 1 + 4 + 4
+    assert len([t for t in trained if t[1] == "default"]) == 12 + 1 + 4 + 4
     for st, cfg, ov in jobs:
         run = f"experiments/{cfg.study}/{run_name(cfg, ov)}"
         prepared = f"data/prepared/{cfg.data.id}-{cfg.preprocess.id}"
