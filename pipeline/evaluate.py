@@ -25,7 +25,7 @@ from pipeline.config.schemas import EvaluateConfig
 from pipeline.core.errors import CurvlabError, DataError
 from pipeline.spec import RunSpec
 from pipeline.store.locks import folder_lock
-from pipeline.store.prepared import file_sha256, load_prepared_for
+from pipeline.store.prepared import file_sha256, load_prepared_for, prepared_file
 from pipeline.store.rundir import (
     load_weight_arrays,
     read_json,
@@ -96,18 +96,48 @@ def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     return result
 
 
+# the last job's scoring inputs: a sweep's jobs run one prepared set after another, so its jobs on
+# the same set (same file bytes, same configs) share one load and one objective
+_LAST_SCORING: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+
+
+def _file_identity(path: Path) -> tuple[int, ...]:
+    """(device, inode, size, mtime in ns) of a file: a rewritten file gets a new identity."""
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def scoring_inputs(run: RunSpec) -> tuple[Any, Any, Any]:
+    """(dataset, transform, f) of the run's prepared data and model (``load_prepared_for``,
+    ``run_objective``), reused from the previous call when the prepared .npz and .json are the
+    same files and the data, preprocess and model configs are equal."""
+    from pipeline.spec import run_objective
+
+    npz = prepared_file(run)
+    js = npz.with_suffix(".json")
+    if not (npz.is_file() and js.is_file()):
+        _LAST_SCORING.clear()
+        dataset, transform, _facts, _ = load_prepared_for(run)  # raises the missing-file error
+        return dataset, transform, run_objective(run.model, dataset, transform)
+    key = (str(npz.resolve()), _file_identity(npz), _file_identity(js), repr(run.model),
+           repr(sorted(run.group_config("data").items())),
+           repr(sorted(run.group_config("preprocess").items())))
+    if key not in _LAST_SCORING:
+        _LAST_SCORING.clear()
+        dataset, transform, _facts, _ = load_prepared_for(run)
+        _LAST_SCORING[key] = (dataset, transform, run_objective(run.model, dataset, transform))
+    return _LAST_SCORING[key]
+
+
 def score_run(out: Path) -> tuple[dict[str, Any], str | None]:
     """Score the weights of the run folder ``out``, write evaluation.json (+ confusion.csv);
     returns the evaluation and the run's MLflow run id."""
-    from pipeline.spec import run_objective
-
     run_cfg = read_run_config(out / "config.yaml")
     metrics = read_json(out / "metrics.json")
     weights_sha = file_sha256(out / "weights.npz")
     w = read_weights(out / "weights.npz")
     run = RunSpec.from_config(run_cfg)  # the run as trained: its own prepared data and model
-    dataset, transform, _facts, _ = load_prepared_for(run)
-    objective = run_objective(run.model, dataset, transform)
+    dataset, transform, objective = scoring_inputs(run)
     if w.shape != (objective.n_params,):
         raise DataError(f"{out / 'weights.npz'}: w has shape {w.shape}, the model needs "
                         f"({objective.n_params},); retrain the run")

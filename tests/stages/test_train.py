@@ -97,6 +97,22 @@ def test_raw_least_squares_newton_fits_the_intercept(work: Path) -> None:
 
 
 @pytest.mark.slow
+def test_evaluate_reuses_a_prepared_set_until_its_file_changes(work: Path) -> None:
+    from pipeline.evaluate import scoring_inputs
+
+    runs = [RunSpec.from_config(make_cfg(work, [*SYNTH, "preprocess=whiten", f"optimizer={o}"]))
+            for o in ("gd", "newton")]
+    prep = Path(ensure_prepared(make_cfg(work, [*SYNTH, "preprocess=whiten", "optimizer=gd"])))
+    first = scoring_inputs(runs[0])
+    assert scoring_inputs(runs[1])[2] is first[2]  # same files and model: one load, one objective
+    copy = prep.with_name("copy.npz")
+    copy.write_bytes(prep.read_bytes())
+    copy.replace(prep)  # the same bytes in a new file: loaded again
+    again = scoring_inputs(runs[0])
+    assert again[2] is not first[2]
+    np.testing.assert_array_equal(again[0].X_train, first[0].X_train)
+
+
 def test_softmax_newton_cg_matches_sklearn_and_evaluate_agrees(work: Path, mnist_dir: Path) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import confusion_matrix
