@@ -130,5 +130,5 @@ def test_12_the_python_m_path_prints_one_line(work: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "pipeline.train", "optimizer=rmsprop"], cwd=work,
                           env=env_for(REPO_ROOT), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert ("choose one of adagrad, adam, closed_form, gd, gd_armijo, heavy_ball, lbfgs, nesterov, "
-            "newton, newton_cg") in one_error_line(proc.stderr, "train")
+    assert ("choose one of adagrad, adam, closed_form, diag_newton, gd, gd_armijo, heavy_ball, "
+            "lbfgs, nesterov, newton, newton_cg") in one_error_line(proc.stderr, "train")
