@@ -25,6 +25,14 @@ SYNTH = ["data=synthetic_regression", "data.n_samples=400", "data.n_features=5",
 # the run folder of TINY trained with GD from the command line (its overrides name the run)
 TINY_RUN = "synth-kappa100-none-linear-gd,data.n_features=5,data.n_samples=300"
 # TINY as an experiment preset (conf/experiment/tiny.yaml in a repo copy), for DVC pipelines
+# the dvc.yaml stage that prepares the tiny preset's data (the system tests' tiny pipelines)
+TINY_PREPARE_STAGE = """  prepare:
+    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300
+      data.n_features=5 preprocess=none
+    deps: [pipeline/prepare.py]
+    outs: [data/prepared/tiny-none.npz, data/prepared/tiny-none.json]
+"""
+
 TINY_PRESET = """# @package _global_
 defaults:
   - override /data: synthetic_regression

@@ -13,19 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from support.project import TINY_PRESET
+from support.project import TINY_PREPARE_STAGE, TINY_PRESET
 from support.repo_copy import copy_repo, run_cmd
 
 RUN = "experiments/tiny/tiny-none-linear-gd"
 SWEEP = "experiments/tinysweep"
 TINY_DVC = f"""
 stages:
-  prepare:
-    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300
-      data.n_features=5 preprocess=none
-    deps: [pipeline/prepare.py]
-    outs: [data/prepared/tiny-none.npz, data/prepared/tiny-none.json]
-  train:
+{TINY_PREPARE_STAGE}  train:
     cmd: python -m pipeline.train experiment=tiny optimizer=gd progress=false
     deps: [pipeline/train.py, conf/optimizer/gd.yaml, data/prepared/tiny-none.npz]
     params:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.project import TINY_PRESET
+from support.project import TINY_PREPARE_STAGE, TINY_PRESET
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 from pipeline.store.rundir import read_json
@@ -18,12 +18,7 @@ RUN = "experiments/tiny/tiny-none-linear-newton"
 # prepare -> train -> evaluate on a tiny problem, every output in DVC's cache (MLflow off: fast)
 TINY_DVC = f"""
 stages:
-  prepare:
-    cmd: python -m pipeline.prepare data=synthetic_regression data.id=tiny data.n_samples=300
-      data.n_features=5 preprocess=none
-    deps: [pipeline/prepare.py]
-    outs: [data/prepared/tiny-none.npz, data/prepared/tiny-none.json]
-  train:
+{TINY_PREPARE_STAGE}  train:
     cmd: python -m pipeline.train experiment=tiny optimizer=newton progress=false
     deps: [pipeline/train.py, conf/experiment/tiny.yaml, data/prepared/tiny-none.npz]
     outs: [{RUN}/weights.npz, {RUN}/config.yaml, {RUN}/history.csv, {RUN}/run.json]
