@@ -28,8 +28,8 @@ from pipeline.store.locks import folder_lock
 from pipeline.store.prepared import file_sha256, load_prepared_for, prepared_file
 from pipeline.store.rundir import (
     load_weight_arrays,
-    read_json,
     read_run_config,
+    read_run_record,
     read_weights,
     run_dir,
     write_evaluation,
@@ -133,7 +133,7 @@ def score_run(out: Path) -> tuple[dict[str, Any], str | None]:
     """Score the weights of the run folder ``out``, write evaluation.json (+ confusion.csv);
     returns the evaluation and the run's MLflow run id."""
     run_cfg = read_run_config(out / "config.yaml")
-    metrics = read_json(out / "metrics.json")
+    metrics = read_run_record(out / "metrics.json")
     weights_sha = file_sha256(out / "weights.npz")
     w = read_weights(out / "weights.npz")
     run = RunSpec.from_config(run_cfg)  # the run as trained: its own prepared data and model

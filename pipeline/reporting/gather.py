@@ -19,6 +19,7 @@ from pipeline.store.rundir import (
     read_config_dict,
     read_history,
     read_json,
+    read_run_record,
     read_weights,
 )
 
@@ -68,11 +69,12 @@ def _kind(value: Any) -> str | None:
     return "text" if isinstance(value, str) else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A run file whose documented keys have their documented types; else a one-line DataError."""
+def _read_json(path: Path, reader: Any = read_json) -> dict[str, Any]:
+    """A run file (read by ``reader``) whose documented keys have their documented types; else a
+    one-line DataError."""
     from pipeline.store.reading import damaged
 
-    data = read_json(path, fix="rerun the stage that wrote it")
+    data = reader(path, fix="rerun the stage that wrote it")
     for keys, kind in ((TEXT_KEYS, "text"), (FLAG_KEYS, "flag"), (NUMBER_KEYS, "number")):
         for k in keys:
             value = data.get(k)
@@ -125,7 +127,7 @@ def warn_skipped(prog: str, skipped: list[tuple[str, str]]) -> None:
 
 def _row_from_dir(run_dir: Path, run_id: str) -> dict[str, Any]:
     """One row: metrics.json, completed from evaluation.json where metrics.json lacks a value."""
-    metrics = _read_json(run_dir / "metrics.json")
+    metrics = _read_json(run_dir / "metrics.json", read_run_record)
     row: dict[str, Any] = {k: metrics.get(k) for k in METRIC_KEYS}
     row.update({k: v for k, v in metrics.items() if k not in row})
     eval_path = run_dir / "evaluation.json"

@@ -139,17 +139,18 @@ def _text_writer(text: str) -> Any:
 
 
 def read_json(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
-    """A JSON object from disk; missing, unreadable or malformed is a one-line DataError. A run's
-    ``metrics.json`` comes back as the whole record (``read_run_record``)."""
-    if Path(path).name == METRICS_FILE and (Path(path).parent / RECORD_FILE).exists():
-        return read_run_record(path, fix)
+    """A JSON object from disk; missing, unreadable or malformed is a one-line DataError (a run's
+    whole record: ``read_run_record``)."""
     return read_object(path, fix)
 
 
 def read_run_record(path: Path | str, fix: str = RETRAIN) -> dict[str, Any]:
-    """metrics.json ∪ run.json ∪ timing.json of one run folder (log10 ‖∇f‖ dropped); without
-    timing.json (a run pulled from a DVC remote, which does not carry it) its keys are None."""
+    """A run's record from its ``metrics.json`` path: metrics.json ∪ run.json ∪ timing.json of its
+    folder (log10 ‖∇f‖ dropped); without timing.json (a run pulled from a DVC remote, which does
+    not carry it) its keys are None; a folder without run.json: metrics.json as it is."""
     folder = Path(path).parent
+    if not (folder / RECORD_FILE).exists():
+        return read_object(path, fix)
     record = read_object(folder / RECORD_FILE, fix)
     numbers = read_object(path, fix)
     timing_path = folder / TIMING_FILE

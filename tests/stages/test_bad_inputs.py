@@ -23,7 +23,7 @@ from support.project import TINY_RUN as RUN
 from support.repo_copy import REPO_ROOT
 from support.snapshots import one_error_line, snapshot
 
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +102,13 @@ def test_2_report_source_mlflow_takes_the_latest_run_of_a_name(work: Path, cli: 
         code, _, err = cli("train", *TINY, "study=retrain", f"optimizer.max_iter={max_iter}", *p)
         assert code == 0, err
         ids.append(
-            read_json(work / "experiments" / "retrain" / f"{RUN},optimizer.max_iter={max_iter}"
-                      / "metrics.json")["mlflow_run_id"]
+            read_run_record(work / "experiments" / "retrain"
+                            / f"{RUN},optimizer.max_iter={max_iter}" / "metrics.json")[
+                                "mlflow_run_id"]
         )
     code, _, err = cli("train", *TINY, "study=retrain", "optimizer.max_iter=5", *p)
     assert code == 0, err
-    latest = read_json(work / "experiments" / "retrain" / f"{RUN},optimizer.max_iter=5"
+    latest = read_run_record(work / "experiments" / "retrain" / f"{RUN},optimizer.max_iter=5"
                          / "metrics.json")["mlflow_run_id"]
     runs = gather_mlflow("retrain", f"sqlite:///{work / 'mlflow.db'}", work / "dl")
     assert len(runs) == 2 and runs.runs.index.is_unique
@@ -373,7 +374,7 @@ def test_10_diverged_metrics_describe_the_saved_weights(work: Path, cli: object)
     )
     assert code == 2 and "diverged" in one_error_line(err, "train")
     run = work / "experiments" / "div" / f"{RUN},optimizer.lr=1.0e9"
-    metrics = read_json(run / "metrics.json")
+    metrics = read_run_record(run / "metrics.json")
     assert metrics["status"] == "diverged"
     ds, tr, _ = load_prepared(work / "prepared" / "synth-kappa100-none.npz")
     obj = run_objective(RunSpec.from_config(read_run_config(run / "config.yaml")).model, ds, tr)

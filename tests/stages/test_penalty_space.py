@@ -22,7 +22,7 @@ from pipeline.data.datasets import load_dataset
 from pipeline.prepare import prepare
 from pipeline.spec import ModelSpec, RunSpec, run_objective
 from pipeline.store.prepared import prepared_file
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 from pipeline.train import train
 
 MODELS = ("linear", "logistic", "logistic_mse", "softmax")
@@ -316,7 +316,8 @@ def test_train_cli_whitened_logistic_matches_raw_train_loss(tmp_path: Path, mnis
         path = prepared_file(RunSpec.from_config(cfg))
         prepare(as_kwargs(cfg.data), as_kwargs(cfg.preprocess), int(cfg.seed), path.parent)
         m = train(cfg)
-        written = read_json(next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")))
+        written = read_run_record(
+            next((tmp_path / "exp").rglob(f"*-{pre}-logistic-newton/metrics.json")))
         assert written["train_loss"] == m["train_loss"] and written["converged"]
         losses[pre] = written["train_loss"]
     assert losses["whiten"] == pytest.approx(losses["none"], rel=1e-9)

@@ -29,7 +29,7 @@ from pipeline.data.datasets import load_dataset
 from pipeline.reporting import analysis
 from pipeline.reporting.gather import gather_dirs, load_confusion
 from pipeline.store.references import Reference
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 REPO = Path(__file__).resolve().parents[2]
 STUDY = "study_t"
@@ -248,7 +248,7 @@ def test_accuracy_table_equals_metrics_json(
 ) -> None:
     rep, _ = built
     acc = pd.read_csv(rep / "tables" / "accuracy.csv")
-    metrics = {f"{STUDY}/{p.parent.name}": read_json(p)  # the run's record, joined
+    metrics = {f"{STUDY}/{p.parent.name}": read_run_record(p)  # the run's record, joined
                for p in (project / "experiments").glob(f"{STUDY}/*/metrics.json")}
     assert sorted(acc["run_id"]) == sorted(metrics)
     for rec in acc.itertuples():

@@ -14,7 +14,7 @@ from support.project import SYNTH, ensure_prepared, make_cfg, read_history
 
 from pipeline.core.errors import NumericalError
 from pipeline.spec import RunSpec
-from pipeline.store.rundir import read_json, run_dir
+from pipeline.store.rundir import read_run_record, run_dir
 from pipeline.tracking import mlflow as tracking
 from pipeline.tracking.mlflow import Tracker, artifact_root, flatten, tracking_uri
 from pipeline.tracking.sweep import JobContext
@@ -172,7 +172,7 @@ def test_a_train_job_is_one_complete_mlflow_run(work: Path) -> None:
     assert run.data.metrics["test_loss"] == pytest.approx(metrics["test_loss"])
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "run.json", "timing.json", "config.yaml", "history.csv"} <= names
-    logged = read_json(Path(client.download_artifacts(run.info.run_id, "", str(work / "dl")))
+    logged = read_run_record(Path(client.download_artifacts(run.info.run_id, "", str(work / "dl")))
                        / "metrics.json")  # the record, joined from the logged files
     assert logged["mlflow_run_id"] == run.info.run_id and logged["status"] == metrics["status"]
 
@@ -186,7 +186,7 @@ def test_a_diverged_run_is_failed_in_mlflow(work: Path) -> None:
     ensure_prepared(cfg)
     with pytest.raises(NumericalError):
         train(cfg)
-    metrics = read_json(run_dir(RunSpec.from_config(cfg)) / "metrics.json")
+    metrics = read_run_record(run_dir(RunSpec.from_config(cfg)) / "metrics.json")
     run = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}").get_run(
         metrics["mlflow_run_id"]
     )

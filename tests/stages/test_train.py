@@ -16,7 +16,7 @@ from pipeline.core.errors import ConfigError, DataError, NumericalError
 from pipeline.evaluate import evaluate
 from pipeline.spec import RunSpec
 from pipeline.store.prepared import load_prepared
-from pipeline.store.rundir import DVC_METRICS, HISTORY_FILE_COLUMNS, read_json, run_dir
+from pipeline.store.rundir import DVC_METRICS, HISTORY_FILE_COLUMNS, read_run_record, run_dir
 from pipeline.tracking.sweep import JobContext
 from pipeline.train import train
 
@@ -60,7 +60,8 @@ def test_whitened_least_squares_gd_hits_the_normal_equations(work: Path) -> None
     assert metrics["objective"] == "synth-kappa100-linear-l2=0"
     assert metrics["cg_iterations"] is None  # GD has no inner solves
     assert metrics["train_accuracy"] is None and metrics["test_accuracy"] is None
-    assert read_json(out / "metrics.json") == json.loads(json.dumps(metrics))  # the record, joined
+    # the record, joined
+    assert read_run_record(out / "metrics.json") == json.loads(json.dumps(metrics))
     numbers = json.loads((out / "metrics.json").read_text())  # what `dvc metrics show` lists
     assert set(numbers) == {"train_loss", "iterations", "passes", "log10_grad_norm"}
     assert numbers["log10_grad_norm"] == pytest.approx(np.log10(metrics["grad_norm"]))
@@ -183,7 +184,7 @@ def test_lbfgs_run_writes_its_run_folder_at_the_least_squares_solution(work: Pat
     assert metrics["optimizer"] == "lbfgs" and metrics["grad_norm"] <= 1e-8
     assert {p.name for p in out.iterdir()} >= {"metrics.json", "weights.npz", "history.csv",
                                                 "config.yaml"}
-    assert read_json(out / "metrics.json") == json.loads(json.dumps(metrics))
+    assert read_run_record(out / "metrics.json") == json.loads(json.dumps(metrics))
     assert set(json.loads((out / "metrics.json").read_text())) <= {*DVC_METRICS, "log10_grad_norm"}
     header, hist = read_history(out / "history.csv")
     assert header == list(HISTORY_FILE_COLUMNS) and hist[-1, 0] == metrics["iterations"]
@@ -202,7 +203,7 @@ def test_diverged_run_is_saved_with_finite_weights_and_refused(work: Path) -> No
     with pytest.raises(NumericalError, match="diverged"):
         train(cfg)
     out = run_dir(RunSpec.from_config(cfg))
-    metrics = read_json(out / "metrics.json")
+    metrics = read_run_record(out / "metrics.json")
     assert metrics["status"] == "diverged" and metrics["converged"] is False
     with np.load(out / "weights.npz", allow_pickle=False) as z:
         assert np.all(np.isfinite(z["w"]))

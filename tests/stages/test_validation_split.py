@@ -13,7 +13,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.data.split import check_val_fraction, validation_split
 from pipeline.prepare import prepare
 from pipeline.store.prepared import load_prepared
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 from pipeline.train import train
 
 
@@ -69,7 +69,7 @@ def test_train_scores_the_validation_split_and_can_leave_the_test_set_alone(
     m = train(cfg)
     assert abs(m["n_val"] - 600) <= 5 and 0.7 < m["val_accuracy"] <= 1 and m["val_loss"] > 0
     assert m["test_accuracy"] is not None
-    obj_pred = read_json(Path(work) / "experiments" / "t" / "mnist-v-none-softmax-sgd"
+    obj_pred = read_run_record(Path(work) / "experiments" / "t" / "mnist-v-none-softmax-sgd"
                          / "metrics.json")
     assert obj_pred["val_accuracy"] == m["val_accuracy"]
     hidden = train(make_cfg(work, [*over, "score_test=false"]))

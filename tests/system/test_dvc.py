@@ -17,7 +17,7 @@ from support.project import TINY_PRESET
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
 from pipeline.spec import run_name
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 
 def _dvc_yaml() -> dict:
@@ -167,7 +167,7 @@ def test_tiny_pipeline_repro_noop_and_selective_rerun(tmp_path: Path) -> None:
     shown = run_cmd(["dvc", "metrics", "show", "--json"], cwd=root)
     assert shown.returncode == 0 and "iterations" in shown.stdout and "status" not in shown.stdout
     for opt in ("gd", "newton"):
-        m = read_json(root / f"experiments/tiny/tiny-none-linear-{opt}/metrics.json")
+        m = read_run_record(root / f"experiments/tiny/tiny-none-linear-{opt}/metrics.json")
         assert m["status"] in ("converged", "max_iter") and m["mlflow_run_id"]
     assert (root / "mlflow.db").exists()
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]

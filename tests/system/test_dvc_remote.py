@@ -11,7 +11,7 @@ import yaml
 from support.project import TINY_PREPARE_STAGE, TINY_PRESET
 from support.repo_copy import REPO_ROOT, copy_repo, run_cmd
 
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 RUN = "experiments/tiny/tiny-none-linear-newton"
@@ -96,9 +96,9 @@ def test_push_from_one_clone_and_pull_into_a_fresh_one(tmp_path: Path) -> None:
     # the clock stays behind (.dvcignore'd): the pulled run reads back without seconds
     assert (first / run_dir / "timing.json").is_file()
     assert not (second / run_dir / "timing.json").exists()
-    pulled_record = read_json(second / run_dir / "metrics.json")
+    pulled_record = read_run_record(second / run_dir / "metrics.json")
     assert pulled_record["train_time_s"] is None
-    assert pulled_record["status"] == read_json(first / run_dir / "metrics.json")["status"]
+    assert pulled_record["status"] == read_run_record(first / run_dir / "metrics.json")["status"]
     status = run_cmd(["dvc", "status"], cwd=second)
     assert status.returncode == 0 and "Data and pipelines are up to date." in status.stdout, (
         status.stdout

@@ -16,7 +16,7 @@ import pytest
 from support.browser import layout_problems, measure
 from support.png import assert_png
 
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -144,7 +144,7 @@ def test_report_from_dirs_and_from_mlflow_agree(tiny: tuple[Path, dict[str, str]
     assert refs["f_here"].to_numpy() == pytest.approx(refs["f_star"].to_numpy(), rel=1e-12)
     acc = pd.read_csv(rep / "tables" / "accuracy.csv")
     for rec in acc.itertuples():
-        m = read_json(tmp / "experiments" / rec.run_id / "metrics.json")
+        m = read_run_record(tmp / "experiments" / rec.run_id / "metrics.json")
         assert rec.test_accuracy == m["test_accuracy"] and rec.train_accuracy == m["train_accuracy"]
 
     _report(tmp, env, "reports_mlflow", "report.source=mlflow", "report.experiment=tiny")

@@ -19,7 +19,7 @@ from support.project import TINY, sweep_runs
 from support.repo_copy import BIN, env_for, run_cmd
 from support.servers import serving
 
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 SIX = [*TINY, "preprocess=none,whiten", "optimizer=gd,newton,closed_form", "optimizer.max_iter=200"]
 
@@ -40,7 +40,7 @@ def test_submitit_local_sweep_runs_six_jobs_as_children_of_one_parent(repo: Path
     assert len(jobs) == 6  # six submitit jobs, each its own process (job id = its pid)
     logs = "".join(p.read_text() for d in jobs for p in d.glob("*_log.out"))
     assert logs.count("train: synth-kappa100-") == 6
-    ids = {read_json(d / "metrics.json")["mlflow_run_id"]
+    ids = {read_run_record(d / "metrics.json")["mlflow_run_id"]
            for d in (repo / "experiments" / "submitit").iterdir()}
     assert ids == {c.info.run_id for c in children}
 
@@ -215,7 +215,7 @@ def test_a_parallel_sweep_against_a_tracking_server_loses_no_run(
     assert len(children) == 6 and {r["info"]["status"] for r, _ in children} == {"FINISHED"}
     assert {t["mlflow.parentRunId"] for _, t in children} == {parents[0]["info"]["run_id"]}
     # every run directory's run id is one the server holds
-    ids = {read_json(d / "metrics.json")["mlflow_run_id"]
+    ids = {read_run_record(d / "metrics.json")["mlflow_run_id"]
            for d in (repo / "experiments" / "served").iterdir()}
     assert ids == {r["info"]["run_id"] for r, _ in children}
     assert not server_sweep["lock"].exists()  # the server serializes writes: no SQLite file lock
@@ -243,7 +243,7 @@ def test_rest_api_shows_the_experiment_kind_and_the_dataset_input(
         "mlflow.experimentKind"
     ] == "custom_model_development"
     run_dir = next((repo / "experiments" / "served").glob("synth-kappa100-whiten-linear-newton,*"))
-    run_id = read_json(run_dir / "metrics.json")["mlflow_run_id"]
+    run_id = read_run_record(run_dir / "metrics.json")["mlflow_run_id"]
     run = rest(url, "runs/get", run_id=run_id)["run"]
     (inp,) = run["inputs"]["dataset_inputs"]
     prepared = repo / "data" / "prepared" / "synth-kappa100-whiten.npz"

@@ -10,7 +10,7 @@ import pytest
 from support.project import TINY, sweep_runs
 from support.repo_copy import run_cmd
 
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_parallel_sweep_records_every_job_under_one_parent(repo: Path) -> None:
     assert [d.name for d in dirs] == sorted(
         f"synth-kappa100-{p}-linear-{o},data.n_features=5,data.n_samples=300,optimizer.max_iter=200"
         for p in ("none", "whiten") for o in ("gd", "newton", "closed_form"))
-    ids = {read_json(d / "metrics.json")["mlflow_run_id"] for d in dirs}
+    ids = {read_run_record(d / "metrics.json")["mlflow_run_id"] for d in dirs}
     assert ids == {c.info.run_id for c in children}
     sweep_dirs = list((repo / "experiments" / ".hydra" / "multirun").iterdir())
     assert len(sweep_dirs) == 1

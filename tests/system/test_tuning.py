@@ -13,7 +13,7 @@ import pytest
 from support.repo_copy import copy_repo, run_cmd
 
 from pipeline.prepare import prepare
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_run_record
 
 SMALL = {"name": "mnist", "scale": 3.92156862745098e-3, "n_train": 2000, "n_test": 500}
 
@@ -62,7 +62,7 @@ def test_hw3_sgd_study_tunes_on_validation_and_scores_the_retrained_model_once(
     assert chosen["n_trials"] == 3 and set(chosen["best_params"]) == {
         "optimizer.lr", "optimizer.batch_size", "optimizer.epochs", "model.l2"}
     assert float(best["optimizer.lr"]) == pytest.approx(chosen["best_params"]["optimizer.lr"])
-    final = read_json(study / "final" / "metrics.json")
+    final = read_run_record(study / "final" / "metrics.json")
     assert final["test_accuracy"] > 0.75 and final["val_accuracy"] is None  # trained on train + val
     assert final["lr"] == pytest.approx(chosen["best_params"]["optimizer.lr"])
     assert chosen["config"]["data"]["id"] == "mnist-t" and chosen["config"]["score_test"] is True

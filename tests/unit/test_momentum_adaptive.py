@@ -16,7 +16,7 @@ from pipeline.core.objectives import make_objective
 from pipeline.core.solvers import METHODS, minimize
 from pipeline.core.theory import gd_rate, heavy_ball_rate, nesterov_rate
 from pipeline.spec import RunSpec
-from pipeline.store.rundir import read_json, run_dir
+from pipeline.store.rundir import read_run_record, run_dir
 from pipeline.train import train
 
 MU, L, P = 1.0, 100.0, 30  # κ = 100: ρ = 0.99 (GD), 0.818 (heavy ball), 0.9 (Nesterov)
@@ -214,7 +214,7 @@ def test_train_writes_a_run_folder(work: Path, optimizer, extra, folder) -> None
     out = run_dir(RunSpec.from_config(cfg))
     assert out.name == folder
     assert metrics["status"] in ("converged", "max_iter") and metrics["optimizer"] == optimizer
-    assert read_json(out / "metrics.json")["status"] == metrics["status"]
+    assert read_run_record(out / "metrics.json")["status"] == metrics["status"]
     header, hist = read_history(out / "history.csv")
     loss = hist[:, header.index("loss")]
     assert hist[-1, 0] == metrics["iterations"] and np.all(np.isfinite(loss))

@@ -99,6 +99,7 @@ def test_run_folder_round_trip(tmp_path: Path) -> None:
         read_history,
         read_json,
         read_run_config,
+        read_run_record,
         read_weights,
         write_evaluation,
         write_run,
@@ -115,7 +116,7 @@ def test_run_folder_round_trip(tmp_path: Path) -> None:
         {"w": w, "coef": w[:2], "intercept": w[2:]},
         {"status": "converged"},
     )
-    assert read_json(out / "metrics.json") == {"status": "converged"}
+    assert read_run_record(out / "metrics.json") == {"status": "converged"}
     assert read_run_config(out / "config.yaml").data.id == spec.data_id
     assert read_config_dict(out / "config.yaml")["optimizer"]["id"] == spec.optimizer_id
     assert np.array_equal(read_weights(out / "weights.npz"), w)
@@ -128,7 +129,7 @@ def test_run_folder_round_trip(tmp_path: Path) -> None:
     assert load_confusion(out) is None
     (out / "metrics.json").write_bytes(b"\xff")
     with pytest.raises(DataError, match="metrics.json: not a valid UTF-8 JSON file"):
-        read_json(out / "metrics.json")
+        read_run_record(out / "metrics.json")
     with pytest.raises(DataError, match="not found"):
         read_json(out / "nothing.json")
 
@@ -141,7 +142,7 @@ def test_a_run_record_is_three_files_read_back_as_one(tmp_path: Path) -> None:
         HISTORY_COLUMNS,
         HISTORY_FILE_COLUMNS,
         read_history,
-        read_json,
+        read_run_record,
         write_run,
     )
 
@@ -158,7 +159,7 @@ def test_a_run_record_is_three_files_read_back_as_one(tmp_path: Path) -> None:
         "train_time_s": 1.5, "mlflow_run_id": "abc", "time_s": hist["time_s"].tolist()}
     assert "1.5" not in (out / "run.json").read_text() and "time_s" not in (
         out / "history.csv").read_text()
-    assert read_json(out / "metrics.json") == record
+    assert read_run_record(out / "metrics.json") == record
     df = read_history(out / "history.csv")
     assert list(df.columns) == list(HISTORY_COLUMNS) and list(HISTORY_FILE_COLUMNS) == [
         c for c in HISTORY_COLUMNS if c != "time_s"]
@@ -167,7 +168,7 @@ def test_a_run_record_is_three_files_read_back_as_one(tmp_path: Path) -> None:
     (out / "timing.json").write_text('{"time_s": [1.0]}')  # another run's: not one per row
     assert read_history(out / "history.csv")["time_s"].isna().all()
     (out / "timing.json").unlink()  # e.g. pulled from a DVC remote: no seconds, no run id
-    assert read_json(out / "metrics.json") == {**record, "train_time_s": None,
+    assert read_run_record(out / "metrics.json") == {**record, "train_time_s": None,
                                                "mlflow_run_id": None}
     assert read_history(out / "history.csv")["time_s"].isna().all()
 

@@ -13,7 +13,7 @@ from pipeline.reporting import figures
 from pipeline.reporting.context import Context
 from pipeline.reporting.render import Section
 from pipeline.reporting.sections.common import pct, with_percent
-from pipeline.store.rundir import read_json
+from pipeline.store.rundir import read_json, read_run_record
 
 KEY = "homework"
 NEEDS = "trained"
@@ -103,7 +103,7 @@ def section(ctx: Context) -> list[Section]:
            + f" (validation accuracy {pct(chosen['best_value'])}).")
     final_path = study / "final" / "metrics.json"
     if final_path.exists():
-        final = read_json(final_path, fix=RERUN_TUNING)
+        final = read_run_record(final_path, fix=RERUN_TUNING)
         df = test_table(ctx, final)
         s.table(with_percent(df), ctx.save_table(df, "homework-test"),
                 "Test accuracy and cross-entropy (mean, without the penalty) of the chosen model",
