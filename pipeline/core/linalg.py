@@ -8,6 +8,7 @@ same namespace's arrays (or a Python float).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -80,8 +81,22 @@ def cholesky_solve(H: Any, g: Any) -> Any:
         except sla.LinAlgError as exc:
             raise SingularMatrixError(str(exc)) from None
         return sla.cho_solve(c, g, check_finite=False)
-    L = xp.linalg.cholesky(H)
+    try:
+        L = xp.linalg.cholesky(H)
+    except linalg_errors() as exc:
+        raise SingularMatrixError(str(exc)) from None
     if not bool(xp.all(xp.isfinite(L))):
         raise SingularMatrixError("matrix is not positive definite")
     y = xp.linalg.solve(L, g)
     return xp.linalg.solve(L.mT if hasattr(L, "mT") else xp.matrix_transpose(L), y)
+
+
+def linalg_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions the loaded array libraries raise for a matrix a factorization cannot take
+    (numpy's LinAlgError, also array_api_strict's; torch's linalg.LinAlgError once torch is
+    imported; cupy returns NaN instead)."""
+    errors: list[type[BaseException]] = [np.linalg.LinAlgError]
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        errors.append(torch.linalg.LinAlgError)
+    return tuple(errors)

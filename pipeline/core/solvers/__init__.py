@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from pipeline.core.errors import ConfigError, worded
 from pipeline.core.solvers.adaptive import (
     ADAGRAD_DEFAULTS,
@@ -25,6 +23,7 @@ from pipeline.core.solvers.adaptive import (
     adam,
     check_adaptive_options,
 )
+from pipeline.core.solvers.arrays import start_point
 from pipeline.core.solvers.closed_form import ClosedForm
 from pipeline.core.solvers.diag_newton import DiagNewton
 from pipeline.core.solvers.gd import GradientDescent
@@ -127,7 +126,7 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
     Hessian-vector products to ‖r‖ ≤ max(η‖∇f‖, tol/2), η = min(0.5, √‖∇f‖) (Hessian-free); for
     linear models the products run in float32 (gradient and line search stay in the objective's
     dtype) and ``preconditioner='auto'`` uses the class-diagonal Hessian blocks once CG gets
-    expensive.
+    expensive (numpy; no preconditioner on other array libraries, ``NewtonCG``).
     closed_form: the exact minimizer of linear regression (reference optimum).
     sgd: minibatch SGD (options ``SGD_DEFAULTS``: batch_size, epochs, schedule, tau, step_epochs,
     step_factor, momentum, log_every, seed; lr 'auto' = 1/L_B, ``minibatch_smoothness``);
@@ -139,6 +138,11 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
     lbfgs: w ← w + t d, d = −H∇f by the two-loop recursion (options ``LBFGS_DEFAULTS``: memory,
     wolfe_c2, wolfe_max_evals), t from a strong Wolfe search (c1 = armijo_c); lr is the first
     step's trial ('auto' = min(1, 1/‖∇f₀‖)); ``line_search`` does not apply (it always searches).
+
+    Any array API library: w0 is copied once into the objective's namespace, dtype and device
+    (``objective.xp``, numpy's without one; ``objective.device`` if it has one, else w0's device
+    when w0 is already of that namespace); every vector stays there, the history holds Python
+    floats and ``OptimizeResult.w`` is of the objective's namespace.
     """
     own = METHOD_DEFAULTS.get(method, {})
     own_opts = {k: ignored.pop(k) for k in list(ignored) if k in own}
@@ -162,13 +166,7 @@ def minimize(objective: Objective, w0: Any, method: str, *, lr: float | str = "a
     if not isinstance(objective, Objective):
         raise TypeError(f"{type(objective).__name__} is not an Objective (n_params, dtype, value, "
                         "value_grad)")
-    w = np.array(w0, dtype=objective.dtype, copy=True).ravel()
-    if w.shape != (objective.n_params,):
-        raise ConfigError(f"w0 has {w.size} entries, the objective has {objective.n_params} "
-                          "parameters")
-    if not np.all(np.isfinite(w)):
-        raise ConfigError("w0 contains NaN or infinite values; start from a finite point "
-                          "(init=zeros)")
+    w = start_point(objective, w0)
     m = METHODS[method](objective, opts)
     return iterate(m, w, max_iter=m.max_iter(int(max_iter)), tol=opts.tol, budget=time_budget_s,
                    callback=callback, div=float(divergence_factor))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import OptionError
+from pipeline.core.solvers.arrays import copy
 from pipeline.core.solvers.first_order import refuse_line_search, step_too_large_msg
 from pipeline.core.solvers.loop import GRADIENT, Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, Minibatch, Objective
@@ -49,35 +50,38 @@ class AdamRule:
     """Bias-corrected Adam: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², t ← t + 1,
     w ← w − η m̂/(√v̂ + δ) with m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ)."""
 
-    def __init__(self, opts: dict[str, Any]) -> None:
+    def __init__(self, opts: dict[str, Any], xp: Any = np) -> None:
+        self.xp = xp  # the namespace of w and g
         self.b1, self.b2, self.delta = float(opts["beta1"]), float(opts["beta2"]), opts["delta"]
         self.m: FloatArray | None = None
         self.v: FloatArray | None = None
         self.t = 0
 
     def __call__(self, w: FloatArray, g: FloatArray, eta: float) -> None:
-        """One update of w, in place."""
+        """One update of w (of any array namespace), in place."""
+        xp = self.xp
         if self.m is None or self.v is None:
-            self.m, self.v = np.zeros_like(w), np.zeros_like(w)
+            self.m, self.v = xp.zeros_like(w), xp.zeros_like(w)
         self.t += 1
         self.m = self.b1 * self.m + (1.0 - self.b1) * g
         self.v = self.b2 * self.v + (1.0 - self.b2) * (g * g)
         m_hat = self.m / (1.0 - self.b1 ** self.t)
         v_hat = self.v / (1.0 - self.b2 ** self.t)
-        w -= eta * m_hat / (np.sqrt(v_hat) + self.delta)
+        w -= eta * m_hat / (xp.sqrt(v_hat) + self.delta)
 
 
 class AdagradRule:
     """AdaGrad (Duchi et al. 2011): G ← G + g², w ← w − η g/(√G + δ)."""
 
-    def __init__(self, opts: dict[str, Any]) -> None:
+    def __init__(self, opts: dict[str, Any], xp: Any = np) -> None:
+        self.xp = xp  # the namespace of w and g
         self.delta = float(opts["delta"])
         self.G: FloatArray | None = None
 
     def __call__(self, w: FloatArray, g: FloatArray, eta: float) -> None:
-        """One update of w, in place."""
+        """One update of w (of any array namespace), in place."""
         self.G = g * g if self.G is None else self.G + g * g
-        w -= eta * g / (np.sqrt(self.G) + self.delta)
+        w -= eta * g / (self.xp.sqrt(self.G) + self.delta)
 
 
 RULES = {"adam": (AdamRule, ADAM_DEFAULTS), "adagrad": (AdagradRule, ADAGRAD_DEFAULTS)}
@@ -93,14 +97,14 @@ class FullBatch(Method):
         rule, defaults = RULES[name]
         self.opts = {**defaults, **o.sgd}
         check_adaptive_options(self.opts)
-        self.rule = rule(self.opts)
+        self.rule = rule(self.opts, self.xp)
         self.lr = o.lr if o.lr is not None else AUTO_LR[name]
 
     def step(self, w: FloatArray, f: float, g: FloatArray, gn: float, it: int) -> Step | Halt:
         """One adaptive step on ∇f."""
         o = self.opts
         eta = sgd_rate(self.lr, o["schedule"], it, o["tau"], o["step_epochs"], o["step_factor"])
-        w_new = w.copy()
+        w_new = copy(self.xp, w)
         with np.errstate(over="ignore", invalid="ignore"):
             self.rule(w_new, g, eta)
         self.passes += GRADIENT
@@ -119,7 +123,7 @@ class Minibatched(SGD):
         self.name = name
         rule, self.defaults = RULES[name]
         super().__init__(obj, o)
-        self.rule = rule({**self.defaults, **o.sgd})
+        self.rule = rule({**self.defaults, **o.sgd}, self.xp)
 
     def check(self, opts: dict[str, Any]) -> None:
         """Raise a one-line ConfigError naming the first option out of range."""

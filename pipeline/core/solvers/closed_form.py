@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from pipeline.core.errors import ConfigError, worded
+from pipeline.core.solvers.arrays import norm
 from pipeline.core.solvers.loop import GRADIENT, HVP, Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, LeastSquares, Named, Objective
 
@@ -38,7 +37,7 @@ class ClosedForm(Method):
         w_star = self.least_squares.closed_form()
         with self.clock.paused():  # logging only
             f_new, g_new = self.obj.value_grad(w_star)
-        self.gn = float(np.linalg.norm(g_new))
+        self.gn = norm(self.xp, g_new)
         return w_star, f_new, g_new, 1.0
 
     def diverged_message(self, it: int, f: float, f0: float) -> str:

@@ -3,11 +3,14 @@ w ← w − t D⁻¹∇f with D = diag ∇²f(w) (Becker & LeCun 1988's "pseudo-
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from pipeline.core.backend import is_numpy, namespace
 from pipeline.core.errors import NumericalError
+from pipeline.core.solvers.arrays import as_float64, cast_like, diagonal, solver_namespace
 from pipeline.core.solvers.loop import (
     FORWARD,
     GRADIENT,
@@ -24,11 +27,12 @@ from pipeline.core.solvers.protocols import DenseHessian, FloatArray, Margins, O
 
 def hessian_diagonal(obj: Objective, w: FloatArray) -> FloatArray:
     """diag ∇²f(w): (1/n)(X̃∘X̃)ᵀ curvature + λ for a linear model (``Margins``: one pass), else
-    the diagonal of the dense Hessian."""
+    the diagonal of the dense Hessian; float64, in the objective's namespace."""
+    xp = solver_namespace(obj)
     if isinstance(obj, Margins):
-        return np.asarray(obj.hess_operator(w).diagonal(), dtype=np.float64)
+        return as_float64(xp, obj.hess_operator(w).diagonal())
     if isinstance(obj, DenseHessian):
-        return np.diag(np.asarray(obj.hessian(w), dtype=np.float64)).copy()
+        return diagonal(xp, as_float64(xp, obj.hessian(w)))
     raise NumericalError("diag_newton needs the Hessian's diagonal: the objective offers neither "
                          "hess_operator nor hessian; choose another optimizer")
 
@@ -36,9 +40,22 @@ def hessian_diagonal(obj: Objective, w: FloatArray) -> FloatArray:
 def inverse_diagonal(D: FloatArray) -> FloatArray:
     """1/D where D > 0, else 0 (a coordinate without curvature, e.g. an all-zero pixel without a
     penalty, has a zero gradient too and is not moved)."""
+    if not isinstance(D, np.ndarray):
+        xp = namespace(D)
+        pos = D > 0
+        return xp.where(pos, 1.0 / xp.where(pos, D, xp.ones_like(D)), xp.zeros_like(D))
     inv = np.zeros_like(D)
     np.divide(1.0, D, out=inv, where=D > 0)
     return inv
+
+
+def smallest_positive(xp: Any, D: FloatArray) -> float | None:
+    """min {D_i : D_i > 0}, None if there is none."""
+    if is_numpy(xp):
+        pos = D[D > 0]
+        return float(pos.min()) if pos.size else None
+    low = float(xp.min(xp.where(D > 0, D, xp.full_like(D, math.inf))))
+    return low if math.isfinite(low) else None
 
 
 class DiagNewton(Method):
@@ -54,12 +71,11 @@ class DiagNewton(Method):
     def step(self, w: FloatArray, f: float, g: FloatArray, gn: float, it: int) -> Step | Halt:
         """One (backtracked) diagonally preconditioned step."""
         self.passes += HVP  # the diagonal: (X̃∘X̃)ᵀ curvature, one pass
-        D = hessian_diagonal(self.obj, w)
-        pos = D[D > 0]
-        if pos.size:
-            low = float(pos.min())
+        D, xp = hessian_diagonal(self.obj, w), self.xp
+        low = smallest_positive(xp, D)
+        if low is not None:
             self.min_diag = low if self.min_diag is None else min(self.min_diag, low)
-        s = (-inverse_diagonal(D) * np.asarray(g, dtype=np.float64)).astype(w.dtype, copy=False)
+        s = cast_like(xp, -inverse_diagonal(D) * as_float64(xp, g), w)
         t = self.search(self, ray(self.obj, w, s), f, float(g @ s), self.lr, FORWARD)
         if t is None:
             return Halt("stalled", stalled_msg(it, gn))

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.backend import is_numpy, namespace
 from pipeline.core.errors import ConfigError, OptionError, worded
+from pipeline.core.solvers.arrays import all_finite, as_float64, cast_like, norm
 from pipeline.core.solvers.loop import GRADIENT, Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, Objective
 
@@ -48,8 +50,10 @@ def check_lbfgs_options(opts: dict[str, Any], armijo_c: float) -> None:
 
 def two_loop(g: FloatArray, pairs: deque[tuple[FloatArray, FloatArray, float]],
              gamma: float) -> FloatArray:
-    """H g for the L-BFGS matrix H of the pairs (s, y, ρ = 1/sᵀy), oldest first, and H₀ = γI."""
-    q = np.array(g, dtype=np.float64)
+    """H g for the L-BFGS matrix H of the pairs (s, y, ρ = 1/sᵀy), oldest first, and H₀ = γI
+    (float64, g's namespace)."""
+    xp = namespace(g)
+    q = np.array(g, dtype=np.float64) if is_numpy(xp) else xp.astype(g, xp.float64, copy=True)
     alphas = []
     for s, y, rho in reversed(pairs):
         a = rho * float(s @ q)
@@ -193,18 +197,23 @@ class LBFGS(Method):
         if self.pairs:
             return -two_loop(g, self.pairs, self.gamma), 1.0
         t0 = self.first_t if self.first_t is not None else min(1.0, 1.0 / gn)
-        return -np.asarray(g, dtype=np.float64), t0
+        return -as_float64(self.xp, g), t0
 
     def _phi(self, w: FloatArray, d: FloatArray) -> Callable[[float], Trial]:
         """t ↦ the trial at w + t d (f and ∇f: one pass)."""
+        xp = self.xp
+
         def phi(t: float) -> Trial:
             self.passes += GRADIENT
             self.evals += 1
-            w_t = (w + t * d).astype(w.dtype, copy=False)
+            w_t = cast_like(xp, w + t * d, w)
             f, g = self.obj.value_grad(w_t)
             with np.errstate(over="ignore", invalid="ignore"):
-                dphi = float(np.dot(g.astype(np.float64), d))
-            return Trial(t, float(f), g, dphi if np.all(np.isfinite(g)) else math.nan)
+                dphi = (float(np.dot(g.astype(np.float64), d)) if is_numpy(xp)
+                        else float(as_float64(xp, g) @ d))
+            # a non-finite entry of g makes φ' non-finite: only then are the entries read
+            ok = math.isfinite(dphi) or all_finite(xp, g)
+            return Trial(t, float(f), g, dphi if ok else math.nan)
 
         return phi
 
@@ -219,20 +228,21 @@ class LBFGS(Method):
                 self.pairs.clear()
                 self.resets += 1
             d, t0 = self._direction(g, gn)
-            slope = float(np.dot(np.asarray(g, dtype=np.float64), d))
+            slope = (float(np.dot(np.asarray(g, dtype=np.float64), d)) if is_numpy(self.xp)
+                     else float(as_float64(self.xp, g) @ d))
             if not slope < 0:
                 continue
             point, wolfe, trials = strong_wolfe(self._phi(w, d), f, slope, t0, self.c1, self.c2,
                                                 self.max_evals)
             if point is not None and point.g is not None:
                 self.wolfe_misses += not wolfe
-                w_new = (w + point.t * d).astype(w.dtype, copy=False)
+                w_new = cast_like(self.xp, w + point.t * d, w)
                 self._update(w_new - w, point.g - g)
                 return w_new, point.f, point.g, point.t
             finite_seen = finite_seen or any(tr.finite for tr in trials)
             last = trials[-1] if trials else None
             if last is not None and last.g is not None:
-                blown = (w + last.t * d).astype(w.dtype, copy=False), last.f, last.g, last.t
+                blown = cast_like(self.xp, w + last.t * d, w), last.f, last.g, last.t
         if blown is not None and not finite_seen:  # nothing finite along d: the loop diverges
             return blown
         return Halt("stalled", f"Wolfe line search found no decrease at iteration {it} "
@@ -241,8 +251,9 @@ class LBFGS(Method):
 
     def _update(self, s: FloatArray, y: FloatArray) -> None:
         """Keep (s, y) if sᵀy > ``CURVATURE_EPS``·‖s‖‖y‖ (else skip it); γ = sᵀy/yᵀy."""
-        s, y = np.asarray(s, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        sy, ns, ny = float(s @ y), float(np.linalg.norm(s)), float(np.linalg.norm(y))
+        xp = self.xp
+        s, y = as_float64(xp, s), as_float64(xp, y)
+        sy, ns, ny = float(s @ y), norm(xp, s), norm(xp, y)
         if not (math.isfinite(sy) and sy > CURVATURE_EPS * ns * ny):
             self.skipped += 1
             return

@@ -24,11 +24,16 @@ m·(d+1)/(2n)); SGD pays B/n per minibatch of B rows, 1 per epoch; L-BFGS pays 1
 Wolfe line search (f and ∇f there); diagonal Newton pays 1 for diag ∇²f ((X̃∘X̃)ᵀ curvature) and
 1 for the gradient per iteration, ½ per Armijo trial. Evaluations made only for the history
 (SGD's full loss and gradient at a logged point) cost nothing here, as on the clock.
+
+Vectors (w, ∇f, directions) stay in the objective's array namespace (``Method.xp``, see
+``arrays``); f, ‖∇f‖, step sizes and the history are Python floats, and the returned w is of the
+objective's namespace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.core.backend import is_numpy
 from pipeline.core.errors import NumericalError
+from pipeline.core.solvers.arrays import NUMPY, as_float64, norm_if_finite, solver_namespace
 from pipeline.core.solvers.protocols import FloatArray, Gauged, Objective
 
 HISTORY_KEYS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
@@ -142,12 +149,14 @@ class Halt:
 class Method:
     """One optimizer's step rule on ``iterate``: ``start`` evaluates the start point, ``step``
     returns (w_new, f(w_new), ∇f(w_new), step size) or a ``Halt``; ``passes`` counts the work
-    (module docstring); ``clock`` is set by the loop (for logging-only evaluations)."""
+    (module docstring); ``clock`` is set by the loop (for logging-only evaluations); ``xp`` is
+    the objective's array namespace, where every vector of the method lives."""
 
     lr: float | None = None
 
     def __init__(self, obj: Objective, o: MethodOptions) -> None:
         self.obj = obj
+        self.xp = solver_namespace(obj)
         self.passes = 0.0
         self.clock = Clock()
 
@@ -184,11 +193,13 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
     clock = Clock()
     m.clock = clock
     hist = History(clock, callback)
+    xp = getattr(m, "xp", NUMPY)
     f, g = m.start(w)
-    if not finite(f, g):
+    blown, gn = measure(xp, f, g, f, math.inf)
+    if blown:
         raise NumericalError("loss or gradient is non-finite at the start point; check the data "
                              "and w0")
-    f0, gn = f, float(np.linalg.norm(g))
+    f0 = f
     hist.add(0, m.passes, f, gn, 0.0)
     it, status, msg = 0, "max_iter", ""
     while True:
@@ -202,15 +213,12 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
             break
         w_new, f_new, g_new, t = out
         it += 1
-        if blew_up(f_new, g_new, f0, div):
-            with np.errstate(over="ignore"):
-                gn_new = float(np.linalg.norm(g_new)) if np.all(np.isfinite(g_new)) else np.inf
-            hist.add(it, m.passes, f_new, gn_new, t)
+        blown, gn_new = measure(xp, f_new, g_new, f0, div)
+        hist.add(it, m.passes, f_new, gn_new, t)
+        if blown:
             status, msg = "diverged", m.diverged_message(it, f_new, f0)
             break
-        w, f, g = w_new, f_new, g_new
-        gn = float(np.linalg.norm(g))
-        hist.add(it, m.passes, f, gn, t)
+        w, f, g, gn = w_new, f_new, g_new, gn_new
     if status in ("max_iter", "time_budget") and f - f0 > ENDED_ABOVE * max(1.0, abs(f0)):
         status, msg = "diverged", ended_above_msg(it, f, f0)
     status, msg = m.finish(status, msg)
@@ -218,8 +226,22 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
                           history=hist.arrays(), info=m.info())
 
 
+def measure(xp: Any, f: float, g: FloatArray, f0: float, div: float) -> tuple[bool, float]:
+    """(``blew_up``, ‖g‖) — ‖g‖ = inf where g is not finite. numpy: as ``blew_up`` then the
+    norm; other namespaces read ‖g‖ back first and check the entries only where it is not finite."""
+    if is_numpy(xp):
+        if blew_up(f, g, f0, div):
+            with np.errstate(over="ignore"):
+                return True, (float(np.linalg.norm(g)) if np.all(np.isfinite(g)) else np.inf)
+        return False, float(np.linalg.norm(g))
+    gn, ok = norm_if_finite(xp, g)
+    f = float(f)
+    blown = not (ok and math.isfinite(f)) or f - f0 > div * max(1.0, abs(f0))
+    return blown, (gn if ok else math.inf)
+
+
 def finite(f: float, g: FloatArray) -> bool:
-    """f and every entry of g are finite."""
+    """f and every entry of the numpy array g are finite."""
     return bool(np.isfinite(f) and np.all(np.isfinite(g)))
 
 
@@ -237,7 +259,7 @@ def stop_rule(it: int, gn: float, tol: float, max_iter: int, clock: Clock,
 
 
 def blew_up(f: float, g: FloatArray, f0: float, div: float) -> bool:
-    """Divergence: f or ∇f non-finite, or f − f₀ > div · max(1, |f₀|)."""
+    """numpy's divergence test: f or ∇f non-finite, or f − f₀ > div · max(1, |f₀|)."""
     return not finite(f, g) or f - f0 > div * max(1.0, abs(f0))
 
 
@@ -307,11 +329,17 @@ def ray(obj: Objective, w: FloatArray, s: FloatArray) -> Callable[[float], float
 
 
 def gauge(obj: Objective) -> FloatArray:
-    """The exact flat directions of ``obj`` as rows (none: shape (0, p))."""
+    """The exact flat directions of ``obj`` as float64 rows in its namespace (none: shape
+    (0, p))."""
     U = obj.gauge_directions() if isinstance(obj, Gauged) else None
-    if U is None or U.size == 0:
-        return np.zeros((0, obj.n_params))
-    return np.asarray(U, dtype=np.float64)
+    xp = solver_namespace(obj)
+    if is_numpy(xp):
+        if U is None or U.size == 0:
+            return np.zeros((0, obj.n_params))
+        return np.asarray(U, dtype=np.float64)
+    if U is None or U.shape[0] == 0:
+        return xp.zeros((0, obj.n_params), dtype=xp.float64)
+    return as_float64(xp, U)
 
 
 @dataclass(frozen=True)

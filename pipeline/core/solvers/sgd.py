@@ -7,8 +7,11 @@ import math
 from typing import Any
 
 import numpy as np
+from array_api_compat import device
 
+from pipeline.core.backend import is_numpy
 from pipeline.core.errors import ConfigError, NumericalError, OptionError, worded
+from pipeline.core.solvers.arrays import copy
 from pipeline.core.solvers.loop import Halt, Method, MethodOptions, Step
 from pipeline.core.solvers.protocols import FloatArray, Minibatch, Objective
 
@@ -134,12 +137,12 @@ class SGD(Method):
     def step(self, w: FloatArray, f: float, g: FloatArray, gn: float, it: int) -> Step | Halt:
         """The minibatch updates up to the next logged point, and the full f, ∇f there."""
         obj, B = self.obj, self.B
-        w = w.copy()
+        w = copy(self.xp, w)
         eta = self.lr
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(self.per_step):
                 if self.j == 0:
-                    self.perm = self.rng.permutation(self.n)
+                    self.perm = self._permutation(w)
                 rows = self.perm[self.j * B:(self.j + 1) * B]
                 eta = sgd_rate(self.lr, self.schedule, self.t / self.n_batches, self.tau,
                                self.step_epochs, self.step_factor)
@@ -155,12 +158,20 @@ class SGD(Method):
                 f_new, g_new = obj.value_grad(w)
         return w, f_new, g_new, eta
 
+    def _permutation(self, w: FloatArray) -> Any:
+        """This epoch's row order from numpy's generator (the same on every backend), as an
+        index array of w's namespace on w's device (one transfer per epoch)."""
+        perm = self.rng.permutation(self.n)
+        if is_numpy(self.xp):
+            return perm
+        return self.xp.asarray(perm, dtype=self.xp.int64, device=device(w))
+
     def update(self, w: FloatArray, gb: FloatArray, eta: float) -> None:
         """w ← w + v with v ← μv − η g_B (μ = 0: w ← w − η g_B), in place."""
         mu = self.momentum
         if mu:
             if self.v is None:
-                self.v = np.zeros_like(w)
+                self.v = self.xp.zeros_like(w)
             self.v *= mu
             self.v -= eta * gb
             w += self.v
