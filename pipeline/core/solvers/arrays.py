@@ -28,9 +28,10 @@ def solver_namespace(obj: Any) -> Any:
 
 def float_dtype(xp: Any, dtype: Any) -> Any:
     """``dtype`` (a numpy dtype-like or one of ``xp``'s float dtypes) as ``xp``'s dtype."""
-    if dtype in (xp.float32, xp.float64):
+    try:
+        return getattr(xp, np.dtype(dtype).name)
+    except TypeError:  # not numpy's: already a dtype of xp
         return dtype
-    return getattr(xp, np.dtype(dtype).name)
 
 
 def dtype_name(dtype: Any) -> str:

@@ -64,7 +64,7 @@ def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, 
         return minv(v) if callable(minv) else v * minv
 
     z = prec(r)
-    p = z.copy()
+    p = copy(xp, z)
     rz = float(r @ z)
     target = rtol * norm(xp, b)
     for i in range(maxiter):

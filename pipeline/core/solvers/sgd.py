@@ -143,7 +143,7 @@ class SGD(Method):
             for _ in range(self.per_step):
                 if self.j == 0:
                     self.perm = self._permutation(w)
-                rows = self.perm[self.j * B:(self.j + 1) * B]
+                rows = self.perm[self.j * B:min((self.j + 1) * B, self.n)]
                 eta = sgd_rate(self.lr, self.schedule, self.t / self.n_batches, self.tau,
                                self.step_epochs, self.step_factor)
                 self.update(w, obj.batch_grad(w, rows), eta)

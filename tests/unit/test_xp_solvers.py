@@ -1,0 +1,308 @@
+"""Every optimizer on objectives of any array API library: the same path and optimum on
+array_api_strict (and torch on the CPU, where installed) as on numpy, the result in the
+objective's namespace, divergence detected on each.
+
+The objectives below are written only with the array API namespace of their data (``xp``), so a
+numpy-only call anywhere in a solver fails on array_api_strict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import array_api_strict
+import numpy as np
+import pytest
+
+from pipeline.core.backend import namespace, to_numpy
+from pipeline.core.errors import ConfigError
+from pipeline.core.linalg import SingularMatrixError, cholesky_solve
+from pipeline.core.solvers import METHODS, damped_newton_step, minimize
+
+BACKENDS = ["numpy", "array_api_strict", "torch"]
+SEED = 7
+
+
+def _namespace(backend: str) -> Any:
+    if backend == "numpy":
+        return namespace(np.zeros(0))
+    if backend == "array_api_strict":
+        return array_api_strict
+    torch = pytest.importorskip("torch")
+    return namespace(torch.zeros(0))
+
+
+def _asarray(xp: Any, a: np.ndarray) -> Any:
+    if array_api_compat.is_numpy_namespace(xp):
+        return np.array(a)
+    return xp.asarray(np.ascontiguousarray(a), dtype=xp.float64)
+
+
+def _data(n: int = 60, d: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    X = rng.standard_normal((n, d))
+    w_true = rng.standard_normal(d)
+    labels = (X @ w_true + 0.5 * rng.standard_normal(n) > 0).astype(np.float64)
+    targets = X @ w_true + 0.1 * rng.standard_normal(n)
+    return X, labels, targets
+
+
+def _col(xp: Any, v: Any) -> Any:
+    return xp.reshape(v, (-1, 1))
+
+
+class XpLogistic:
+    """f(w) = (1/n) Σ log(1 + e^{z_i}) − y_i z_i + (λ/2)‖w‖², z = Xw, in X's namespace."""
+
+    def __init__(self, X: Any, y: Any, l2: float, xp: Any) -> None:
+        self.X, self.y, self.l2, self.xp = X, y, l2, xp
+        self.n, self.n_params = X.shape
+        self.dtype = np.float64
+
+    def _p(self, z: Any) -> Any:
+        return 1.0 / (1.0 + self.xp.exp(-z))
+
+    def _grad(self, w: Any, X: Any, y: Any, z: Any) -> Any:
+        return self.xp.matmul((self._p(z) - y), X) / X.shape[0] + self.l2 * w
+
+    def value(self, w: Any) -> float:
+        xp, z = self.xp, self.X @ w
+        return float(xp.mean(xp.logaddexp(xp.zeros_like(z), z) - self.y * z)
+                     + 0.5 * self.l2 * (w @ w))
+
+    def value_grad(self, w: Any) -> tuple[float, Any]:
+        return self.value(w), self._grad(w, self.X, self.y, self.X @ w)
+
+    def hvp(self, w: Any, v: Any) -> Any:
+        p = self._p(self.X @ w)
+        return ((p * (1.0 - p) * (self.X @ v)) @ self.X) / self.n + self.l2 * v
+
+    def hessian(self, w: Any) -> Any:
+        xp, p = self.xp, self._p(self.X @ w)
+        H = self.X.T @ (self.X * _col(xp, p * (1.0 - p))) / self.n
+        return H + self.l2 * xp.eye(self.n_params, dtype=xp.float64)
+
+    def lipschitz(self) -> float:
+        return float(self.xp.sum(self.X * self.X)) / (4.0 * self.n) + self.l2
+
+    def strong_convexity(self) -> float:
+        return self.l2
+
+    def lipschitz_max(self) -> float:
+        return float(self.xp.max(self.xp.sum(self.X * self.X, axis=1))) / 4.0 + self.l2
+
+    def batch_grad(self, w: Any, rows: Any) -> Any:
+        Xb = self.xp.take(self.X, rows, axis=0)
+        return self._grad(w, Xb, self.xp.take(self.y, rows), Xb @ w)
+
+
+class _Operator:
+    """v ↦ ∇²f(w)v of a linear model from its curvature, in float32 when asked."""
+
+    def __init__(self, obj: XpLinearLogistic, curv: Any, precision: str | None) -> None:
+        xp = obj.xp
+        self.dt = xp.float32 if precision == "float32" else xp.float64
+        self.X, self.curv = xp.astype(obj.X, self.dt), xp.astype(curv, self.dt)
+        self.obj, self.xp = obj, xp
+
+    def matvec(self, v: Any) -> Any:
+        xp, n = self.xp, self.obj.n
+        Hv = ((self.curv * (self.X @ xp.astype(v, self.dt))) @ self.X) / n
+        return xp.astype(Hv, v.dtype) + self.obj.l2 * v
+
+    def diagonal(self) -> Any:
+        return (self.curv @ (self.X * self.X)) / self.obj.n + self.obj.l2
+
+
+class XpLinearLogistic(XpLogistic):
+    """The same f as a linear model: f and ∇f from the margins Z = Xw, the Hessian an operator."""
+
+    n_rows = 5
+
+    def margins(self, w: Any) -> Any:
+        return self.X @ w
+
+    def value_from_margins(self, w: Any, Z: Any) -> float:
+        xp = self.xp
+        return float(xp.mean(xp.logaddexp(xp.zeros_like(Z), Z) - self.y * Z)
+                     + 0.5 * self.l2 * (w @ w))
+
+    def value_grad_from_margins(self, w: Any, Z: Any) -> tuple[float, Any]:
+        return self.value_from_margins(w, Z), self._grad(w, self.X, self.y, Z)
+
+    def hess_operator(self, w: Any, Z: Any = None, precision: str | None = None) -> _Operator:
+        p = self._p(self.X @ w if Z is None else Z)
+        return _Operator(self, p * (1.0 - p), precision)
+
+
+class XpLeastSquares(XpLogistic):
+    """f(w) = (1/2n)‖Xw − y‖² + (λ/2)‖w‖² (a convex quadratic with a closed form)."""
+
+    def _grad(self, w: Any, X: Any, y: Any, z: Any) -> Any:
+        return ((z - y) @ X) / X.shape[0] + self.l2 * w
+
+    def value(self, w: Any) -> float:
+        r = self.X @ w - self.y
+        return float(0.5 * (r @ r) / self.n + 0.5 * self.l2 * (w @ w))
+
+    def hvp(self, w: Any, v: Any) -> Any:
+        return ((self.X @ v) @ self.X) / self.n + self.l2 * v
+
+    def hessian(self, w: Any) -> Any:
+        xp = self.xp
+        return self.X.T @ self.X / self.n + self.l2 * xp.eye(self.n_params, dtype=xp.float64)
+
+    def lipschitz(self) -> float:
+        return 4.0 * (super().lipschitz() - self.l2) + self.l2
+
+    def lipschitz_max(self) -> float:
+        return 4.0 * (super().lipschitz_max() - self.l2) + self.l2
+
+    def closed_form(self) -> Any:
+        return self.xp.linalg.solve(self.hessian(None), (self.y @ self.X) / self.n)
+
+
+def _objective(kind: str, backend: str, l2: float = 0.1) -> Any:
+    xp = _namespace(backend)
+    X, labels, targets = _data()
+    cls = {"logistic": XpLogistic, "linear_logistic": XpLinearLogistic,
+           "least_squares": XpLeastSquares}[kind]
+    y = targets if kind == "least_squares" else labels
+    return cls(_asarray(xp, X), _asarray(xp, y), l2, xp)
+
+
+# method → (objective, options, whether it reaches tol)
+CASES: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "gd": ("logistic", {"max_iter": 2000}, True),
+    "gd_armijo": ("logistic", {"lr": 5.0, "line_search": True, "max_iter": 2000}, True),
+    "heavy_ball": ("logistic", {"max_iter": 2000}, True),
+    "nesterov": ("logistic", {"restart": "gradient", "max_iter": 2000}, True),
+    "adam": ("logistic", {"lr": 0.05, "max_iter": 300}, False),
+    "adagrad": ("logistic", {"lr": 0.5, "max_iter": 300}, False),
+    "adam_minibatch": ("logistic", {"lr": 0.01, "batch_size": 16, "epochs": 4}, False),
+    "newton": ("logistic", {"max_iter": 50}, True),
+    "diag_newton": ("logistic", {"line_search": True, "max_iter": 2000}, True),
+    "newton_cg": ("logistic", {"max_iter": 50}, True),
+    "newton_cg_linear_auto": ("linear_logistic", {"max_iter": 50}, True),
+    "newton_cg_linear_float64": ("linear_logistic", {"hvp_precision": "float64"}, True),
+    "newton_cg_jacobi": ("linear_logistic", {"preconditioner": "jacobi"}, True),
+    "closed_form": ("least_squares", {}, True),
+    "sgd": ("logistic", {"batch_size": 16, "epochs": 4, "momentum": 0.5}, False),
+    "lbfgs": ("logistic", {"max_iter": 200}, True),
+}
+TOL = 1e-10
+
+
+def _method(case: str) -> str:
+    return next(m for m in sorted(METHODS, key=len, reverse=True) if case.startswith(m))
+
+
+def _run(case: str, backend: str) -> Any:
+    kind, opts, _ = CASES[case]
+    obj = _objective(kind, backend)
+    return minimize(obj, np.zeros(obj.n_params), _method(case), tol=TOL, **opts)
+
+
+def _optimum(kind: str) -> np.ndarray:
+    obj = _objective(kind, "numpy")
+    res = minimize(obj, np.zeros(obj.n_params), "newton", tol=1e-13, max_iter=50)
+    return np.asarray(res.w)
+
+
+# torch sums in another order than numpy: where ‖∇f‖ is tiny an Armijo test compares decreases
+# below f's rounding, so the last steps may differ (its rows are compared above this ‖∇f‖ only)
+ROUNDING_DECIDES = 1e-6
+# Newton-CG's float32 Hessian-vector products (hvp_precision 'auto' on a linear model): torch's
+# float32 sums move the inexact CG solves by ≈ 1e-8 relative, ‖∇f‖ at the end by up to ≈ 1e-5
+FLOAT32_HVP = {"newton_cg_linear_auto", "newton_cg_jacobi"}
+
+
+def _same_history(got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+                  exact: bool = True, rtol: float = 1e-10) -> None:
+    rows = want["iteration"].shape[0]
+    if exact:
+        assert got["iteration"].shape == want["iteration"].shape
+    else:
+        rows = int(np.sum(want["grad_norm"] > ROUNDING_DECIDES))
+        assert got["iteration"].shape[0] >= rows
+    for key in ("loss", "grad_norm", "step_size", "passes"):
+        assert all(isinstance(v, float) for v in got[key].tolist())
+        r = rtol * (1e3 if key == "grad_norm" and rtol > 1e-10 else 1.0)
+        np.testing.assert_allclose(got[key][:rows], want[key][:rows], rtol=r, atol=1e-13,
+                                   err_msg=key)
+
+
+def test_every_method_has_a_case() -> None:
+    assert {_method(c) for c in CASES} == set(METHODS)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_method_follows_the_numpy_path_on_another_namespace(case: str, backend: str) -> None:
+    xp = _namespace(backend)
+    got, want = _run(case, backend), _run(case, "numpy")
+    assert namespace(got.w) is namespace(xp.zeros(1))
+    assert got.w.dtype == xp.float64 and tuple(got.w.shape) == (5,)
+    exact = backend == "array_api_strict"  # numpy underneath: the same sums
+    assert got.status == want.status
+    assert got.n_iter == want.n_iter or not exact
+    _same_history(got.history, want.history, exact,
+                  1e-10 if exact or case not in FLOAT32_HVP else 1e-7)
+    if exact or not CASES[case][2]:
+        np.testing.assert_allclose(to_numpy(got.w), want.w, rtol=0, atol=1e-10)
+    if CASES[case][2]:
+        assert got.status == "converged"
+        np.testing.assert_allclose(to_numpy(got.w), _optimum(CASES[case][0]), rtol=0, atol=1e-8)
+
+
+# method → options with a step far too large for f (L ≈ 5; Adam's and AdaGrad's first step moves
+# every coordinate by ≈ lr, so f jumps past the divergence factor 1e12·f₀ at once)
+DIVERGING: dict[str, dict[str, Any]] = {
+    "gd": {"lr": 1.0e3}, "heavy_ball": {"lr": 1.0e3, "momentum": 0.5},
+    "nesterov": {"lr": 1.0e3}, "adam": {"lr": 1.0e7}, "adagrad": {"lr": 1.0e7},
+    "diag_newton": {"lr": 1.0e3}, "sgd": {"lr": 1.0e3, "batch_size": 16, "epochs": 20},
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", sorted(DIVERGING))
+def test_too_large_a_step_diverges_on_every_namespace(method: str, backend: str) -> None:
+    obj = _objective("least_squares", backend)
+    got = minimize(obj, np.zeros(5), method, max_iter=200, **DIVERGING[method])
+    assert got.status == "diverged"
+    assert bool(namespace(got.w).all(namespace(got.w).isfinite(got.w)))
+    want = minimize(_objective("least_squares", "numpy"), np.zeros(5), method, max_iter=200,
+                    **DIVERGING[method])
+    assert got.n_iter == want.n_iter and got.message == want.message
+    _same_history(got.history, want.history)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_start_point_is_moved_once_and_checked(backend: str) -> None:
+    xp = _namespace(backend)
+    obj = _objective("least_squares", backend)
+    w0 = xp.ones(5, dtype=xp.float64)
+    res = minimize(obj, w0, "gd", max_iter=1)
+    assert namespace(res.w) is namespace(w0)
+    assert float(xp.max(xp.abs(w0 - 1.0))) == 0.0  # the caller's w0 is not touched
+    assert res.history["loss"][0] == pytest.approx(obj.value(w0), rel=1e-15)
+    res = minimize(obj, [0.5] * 5, "gd", max_iter=1)  # a host list goes to the namespace too
+    assert namespace(res.w) is namespace(w0)
+    with pytest.raises(ConfigError, match="w0 has 4 entries, the objective has 5"):
+        minimize(obj, np.zeros(4), "gd")
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        minimize(obj, np.full(5, np.nan), "gd")
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_damped_newton_step_and_cholesky_on_an_indefinite_matrix(backend: str) -> None:
+    xp = _namespace(backend)
+    H = np.array([[2.0, 3.0, 0.0], [3.0, 1.0, 0.5], [0.0, 0.5, 4.0]])  # eigenvalues of both signs
+    g = np.array([1.0, -2.0, 0.5])
+    with pytest.raises(SingularMatrixError):
+        cholesky_solve(_asarray(xp, H), _asarray(xp, g))
+    s, tau = damped_newton_step(_asarray(xp, H), _asarray(xp, g))
+    s_np, tau_np = damped_newton_step(H, g)
+    assert tau == tau_np > 0
+    np.testing.assert_allclose(to_numpy(s), s_np, rtol=1e-12)
+    np.testing.assert_allclose((H + tau * np.eye(3)) @ to_numpy(s), -g, atol=1e-12)
