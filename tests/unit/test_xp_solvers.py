@@ -17,7 +17,7 @@ import pytest
 from pipeline.core.backend import namespace, to_numpy
 from pipeline.core.errors import ConfigError
 from pipeline.core.linalg import SingularMatrixError, cholesky_solve
-from pipeline.core.solvers import METHODS, damped_newton_step, minimize
+from pipeline.core.solvers import METHODS, damped_newton_step, minimize, pcg
 
 BACKENDS = ["numpy", "array_api_strict", "torch"]
 SEED = 7
@@ -306,3 +306,25 @@ def test_damped_newton_step_and_cholesky_on_an_indefinite_matrix(backend: str) -
     assert tau == tau_np > 0
     np.testing.assert_allclose(to_numpy(s), s_np, rtol=1e-12)
     np.testing.assert_allclose((H + tau * np.eye(3)) @ to_numpy(s), -g, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_pcg_solves_and_stops_at_negative_curvature_like_numpy(backend: str,
+                                                               diagonal: bool) -> None:
+    xp = _namespace(backend)
+    rng = np.random.default_rng(SEED)
+    Q = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    b = rng.standard_normal(6)
+    for eigs, negative in ((np.linspace(1.0, 9.0, 6), False), (np.r_[-1.0, 2.0, 3, 4, 5, 6], True)):
+        A = (Q * eigs) @ Q.T
+        minv = 1.0 / np.abs(np.diag(A)) if diagonal else None
+        want = pcg(lambda v, A=A: A @ v, b, 1e-12, 50, minv)
+        A_x = _asarray(xp, A)
+        got = pcg(lambda v, A_x=A_x: A_x @ v, _asarray(xp, b), 1e-12, 50,
+                  None if minv is None else _asarray(xp, minv))
+        assert namespace(got[0]) is namespace(A_x)
+        assert got[1:] == want[1:] and got[2] is negative
+        np.testing.assert_allclose(to_numpy(got[0]), want[0], rtol=1e-10, atol=1e-12)
+        if not negative:
+            np.testing.assert_allclose(A @ to_numpy(got[0]), b, atol=1e-10)

@@ -51,17 +51,26 @@ def check_lbfgs_options(opts: dict[str, Any], armijo_c: float) -> None:
 def two_loop(g: FloatArray, pairs: deque[tuple[FloatArray, FloatArray, float]],
              gamma: float) -> FloatArray:
     """H g for the L-BFGS matrix H of the pairs (s, y, ρ = 1/sᵀy), oldest first, and H₀ = γI
-    (float64, g's namespace)."""
+    (float64, g's namespace; off numpy the inner products stay 0-d arrays on the device)."""
     xp = namespace(g)
-    q = np.array(g, dtype=np.float64) if is_numpy(xp) else xp.astype(g, xp.float64, copy=True)
+    if is_numpy(xp):
+        q = np.array(g, dtype=np.float64)
+
+        def dot(a: FloatArray, b: FloatArray) -> Any:
+            return float(a @ b)
+    else:
+        q = xp.astype(g, xp.float64, copy=True)
+
+        def dot(a: FloatArray, b: FloatArray) -> Any:
+            return a @ b
     alphas = []
     for s, y, rho in reversed(pairs):
-        a = rho * float(s @ q)
+        a = rho * dot(s, q)
         q -= a * y
         alphas.append(a)
     r = gamma * q
     for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
-        r += (a - rho * float(y @ r)) * s
+        r += (a - rho * dot(y, r)) * s
     return r
 
 

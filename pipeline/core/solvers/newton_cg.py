@@ -51,10 +51,12 @@ def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, 
     Returns (x, iterations, negative_curvature_found); at negative curvature on the first
     iteration x is the preconditioned right-hand side (a descent direction when b = −∇f).
 
-    b of any array namespace; x, r, p stay there and two scalars a CG iteration steers by (pᵀAp
-    and, without a preconditioner, rᵀr = ‖r‖², else ‖r‖ and rᵀz) are read back as floats."""
+    b of any array namespace; x, r, p stay there and only the scalars a CG iteration steers by
+    (pᵀAp, ‖r‖, rᵀz) are read back as floats — without a preconditioner off numpy, once per
+    iteration (``plain_cg``)."""
     xp = namespace(b)
-    plain = minv is None and not is_numpy(xp)  # z = r: ‖r‖ = √(rᵀz), one read-back fewer
+    if minv is None and not is_numpy(xp):
+        return plain_cg(matvec, b, rtol, maxiter)
     x = xp.zeros_like(b)
     r = copy(xp, b)
 
@@ -75,19 +77,39 @@ def pcg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float, 
         alpha = rz / pAp
         x += alpha * p
         r -= alpha * Ap
-        if plain:
-            rz_new = float(r @ r)
-            if math.sqrt(rz_new) <= target:
-                return x, i + 1, False
-            z = r
-        else:
-            if norm(xp, r) <= target:
-                return x, i + 1, False
-            z = prec(r)
-            rz_new = float(r @ z)
+        if norm(xp, r) <= target:
+            return x, i + 1, False
+        z = prec(r)
+        rz_new = float(r @ z)
         p *= rz_new / rz
         p += z
         rz = rz_new
+    return x, maxiter, False
+
+
+def plain_cg(matvec: Callable[[FloatArray], FloatArray], b: FloatArray, rtol: float,
+             maxiter: int) -> tuple[FloatArray, int, bool]:
+    """``pcg`` without a preconditioner, one read-back per iteration: α = rᵀr/pᵀAp and the
+    updates x + αp, r − αAp are queued on the device, then pᵀAp and the new rᵀr come back together
+    (negative curvature discards the update)."""
+    xp = namespace(b)
+    x, r, p = xp.zeros_like(b), copy(xp, b), copy(xp, b)
+    rr = float(r @ r)
+    target = rtol * math.sqrt(rr)
+    for i in range(maxiter):
+        Ap = matvec(p)
+        pAp_dev = p @ Ap
+        alpha = rr / pAp_dev
+        x_new, r_new = x + alpha * p, r - alpha * Ap
+        both = xp.stack([pAp_dev, r_new @ r_new])
+        pAp, rr_new = float(both[0]), float(both[1])  # one synchronization
+        if not pAp > 0:
+            return (copy(xp, b) if i == 0 else x), i + 1, True
+        x, r = x_new, r_new
+        if math.sqrt(rr_new) <= target:
+            return x, i + 1, False
+        p = r + (rr_new / rr) * p
+        rr = rr_new
     return x, maxiter, False
 
 

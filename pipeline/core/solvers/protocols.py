@@ -1,5 +1,10 @@
 """What the methods ask of an objective, as structural types: every method needs ``Objective``;
-the others are capabilities a method uses when the objective has them (``isinstance`` checks)."""
+the others are capabilities a method uses when the objective has them (``isinstance`` checks).
+
+An objective may compute with any array API library: its attribute ``xp`` (optional; numpy's
+namespace without it) is the namespace of every array it takes and returns, and an optional
+``device`` is where ``minimize`` puts w0; values f (and L, μ) are Python floats. Index arrays
+given to ``Minibatch.batch_grad`` are integer arrays of that namespace, on that device."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-FloatArray = NDArray[np.floating[Any]]
+FloatArray = NDArray[np.floating[Any]]  # numpy's; an array of the objective's namespace in general
 
 
 @runtime_checkable
