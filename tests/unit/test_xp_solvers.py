@@ -328,3 +328,31 @@ def test_pcg_solves_and_stops_at_negative_curvature_like_numpy(backend: str,
         np.testing.assert_allclose(to_numpy(got[0]), want[0], rtol=1e-10, atol=1e-12)
         if not negative:
             np.testing.assert_allclose(A @ to_numpy(got[0]), b, atol=1e-10)
+
+
+class XpGaugedLeastSquares(XpLeastSquares):
+    """Least squares without penalty on rows that sum to 0: f is flat along u = 1/√p."""
+
+    def gauge_directions(self) -> Any:
+        p = self.n_params
+        return self.xp.ones((1, p), dtype=self.xp.float64) / p ** 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("method", ["newton", "newton_cg"])
+def test_gauge_directions_are_projected_out_on_another_namespace(backend: str,
+                                                                 method: str) -> None:
+    X, _, targets = _data()
+    X = X - X.mean(axis=1, keepdims=True)  # X 1 = 0: the Hessian is singular along 1
+
+    def objective(b: str) -> XpGaugedLeastSquares:
+        xp = _namespace(b)
+        return XpGaugedLeastSquares(_asarray(xp, X), _asarray(xp, targets), 0.0, xp)
+
+    got = minimize(objective(backend), np.zeros(5), method, tol=1e-10, max_iter=20)
+    want = minimize(objective("numpy"), np.zeros(5), method, tol=1e-10, max_iter=20)
+    assert got.status == want.status == "converged"
+    _same_history(got.history, want.history, backend == "array_api_strict")
+    w = to_numpy(got.w)
+    assert abs(w.sum()) < 1e-12  # no step along the flat direction from w0 = 0
+    np.testing.assert_allclose(w, want.w, atol=1e-10)
