@@ -356,3 +356,36 @@ def test_gauge_directions_are_projected_out_on_another_namespace(backend: str,
     w = to_numpy(got.w)
     assert abs(w.sum()) < 1e-12  # no step along the flat direction from w0 = 0
     np.testing.assert_allclose(w, want.w, atol=1e-10)
+
+
+class _BlockOperator(_Operator):
+    """An operator that offers class blocks (here M⁻¹ = I)."""
+
+    def class_block_solver(self, max_rows: int | None = None) -> Any:
+        return lambda v: v
+
+
+class XpBlockLogistic(XpLinearLogistic):
+    """The linear logistic f whose Hessian operator offers a class-block preconditioner."""
+
+    def hess_operator(self, w: Any, Z: Any = None, precision: str | None = None) -> _Operator:
+        p = self._p(self.X @ w if Z is None else Z)
+        return _BlockOperator(self, p * (1.0 - p), precision)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_newton_cg_auto_preconditioner_is_none_off_numpy(backend: str) -> None:
+    rng = np.random.default_rng(SEED)
+    X = rng.standard_normal((200, 12)) * np.logspace(0, 2, 12)  # CG needs > 8 iterations
+    y = (X @ rng.standard_normal(12) > 0).astype(np.float64)
+
+    def run(b: str) -> Any:
+        xp = _namespace(b)
+        obj = XpBlockLogistic(_asarray(xp, X), _asarray(xp, y), 0.1, xp)
+        return minimize(obj, np.zeros(12), "newton_cg", tol=1e-9, max_iter=50,
+                        hvp_precision="float64")
+
+    got, want = run(backend), run("numpy")
+    assert want.info["preconditioner_builds"] >= 1  # numpy: the class blocks, once CG is long
+    assert got.info["preconditioner_builds"] == 0 and got.status == want.status == "converged"
+    np.testing.assert_allclose(to_numpy(got.w), want.w, rtol=0, atol=1e-8)
