@@ -8,7 +8,6 @@ same namespace's arrays (or a Python float).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -81,22 +80,20 @@ def cholesky_solve(H: Any, g: Any) -> Any:
         except sla.LinAlgError as exc:
             raise SingularMatrixError(str(exc)) from None
         return sla.cho_solve(c, g, check_finite=False)
-    try:
-        L = xp.linalg.cholesky(H)
-    except linalg_errors() as exc:
-        raise SingularMatrixError(str(exc)) from None
-    if not bool(xp.all(xp.isfinite(L))):
-        raise SingularMatrixError("matrix is not positive definite")
+    L = cholesky_lower(H)
     y = xp.linalg.solve(L, g)
     return xp.linalg.solve(L.mT if hasattr(L, "mT") else xp.matrix_transpose(L), y)
 
 
-def linalg_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions the loaded array libraries raise for a matrix a factorization cannot take
-    (numpy's LinAlgError, also array_api_strict's; torch's linalg.LinAlgError once torch is
-    imported; cupy returns NaN instead)."""
-    errors: list[type[BaseException]] = [np.linalg.LinAlgError]
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        errors.append(torch.linalg.LinAlgError)
-    return tuple(errors)
+def cholesky_lower(M: Any) -> Any:
+    """The lower Cholesky factor L (M = L Lᵀ) of a symmetric positive definite M;
+    SingularMatrixError if it is not, on every backend (numpy raises LinAlgError, torch a
+    RuntimeError, cupy gives NaN)."""
+    xp = namespace(M)
+    try:
+        L = xp.linalg.cholesky(M)
+    except (ValueError, RuntimeError) as exc:  # numpy's LinAlgError is a ValueError
+        raise SingularMatrixError(str(exc)) from None
+    if not bool(xp.all(xp.isfinite(L))):
+        raise SingularMatrixError("matrix is not positive definite")
+    return L
