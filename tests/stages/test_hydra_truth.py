@@ -29,7 +29,7 @@ def cli(stage_cli: Any) -> Any:
 
 
 @pytest.mark.parametrize("optimizer, want", [
-    ("gd", {"max_iter": 150, "line_search": False}),
+    ("gd", {"max_iter": 100, "line_search": False}),
     ("newton_cg", {"max_iter": 50, "tol": 1.0e-8, "line_search": True}),
 ])
 def test_cfg_job_prints_the_presets_budget(stage_cli: Any, optimizer: str,

@@ -59,7 +59,7 @@ def test_presets_set_the_study_and_budgets_follow_the_optimizer() -> None:
         "default",
         "mnist",
         "softmax",
-        150,
+        100,
     )
     cfg = _budgeted(["experiment=default_softmax", "optimizer=newton_cg"])
     assert (
