@@ -18,6 +18,7 @@ from support.project import TINY, mlflow_runs, paths, prepare_tiny, quiet
 from support.project import TINY_RUN as RUN
 from support.snapshots import one_error_line, snapshot
 
+from pipeline.reporting.gather import gather_dirs
 from pipeline.store.rundir import read_run_record
 
 # the torch run of TINY: the numpy run's name with the backend and device before the overrides
@@ -103,6 +104,9 @@ def test_the_numpy_run_keeps_its_name_and_records_where_it_ran(work: Path, cli: 
     code, _, err = cli("train", *TINY, "study=n", "backend=numpy", "device=cpu", *paths(work))
     assert code == 0, err
     assert sorted(os.listdir(work / "experiments" / "n")) == before == [RUN]
+    row = gather_dirs(work / "experiments", ["n"]).runs.iloc[0]  # what the report reads
+    assert (row["backend"], row["device"], row["versions"]) == ("numpy", "cpu",
+                                                                f"numpy {np.__version__}")
     run = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(
         read_run_record(out / "metrics.json")["mlflow_run_id"])
     tags = run.data.tags
