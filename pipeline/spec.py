@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.config.ids import group_id, prepared_stem
 from pipeline.config.paths import project_path
 from pipeline.config.schemas import ModelConfig, OptimizerConfig, PathsConfig, TrainConfig
+from pipeline.core.backend import Backend
 from pipeline.core.objectives import LinearModelObjective, make_objective
 from pipeline.core.transforms import PENALTY_SPACE, absorbs_bias
 
@@ -29,6 +30,7 @@ __all__ = [
     "RunSpec",
     "SolverOptions",
     "group_id",
+    "backend_suffix",
     "name_suffix",
     "objective_id",
     "prepared_stem",
@@ -41,6 +43,8 @@ _NOT_IN_NAME = (
     "study",
     "progress",
     "fail_on_diverged",
+    "backend",  # named by backend_suffix, not as ,key=value
+    "device",
     "run_dir",
     "paths.",
     "mlflow.",
@@ -217,6 +221,8 @@ class RunSpec:
     progress: bool | None  # null: a bar on a terminal only
     fail_on_diverged: bool
     score_test: bool
+    backend: str  # the array library the fit computes with: numpy | torch | cupy
+    device: str  # where: cpu | cuda | cuda:N
     mlflow: Mapping[str, Any]
     config: Mapping[
         str, Any
@@ -267,6 +273,8 @@ class RunSpec:
             progress=_value(cfg, "progress", TrainConfig),
             fail_on_diverged=bool(_value(cfg, "fail_on_diverged", TrainConfig)),
             score_test=bool(_value(cfg, "score_test", TrainConfig)),
+            backend=str(_value(cfg, "backend", TrainConfig)),
+            device=str(_value(cfg, "device", TrainConfig)),
             mlflow=MappingProxyType(dict(resolved.get("mlflow") or {})),  # type: ignore[union-attr]
             config=MappingProxyType(resolved),  # type: ignore[arg-type]
             config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
@@ -278,10 +286,20 @@ class RunSpec:
 
 
 def run_name(cfg: Any, overrides: Sequence[str] = ()) -> str:
-    """``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` + the override suffix."""
+    """``<data.id>-<preprocess.id>-<model.id>-<optimizer.id>`` + the backend suffix + the override
+    suffix."""
     groups = [cfg.get(g) or {} for g in GROUPS]
     parts = (groups[0].get("id"), *(group_id(g) for g in groups[1:]))
-    return "-".join(str(p) for p in parts) + name_suffix(overrides)
+    backend = (_value(cfg, "backend", TrainConfig), _value(cfg, "device", TrainConfig))
+    return "-".join(str(p) for p in parts) + backend_suffix(*backend) + name_suffix(overrides)
+
+
+def backend_suffix(backend: str, device: str) -> str:
+    """``""`` for numpy on the CPU (the default run keeps its name), else ``-<backend>-<device>``
+    (``cuda:1`` as ``cuda1``), so a run on another library or device never replaces it."""
+    if (str(backend), str(device)) == ("numpy", "cpu"):
+        return ""
+    return f"-{backend}-" + _SAFE.sub("_", str(device).replace(":", ""))
 
 
 def penalty_of(transform: Any) -> np.ndarray | None:
@@ -318,9 +336,14 @@ def objective_id(spec: RunSpec, transform: Any) -> str:
     return "-".join(parts) + ("" if has_bias else "-nobias")
 
 
-def run_objective(model: ModelSpec, dataset: Any, transform: Any) -> LinearModelObjective:
+def run_objective(model: ModelSpec, dataset: Any, transform: Any,
+                  backend: Backend | None = None) -> LinearModelObjective:
     """f(w) = (1/n) Σ ℓ(y_i, z_iᵀW + b) + λ/2 tr(Wᵀ P W) on the prepared training split
-    (P = penalty_of(transform); b only where ``fits_intercept``)."""
+    (P = penalty_of(transform); b only where ``fits_intercept``), computed with the library of
+    the split's arrays (P moved to ``backend``'s device when given)."""
+    penalty = penalty_of(transform)
+    if penalty is not None and backend is not None and backend.name != "numpy":
+        penalty = backend.asarray(penalty)
     return make_objective(
         model.name,
         dataset.X_train,
@@ -331,5 +354,5 @@ def run_objective(model: ModelSpec, dataset: Any, transform: Any) -> LinearModel
         ),
         n_classes=dataset.n_classes if model.name == "softmax" else None,
         dtype=np.dtype(model.dtype),
-        penalty=penalty_of(transform),
+        penalty=penalty,
     )

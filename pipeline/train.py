@@ -11,6 +11,7 @@ its MLflow run is FAILED, and the command exits 2 with one line (``fail_on_diver
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pipeline.cli.entry import stage
 from pipeline.cli.progress import IterationBar, show_progress
 from pipeline.config.checks import config_keys, validate_train_config
 from pipeline.config.schemas import TrainConfig
+from pipeline.core.backend import Backend, load_backend, to_numpy
 from pipeline.core.errors import NumericalError
 from pipeline.core.solvers import check_method_options
 from pipeline.spec import RunSpec
@@ -34,9 +36,9 @@ from pipeline.tracking.sweep import JobContext, record_trial, swept_keys_from_en
 PROG = "train"
 
 
-def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    """Share of correct class predictions, mean(ŷ = y)."""
-    return float(np.mean(np.asarray(pred) == np.asarray(y)))
+def accuracy(pred: Any, y: Any) -> float:
+    """Share of correct class predictions, mean(ŷ = y) (arrays of any backend)."""
+    return float(np.mean(to_numpy(pred) == to_numpy(y)))
 
 
 @config_keys()
@@ -47,34 +49,42 @@ def train(
     names); returns the metrics dict (raises CurvlabError)."""
     ctx = ctx or JobContext()
     # the study's budget for this optimizer (the command line wins)
-    validate_train_config(cfg)
+    backend = validate_train_config(cfg)
     spec = RunSpec.from_config(cfg, ctx.overrides)
     check_method_options(spec.solver.method, spec.solver.method_options(spec.seed))
-    return train_spec(spec, ctx, run_dir(spec) if out_dir is None else out_dir)
+    return train_spec(spec, ctx, run_dir(spec) if out_dir is None else out_dir, backend)
 
 
-def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
-    """Fit the run ``spec`` names, save it in ``out_dir`` and track it; returns its metrics."""
+def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path,
+               backend: Backend | None = None) -> dict[str, Any]:
+    """Fit the run ``spec`` names on its backend (``spec.backend`` on ``spec.device``, loaded
+    when not given), save it in ``out_dir`` and track it; returns its metrics."""
     from pipeline.spec import objective_id, run_objective
 
+    backend = backend or load_backend(spec.backend, spec.device)
     dataset, transform, facts, prep_path = load_prepared_for(spec)
     check_model_fits_data(spec.model.name, dataset.task, spec.data_id)
-    objective = run_objective(spec.model, dataset, transform)
+    dataset = on_backend(backend, dataset)  # the data moved once; numpy: as it is
+    objective = run_objective(spec.model, dataset, transform, backend)
     # the report pairs the run with the reference f* of this id
     obj_id = objective_id(spec, transform)
     rng = np.random.default_rng(spec.seed)
     w0 = objective.init(spec.solver.init, float(spec.solver.init_scale), rng)
+    w0 = backend.asarray(to_numpy(w0))  # the start drawn on the host: the same on every backend
     # before an MLflow run exists: a read-only folder is one error, no FAILED run
     check_writable(out_dir)
-    tracker, run_id, prep_sha = start_tracking(spec, ctx, out_dir, prep_path, facts, obj_id)
+    tracker, run_id, prep_sha = start_tracking(spec, ctx, out_dir, (prep_path, facts, obj_id),
+                                               backend)
     try:
         if tracker is not None:
             log_inputs(tracker, run_id, spec, (prep_path, prep_sha), facts)
         fit_ms, t0 = int(time.time() * 1000), time.perf_counter()
         result = fit(spec, objective, w0, out_dir.name)
+        backend.sync()  # the device's queued work is part of the fit's time
         seconds = time.perf_counter() - t0
-        val = (facts["X_val"], facts["y_val"]) if "X_val" in facts else None
+        val = on_backend_val(backend, facts)
         metrics = summarize(spec, objective, dataset, result, seconds, run_id, val, obj_id)
+        metrics |= backend_record(backend)
         with folder_lock(out_dir, PROG):  # an evaluate of the old weights finishes first
             save_run(out_dir, spec, objective, result, metrics)
         if tracker is not None:  # inside the try: a logging failure ends it FAILED
@@ -96,7 +106,34 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def fit(spec: RunSpec, objective: Any, w0: np.ndarray, desc: str) -> Any:
+def on_backend(backend: Backend, dataset: Any) -> Any:
+    """The data set with its train and test arrays on the backend's device (one host → device
+    copy each); for numpy the data set itself."""
+    if backend.name == "numpy":
+        return dataset
+    moved = {k: backend.asarray(getattr(dataset, k))
+             for k in ("X_train", "y_train", "X_test", "y_test")}
+    return dataclasses.replace(dataset, **moved)
+
+
+def on_backend_val(backend: Backend, facts: dict[str, Any]) -> tuple[Any, Any] | None:
+    """The validation split (X_val, y_val) of the prepared facts on the backend's device, or
+    None when the data has none."""
+    if "X_val" not in facts:
+        return None
+    if backend.name == "numpy":
+        return facts["X_val"], facts["y_val"]
+    return backend.asarray(facts["X_val"]), backend.asarray(facts["y_val"])
+
+
+def backend_record(backend: Backend) -> dict[str, Any]:
+    """What a run records of where it computed: the backend, the device's name, the libraries'
+    versions."""
+    return {"backend": backend.name, "device": backend.device_name,
+            "versions": dict(backend.versions)}
+
+
+def fit(spec: RunSpec, objective: Any, w0: Any, desc: str) -> Any:
     """minimize(objective) from w0 with the run's solver options, behind a progress bar."""
     from pipeline.core.solvers import minimize
 
@@ -105,14 +142,17 @@ def fit(spec: RunSpec, objective: Any, w0: np.ndarray, desc: str) -> Any:
         return minimize(objective, w0, o.method, callback=cb, **o.minimize_kwargs(spec.seed))
 
 
-def start_tracking(spec: RunSpec, ctx: JobContext, out_dir: Path, prep_path: Path,
-                   facts: dict[str, Any], obj_id: str) -> tuple[Any, Any, str]:
-    """(tracker, run id, SHA-256 of the prepared file) of the run's new MLflow run; Nones with
-    tracking off."""
+def start_tracking(spec: RunSpec, ctx: JobContext, out_dir: Path,
+                   inputs: tuple[Path, dict[str, Any], str],
+                   backend: Backend) -> tuple[Any, Any, str]:
+    """(tracker, run id, SHA-256 of the prepared file) of the run's new MLflow run (``inputs``:
+    the prepared file, its facts, the objective id; tags: the backend, device, versions); Nones
+    with tracking off."""
     from pipeline.tracking.mlflow import Tracker, git_commit
 
     if not spec.mlflow.get("enabled", True):
         return None, None, ""
+    prep_path, facts, obj_id = inputs
     tracker = Tracker(dict(spec.mlflow))
     prep_sha = file_sha256(prep_path)
     tags = {"curvlab.kind": "train", "curvlab.overrides": " ".join(ctx.overrides),
@@ -122,8 +162,16 @@ def start_tracking(spec: RunSpec, ctx: JobContext, out_dir: Path, prep_path: Pat
     tags.update(
         {f"curvlab.data_sha256.{k}": str(v) for k, v in (facts.get("sha256") or {}).items()}
     )
+    tags.update(backend_tags(backend))
     name = trial_name(out_dir.name, swept_keys_from_env()) if ctx.multirun else out_dir.name
     return tracker, tracker.start_run(spec.study, name, tags, ctx.parent_run_id), prep_sha
+
+
+def backend_tags(backend: Backend) -> dict[str, str]:
+    """The MLflow tags of where a run computed: ``curvlab.backend``, ``curvlab.device``,
+    ``curvlab.version.<library>``."""
+    tags = {"curvlab.backend": backend.name, "curvlab.device": backend.device_name}
+    return tags | {f"curvlab.version.{k}": str(v) for k, v in backend.versions.items()}
 
 
 def log_inputs(tracker: Any, run_id: str, spec: RunSpec, prepared: tuple[Path, str],
@@ -176,14 +224,15 @@ def summary_line(out_dir: Path, metrics: dict[str, Any]) -> str:
 
 
 def summarize(spec: RunSpec, objective: Any, dataset: Any, result: Any, seconds: float,
-              run_id: str | None, val: tuple[np.ndarray, np.ndarray] | None = None,
+              run_id: str | None, val: tuple[Any, Any] | None = None,
               objective_name: str | None = None) -> dict[str, Any]:
     """The metrics.json fields of docs/architecture.md (val_* from the validation split, if any;
-    ``objective`` = ``pipeline.spec.objective_id`` of the run)."""
+    ``objective`` = ``pipeline.spec.objective_id`` of the run). The data, the objective and
+    ``result.w`` are on the run's backend; every value returned is a Python scalar."""
     has_val = val is not None
     X_val, y_val = val if val is not None else (None, None)
     score_test = spec.score_test
-    w = np.asarray(result.w)
+    w = result.w
     with np.errstate(all="ignore"):  # loss and gradient of exactly the saved w (a diverged run's
         f_w, g_w = objective.value_grad(w)  # history ends with the step that blew up, not w)
     finite = np.isfinite(np.asarray(result.history["loss"], dtype=np.float64))
@@ -209,7 +258,7 @@ def summarize(spec: RunSpec, objective: Any, dataset: Any, result: Any, seconds:
         if "cg_iterations" in result.info
         else None,
         "train_loss": float(f_w),
-        "grad_norm": float(np.linalg.norm(g_w)),
+        "grad_norm": float(np.linalg.norm(to_numpy(g_w))),
         "train_time_s": float(seconds),
         "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train)
         if classify
@@ -232,14 +281,16 @@ def summarize(spec: RunSpec, objective: Any, dataset: Any, result: Any, seconds:
 def save_run(
     out_dir: Path, spec: RunSpec, objective: Any, result: Any, metrics: dict[str, Any]
 ) -> None:
-    """The run folder (``pipeline.store.rundir.write_run``) of a finished fit; never NaN weights."""
-    w = np.asarray(result.w)
+    """The run folder (``pipeline.store.rundir.write_run``) of a finished fit, as host numpy
+    arrays whatever the backend; never NaN weights."""
+    w = to_numpy(result.w)
     if not np.all(np.isfinite(w)):  # the optimizer contract says never; do not save NaN weights
         raise NumericalError(f"optimizer returned non-finite weights for {out_dir.name}; nothing "
                              "saved")
-    coef, intercept = objective.unpack(w)
+    coef, intercept = objective.unpack(result.w)
     write_run(out_dir, spec.config_yaml, result.history,
-              {"w": w, "coef": np.asarray(coef), "intercept": np.asarray(intercept)}, metrics)
+              {"w": w, "coef": np.asarray(to_numpy(coef)),
+               "intercept": np.asarray(to_numpy(intercept))}, metrics)
 
 
 def job(cfg: DictConfig, ctx: JobContext) -> float | None:

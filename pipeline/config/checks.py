@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.errors import ConfigError, OptionNames
+
+if TYPE_CHECKING:
+    from pipeline.core.backend import Backend
 
 # the config group each numerical-core component takes its options from
 CORE_GROUPS = {"solver": "optimizer", "objective": "model", "transform": "preprocess",
@@ -23,9 +26,10 @@ def _invalid(key: str, value: Any, want: str) -> ConfigError:
                        "command line")
 
 
-def validate_train_config(cfg: Any) -> None:
+def validate_train_config(cfg: Any) -> Backend:
     """Range and consistency checks Hydra's type checks cannot do; raises a one-line ConfigError.
-    The names allowed are the core's registries: models, dtypes, starting points, methods."""
+    The names allowed are the core's registries: models, dtypes, starting points, methods.
+    Returns the run's backend (``check_backend``)."""
     check_boundary(cfg)
     m, o = cfg.model, cfg.optimizer
     _check_model(m)
@@ -40,6 +44,16 @@ def validate_train_config(cfg: Any) -> None:
         raise _invalid("preprocess.eps", eps, "the eigenvalue floor must be >= 0")
     if cfg.seed < 0:
         raise _invalid("seed", cfg.seed, "must be >= 0")
+    return check_backend(cfg)
+
+
+def check_backend(cfg: Any) -> Backend:
+    """The library and device of ``backend`` and ``device`` (``pipeline.core.backend``): a
+    one-line ConfigError naming the key and what to install when the library is missing, the
+    device does not exist or numpy is asked for a GPU."""
+    from pipeline.core.backend import load_backend
+
+    return load_backend(str(cfg.get("backend", "numpy")), str(cfg.get("device", "cpu")))
 
 
 def _check_model(m: Any) -> None:

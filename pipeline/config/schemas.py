@@ -189,6 +189,8 @@ class TrainConfig(AppBase):
     score_test: bool = True
     # a metrics.json key the job returns to a sweeper (Optuna), e.g. val_accuracy
     sweep_metric: str | None = None
+    backend: str = "numpy"  # the array library the fit computes with: numpy | torch | cupy
+    device: str = "cpu"  # where it computes: cpu | cuda | cuda:N (numpy: cpu only)
 
 
 @dataclass

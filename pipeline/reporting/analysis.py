@@ -241,6 +241,13 @@ def reach(sub: pd.DataFrame, f_star: float, tol: float, stochastic: bool = False
     )
 
 
+def run_device(run: Any) -> str:
+    """The device a run's seconds were measured on: its record's ``device`` (``cpu``,
+    ``cuda:0 (NVIDIA H200)``); a run recorded without one ran on the CPU (numpy)."""
+    device = run.get("device")
+    return device if isinstance(device, str) and device else "cpu"
+
+
 def speed_table(runs: RunSet, refs: dict[str, Reference],
                 tols: Sequence[float] = (1.0e-4, 1.0e-8)) -> pd.DataFrame:
     """Per run with a certified f*: iterations, passes and seconds to each relative suboptimality —
@@ -271,6 +278,7 @@ def speed_table(runs: RunSet, refs: dict[str, Reference],
             "passes": r.get("passes"),
             "cg_iterations": r.get("cg_iterations"),
             "train_time_s": r["train_time_s"],
+            "device": run_device(r),
             "test_accuracy": r.get("test_accuracy"),
             "f_star": ref.f_star,
             "final_rel_subopt": float(sub["rel_subopt"].iloc[-1]),
@@ -341,6 +349,7 @@ def headline_table(speed: pd.DataFrame, study: str, tols: Sequence[float]) -> pd
         "iterations",
         "passes",
         "train_time_s",
+        *(["device"] if "device" in sel else []),
     ]
     for tol in tols:
         t = tol_key(tol)

@@ -130,6 +130,8 @@ def _row_from_dir(run_dir: Path, run_id: str) -> dict[str, Any]:
     metrics = _read_json(run_dir / "metrics.json", read_run_record)
     row: dict[str, Any] = {k: metrics.get(k) for k in METRIC_KEYS}
     row.update({k: v for k, v in metrics.items() if k not in row})
+    if isinstance(row.get("versions"), dict):  # one table cell: "numpy 2.1.3, torch 2.5.1"
+        row["versions"] = ", ".join(f"{k} {v}" for k, v in row["versions"].items())
     eval_path = run_dir / "evaluation.json"
     row["evaluated"] = eval_path.exists()
     if eval_path.exists():

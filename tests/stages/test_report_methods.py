@@ -254,3 +254,42 @@ def test_the_default_report_config_includes_claim7() -> None:
     opts = ReportOptions()
     assert "claim7" in REPORT_SECTIONS and "claim7" in opts.sections
     assert opts.trained_studies.adam == ["claim7_adam", "claim7_adam_quadratic"]
+
+
+def test_seconds_from_two_devices_are_never_in_one_column_unnamed(tmp_path: Path) -> None:
+    _reference(tmp_path / "reference")
+    runs = _runs("s", {"gd": {"lr": "auto"}, "newton": {"lr": 1.0}})
+    one = build_context(tmp_path / "one", _cfg(tmp_path), runs)  # records without a device: cpu
+    (s,) = speed.section(one)
+    (tab,) = [b for b in s.blocks if b.kind == "table"]
+    assert "device" not in tab.columns and tab.columns["seconds_to_1e-08"] == "s to 1e-8"
+    assert "device" not in pd.read_csv(tmp_path / "one" / tab.path).columns  # the CSV as before
+    runs.runs["device"] = ["cpu", "cuda:0 (NVIDIA H200)"]  # the same study on two devices
+    two = build_context(tmp_path / "two", _cfg(tmp_path), runs)
+    (s,) = speed.section(two)
+    (tab,) = [b for b in s.blocks if b.kind == "table"]
+    keys = list(tab.columns)
+    assert keys.index("device") < keys.index("seconds_to_1e-04")  # beside the seconds
+    assert tab.columns["seconds_to_1e-08"] == "s to 1e-8 on the run's device"
+    assert dict(zip(tab.table["optimizer"], tab.table["device"], strict=True)) == {
+        "gd": "cpu", "newton": "cuda:0 (NVIDIA H200)"}
+    csv = pd.read_csv(tmp_path / "two" / tab.path)
+    assert sorted(csv["device"]) == ["cpu", "cuda:0 (NVIDIA H200)"]
+    page = to_html("t", "", [s])
+    assert "device (of the seconds)" in page and "NVIDIA H200" in page
+
+
+def test_the_headline_table_names_the_device_of_a_study_run_on_two(tmp_path: Path) -> None:
+    from pipeline.reporting.sections import headline
+
+    _reference(tmp_path / "reference")
+    runs = _runs("s", {"gd": {"lr": "auto"}, "newton": {"lr": 1.0}})
+    runs.runs["device"] = ["cpu", "cpu"]
+    ctx = build_context(tmp_path / "one", _cfg(tmp_path, headline_study="s"), runs)
+    (tab,) = [b for b in headline.section(ctx)[0].blocks if b.kind == "table"]
+    assert "device" not in tab.columns and "device" not in pd.read_csv(tmp_path / "one" / tab.path)
+    runs.runs["device"] = ["cpu", "cuda:0 (NVIDIA H200)"]
+    ctx = build_context(tmp_path / "two", _cfg(tmp_path, headline_study="s"), runs)
+    (tab,) = [b for b in headline.section(ctx)[0].blocks if b.kind == "table"]
+    assert tab.columns["seconds_to_1e-04"] == "s to 1e-4 on the run's device"
+    assert set(tab.table["device"]) == {"cpu", "cuda:0 (NVIDIA H200)"}

@@ -168,3 +168,26 @@ def test_run_names_carry_swept_values_but_not_groups_or_locations() -> None:
     assert run_dir(RunSpec.from_config(cfg)).parts[-3:] == (
         "experiments", "scratch", "synth-kappa100-whiten-linear-gd_armijo")
     assert name_suffix(["data.n_samples=a/b c"]) == ",data.n_samples=a_b_c"
+
+
+def test_a_run_off_numpy_cpu_is_named_for_its_backend_and_device() -> None:
+    from pipeline.spec import backend_suffix
+
+    groups = ["data=synthetic_regression", "model=linear", "optimizer=gd"]
+    base = run_name(compose_app("train", groups), ["optimizer.lr=0.1"])
+    assert base == "synth-kappa100-none-linear-gd,optimizer.lr=0.1"
+    # numpy on the CPU, named or not: the default run's folder, unchanged
+    named = ["backend=numpy", "device=cpu"]
+    assert run_name(compose_app("train", groups + named), [*named, "optimizer.lr=0.1"]) == base
+    for backend, device, suffix in (("torch", "cpu", "-torch-cpu"),
+                                    ("torch", "cuda", "-torch-cuda"),
+                                    ("cupy", "cuda:1", "-cupy-cuda1")):
+        over = [f"backend={backend}", f"device={device}"]
+        cfg = compose_app("train", groups + over)
+        name = run_name(cfg, [*over, "optimizer.lr=0.1"])
+        assert name == f"synth-kappa100-none-linear-gd{suffix},optimizer.lr=0.1"
+        assert backend_suffix(backend, device) == suffix
+        spec = RunSpec.from_config(cfg, over)
+        assert (spec.backend, spec.device, spec.run_name) == (backend, device, name[:-17])
+    spec = RunSpec.from_config(compose_app("train", groups))
+    assert (spec.backend, spec.device) == ("numpy", "cpu")

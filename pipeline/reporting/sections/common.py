@@ -57,6 +57,17 @@ def speed_display(df: pd.DataFrame, tols: Sequence[float],
     return out
 
 
+def devices_in(table: pd.DataFrame) -> int:
+    """How many devices the seconds of a speed table were measured on (its ``device`` column)."""
+    return int(table["device"].nunique()) if "device" in table else 1
+
+
+def one_device_as_before(table: pd.DataFrame) -> pd.DataFrame:
+    """A speed table's CSV: without the ``device`` column when every run used one device (the
+    file as it was before runs recorded a device), with it when seconds of several devices mix."""
+    return table if devices_in(table) > 1 else table.drop(columns="device", errors="ignore")
+
+
 def run_cell(ctx: Context, run_id: str) -> Cell:
     """A run as a table cell: its short label, the full id as tooltip, a link to its MLflow page."""
     if ctx.runs is None or run_id not in ctx.runs.runs.index:

@@ -8,6 +8,8 @@ from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
 from pipeline.reporting.render import Section
 from pipeline.reporting.sections.common import (
+    devices_in,
+    one_device_as_before,
     speed_display,
     tol_text,
     with_percent,
@@ -43,14 +45,19 @@ def factors(ctx: Context) -> pd.DataFrame:
     return analysis.coordinates_factors(ctx.speed, str(ctx.rep["headline_study"]), ctx.tols[-1])
 
 
-def columns(ctx: Context) -> dict[str, str]:
-    """Headline column → header."""
+def columns(ctx: Context, devices: int = 1) -> dict[str, str]:
+    """Headline column → header; with runs from more than one device (``devices``), the device
+    beside the seconds."""
     cols = {"run_id": "run", "status": "status", "iterations": "iters run"}
+    mixed = devices > 1
+    if mixed:
+        cols["device"] = "device (of the seconds)"
     for tol in ctx.tols:
         t = analysis.tol_key(tol)
         cols |= {f"iters_to_{t}": f"iters to {tol_text(tol)}",
                  f"passes_to_{t}": f"passes to {tol_text(tol)}",
-                 f"seconds_to_{t}": f"s to {tol_text(tol)}"}
+                 f"seconds_to_{t}": f"s to {tol_text(tol)}"
+                 + (" on the run's device" if mixed else "")}
     return cols | {"test_accuracy": "test acc"}
 
 
@@ -73,11 +80,11 @@ def section(ctx: Context) -> list[Section]:
     if tab.empty:
         s.note(f"No runs of study {study!r} with a converged reference optimum; run `dvc repro`.")
         return [s]
-    rel = ctx.save_table(tab, "headline")
+    rel = ctx.save_table(one_device_as_before(tab), "headline")
     for (data, model), grp in tab.groupby(["data", "model"], sort=True):
         s.table(shown(ctx, grp), rel, f"{model} regression on {data}: " + " ".join(CAPTION.split())
                 if data == tab["data"].iloc[0] else f"{model} regression on {data}",
-                columns(ctx))
+                columns(ctx, devices_in(tab)))
     last = ctx.tols[-1]
     t_last = analysis.tol_key(last)
     second = tab[tab["optimizer"].isin(SECOND_ORDER)]

@@ -9,7 +9,13 @@ from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
 from pipeline.reporting.convergence import add_problem_figures, problems
 from pipeline.reporting.render import Cell, Section
-from pipeline.reporting.sections.common import speed_display, tol_text, with_run_cells
+from pipeline.reporting.sections.common import (
+    devices_in,
+    one_device_as_before,
+    speed_display,
+    tol_text,
+    with_run_cells,
+)
 
 KEY = "convergence"
 NEEDS = "trained"
@@ -47,13 +53,18 @@ def theory_cells(ctx: Context, speed: pd.DataFrame) -> list[Cell]:
     return out
 
 
-def columns(ctx: Context, present: set[str]) -> dict[str, str]:
-    """Speed-table column → header: the fixed ones, then every optional column present."""
+def columns(ctx: Context, present: set[str], devices: int = 1) -> dict[str, str]:
+    """Speed-table column → header: the fixed ones, then every optional column present; with
+    runs from more than one device (``devices``), the device beside the seconds."""
     cols = {"run_id": "run", "status": "status", "iterations": "iterations"}
+    mixed = devices > 1
+    if mixed:
+        cols["device"] = "device (of the seconds)"
     for tol in ctx.tols:
         t = analysis.tol_key(tol)
         cols[f"projected_iters_to_{t}"] = f"iters to {tol_text(tol)}"
-        cols[f"seconds_to_{t}"] = f"s to {tol_text(tol)}"
+        cols[f"seconds_to_{t}"] = f"s to {tol_text(tol)}" + (" on the run's device" if mixed
+                                                             else "")
     cols |= {"kappa": "κ of ∇²f(w*)", "kappa_gd": "κ for GD = 1/(εμ)",
              "rate_measured": "rate measured", "rate_predicted": "1 − 1/κ",
              "rate_check": "theory check"}
@@ -76,7 +87,8 @@ def section(ctx: Context) -> list[Section]:
     if speed.empty:
         s.note("No run has a converged reference optimum yet: no speed table (run `dvc repro`).")
         return [s]
-    rel = ctx.save_table(speed, "speed")
+    devices = devices_in(speed)
+    rel = ctx.save_table(one_device_as_before(speed), "speed")
     shown_tab = with_run_cells(ctx, speed_display(speed, ctx.tols,
                                                   kinds=("projected_iters", "seconds")))
     if "rate_theory" in speed:
@@ -84,7 +96,7 @@ def section(ctx: Context) -> list[Section]:
     s.table(shown_tab, rel, "Speed: iterations and seconds to relative suboptimality "
             "(f − f*)/|f*| ≤ tol (≈ = projected at the run's measured rate; – = not reached; the "
             "CSV has passes too, and a reached/projected column per tolerance)",
-            columns(ctx, set(speed.columns)))
+            columns(ctx, set(speed.columns), devices))
     dis = speed[speed["rate_check"].str.startswith("DISAGREES")]
     if len(dis):
         s.note(f"{len(dis)} GD run(s) DISAGREE with the bound f − f* ≤ (1 − 1/κ)ᵏ(f₀ − f*): "
