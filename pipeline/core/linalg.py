@@ -85,3 +85,17 @@ def cholesky_solve(H: Any, g: Any) -> Any:
         raise SingularMatrixError("matrix is not positive definite")
     y = xp.linalg.solve(L, g)
     return xp.linalg.solve(L.mT if hasattr(L, "mT") else xp.matrix_transpose(L), y)
+
+
+def cholesky_lower(M: Any) -> Any:
+    """The lower Cholesky factor L (M = L Lᵀ) of a symmetric positive definite M;
+    SingularMatrixError if it is not, on every backend (numpy raises LinAlgError, torch a
+    RuntimeError, cupy gives NaN)."""
+    xp = namespace(M)
+    try:
+        L = xp.linalg.cholesky(M)
+    except (ValueError, RuntimeError) as exc:  # numpy's LinAlgError is a ValueError
+        raise SingularMatrixError(str(exc)) from None
+    if not bool(xp.all(xp.isfinite(L))):
+        raise SingularMatrixError("matrix is not positive definite")
+    return L
