@@ -161,7 +161,75 @@ class Objective:
         return a if is_numpy(self.xp) else self.xp.asarray(a, device=self._device)
 
 
-class LinearModelObjective(Objective):
+class _Smoothness:
+    """Smoothness constants of a LinearModelObjective: L = sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) + λ
+    (a bound valid everywhere), λ_max(∇²f(w)) by Lanczos, and the worst single example's L_i."""
+
+    def input_second_moment_max(self) -> float:
+        """λ_max((1/n) X̃ᵀX̃), the largest eigenvalue of the (augmented) input second-moment
+        matrix."""
+        if self._lam_max_cov is None:
+            k = self._X.shape[1] + int(self.fit_intercept)
+            if k <= 2000:
+                Xt = _cast(self._Xtilde_full(), np.float64)
+                C = Xt.T @ Xt / self.n
+                self._lam_max_cov = largest_eigenvalue(C)
+            else:
+                self._lam_max_cov = top_eigenvalue(_second_moment_mv(self), k, like=self._like())
+        return self._lam_max_cov
+
+    def _like(self) -> Any:
+        """An array of the objective's backend for top_eigenvalue (None for numpy)."""
+        return None if is_numpy(self.xp) else self._X
+
+    def bound_matrix_max(self) -> float:
+        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact
+        for b = 1)."""
+        rows = self._scatter_rows()
+        b, lam = self.curvature_bound, self.l2
+        # dense: features without data (inactive, e.g. null directions kept by
+        if self.n_rows <= 2000:
+            # ridge whitening) have zero Gram rows, but λP still couples them to the others
+            Xt = _cast(self._Xtilde_full(), np.float64)
+            if is_numpy(self.xp):
+                M = np.zeros((self.n_rows, self.n_rows))
+                M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
+            else:
+                M = self._scatter(b * (Xt.T @ Xt) / self.n, (0, 1))
+            M[: self.d, : self.d] += lam * self.P  # type: ignore[operator]
+            return largest_eigenvalue(M)
+        return top_eigenvalue(_bound_mv(self), self.n_rows, like=self._like())
+
+    def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
+        """Smoothness constant L of ∇f.
+
+        ``'bound'`` (valid everywhere, what GD with lr = 1/L needs): sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) +
+        λ
+        with sup‖ℓ''‖ = 1 (linear), ¼ (logistic), ½ (softmax), 0.077 (logistic with MSE);
+        ``'lanczos'``: λ_max(∇²f(w)) at w (default 0) by Lanczos on Hessian-vector products.
+        """
+        if method == "bound":
+            if self.P is None or not self.l2:
+                return self.curvature_bound * self.input_second_moment_max() + self.l2
+            return self.bound_matrix_max()
+        if method == "lanczos":
+            w = (self._from_host(np.zeros(self.n_params, dtype=self.dtype)) if w is None
+                 else self._check_w(w))
+            op = self.hess_operator(w)
+            return top_eigenvalue(op.matvec, self.n_params, self.dtype,
+                                  like=None if is_numpy(self.xp) else w)
+        raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
+
+    def lipschitz_max(self) -> float:
+        """max_i L_i = sup‖ℓ''‖ · max_i ‖x̃_i‖² + λ, the worst smoothness of one example's loss."""
+        if is_numpy(self.xp):
+            top = float(np.einsum("ij,ij->i", self._X, self._X, dtype=np.float64).max())
+        else:
+            top = float(self.xp.max(self.xp.sum(self._X * self._X, axis=1, dtype=self.xp.float64)))
+        return self.curvature_bound * (top + float(self.fit_intercept)) + self.l2
+
+
+class LinearModelObjective(_Smoothness, Objective):
     """Mean loss of a linear model on (X, y) plus λ/2 ‖W‖² (bias not penalized).
 
     Subclasses define the per-example loss on the linear predictor Z (n, c):
@@ -371,14 +439,6 @@ class LinearModelObjective(Objective):
         g = self._backward(dZ, 1.0 / rows.shape[0], X=Xb)
         return self._add_penalty(g, w)
 
-    def lipschitz_max(self) -> float:
-        """max_i L_i = sup‖ℓ''‖ · max_i ‖x̃_i‖² + λ, the worst smoothness of one example's loss."""
-        if is_numpy(self.xp):
-            top = float(np.einsum("ij,ij->i", self._X, self._X, dtype=np.float64).max())
-        else:
-            top = float(self.xp.max(self.xp.sum(self._X * self._X, axis=1, dtype=self.xp.float64)))
-        return self.curvature_bound * (top + float(self.fit_intercept)) + self.l2
-
     def value(self, w: ArrayLike) -> float:
         """f(w) = (1/n) Σ ℓ(y_i, z_i) + λ/2 ‖W‖²."""
         w = self._check_w(w)
@@ -488,62 +548,6 @@ class LinearModelObjective(Objective):
 
     def _diag_curv(self, curv: FloatArray) -> FloatArray:
         return curv
-
-    # ----- smoothness -------------------------------------------------------------------------
-    def input_second_moment_max(self) -> float:
-        """λ_max((1/n) X̃ᵀX̃), the largest eigenvalue of the (augmented) input second-moment
-        matrix."""
-        if self._lam_max_cov is None:
-            k = self._X.shape[1] + int(self.fit_intercept)
-            if k <= 2000:
-                Xt = _cast(self._Xtilde_full(), np.float64)
-                C = Xt.T @ Xt / self.n
-                self._lam_max_cov = largest_eigenvalue(C)
-            else:
-                self._lam_max_cov = top_eigenvalue(_second_moment_mv(self), k, like=self._like())
-        return self._lam_max_cov
-
-    def _like(self) -> Any:
-        """An array of the objective's backend for top_eigenvalue (None for numpy)."""
-        return None if is_numpy(self.xp) else self._X
-
-    def bound_matrix_max(self) -> float:
-        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact
-        for b = 1)."""
-        rows = self._scatter_rows()
-        b, lam = self.curvature_bound, self.l2
-        # dense: features without data (inactive, e.g. null directions kept by
-        if self.n_rows <= 2000:
-            # ridge whitening) have zero Gram rows, but λP still couples them to the others
-            Xt = _cast(self._Xtilde_full(), np.float64)
-            if is_numpy(self.xp):
-                M = np.zeros((self.n_rows, self.n_rows))
-                M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
-            else:
-                M = self._scatter(b * (Xt.T @ Xt) / self.n, (0, 1))
-            M[: self.d, : self.d] += lam * self.P  # type: ignore[operator]
-            return largest_eigenvalue(M)
-        return top_eigenvalue(_bound_mv(self), self.n_rows, like=self._like())
-
-    def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
-        """Smoothness constant L of ∇f.
-
-        ``'bound'`` (valid everywhere, what GD with lr = 1/L needs): sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) +
-        λ
-        with sup‖ℓ''‖ = 1 (linear), ¼ (logistic), ½ (softmax), 0.077 (logistic with MSE);
-        ``'lanczos'``: λ_max(∇²f(w)) at w (default 0) by Lanczos on Hessian-vector products.
-        """
-        if method == "bound":
-            if self.P is None or not self.l2:
-                return self.curvature_bound * self.input_second_moment_max() + self.l2
-            return self.bound_matrix_max()
-        if method == "lanczos":
-            w = (self._from_host(np.zeros(self.n_params, dtype=self.dtype)) if w is None
-                 else self._check_w(w))
-            op = self.hess_operator(w)
-            return top_eigenvalue(op.matvec, self.n_params, self.dtype,
-                                  like=None if is_numpy(self.xp) else w)
-        raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
 
     # ----- initialization and prediction ------------------------------------------------------
     def init(self, kind: str = "zeros", scale: float = 1.0,
