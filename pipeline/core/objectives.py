@@ -1270,7 +1270,7 @@ def _matvec_xp(op: HessianOperator, v: Any) -> Any:
         U = U + b
     R = o._curv_apply(op.curv, U)
     bias = xp.sum(R, axis=0, dtype=xp.float64) if b is not None else None
-    out = _cast(o._place(op.X.T @ R, bias, 1.0 / o.n), o.dtype)
+    out = xp.astype(o._place(op.X.T @ R, bias, 1.0 / o.n), _xdtype(xp, o.dtype))
     if o.l2:
         out = o._add_top(out, o._penalty_grad(o._check_w(v, "v")))
     return out
