@@ -18,6 +18,11 @@ scikit-learn's ``sklearn/linear_model/_linear_loss.py`` (one object: loss, gradi
 Features that are zero in every training example (MNIST's border pixels) are dropped from the
 matrix products; their weights only see the penalty, which the code adds exactly, so the results
 are identical to the products with the full matrix, only cheaper.
+
+Arrays of any array-API library work: the objective computes in the namespace of X (``self.xp``,
+``pipeline.core.backend.namespace``) on X's device; values are Python floats, every returned array
+is of that namespace. numpy keeps its own calls (scipy's expit, LAPACK, the row-blocked products),
+so its results do not depend on this.
 """
 
 from __future__ import annotations
@@ -25,16 +30,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import linalg as sla
 from scipy import sparse
 from scipy.linalg import lapack
-from scipy.sparse import linalg as spla
 from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
+from pipeline.core.backend import is_numpy, namespace, to_numpy
 from pipeline.core.errors import ConfigError, DataError, NumericalError, OptionError, worded
+from pipeline.core.linalg import (  # largest_eigenvalue, top_eigenvalue: re-exported here
+    SingularMatrixError,
+    cholesky_lower,
+    largest_eigenvalue,
+    top_eigenvalue,
+)
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
@@ -50,6 +62,7 @@ _S_CRIT = ((15.0 - np.sqrt(33.0)) / 24.0, (15.0 + np.sqrt(33.0)) / 24.0)
 MSE_LOGISTIC_CURVATURE = float(max(abs(s * s * (1 - s) * (2 - 3 * s)) for s in _S_CRIT))
 
 FloatArray = NDArray[np.floating[Any]]
+NUMPY_XP = namespace(np.zeros(0))  # numpy's array API namespace (array-api-compat's wrapper)
 
 
 def _as_dtype(dtype: Any) -> type[np.floating[Any]]:
@@ -66,12 +79,20 @@ def _as_dtype(dtype: Any) -> type[np.floating[Any]]:
 
 def logsumexp_rows(Z: FloatArray) -> FloatArray:
     """Row-wise log Σ_k exp(z_k), stable: m + log Σ exp(z − m) with m = max_k z_k."""
+    if not isinstance(Z, np.ndarray):
+        xp = namespace(Z)
+        m = xp.max(Z, axis=1, keepdims=True)
+        return (m + xp.log(xp.sum(xp.exp(Z - m), axis=1, keepdims=True)))[:, 0]
     m = Z.max(axis=1, keepdims=True)
     return (m + np.log(np.exp(Z - m).sum(axis=1, keepdims=True)))[:, 0]
 
 
 def softmax_rows(Z: FloatArray) -> FloatArray:
     """Row-wise softmax p_k = exp(z_k − lse(z)), stable for logits of any magnitude."""
+    if not isinstance(Z, np.ndarray):
+        xp = namespace(Z)
+        E = xp.exp(Z - xp.max(Z, axis=1, keepdims=True))
+        return E / xp.sum(E, axis=1, keepdims=True)
     E = np.exp(Z - Z.max(axis=1, keepdims=True))
     E /= E.sum(axis=1, keepdims=True)
     return E
@@ -82,11 +103,14 @@ class Objective:
 
     Subclasses implement ``value_grad`` and ``hessian`` (or ``hvp``); the rest has defaults.
     ``gauge_directions()`` lists exact flat directions (zero curvature, gradient orthogonal to
-    them), which Newton's method must leave alone.
+    them), which Newton's method must leave alone. ``xp`` is the array namespace it computes in
+    (numpy's by default): its arrays are of that namespace, its values Python floats.
     """
 
     n_params: int
     dtype: type[np.floating[Any]] = np.float64
+    xp: Any = NUMPY_XP
+    _device: Any = None  # the device of the objective's arrays (None: the namespace's default)
 
     def value(self, w: ArrayLike) -> float:
         """f(w)."""
@@ -102,7 +126,9 @@ class Objective:
 
     def hvp(self, w: ArrayLike, v: ArrayLike) -> FloatArray:
         """∇²f(w) v (default: from the dense Hessian)."""
-        return self.hessian(w) @ np.asarray(v, dtype=self.dtype)
+        if is_numpy(self.xp):
+            return self.hessian(w) @ np.asarray(v, dtype=self.dtype)
+        return self.hessian(w) @ self._check_w(v, "v")
 
     def hessian(self, w: ArrayLike) -> FloatArray:
         """The dense Hessian ∇²f(w), shape (p, p)."""
@@ -110,49 +136,100 @@ class Objective:
 
     def gauge_directions(self) -> FloatArray:
         """Orthonormal rows spanning directions along which f is exactly constant (shape (k, p))."""
-        return np.zeros((0, self.n_params), dtype=self.dtype)
+        return self._from_host(np.zeros((0, self.n_params), dtype=self.dtype))
 
     def lipschitz(self, w: ArrayLike | None = None, method: str = "lanczos") -> float:
         """Smoothness constant L ≥ λ_max(∇²f); default: Lanczos on HVPs at w (a local value)."""
-        w = np.zeros(self.n_params, dtype=self.dtype) if w is None else w
-        return top_eigenvalue(lambda v: self.hvp(w, v), self.n_params, self.dtype)
+        w = self._from_host(np.zeros(self.n_params, dtype=self.dtype)) if w is None else w
+        like = None if is_numpy(self.xp) else self._check_w(w)
+        return top_eigenvalue(lambda v: self.hvp(w, v), self.n_params, self.dtype, like=like)
 
     def _check_w(self, w: ArrayLike, name: str = "w") -> FloatArray:
-        arr = np.asarray(w, dtype=self.dtype)
-        if arr.shape != (self.n_params,):
+        if is_numpy(self.xp):
+            arr = np.asarray(w, dtype=self.dtype)
+        else:
+            arr = self.xp.asarray(w, dtype=_xdtype(self.xp, self.dtype), device=self._device)
+        if tuple(arr.shape) != (self.n_params,):
             raise ConfigError(
-                f"{name} has shape {arr.shape}, expected ({self.n_params},) = the flat parameter "
-                "vector; use objective.init(...) to build one"
+                f"{name} has shape {tuple(arr.shape)}, expected ({self.n_params},) = the flat "
+                "parameter vector; use objective.init(...) to build one"
             )
         return arr
 
-
-def largest_eigenvalue(M: FloatArray) -> float:
-    """λ_max of a dense symmetric matrix (LAPACK's subset solver, the full spectrum where it fails:
-    some builds' dsyevr stops with an internal error on clustered spectra such as M ≈ I)."""
-    k = M.shape[0]
-    try:
-        return float(sla.eigvalsh(M, subset_by_index=[k - 1, k - 1])[0])
-    except np.linalg.LinAlgError:
-        return float(np.linalg.eigvalsh(M)[-1])
+    def _from_host(self, a: NDArray[Any]) -> Any:
+        """A host numpy array as an array of this objective's namespace, on its device."""
+        return a if is_numpy(self.xp) else self.xp.asarray(a, device=self._device)
 
 
-def top_eigenvalue(matvec: Callable[[FloatArray], FloatArray], p: int, dtype: Any = np.float64,
-                   tol: float = 1.0e-6) -> float:
-    """Largest algebraic eigenvalue of a symmetric operator by Lanczos (scipy eigsh on a
-    LinearOperator)."""
-    dt = np.dtype(dtype)
-    if p <= 2:
-        M = np.column_stack([matvec(e) for e in np.eye(p, dtype=dt)])
-        return float(np.linalg.eigvalsh(0.5 * (M + M.T))[-1])
-    op = spla.LinearOperator((p, p), matvec=lambda v: matvec(np.asarray(v, dtype=dt).ravel()),
-                             dtype=dt)
-    v0 = np.full(p, 1.0 / np.sqrt(p), dtype=dt)
-    vals = spla.eigsh(op, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
-    return float(vals[-1])
+class _Smoothness:
+    """Smoothness constants of a LinearModelObjective: L = sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) + λ
+    (a bound valid everywhere), λ_max(∇²f(w)) by Lanczos, and the worst single example's L_i."""
+
+    def input_second_moment_max(self) -> float:
+        """λ_max((1/n) X̃ᵀX̃), the largest eigenvalue of the (augmented) input second-moment
+        matrix."""
+        if self._lam_max_cov is None:
+            k = self._X.shape[1] + int(self.fit_intercept)
+            if k <= 2000:
+                Xt = _cast(self._Xtilde_full(), np.float64)
+                C = Xt.T @ Xt / self.n
+                self._lam_max_cov = largest_eigenvalue(C)
+            else:
+                self._lam_max_cov = top_eigenvalue(_second_moment_mv(self), k, like=self._like())
+        return self._lam_max_cov
+
+    def _like(self) -> Any:
+        """An array of the objective's backend for top_eigenvalue (None for numpy)."""
+        return None if is_numpy(self.xp) else self._X
+
+    def bound_matrix_max(self) -> float:
+        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact
+        for b = 1)."""
+        rows = self._scatter_rows()
+        b, lam = self.curvature_bound, self.l2
+        # dense: features without data (inactive, e.g. null directions kept by
+        if self.n_rows <= 2000:
+            # ridge whitening) have zero Gram rows, but λP still couples them to the others
+            Xt = _cast(self._Xtilde_full(), np.float64)
+            if is_numpy(self.xp):
+                M = np.zeros((self.n_rows, self.n_rows))
+                M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
+            else:
+                M = self._scatter(b * (Xt.T @ Xt) / self.n, (0, 1))
+            M[: self.d, : self.d] += lam * self.P  # type: ignore[operator]
+            return largest_eigenvalue(M)
+        return top_eigenvalue(_bound_mv(self), self.n_rows, like=self._like())
+
+    def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
+        """Smoothness constant L of ∇f.
+
+        ``'bound'`` (valid everywhere, what GD with lr = 1/L needs): sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) +
+        λ
+        with sup‖ℓ''‖ = 1 (linear), ¼ (logistic), ½ (softmax), 0.077 (logistic with MSE);
+        ``'lanczos'``: λ_max(∇²f(w)) at w (default 0) by Lanczos on Hessian-vector products.
+        """
+        if method == "bound":
+            if self.P is None or not self.l2:
+                return self.curvature_bound * self.input_second_moment_max() + self.l2
+            return self.bound_matrix_max()
+        if method == "lanczos":
+            w = (self._from_host(np.zeros(self.n_params, dtype=self.dtype)) if w is None
+                 else self._check_w(w))
+            op = self.hess_operator(w)
+            return top_eigenvalue(op.matvec, self.n_params, self.dtype,
+                                  like=None if is_numpy(self.xp) else w)
+        raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
+
+    def lipschitz_max(self) -> float:
+        """max_i L_i = sup‖ℓ''‖ · max_i ‖x̃_i‖² + λ, the worst smoothness of one example's loss."""
+        if is_numpy(self.xp):
+            top = float(np.einsum("ij,ij->i", self._X, self._X, dtype=np.float64).max())
+        else:
+            top = float(self.xp.max(self.xp.sum(self._X * self._X, axis=1, dtype=self.xp.float64)))
+        return self.curvature_bound * (top + float(self.fit_intercept)) + self.l2
 
 
-class LinearModelObjective(Objective):
+class LinearModelObjective(_Smoothness, Objective):
     """Mean loss of a linear model on (X, y) plus λ/2 ‖W‖² (bias not penalized).
 
     Subclasses define the per-example loss on the linear predictor Z (n, c):
@@ -168,25 +245,40 @@ class LinearModelObjective(Objective):
                  penalty: ArrayLike | None = None) -> None:
         self.dtype = _as_dtype(dtype)
         X = _check_X(X)
+        self.xp, self._device = namespace(X), array_api_compat.device(X)
         self.n, self.d = X.shape
         self.l2 = _check_l2(l2)
-        self.P = _check_penalty(penalty, self.d)  # (d, d) or None = identity
+        self.P = _check_penalty(penalty, self.d, self.xp, self._device)  # (d, d) or None = I
         self._P_null: FloatArray | None = None
-        self._P_diag = None if self.P is None else np.ascontiguousarray(np.diag(self.P))
+        self._P_diag = None if self.P is None else _diagonal(self.P)
         self.fit_intercept = bool(fit_intercept)
         self.c = self._n_outputs(n_classes)
         self.y = self._prepare_y(y, self.n)
-        active = np.flatnonzero(X.any(axis=0))
+        active = _active_columns(X)  # host int array
         self._all_active = active.size == self.d
         self._active = active
-        self._X = (np.ascontiguousarray(X, dtype=self.dtype) if self._all_active
-                   else _take_columns(X, active, self.dtype))
+        if not self._all_active:
+            self._X = _take_columns(X, active, self.dtype)
+        elif is_numpy(self.xp):
+            self._X = np.ascontiguousarray(X, dtype=self.dtype)
+        else:
+            self._X = self.xp.astype(X, _xdtype(self.xp, self.dtype), copy=False)
         self._X32: FloatArray | None = None
         self._X32sq: FloatArray | None = None
         self._Xsq: FloatArray | None = None
         self.n_rows = self.d + int(self.fit_intercept)  # rows of the coefficient matrix [W; bᵀ]
         self.n_params = self.n_rows * self.c
         self._lam_max_cov: float | None = None
+        # non-numpy: index arrays on the device (the active features; each row of [W; bᵀ]'s
+        # position in [W_active; bᵀ], or the zero row past its end) for gathers instead of scatters
+        self._xactive = self._gather = None
+        if not is_numpy(self.xp):
+            self._xactive = self._from_host(active)
+            self._gather = self._from_host(_gather_index(self._scatter_rows(), self.n_rows))
+
+    def _as_input(self, a: ArrayLike) -> Any:
+        """``a`` (labels, targets) as an array of the objective's namespace, on its device."""
+        return np.asarray(a) if is_numpy(self.xp) else self.xp.asarray(a, device=self._device)
 
     # ----- hooks per model --------------------------------------------------------------------
     def _n_outputs(self, n_classes: int | None) -> int:
@@ -211,6 +303,10 @@ class LinearModelObjective(Objective):
     def unpack(self, w: ArrayLike) -> tuple[FloatArray, FloatArray | float]:
         """Split the flat w into (W, b): W (d, c) for softmax, (d,) otherwise; b = 0 without
         intercept."""
+        if not is_numpy(self.xp):
+            M = self.xp.reshape(self._check_w(w), (self.n_rows, self.c))
+            b = M[self.d, :] if self.fit_intercept else self.xp.zeros_like(M[0, :])
+            return (M[: self.d, 0], float(b[0])) if self.c == 1 else (M[: self.d, :], b)
         M = self._check_w(w).reshape(self.n_rows, self.c)
         W, b = M[: self.d], (M[self.d] if self.fit_intercept else np.zeros(self.c, self.dtype))
         if self.c == 1:
@@ -219,6 +315,8 @@ class LinearModelObjective(Objective):
 
     def pack(self, W: ArrayLike, b: ArrayLike | float = 0.0) -> FloatArray:
         """Inverse of unpack: the flat parameter vector of (W, b)."""
+        if not is_numpy(self.xp):
+            return _pack_xp(self, W, b)
         W = np.asarray(W, dtype=self.dtype).reshape(self.d, self.c)
         if not self.fit_intercept:
             return W.ravel().copy()
@@ -227,6 +325,10 @@ class LinearModelObjective(Objective):
 
     def _coef(self, w: FloatArray) -> tuple[FloatArray, FloatArray | None]:
         """(W restricted to the active features, b or None) as views into w."""
+        if not is_numpy(self.xp):
+            M = self.xp.reshape(w, (self.n_rows, self.c))
+            W = M[: self.d, :] if self._all_active else self.xp.take(M, self._xactive, axis=0)
+            return W, (M[self.d, :] if self.fit_intercept else None)
         M = w.reshape(self.n_rows, self.c)
         W = M[: self.d]
         if not self._all_active:
@@ -245,12 +347,17 @@ class LinearModelObjective(Objective):
     def _backward(self, R: FloatArray, scale: float, X: FloatArray | None = None) -> FloatArray:
         """The flat vector scale · X̃ᵀ R (zero rows for the inactive features)."""
         X = self._X if X is None else X
+        if not is_numpy(self.xp):
+            bias = self.xp.sum(R, axis=0, dtype=self.xp.float64) if self.fit_intercept else None
+            return self._place(X.T @ R, bias, scale)
         return self._place(
             X.T @ R, R.sum(axis=0, dtype=np.float64) if self.fit_intercept else None, scale
         )
 
     def _place(self, G: FloatArray, bias: FloatArray | None, scale: float) -> FloatArray:
         """scale · [G; bias] as a flat parameter vector (zero rows for the inactive features)."""
+        if not is_numpy(self.xp):
+            return _place_xp(self, G, bias, scale)
         out = np.zeros((self.n_rows, self.c), dtype=G.dtype)
         G *= scale
         if self._all_active:
@@ -263,16 +370,33 @@ class LinearModelObjective(Objective):
 
     def _penalty_grad(self, w: FloatArray) -> FloatArray:
         """λ P W (λ W when P = I) as a (d, c) array."""
+        if not is_numpy(self.xp):
+            W = self.xp.reshape(w, (self.n_rows, self.c))[: self.d, :]
+            return self.l2 * W if self.P is None else self.l2 * (self.P @ _cast(W, np.float64))
         W = np.asarray(w).reshape(self.n_rows, self.c)[: self.d]
         return self.l2 * W if self.P is None else self.l2 * (self.P @ W.astype(np.float64))
 
-    def _add_penalty(self, g: FloatArray, w: FloatArray) -> None:
+    def _add_penalty(self, g: FloatArray, w: FloatArray) -> FloatArray:
+        """g + λ [P W; 0] (in place for numpy)."""
         if self.l2:
-            g.reshape(self.n_rows, self.c)[: self.d] += self._penalty_grad(w)
+            return self._add_top(g, self._penalty_grad(w))
+        return g
+
+    def _add_top(self, g: FloatArray, top: FloatArray) -> FloatArray:
+        """g + [top; 0] for a flat g and a (d, c) block ``top`` (in place for numpy)."""
+        if is_numpy(self.xp):
+            g.reshape(self.n_rows, self.c)[: self.d] += top
+            return g
+        xp = self.xp
+        M = xp.reshape(g, (self.n_rows, self.c))
+        head = xp.astype(M[: self.d, :] + top, M.dtype)
+        return xp.reshape(xp.concat([head, M[self.d:, :]], axis=0), (-1,))
 
     def _penalty(self, w: FloatArray) -> float:
         if not self.l2:
             return 0.0
+        if not is_numpy(self.xp):
+            return _penalty_xp(self, w)
         W = w.reshape(self.n_rows, self.c)[: self.d]
         if self.P is None:
             return 0.5 * self.l2 * float(np.dot(W.ravel(), W.ravel()))
@@ -281,6 +405,9 @@ class LinearModelObjective(Objective):
 
     def penalty_matrix(self) -> FloatArray:
         """The (d, d) matrix P of the penalty λ/2 tr(Wᵀ P W) (I when none was given)."""
+        if not is_numpy(self.xp):
+            eye = self.xp.eye(self.d, dtype=self.xp.float64, device=self._device)
+            return eye if self.P is None else self.xp.asarray(self.P, copy=True)
         return np.eye(self.d) if self.P is None else self.P.copy()
 
     # ----- objective --------------------------------------------------------------------------
@@ -293,26 +420,24 @@ class LinearModelObjective(Objective):
         0]."""
         loss, dZ = self._loss_dz(Z)
         g = self._backward(dZ, 1.0 / self.n)
-        self._add_penalty(g, w)
+        g = self._add_penalty(g, w)
         return loss / self.n + self._penalty(w), g
 
     def batch_grad(self, w: FloatArray, rows: NDArray[np.intp]) -> FloatArray:
         """Minibatch gradient ∇f_B(w) = (1/|B|) X̃_Bᵀ ∂ℓ/∂Z_B + λ[W; 0] over the examples
         ``rows``."""
         W, b = self._coef(w)
-        Xb = self._X[rows]
+        if is_numpy(self.xp):
+            Xb, yb = self._X[rows], self.y[rows]
+        else:
+            idx = self.xp.asarray(rows, device=self._device)
+            Xb, yb = self.xp.take(self._X, idx, axis=0), self.xp.take(self.y, idx, axis=0)
         Z = Xb @ W
         if b is not None:
             Z += b
-        _, dZ = self._loss_dz(Z, self.y[rows])
+        _, dZ = self._loss_dz(Z, yb)
         g = self._backward(dZ, 1.0 / rows.shape[0], X=Xb)
-        self._add_penalty(g, w)
-        return g
-
-    def lipschitz_max(self) -> float:
-        """max_i L_i = sup‖ℓ''‖ · max_i ‖x̃_i‖² + λ, the worst smoothness of one example's loss."""
-        sq = np.einsum("ij,ij->i", self._X, self._X, dtype=np.float64)
-        return self.curvature_bound * (float(sq.max()) + float(self.fit_intercept)) + self.l2
+        return self._add_penalty(g, w)
 
     def value(self, w: ArrayLike) -> float:
         """f(w) = (1/n) Σ ℓ(y_i, z_i) + λ/2 ‖W‖²."""
@@ -337,8 +462,8 @@ class LinearModelObjective(Objective):
         curv = self._curvature(Z)
         if low:
             if self._X32 is None:
-                self._X32 = self._X.astype(np.float32)
-            return HessianOperator(self, curv.astype(np.float32), self._X32, np.float32)
+                self._X32 = _cast(self._X, np.float32)
+            return HessianOperator(self, _cast(curv, np.float32), self._X32, np.float32)
         return HessianOperator(self, curv, self._X, self.dtype)
 
     def hvp(self, w: ArrayLike, v: ArrayLike) -> FloatArray:
@@ -357,7 +482,9 @@ class LinearModelObjective(Objective):
         H = self._dense_hessian(curv)
         if self.l2:
             k = self.d * self.c
-            if self.P is None:
+            if not is_numpy(self.xp):
+                H[:k, :k] += _penalty_block_xp(self)
+            elif self.P is None:
                 idx = np.arange(k)
                 H[idx, idx] += self.l2
             else:
@@ -366,6 +493,11 @@ class LinearModelObjective(Objective):
 
     def _Xtilde_full(self) -> FloatArray:
         """[X_active, 1] in the storage dtype (for dense Hessians of small problems)."""
+        if not is_numpy(self.xp):
+            if not self.fit_intercept:
+                return self._X
+            ones = self.xp.ones((self.n, 1), dtype=self._X.dtype, device=self._device)
+            return self.xp.concat([self._X, ones], axis=1)
         cols = [self._X] + ([np.ones((self.n, 1), self.dtype)] if self.fit_intercept else [])
         return np.hstack(cols) if len(cols) > 1 else self._X
 
@@ -378,98 +510,44 @@ class LinearModelObjective(Objective):
     def _dense_hessian(self, curv: FloatArray) -> FloatArray:
         Xt = self._Xtilde_full()
         Hs = Xt.T @ (curv[:, :1] * Xt) / self.n
+        if not is_numpy(self.xp):
+            return self._scatter(Hs, (0, 1))
         H = np.zeros((self.n_rows, self.n_rows), dtype=self.dtype)
         r = self._scatter_rows()
         H[np.ix_(r, r)] = Hs
         return H
 
+    def _scatter(self, A: FloatArray, axes: tuple[int, ...]) -> FloatArray:
+        """Non-numpy: A's rows of [W_active; bᵀ] along ``axes`` placed at their rows of [W; bᵀ]
+        (zeros at the inactive features), by a gather from A padded with one zero slice."""
+        if self._all_active:
+            return A
+        for axis in axes:
+            A = _scatter_axis(self.xp, A, self._gather, axis)
+        return A
+
     def diag_hessian(self, curv: FloatArray, low_precision: bool = False) -> FloatArray:
         """diag ∇²f (the Jacobi preconditioner): (1/n) (X̃∘X̃)ᵀ diag-curvature + λ."""
         if low_precision and self.dtype == np.float64:
             if self._X32sq is None:
-                X32 = self._X32 if self._X32 is not None else self._X.astype(np.float32)
+                X32 = self._X32 if self._X32 is not None else _cast(self._X, np.float32)
                 self._X32sq = X32 * X32
             Xsq = self._X32sq
-            dc = self._diag_curv(curv).astype(np.float32)
+            dc = _cast(self._diag_curv(curv), np.float32)
         else:
             if self._Xsq is None:
                 self._Xsq = self._X * self._X
             Xsq, dc = self._Xsq, self._diag_curv(curv)
-        dg = self._backward(dc, 1.0 / self.n, X=Xsq).astype(np.float64)
+        dg = _cast(self._backward(dc, 1.0 / self.n, X=Xsq), np.float64)
         pdiag = 1.0 if self._P_diag is None else self._P_diag[:, None]
-        dg.reshape(self.n_rows, self.c)[: self.d] += self.l2 * pdiag
-        return dg
+        if is_numpy(self.xp):
+            dg.reshape(self.n_rows, self.c)[: self.d] += self.l2 * pdiag
+            return dg
+        top = self.xp.zeros((self.d, self.c), dtype=self.xp.float64, device=self._device)
+        return self._add_top(dg, top + self.l2 * pdiag)
 
     def _diag_curv(self, curv: FloatArray) -> FloatArray:
         return curv
-
-    # ----- smoothness -------------------------------------------------------------------------
-    def input_second_moment_max(self) -> float:
-        """λ_max((1/n) X̃ᵀX̃), the largest eigenvalue of the (augmented) input second-moment
-        matrix."""
-        if self._lam_max_cov is None:
-            k = self._X.shape[1] + int(self.fit_intercept)
-            if k <= 2000:
-                Xt = self._Xtilde_full().astype(np.float64)
-                C = Xt.T @ Xt / self.n
-                self._lam_max_cov = largest_eigenvalue(C)
-            else:
-                def mv(v: FloatArray) -> FloatArray:
-                    u = self._X @ v[: self._X.shape[1]]
-                    if self.fit_intercept:
-                        u = u + v[-1]
-                    out = self._X.T @ u
-                    return np.append(out, u.sum()) / self.n if self.fit_intercept else out / self.n
-                self._lam_max_cov = top_eigenvalue(mv, k)
-        return self._lam_max_cov
-
-    def bound_matrix_max(self) -> float:
-        """λ_max(b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) with b = sup‖ℓ''‖: L for a penalty matrix P (exact
-        for b = 1)."""
-        k_act = self._X.shape[1]
-        rows = self._scatter_rows()
-        b, lam = self.curvature_bound, self.l2
-        # dense: features without data (inactive, e.g. null directions kept by
-        if self.n_rows <= 2000:
-            # ridge whitening) have zero Gram rows, but λP still couples them to the others
-            Xt = self._Xtilde_full().astype(np.float64)
-            M = np.zeros((self.n_rows, self.n_rows))
-            M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
-            M[: self.d, : self.d] += lam * self.P  # type: ignore[operator]
-            return largest_eigenvalue(M)
-        P = self.P
-
-        def mv(v: FloatArray) -> FloatArray:
-            x = v[: self.d]
-            u = self._X @ x[rows[:k_act]]
-            if self.fit_intercept:
-                u = u + v[self.d]
-            out = np.zeros_like(v)
-            out[rows[:k_act]] = b * (self._X.T @ u) / self.n
-            if self.fit_intercept:
-                out[self.d] = b * u.sum() / self.n
-            out[: self.d] += lam * (P @ x)  # type: ignore[operator]
-            return out
-
-        return top_eigenvalue(mv, self.n_rows)
-
-    def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
-        """Smoothness constant L of ∇f.
-
-        ``'bound'`` (valid everywhere, what GD with lr = 1/L needs): sup‖ℓ''‖ · λ_max((1/n) X̃ᵀX̃) +
-        λ
-        with sup‖ℓ''‖ = 1 (linear), ¼ (logistic), ½ (softmax), 0.077 (logistic with MSE);
-        ``'lanczos'``: λ_max(∇²f(w)) at w (default 0) by Lanczos on Hessian-vector products.
-        """
-        if method == "bound":
-            if self.P is None or not self.l2:
-                return self.curvature_bound * self.input_second_moment_max() + self.l2
-            return self.bound_matrix_max()
-        if method == "lanczos":
-            w = np.zeros(self.n_params, dtype=self.dtype) if w is None else self._check_w(w)
-            op = self.hess_operator(w)
-            return top_eigenvalue(op.matvec, self.n_params, self.dtype)
-        raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
 
     # ----- initialization and prediction ------------------------------------------------------
     def init(self, kind: str = "zeros", scale: float = 1.0,
@@ -479,7 +557,7 @@ class LinearModelObjective(Objective):
         examples is 10·scale (σ'(10) ≈ 4.5e-5: gradients attenuated)."""
         rng = np.random.default_rng(rng)
         if kind == "zeros":
-            return np.zeros(self.n_params, dtype=self.dtype)
+            return self._from_host(np.zeros(self.n_params, dtype=self.dtype))
         if kind not in INITS:
             raise ConfigError(f"init={kind!r} is unknown; use zeros, random or saturated")
         if not (np.isfinite(scale) and scale > 0):
@@ -487,12 +565,12 @@ class LinearModelObjective(Objective):
         W = rng.standard_normal((self.d, self.c)) * (scale / np.sqrt(self.d))
         w = self.pack(W, 0.0)
         if kind == "saturated":
-            med = float(np.median(np.abs(self.margins(w))))
+            med = float(np.median(np.abs(to_numpy(self.margins(w)))))
             if med <= 0:
                 raise NumericalError("saturated init: all margins are zero (X is all zeros?); use "
                                      "init=random")
             w = w * (10.0 * scale / med)
-        return w.astype(self.dtype)
+        return _cast(w, self.dtype)
 
     def predict_margins(self, X: ArrayLike, w: ArrayLike) -> FloatArray:
         """Z = X W + 1 bᵀ for new inputs X (n', d)."""
@@ -500,6 +578,12 @@ class LinearModelObjective(Objective):
         if X.shape[1] != self.d:
             raise DataError(f"X has {X.shape[1]} features but the model has {self.d}; "
                             "apply the same preprocessing as for training")
+        if not is_numpy(self.xp):
+            xp = self.xp
+            M = xp.reshape(self._check_w(w), (self.n_rows, self.c))
+            X = xp.asarray(X, dtype=_xdtype(xp, self.dtype), device=self._device)
+            Z = X @ M[: self.d, :]
+            return Z + M[self.d, :] if self.fit_intercept else Z
         M = self._check_w(w).reshape(self.n_rows, self.c)
         Z = X.astype(self.dtype, copy=False) @ M[: self.d]
         if self.fit_intercept:
@@ -532,8 +616,10 @@ class HessianOperator:
 
     def matvec(self, v: FloatArray) -> FloatArray:
         """∇²f(w) v = (1/n) X̃ᵀ (D · (X̃ V)) + λ [V; 0], in blocks of rows of X̃ (one read of X per
-        product)."""
+        product; one product per side on other backends)."""
         o = self.obj
+        if not is_numpy(o.xp):
+            return _matvec_xp(self, v)
         vv = np.asarray(v, dtype=self.dtype)
         V, b = o._coef(vv)
         G = np.zeros((V.shape[0], o.c), dtype=self.dtype)
@@ -567,6 +653,8 @@ class HessianOperator:
         Each block is a weighted Gram matrix (a syrk on √d_k·X̃) over the examples whose weight
         exceeds ``rel_threshold``·max d_k (the others add little), then Cholesky-factored."""
         o = self.obj
+        if not is_numpy(o.xp):
+            return _class_block_solver_xp(self, rel_threshold, max_rows)
         D = np.clip(o._diag_curv(self.curv), 0.0, None)
         X, scale = self.X, 1.0 / o.n
         if max_rows is not None and max_rows < o.n:  # a fixed, evenly spread subsample of rows
@@ -638,25 +726,25 @@ class LinearRegression(LinearModelObjective):
     curvature_bound = 1.0
 
     def _prepare_y(self, y: ArrayLike, n: int) -> FloatArray:
-        y = np.asarray(y)
+        y = self._as_input(y)
         if y.ndim != 1 or y.shape[0] != n:
-            raise DataError(f"y has shape {y.shape}, expected ({n},) real targets; pass one "
-                            "target per row of X")
-        if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
+            raise DataError(f"y has shape {tuple(y.shape)}, expected ({n},) real targets; pass "
+                            "one target per row of X")
+        if not _is_numeric(y) or not _all_finite(y):
             raise DataError("y contains non-numeric or non-finite targets; clean the data before "
                             "fitting")
-        return y.astype(self.dtype)[:, None]
+        return _cast(y, self.dtype)[:, None]
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
         R = Z - (self.y if y is None else y)
-        return 0.5 * float(np.dot(R[:, 0], R[:, 0])), R
+        return 0.5 * _dot(self.xp, R[:, 0], R[:, 0]), R
 
     def _loss_sum(self, Z: FloatArray) -> float:
         r = Z[:, 0] - self.y[:, 0]
-        return 0.5 * float(np.dot(r, r))
+        return 0.5 * _dot(self.xp, r, r)
 
     def _curvature(self, Z: FloatArray) -> FloatArray:
-        return np.ones_like(Z)
+        return self.xp.ones_like(Z)
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> FloatArray:
         return self.predict_margins(X, w)[:, 0]
@@ -666,13 +754,15 @@ class LinearRegression(LinearModelObjective):
         if method not in ("bound", "lanczos"):
             raise ConfigError(f"lipschitz method={method!r} is unknown; use 'bound' or 'lanczos'")
         if self.n_params <= 2000 and method == "bound":
-            H = self.hessian(np.zeros(self.n_params, self.dtype)).astype(np.float64)
-            return largest_eigenvalue(H)
+            H = self.hessian(self._from_host(np.zeros(self.n_params, self.dtype)))
+            return largest_eigenvalue(_cast(H, np.float64))
         return super().lipschitz(w, method="lanczos")
 
     def closed_form(self) -> FloatArray:
         """argmin f: solve ((1/n) X̃ᵀX̃ + λ [P 0; 0 0]) w = (1/n) X̃ᵀ y by Cholesky (lstsq if
         singular)."""
+        if not is_numpy(self.xp):
+            return _closed_form_xp(self)
         Xt = self._Xtilde_full().astype(np.float64)
         A = Xt.T @ Xt / self.n
         k = self._X.shape[1]
@@ -704,16 +794,17 @@ class LinearRegression(LinearModelObjective):
 
 class _BinaryMixin:
     def _prepare_y(self, y: ArrayLike, n: int) -> FloatArray:
-        y = np.asarray(y)
+        y = self._as_input(y)  # type: ignore[attr-defined]
         if y.ndim != 1 or y.shape[0] != n:
-            raise DataError(f"y has shape {y.shape}, expected ({n},) labels in {{0, 1}}")
-        if not np.all((y == 0) | (y == 1)):
+            raise DataError(f"y has shape {tuple(y.shape)}, expected ({n},) labels in {{0, 1}}")
+        if not _all_true((y == 0) | (y == 1)):
             raise DataError(worded("binary models need labels in {{0, 1}}; map the two classes to "
                                    "0 and 1 ({dataset.classes})"))
-        return y.astype(self.dtype)[:, None]  # type: ignore[attr-defined]
+        return _cast(y, self.dtype)[:, None]  # type: ignore[attr-defined]
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
-        return (self.predict_margins(X, w)[:, 0] > 0).astype(np.int64)  # type: ignore[attr-defined]
+        positive = self.predict_margins(X, w)[:, 0] > 0  # type: ignore[attr-defined]
+        return _cast(positive, np.int64)
 
 
 class LogisticRegression(_BinaryMixin, LinearModelObjective):
@@ -723,21 +814,28 @@ class LogisticRegression(_BinaryMixin, LinearModelObjective):
     curvature_bound = 0.25
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
+        if not is_numpy(self.xp):
+            y = self.y if y is None else y
+            return self._loss_sum(Z, y), _expit(Z) - y
         if y is not None:
             return float(np.sum(-log_expit(Z) + (1.0 - y) * Z, dtype=np.float64)), expit(Z) - y
         return self._loss_sum(Z), expit(Z) - self.y
 
-    def _loss_sum(self, Z: FloatArray) -> float:
+    def _loss_sum(self, Z: FloatArray, y: FloatArray | None = None) -> float:
         # log(1 + e^z) − y z = −log σ(z) + (1 − y) z  (stable through log_expit)
+        if not is_numpy(self.xp):
+            xp, y = self.xp, self.y if y is None else y
+            nls = xp.logaddexp(xp.zeros_like(Z), -Z)  # −log σ(z) = log(1 + e^{−z})
+            return float(xp.sum(nls + (1.0 - y) * Z, dtype=xp.float64))
         return float(np.sum(-log_expit(Z) + (1.0 - self.y) * Z, dtype=np.float64))
 
     def _curvature(self, Z: FloatArray) -> FloatArray:
-        s = expit(Z)
+        s = _expit(Z)
         return s * (1.0 - s)
 
     def predict_proba(self, X: ArrayLike, w: ArrayLike) -> FloatArray:
         """P(y = 1 | x) = σ(x·w + b)."""
-        return expit(self.predict_margins(X, w)[:, 0])
+        return _expit(self.predict_margins(X, w)[:, 0])
 
 
 class LogisticMSE(_BinaryMixin, LinearModelObjective):
@@ -751,12 +849,12 @@ class LogisticMSE(_BinaryMixin, LinearModelObjective):
     curvature_bound = MSE_LOGISTIC_CURVATURE
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
-        s = expit(Z)
+        s = _expit(Z)
         r = s - (self.y if y is None else y)
-        return 0.5 * float(np.sum(r * r, dtype=np.float64)), r * s * (1.0 - s)
+        return 0.5 * float(self.xp.sum(r * r, dtype=self.xp.float64)), r * s * (1.0 - s)
 
     def _curvature(self, Z: FloatArray) -> FloatArray:
-        s = expit(Z)
+        s = _expit(Z)
         ds = s * (1.0 - s)
         return ds * ds + (s - self.y) * ds * (1.0 - 2.0 * s)
 
@@ -775,26 +873,39 @@ class SoftmaxRegression(LinearModelObjective):
         return -1 if n_classes is None else int(n_classes)  # resolved in _prepare_y
 
     def _prepare_y(self, y: ArrayLike, n: int) -> FloatArray:
-        y = np.asarray(y)
+        y = self._as_input(y)
         if y.ndim != 1 or y.shape[0] != n:
-            raise DataError(f"y has shape {y.shape}, expected ({n},) class indices")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y))):
-                raise DataError("softmax needs integer class indices 0..c-1 as labels; encode the "
-                                "classes first")
-        yi = y.astype(np.int64)
+            raise DataError(f"y has shape {tuple(y.shape)}, expected ({n},) class indices")
+        if not _is_integer_valued(y):
+            raise DataError("softmax needs integer class indices 0..c-1 as labels; encode the "
+                            "classes first")
+        yi = _cast(y, np.int64)
+        lo, hi = (int(self.xp.min(yi)), int(self.xp.max(yi))) if yi.shape[0] else (0, -1)
         if self.c == -1:
-            self.c = int(yi.max()) + 1 if yi.size else 0
+            self.c = hi + 1 if yi.shape[0] else 0
         if self.c < 2:
             raise ConfigError(worded("softmax needs n_classes ≥ 2, got {c}; set n_classes or use "
                                      "{objective}=logistic", c=self.c))
-        if yi.size and (yi.min() < 0 or yi.max() >= self.c):
+        if yi.shape[0] and (lo < 0 or hi >= self.c):
             raise DataError(f"labels must lie in 0..{self.c - 1} (n_classes={self.c}); found "
-                            f"{yi.min()}..{yi.max()}")
+                            f"{lo}..{hi}")
         return yi  # type: ignore[return-value]
+
+    def _onehot(self, y: Any, dtype: Any) -> FloatArray:
+        """Non-numpy: the (n, c) indicator of the labels y (Z[i, y_i] = Σ_k Z_ik · onehot_ik)."""
+        classes = self.xp.arange(self.c, dtype=y.dtype, device=self._device)
+        return self.xp.astype(y[:, None] == classes[None, :], dtype)
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
         y = self.y if y is None else y
+        if not is_numpy(self.xp):
+            xp, Y = self.xp, self._onehot(y, Z.dtype)
+            m = xp.max(Z, axis=1, keepdims=True)
+            E = xp.exp(Z - m)
+            s = xp.sum(E, axis=1, keepdims=True)
+            lse = m[:, 0] + xp.log(s[:, 0])
+            loss = float(xp.sum(lse - xp.sum(Z * Y, axis=1), dtype=xp.float64))
+            return loss, E / s - Y
         m = Z.max(axis=1, keepdims=True)
         P = np.exp(Z - m)
         s = P.sum(axis=1, keepdims=True)
@@ -805,6 +916,9 @@ class SoftmaxRegression(LinearModelObjective):
         return loss, P
 
     def _loss_sum(self, Z: FloatArray) -> float:
+        if not is_numpy(self.xp):
+            zy = self.xp.sum(Z * self._onehot(self.y, Z.dtype), axis=1)
+            return float(self.xp.sum(logsumexp_rows(Z) - zy, dtype=self.xp.float64))
         return float(np.sum(logsumexp_rows(Z) - Z[np.arange(Z.shape[0]), self.y], dtype=np.float64))
 
     def _curvature(self, Z: FloatArray) -> FloatArray:
@@ -812,6 +926,8 @@ class SoftmaxRegression(LinearModelObjective):
 
     def _curv_apply(self, P: FloatArray, U: FloatArray) -> FloatArray:
         PU = P * U
+        if not is_numpy(self.xp):
+            return PU - P * self.xp.sum(PU, axis=1, keepdims=True)
         PU -= P * PU.sum(axis=1, keepdims=True)
         return PU
 
@@ -823,13 +939,18 @@ class SoftmaxRegression(LinearModelObjective):
         Xt = self._Xtilde_full()
         k_rows = Xt.shape[1]
         c = self.c
-        Hs = np.empty((k_rows, c, k_rows, c), dtype=self.dtype)
+        if not is_numpy(self.xp):
+            Hs = self.xp.empty((k_rows, c, k_rows, c), dtype=Xt.dtype, device=self._device)
+        else:
+            Hs = np.empty((k_rows, c, k_rows, c), dtype=self.dtype)
         for k in range(c):
             for m in range(k, c):
-                wts = (P[:, k] * ((k == m) - P[:, m])) / self.n
+                wts = (P[:, k] * (float(k == m) - P[:, m])) / self.n
                 B = Xt.T @ (wts[:, None] * Xt)
                 Hs[:, k, :, m] = B
                 Hs[:, m, :, k] = B.T
+        if not is_numpy(self.xp):
+            return self.xp.reshape(self._scatter(Hs, (0, 2)), (self.n_params, self.n_params))
         H = np.zeros((self.n_rows, c, self.n_rows, c), dtype=self.dtype)
         r = self._scatter_rows()
         H[np.ix_(r, np.arange(c), r, np.arange(c))] = Hs
@@ -852,20 +973,20 @@ class SoftmaxRegression(LinearModelObjective):
             M = np.zeros((self.n_rows, self.c), self.dtype)
             M[: self.d] = u[:, None] / np.sqrt(self.c)
             rows.append(M.ravel())
-        return np.array(rows, dtype=self.dtype).reshape(len(rows), self.n_params)
+        return self._from_host(np.array(rows, dtype=self.dtype).reshape(len(rows), self.n_params))
 
     def _penalty_null_space(self) -> FloatArray:
         """Orthonormal rows spanning {u : P u = 0} (empty when P = I)."""
         if self.P is None:
             return np.zeros((0, self.d))
         if self._P_null is None:
-            ev, V = np.linalg.eigh(self.P)
+            ev, V = np.linalg.eigh(to_numpy(self.P))
             tol = max(float(ev[-1]), 0.0) * self.d * 1.0e-12
             self._P_null = np.ascontiguousarray(V[:, ev <= tol].T)
         return self._P_null
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
-        return np.argmax(self.predict_margins(X, w), axis=1).astype(np.int64)
+        return _cast(self.xp.argmax(self.predict_margins(X, w), axis=1), np.int64)
 
     def predict_proba(self, X: ArrayLike, w: ArrayLike) -> FloatArray:
         """Class probabilities softmax(X W + b), shape (n', c)."""
@@ -882,7 +1003,11 @@ MODELS: dict[str, type[LinearModelObjective]] = {  # the registry: model name �
 
 def _take_columns(X: NDArray[Any], cols: NDArray[np.intp], dtype: Any) -> NDArray[Any]:
     """C-contiguous X[:, cols] in ``dtype``, copied in row blocks (X[:, cols] on a large array
-    comes out Fortran-ordered and is several times slower)."""
+    comes out Fortran-ordered and is several times slower); one gather on other backends."""
+    if not isinstance(X, np.ndarray):
+        xp = namespace(X)
+        idx = xp.asarray(np.asarray(cols, dtype=np.int64), device=array_api_compat.device(X))
+        return xp.astype(xp.take(X, idx, axis=1), _xdtype(xp, dtype))
     out = np.empty((X.shape[0], cols.size), dtype=dtype)
     for i in range(0, X.shape[0], 2048):
         out[i:i + 2048] = X[i:i + 2048].take(cols, axis=1)
@@ -890,15 +1015,18 @@ def _take_columns(X: NDArray[Any], cols: NDArray[np.intp], dtype: Any) -> NDArra
 
 
 def _check_X(X: ArrayLike) -> NDArray[Any]:
+    """X as a 2-D numeric finite array: an array-API array stays in its namespace, anything
+    else (lists, sparse matrices, data frames) becomes a numpy array."""
     if sparse.issparse(X):
         X = X.toarray()  # type: ignore[union-attr]
-    X = np.asarray(X)
+    if isinstance(X, np.ndarray) or not array_api_compat.is_array_api_obj(X):
+        X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise DataError(f"X has shape {X.shape}, expected a non-empty (n, d) matrix, one example "
-                        "per row")
-    if not np.issubdtype(X.dtype, np.number):
+        raise DataError(f"X has shape {tuple(X.shape)}, expected a non-empty (n, d) matrix, one "
+                        "example per row")
+    if not _is_numeric(X):
         raise DataError(f"X has dtype {X.dtype}, expected numbers; convert the features to floats")
-    if not np.all(np.isfinite(X)):
+    if not _all_finite(X):
         raise DataError("X contains NaN or infinite values; clean or impute them before fitting")
     return X
 
@@ -913,15 +1041,22 @@ def _check_l2(l2: float) -> float:
     return lam
 
 
-def _check_penalty(P: ArrayLike | None, d: int) -> FloatArray | None:
+def _check_penalty(P: ArrayLike | None, d: int, xp: Any = NUMPY_XP,
+                   device: Any = None) -> FloatArray | None:
+    """The symmetrized (d, d) penalty matrix, float64, in the namespace ``xp`` on ``device``."""
     if P is None:
         return None
-    P = np.asarray(P, dtype=np.float64)
-    if P.shape != (d, d):
-        raise DataError(f"penalty matrix has shape {P.shape}, expected ({d}, {d}) = features × "
-                        "features")
-    if not np.all(np.isfinite(P)):
+    if is_numpy(xp):
+        P = np.asarray(P, dtype=np.float64)
+    else:
+        P = xp.asarray(P, dtype=xp.float64, device=device)
+    if tuple(P.shape) != (d, d):
+        raise DataError(f"penalty matrix has shape {tuple(P.shape)}, expected ({d}, {d}) = "
+                        "features × features")
+    if not _all_finite(P):
         raise DataError("penalty matrix contains NaN or inf; rebuild it from the transform")
+    if not is_numpy(xp):
+        return 0.5 * (P + P.T)
     return np.ascontiguousarray(0.5 * (P + P.T))
 
 
@@ -943,3 +1078,302 @@ def make_objective(
                                  model=model, names=", ".join(MODELS)))
     return MODELS[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
                            penalty=penalty)
+
+
+# ----- helpers shared by the numpy and the other backends' paths ---------------------------------
+def _xdtype(xp: Any, dtype: Any) -> Any:
+    """The dtype of namespace ``xp`` named like the numpy dtype ``dtype`` (float64 → xp.float64)."""
+    return getattr(xp, np.dtype(dtype).name)
+
+
+def _cast(a: Any, dtype: Any) -> Any:
+    """A copy of ``a`` in the dtype named like the numpy dtype ``dtype`` (numpy: ndarray.astype)."""
+    if isinstance(a, np.ndarray):
+        return a.astype(dtype)
+    xp = namespace(a)
+    return xp.astype(a, _xdtype(xp, dtype))
+
+
+def _dot(xp: Any, a: Any, b: Any) -> float:
+    """a · b of two vectors, as a float (numpy: np.dot)."""
+    return float(np.dot(a, b)) if is_numpy(xp) else float(xp.vecdot(a, b))
+
+
+def _expit(Z: Any) -> Any:
+    """σ(z) = 1/(1 + e^{−z}) (numpy: scipy's expit; else through e^{−|z|}, which cannot
+    overflow)."""
+    if isinstance(Z, np.ndarray):
+        return expit(Z)
+    xp = namespace(Z)
+    e = xp.exp(-xp.abs(Z))
+    return xp.where(Z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _is_numeric(a: Any) -> bool:
+    """True for integer, real or complex dtypes (not bool, strings or objects)."""
+    if isinstance(a, np.ndarray):
+        return bool(np.issubdtype(a.dtype, np.number))
+    return bool(namespace(a).isdtype(a.dtype, "numeric"))
+
+
+def _all_true(mask: Any) -> bool:
+    """True when every element of the boolean array ``mask`` is."""
+    return bool(np.all(mask)) if isinstance(mask, np.ndarray) else bool(namespace(mask).all(mask))
+
+
+def _all_finite(a: Any) -> bool:
+    """True when no element of ``a`` is NaN or ±inf."""
+    if isinstance(a, np.ndarray):
+        return bool(np.all(np.isfinite(a)))
+    return _all_true(namespace(a).isfinite(a))
+
+
+def _is_integer_valued(y: Any) -> bool:
+    """True for an integer dtype, or a real one whose values are all whole numbers."""
+    if isinstance(y, np.ndarray):
+        if np.issubdtype(y.dtype, np.integer):
+            return True
+        return bool(np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))
+    xp = namespace(y)
+    if xp.isdtype(y.dtype, "integral"):
+        return True
+    return bool(xp.isdtype(y.dtype, "real floating")) and _all_true(y == xp.round(y))
+
+
+def _diagonal(M: Any) -> Any:
+    """The diagonal of a square matrix (numpy: a contiguous copy)."""
+    if isinstance(M, np.ndarray):
+        return np.ascontiguousarray(np.diag(M))
+    return namespace(M).linalg.diagonal(M)
+
+
+def _active_columns(X: Any) -> NDArray[np.intp]:
+    """Host indices of the columns of X with a nonzero entry."""
+    if isinstance(X, np.ndarray):
+        return np.flatnonzero(X.any(axis=0))
+    xp = namespace(X)
+    return np.flatnonzero(to_numpy(xp.any(X != 0, axis=0)))
+
+
+def _gather_index(rows: NDArray[np.intp], n_rows: int) -> NDArray[np.int64]:
+    """For each of n_rows positions: its index in ``rows``, or len(rows) where it is absent."""
+    idx = np.full(n_rows, rows.size, dtype=np.int64)
+    idx[rows] = np.arange(rows.size)
+    return idx
+
+
+def _scatter_axis(xp: Any, A: Any, index: Any, axis: int) -> Any:
+    """take(A padded with one zero slice along ``axis``, index): A's slices moved to the positions
+    of a _gather_index, zeros elsewhere (a scatter written as a gather)."""
+    shape = list(A.shape)
+    shape[axis] = 1
+    pad = xp.zeros(tuple(shape), dtype=A.dtype, device=array_api_compat.device(A))
+    return xp.take(xp.concat([A, pad], axis=axis), index, axis=axis)
+
+
+# ----- the array API paths of LinearModelObjective and HessianOperator (backends other than numpy)
+def _pack_xp(o: LinearModelObjective, W: Any, b: Any) -> Any:
+    """The flat parameter vector of (W, b): [W; bᵀ] raveled row-major."""
+    xp, dt = o.xp, _xdtype(o.xp, o.dtype)
+    W = xp.reshape(xp.asarray(W, dtype=dt, device=o._device, copy=True), (o.d, o.c))
+    if not o.fit_intercept:
+        return xp.reshape(W, (-1,))
+    bb = xp.broadcast_to(xp.asarray(b, dtype=dt, device=o._device), (o.c,))
+    return xp.reshape(xp.concat([W, bb[None, :]], axis=0), (-1,))
+
+
+def _place_xp(o: LinearModelObjective, G: Any, bias: Any, scale: float) -> Any:
+    """scale · [G; bias] as a flat parameter vector (zero rows for the inactive features)."""
+    xp = o.xp
+    M = G * scale
+    if bias is not None:
+        M = xp.concat([M, xp.astype(bias * scale, G.dtype)[None, :]], axis=0)
+    return xp.reshape(o._scatter(M, (0,)), (-1,))
+
+
+def _penalty_xp(o: LinearModelObjective, w: Any) -> float:
+    """λ/2 tr(Wᵀ P W) (λ/2 ‖W‖² when P = I)."""
+    xp = o.xp
+    W = xp.reshape(w, (o.n_rows, o.c))[: o.d, :]
+    if o.P is None:
+        Wf = xp.reshape(W, (-1,))
+        return 0.5 * o.l2 * float(xp.vecdot(Wf, Wf))
+    W64 = _cast(W, np.float64)
+    return 0.5 * o.l2 * float(xp.sum(W64 * (o.P @ W64)))
+
+
+def _penalty_block_xp(o: LinearModelObjective) -> Any:
+    """λ (P ⊗ I_c) (λ I when P = I), the penalty's block of the Hessian on the weights."""
+    xp, k, dt = o.xp, o.d * o.c, _xdtype(o.xp, o.dtype)
+    if o.P is None:
+        return o.l2 * xp.eye(k, dtype=dt, device=o._device)
+    eye = xp.eye(o.c, dtype=xp.float64, device=o._device)
+    kron = xp.reshape(o.P[:, None, :, None] * eye[None, :, None, :], (k, k))
+    return xp.astype(o.l2 * kron, dt)
+
+
+def _second_moment_mv(o: LinearModelObjective) -> Callable[[Any], Any]:
+    """v ↦ (1/n) X̃ᵀ X̃ v on [X_active, 1]."""
+    X, n, k = o._X, o.n, o._X.shape[1]
+
+    def mv(v: Any) -> Any:
+        u = X @ v[:k]
+        if o.fit_intercept:
+            u = u + v[-1]
+        out = X.T @ u
+        if not o.fit_intercept:
+            return out / n
+        if is_numpy(o.xp):
+            return np.append(out, u.sum()) / n
+        return o.xp.concat([out, o.xp.reshape(o.xp.sum(u), (1,))]) / n
+
+    return mv
+
+
+def _bound_mv(o: LinearModelObjective) -> Callable[[Any], Any]:
+    """v ↦ (b · (1/n) X̃ᵀX̃ + λ [P 0; 0 0]) v on the rows of [W; bᵀ], b = sup‖ℓ''‖."""
+    k_act, rows = o._X.shape[1], o._scatter_rows()
+    b, lam, P, xp = o.curvature_bound, o.l2, o.P, o.xp
+
+    def mv(v: FloatArray) -> FloatArray:
+        x = v[: o.d]
+        u = o._X @ x[rows[:k_act]]
+        if o.fit_intercept:
+            u = u + v[o.d]
+        out = np.zeros_like(v)
+        out[rows[:k_act]] = b * (o._X.T @ u) / o.n
+        if o.fit_intercept:
+            out[o.d] = b * u.sum() / o.n
+        out[: o.d] += lam * (P @ x)  # type: ignore[operator]
+        return out
+
+    def mv_xp(v: Any) -> Any:
+        x = v[: o.d]
+        u = o._X @ (x if o._all_active else xp.take(x, o._xactive, axis=0))
+        if o.fit_intercept:
+            u = u + v[o.d]
+        parts = [b * (o._X.T @ u) / o.n]
+        if o.fit_intercept:
+            parts.append(xp.reshape(b * xp.sum(u) / o.n, (1,)))
+        out = o._scatter(xp.concat(parts)[:, None], (0,))[:, 0]
+        return xp.concat([out[: o.d] + lam * (P @ x), out[o.d:]])  # type: ignore[operator]
+
+    return mv if is_numpy(xp) else mv_xp
+
+
+def _matvec_xp(op: HessianOperator, v: Any) -> Any:
+    """∇²f(w) v = (1/n) X̃ᵀ (D · (X̃ V)) + λ [P V; 0], one product with X̃ per side."""
+    o, xp = op.obj, op.obj.xp
+    V, b = o._coef(xp.asarray(v, dtype=_xdtype(xp, op.dtype), device=o._device))
+    U = op.X @ V
+    if b is not None:
+        U = U + b
+    R = o._curv_apply(op.curv, U)
+    bias = xp.sum(R, axis=0, dtype=xp.float64) if b is not None else None
+    out = xp.astype(o._place(op.X.T @ R, bias, 1.0 / o.n), _xdtype(xp, o.dtype))
+    if o.l2:
+        out = o._add_top(out, o._penalty_grad(o._check_w(v, "v")))
+    return out
+
+
+def _closed_form_xp(o: LinearRegression) -> Any:
+    """argmin f of linear regression: the normal equations by Cholesky (the pseudo-inverse's
+    min-norm solution when singular), on the active rows unless a penalty matrix couples the
+    all-zero features in."""
+    xp = o.xp
+    Xt = _cast(o._Xtilde_full(), np.float64)
+    A = Xt.T @ Xt / o.n
+    rhs = (Xt.T @ _cast(o.y, np.float64)) / o.n  # (k, 1)
+    full = o.P is not None and not o._all_active
+    if full:
+        A, rhs = o._scatter(A, (0, 1)), o._scatter(rhs, (0,))
+    pen = xp.eye(o._X.shape[1], dtype=xp.float64, device=o._device) if o.P is None else o.P
+    k = pen.shape[0]
+    A[:k, :k] += o.l2 * pen
+    try:
+        L = cholesky_lower(A)
+        sol = xp.linalg.solve(L.T, xp.linalg.solve(L, rhs))
+    except SingularMatrixError:
+        sol = xp.linalg.pinv(A) @ rhs
+    if not full:
+        sol = o._scatter(sol, (0,))
+    return _cast(sol[:, 0], o.dtype)
+
+
+def _class_block_solver_xp(op: HessianOperator, rel_threshold: float,
+                           max_rows: int | None) -> Callable[[Any], Any]:
+    """HessianOperator.class_block_solver on a non-numpy backend: the examples below the
+    threshold get weight 0 (the same blocks as dropping them), factors by xp.linalg."""
+    o, xp, dev = op.obj, op.obj.xp, op.obj._device
+    D = xp.clip(o._diag_curv(op.curv), min=0.0)
+    X, scale = op.X, 1.0 / o.n
+    if max_rows is not None and max_rows < o.n:  # a fixed, evenly spread subsample of rows
+        sel = xp.asarray(np.linspace(0, o.n - 1, max_rows).astype(np.int64), device=dev)
+        X, D, scale = xp.take(X, sel, axis=0), xp.take(D, sel, axis=0), 1.0 / max_rows
+    k_act, rows = X.shape[1], o._scatter_rows()
+    if o.P is None:
+        pen = xp.eye(k_act, dtype=xp.float64, device=dev)
+    else:
+        act = xp.asarray(rows[:k_act], device=dev)
+        pen = xp.take(xp.take(o.P, act, axis=0), act, axis=1)
+    facs = []
+    for k in range(o.c):
+        dk = D[:, k]
+        dk = xp.where(dk > rel_threshold * xp.max(dk), dk, xp.zeros_like(dk))
+        sq = xp.astype(xp.sqrt(dk), X.dtype)
+        Y = X * sq[:, None]
+        G = xp.zeros((rows.size, rows.size), dtype=xp.float64, device=dev)
+        G[:k_act, :k_act] = xp.astype(Y.T @ Y, xp.float64)
+        if o.fit_intercept:
+            col = xp.astype(Y.T @ sq, xp.float64)
+            G[:k_act, k_act] = col
+            G[k_act, :k_act] = col
+            G[k_act, k_act] = xp.sum(dk, dtype=xp.float64)
+        G = G * scale
+        G[:k_act, :k_act] += o.l2 * pen
+        facs.append(_ridged_inverse_xp(G))
+    return _block_solve_xp(o, xp.stack(facs), rows)
+
+
+def _block_solve_xp(o: LinearModelObjective, Minv: Any, rows: NDArray[np.intp]
+                    ) -> Callable[[Any], Any]:
+    """r ↦ M⁻¹ r: the class blocks' inverses Minv (c, m, m) on the rows of data, 1/(λ P_jj) on
+    the inactive features."""
+    xp, dev = o.xp, o._device
+    inactive = np.setdiff1d(np.arange(o.d), rows)
+    pd_in = np.ones(inactive.size) if o._P_diag is None else to_numpy(o._P_diag)[inactive]
+    lam_inv = xp.asarray((1.0 / np.where(o.l2 * pd_in > 0, o.l2 * pd_in, 1.0))[:, None],
+                         dtype=xp.float64, device=dev)
+    order = xp.asarray(np.argsort(np.concatenate([rows, inactive])), device=dev)
+    ridx, iidx = xp.asarray(rows, device=dev), xp.asarray(inactive, device=dev)
+
+    def solve(r: Any) -> Any:
+        R = xp.reshape(r, (o.n_rows, o.c))
+        Ra = xp.astype(xp.take(R, ridx, axis=0), xp.float64).T  # (c, m)
+        parts = [(Minv @ Ra[:, :, None])[:, :, 0].T]
+        if inactive.size:
+            parts.append(xp.astype(xp.take(R, iidx, axis=0), xp.float64) * lam_inv)
+        out = xp.take(xp.concat(parts, axis=0), order, axis=0)
+        return xp.astype(xp.reshape(out, (-1,)), r.dtype)
+
+    return solve
+
+
+def _ridged_inverse_xp(G: Any) -> Any:
+    """(G + ρI)⁻¹ of a symmetric PSD G by Cholesky, the ridge ladder of _ridged_inverse:
+    ρ = 1e-10·mean diag G, ×100 until G + ρI is positive definite (8 tries)."""
+    xp, m = namespace(G), G.shape[0]
+    eye = xp.eye(m, dtype=G.dtype, device=array_api_compat.device(G))
+    ridge = 1e-10 * max(float(xp.linalg.trace(G)) / m, 1e-30)
+    G = G + ridge * eye
+    for _ in range(8):
+        try:
+            L = cholesky_lower(G)
+            break
+        except SingularMatrixError:
+            ridge *= 100.0
+            G = G + ridge * eye
+    else:
+        raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
+    Linv = xp.linalg.solve(L, eye)
+    return Linv.T @ Linv  # G⁻¹ = L⁻ᵀ L⁻¹
