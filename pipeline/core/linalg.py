@@ -85,3 +85,12 @@ def cholesky_solve(H: Any, g: Any) -> Any:
         raise SingularMatrixError("matrix is not positive definite")
     y = xp.linalg.solve(L, g)
     return xp.linalg.solve(L.mT if hasattr(L, "mT") else xp.matrix_transpose(L), y)
+
+
+def lstsq(A: Any, B: Any) -> Any:
+    """The minimum-norm least-squares solution X of A X ≈ B (numpy: LAPACK's gelsd via
+    ``numpy.linalg.lstsq``; others: the pseudo-inverse, same cutoff max(m, n)·ε·σ_max)."""
+    xp = namespace(A, B)
+    if is_numpy(xp):
+        return np.linalg.lstsq(A, B, rcond=None)[0]
+    return xp.linalg.pinv(A) @ B
