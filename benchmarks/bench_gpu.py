@@ -247,8 +247,11 @@ def lbfgs_row(be: Backend, torch: Any, X: Any, y: Any, f_star: float, args: argp
         return np.asarray(to_numpy(P), dtype=np.float64).ravel(), dt, {"iterations": max_iter}
 
     for _ in range(20):  # one-call runs may differ from the scan in the last bits
-        if rel_gap(fit(k)[0]) <= TARGET:
+        gap = rel_gap(fit(k)[0])
+        if gap <= TARGET:
             break
+        print(f"  torch LBFGS: one call of max_iter={k} gives {gap:.2e}; max_iter={k + 1}",
+              flush=True)
         k += 1
     return time_row(fit, k, args.repeats, f"torch.optim.LBFGS [{be.device_name}]", rel_gap)
 
