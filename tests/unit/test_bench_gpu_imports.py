@@ -116,3 +116,13 @@ def test_the_benchmark_runs_end_to_end_on_torch_cpu(monkeypatch, capsys, tmp_pat
         pytest.skip("curvlab's objectives compute with numpy only in this tree")
     out = run_small(monkeypatch, capsys, tmp_path, load_backend("torch", "cpu"))
     assert out["backend"] == "torch"
+
+
+def test_the_torch_lbfgs_objective_is_curvlabs():
+    torch = pytest.importorskip("torch")
+    bench = load_bench()
+    data = small_problem()
+    obj = make_objective("softmax", data.X_train, data.y_train, l2=bench.LAM, n_classes=10)
+    P = np.random.default_rng(1).normal(size=(data.X_train.shape[1] + 1, 10))
+    loss = bench.torch_loss(torch, torch.asarray(data.X_train), torch.asarray(data.y_train))
+    assert float(loss(torch.asarray(P))) == pytest.approx(obj.value(P.ravel()), rel=1e-13)
