@@ -140,3 +140,24 @@ def _cupy_backend(cupy: Any, device: str) -> Backend:
         xp = namespace(cupy.zeros(0))
     versions = {"cupy": str(cupy.__version__), "numpy": np.__version__}
     return Backend("cupy", xp, dev, f"cuda:{index} ({name})", versions)
+
+
+def foreign_namespace(*arrays: Any) -> Any | None:
+    """The array API namespace of the non-numpy arrays among ``arrays``; None when there are none
+    (numpy arrays, Python scalars and lists, None: the numpy code path)."""
+    foreign = [a for a in arrays if a is not None and array_api_compat.is_array_api_obj(a)
+               and not array_api_compat.is_numpy_array(a)]
+    return namespace(*foreign) if foreign else None
+
+
+def to_namespace(a: Any, like: Any) -> Any:
+    """``a`` as a float64 array of ``like``'s namespace on ``like``'s device (``a`` itself when it
+    already is; ``like`` None: a host numpy array)."""
+    if like is None or array_api_compat.is_numpy_array(like):
+        return np.asarray(to_numpy(a), dtype=np.float64)
+    xp, dev = namespace(like), array_api_compat.device(like)
+    if (array_api_compat.is_array_api_obj(a) and not array_api_compat.is_numpy_array(a)
+            and namespace(a) is xp and array_api_compat.device(a) == dev and a.dtype == xp.float64):
+        return a
+    return xp.asarray(np.ascontiguousarray(to_numpy(a), dtype=np.float64), dtype=xp.float64,
+                      device=dev)

@@ -97,3 +97,12 @@ def cholesky_lower(M: Any) -> Any:
     if not bool(xp.all(xp.isfinite(L))):
         raise SingularMatrixError("matrix is not positive definite")
     return L
+
+
+def lstsq(A: Any, B: Any) -> Any:
+    """The minimum-norm least-squares solution X of A X ≈ B (numpy: LAPACK's gelsd via
+    ``numpy.linalg.lstsq``; others: the pseudo-inverse, same cutoff max(m, n)·ε·σ_max)."""
+    xp = namespace(A, B)
+    if is_numpy(xp):
+        return np.linalg.lstsq(A, B, rcond=None)[0]
+    return xp.linalg.pinv(A) @ B

@@ -7,6 +7,10 @@ Lecture facts these constants enter, so a report can set prediction beside measu
   f(w_k) − f* ≤ (1 − μ/L)^k (f(w_0) − f*); κ = L/μ is the condition number.
 * On a quadratic with the optimal fixed step ε = 2/(L + μ):
   f(w_k) − f* ≤ ((κ − 1)/(κ + 1))^{2k} (f(w_0) − f*).
+
+The helpers that take arrays (``hessian_eigenvalues``, ``check_convexity``, ``curvature``) work
+with any array API namespace: that of the points given, else the objective's ``xp``; spectra
+come back in that namespace, constants as Python floats; numpy keeps numpy's own calls.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.sparse import linalg as spla
 
+from pipeline.core import linalg
+from pipeline.core.backend import foreign_namespace, is_numpy, namespace, to_namespace
 from pipeline.core.errors import ConfigError, NumericalError
 from pipeline.core.objectives import Objective
 
@@ -113,8 +119,32 @@ class ConvexityReport:
         )
 
 
-def hessian_eigenvalues(objective: Any, w: ArrayLike) -> FloatArray:
+def _objective_zeros(objective: Any) -> Any:
+    """w = 0 as an array of the objective's namespace and device; None for numpy objectives."""
+    xp = getattr(objective, "xp", None)
+    if xp is None or is_numpy(xp):
+        return None
+    if hasattr(objective, "init"):
+        return xp.asarray(objective.init("zeros"), dtype=xp.float64)
+    return xp.zeros(objective.n_params, dtype=xp.float64)
+
+
+def _as_objective_array(objective: Any, a: ArrayLike) -> Any:
+    """``a`` in the namespace of its own (non-numpy) arrays, else of the objective; None when
+    both are numpy (the numpy path)."""
+    if foreign_namespace(a) is not None:
+        xp = namespace(a)
+        return xp.asarray(a, dtype=xp.float64)
+    like = _objective_zeros(objective)
+    return None if like is None else to_namespace(a, like)
+
+
+def hessian_eigenvalues(objective: Any, w: ArrayLike) -> Any:
     """All eigenvalues (ascending) of the dense Hessian ∇²f(w) (symmetrized for rounding)."""
+    w_xp = _as_objective_array(objective, w)
+    if w_xp is not None:
+        H = to_namespace(objective.hessian(w_xp), w_xp)
+        return linalg.eigvalsh(0.5 * (H + H.T))
     H = np.asarray(objective.hessian(np.asarray(w)), dtype=np.float64)
     return np.linalg.eigvalsh(0.5 * (H + H.T))
 
@@ -124,6 +154,9 @@ def check_convexity(objective: Any, points: ArrayLike, tol: float = 1.0e-10) -> 
 
     PSD at finitely many points is necessary, not sufficient, for convexity; one negative
     eigenvalue anywhere proves non-convexity."""
+    pts_xp = _as_objective_array(objective, points)
+    if pts_xp is not None:
+        return _check_convexity_xp(objective, pts_xp, tol)
     pts = np.atleast_2d(np.asarray(points, dtype=np.float64))
     if pts.shape[1] != objective.n_params:
         raise ConfigError(f"points have {pts.shape[1]} coordinates, the objective has "
@@ -132,6 +165,21 @@ def check_convexity(objective: Any, points: ArrayLike, tol: float = 1.0e-10) -> 
     mins = ev[:, 0]
     i = int(np.argmin(mins))
     scale = max(1.0, float(np.max(np.abs(ev))))
+    return ConvexityReport(eigenvalues=ev, psd=bool(mins[i] >= -tol * scale),
+                           min_eigenvalue=float(mins[i]), argmin_point=i, tol=tol)
+
+
+def _check_convexity_xp(objective: Any, pts: Any, tol: float) -> ConvexityReport:
+    """``check_convexity`` with the array API namespace of ``pts``."""
+    xp = namespace(pts)
+    pts = pts[None, :] if pts.ndim == 1 else pts
+    if pts.shape[1] != objective.n_params:
+        raise ConfigError(f"points have {pts.shape[1]} coordinates, the objective has "
+                          f"{objective.n_params}")
+    ev = xp.stack([hessian_eigenvalues(objective, pts[j, :]) for j in range(pts.shape[0])])
+    mins = ev[:, 0]
+    i = int(xp.argmin(mins))
+    scale = max(1.0, float(xp.max(xp.abs(ev))))
     return ConvexityReport(eigenvalues=ev, psd=bool(mins[i] >= -tol * scale),
                            min_eigenvalue=float(mins[i]), argmin_point=i, tol=tol)
 
@@ -155,9 +203,13 @@ def curvature(objective: Any, w: ArrayLike | None = None, method: str = "auto",
     shift of all softmax biases) are excluded: GD never moves along them.  ``method='auto'``
     uses the dense Hessian up to 2000 parameters, Lanczos (scipy eigsh) above."""
     p = objective.n_params
-    w = np.zeros(p) if w is None else np.asarray(w, dtype=np.float64)
     if method == "auto":
         method = "dense" if p <= 2000 else "lanczos"
+    w_xp = _objective_zeros(objective) if w is None else _as_objective_array(objective, w)
+    if w_xp is not None:
+        lo, hi = _extreme_eigenvalues_xp(objective, w_xp, method, tol)
+        return _curvature_of(lo, hi, method)
+    w = np.zeros(p) if w is None else np.asarray(w, dtype=np.float64)
     U = objective.gauge_directions() if hasattr(objective, "gauge_directions") else np.zeros((0, p))
     U = np.asarray(U, dtype=np.float64).reshape(-1, p)
     if method == "dense":
@@ -187,14 +239,56 @@ def curvature(objective: Any, w: ArrayLike | None = None, method: str = "auto",
         lo = hi - top
     else:
         raise ConfigError(f"curvature method={method!r} is unknown; use auto, dense or lanczos")
+    return _curvature_of(lo, hi, method)
+
+
+def _curvature_of(lo: float, hi: float, method: str) -> Curvature:
+    """Curvature(L = hi, μ = lo, κ = L/μ or inf when μ ≤ 0); a NumericalError if not finite."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise NumericalError("Hessian eigenvalues are not finite; check the data and w")
     kappa = hi / lo if lo > 0 else math.inf
     return Curvature(L=hi, mu=lo, kappa=kappa, method=method)
 
 
-def _complement_basis(U: FloatArray) -> FloatArray:
+def _extreme_eigenvalues_xp(objective: Any, w: Any, method: str, tol: float) -> tuple[float,
+                                                                                       float]:
+    """(λ_min, λ_max) of ∇²f(w) off the gauge directions, with w's array API namespace: dense
+    by ``linalg.eigvalsh``, or Lanczos by ``linalg.top_eigenvalue`` on HVPs computed there."""
+    xp, p = namespace(w), objective.n_params
+    U = objective.gauge_directions() if hasattr(objective, "gauge_directions") else None
+    U = None if U is None else xp.reshape(to_namespace(U, w), (-1, p))
+    has_gauge = U is not None and U.shape[0] > 0
+    if method == "dense":
+        H = to_namespace(objective.hessian(w), w)
+        H = 0.5 * (H + H.T)
+        if has_gauge:
+            B = _complement_basis(U)
+            H = B.T @ H @ B
+        ev = linalg.eigvalsh(H)
+        return float(ev[0]), float(ev[-1])
+    if method != "lanczos":
+        raise ConfigError(f"curvature method={method!r} is unknown; use auto, dense or lanczos")
+
+    def mv(v: Any) -> Any:
+        return objective.hvp(w, v)
+
+    hi = linalg.top_eigenvalue(mv, p, tol=tol, like=w)
+
+    def mv_shift(v: Any) -> Any:  # hi·I − H on the non-gauge subspace: its top is hi − λ_min
+        if has_gauge:
+            v = v - U.T @ (U @ v)
+        return hi * v - mv(v)
+
+    return hi - linalg.top_eigenvalue(mv_shift, p, tol=tol, like=w), hi
+
+
+def _complement_basis(U: Any) -> Any:
     """Orthonormal basis (p, p − k) of the orthogonal complement of the rows of U."""
+    xp = foreign_namespace(U)
+    if xp is not None:
+        eye = xp.eye(U.shape[1], dtype=xp.float64, device=U.device)
+        q, _ = xp.linalg.qr(xp.concat([U, eye], axis=0).T)
+        return q[:, U.shape[0]:U.shape[1]]
     q, _ = np.linalg.qr(np.vstack([U, np.eye(U.shape[1])]).T)
     return q[:, U.shape[0]:U.shape[1]]
 
