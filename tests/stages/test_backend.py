@@ -114,23 +114,9 @@ def test_the_numpy_run_keeps_its_name_and_records_where_it_ran(work: Path, cli: 
     assert tags["curvlab.version.numpy"] == np.__version__
 
 
-def _core_takes_torch() -> bool:
-    """The numerical core computes on torch arrays (objectives with ``xp`` = torch's namespace)."""
-    import torch
-
-    from pipeline.core.objectives import make_objective
-
-    obj = make_objective("linear", torch.zeros((4, 3), dtype=torch.float64),
-                         torch.zeros(4, dtype=torch.float64))
-    xp = getattr(obj, "xp", None)
-    return xp is not None and "torch" in getattr(xp, "__name__", "")
-
-
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                     reason="torch is an optional extra ('.[torch]')")
 def test_a_torch_cpu_run_has_its_own_folder_and_the_numpy_optimum(work: Path, cli: Any) -> None:
-    if not _core_takes_torch():
-        pytest.skip("the numerical core does not compute on torch arrays yet")
     import torch
 
     code, _, err = cli("train", *TINY, "study=x", *paths(work))

@@ -389,3 +389,33 @@ def test_newton_cg_auto_preconditioner_is_none_off_numpy(backend: str) -> None:
     assert want.info["preconditioner_builds"] >= 1  # numpy: the class blocks, once CG is long
     assert got.info["preconditioner_builds"] == 0 and got.status == want.status == "converged"
     np.testing.assert_allclose(to_numpy(got.w), want.w, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+@pytest.mark.parametrize("method, opts", [
+    ("newton_cg", {"preconditioner": "auto"}),
+    ("newton_cg", {"preconditioner": "block"}),
+    ("newton_cg", {"preconditioner": "jacobi", "hvp_precision": "float64"}),
+    ("lbfgs", {}),
+    ("nesterov", {"max_iter": 3000, "line_search": False}),
+])
+def test_softmax_regression_reaches_the_numpy_optimum(backend: str, method: str,
+                                                      opts: dict[str, Any]) -> None:
+    """The library's own SoftmaxRegression (margins fast path, float32 HVPs, class blocks) on
+    another namespace: the same optimum as a tight numpy Newton-CG solve."""
+    from pipeline.core.objectives import make_objective
+
+    xp = _namespace(backend)
+    rng = np.random.default_rng(SEED)
+    X = rng.standard_normal((120, 6))
+    X[:, 2] = 0.0  # an all-zero feature: its weights only see the penalty
+    y = np.argmax(X @ rng.standard_normal((6, 4)) + rng.gumbel(size=(120, 4)), axis=1)
+    ref = make_objective("softmax", X, y, l2=1e-2, n_classes=4)
+    w_star = minimize(ref, ref.init("zeros"), "newton_cg", tol=1e-12, max_iter=50,
+                      line_search=True).w
+    obj = make_objective("softmax", _asarray(xp, X), xp.asarray(y), l2=1e-2, n_classes=4)
+    kw = {"tol": 1e-10, "max_iter": 200, "line_search": True, **opts}
+    res = minimize(obj, obj.init("zeros"), method, **kw)
+    assert namespace(res.w) is namespace(_asarray(xp, X))
+    assert res.status == "converged", res.message
+    np.testing.assert_allclose(to_numpy(res.w), w_star, atol=1e-8)
