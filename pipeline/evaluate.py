@@ -82,13 +82,10 @@ def locate_run(spec: RunSpec, given: str | None) -> Path:
 @config_keys()
 def evaluate(cfg: DictConfig, ctx: JobContext | None = None) -> dict[str, Any]:
     """Score the run; write evaluation.json (+ confusion.csv); returns the evaluation dict."""
-    from pipeline.tracking.mlflow import preload
-
     ctx = ctx or JobContext()
     check_boundary(cfg)
     spec = RunSpec.from_config(cfg, ctx.overrides)
     out = locate_run(spec, cfg.get("run_dir"))
-    preload(spec.mlflow)  # MLflow's imports overlap the scoring
     with folder_lock(out, PROG):  # a retrain of this run waits: the scores stay with the weights
         result, mlflow_run_id = score_run(out)
     log_to_mlflow(spec, mlflow_run_id, result, out)

@@ -60,10 +60,8 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path,
     """Fit the run ``spec`` names on its backend (``spec.backend`` on ``spec.device``, loaded
     when not given), save it in ``out_dir`` and track it; returns its metrics."""
     from pipeline.spec import objective_id, run_objective
-    from pipeline.tracking.mlflow import preload
 
     backend = backend or load_backend(spec.backend, spec.device)
-    preload(spec.mlflow)  # MLflow's imports overlap the data loading
     dataset, transform, facts, prep_path = load_prepared_for(spec)
     check_model_fits_data(spec.model.name, dataset.task, spec.data_id)
     dataset = on_backend(backend, dataset)  # the data moved once; numpy: as it is

@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -52,7 +51,6 @@ DEFAULT_EXPERIMENT_ID = "0"  # the "Default" experiment every new MLflow store s
 MAX_DATASET_DIGEST = 36  # characters MLflow's store keeps of a dataset digest
 _log = logging.getLogger(__name__)
 _OPEN_SWEEPS: list[tuple[Tracker, str]] = []  # (tracker, parent run id) of sweeps not ended yet
-_PRELOADS: list[threading.Thread] = []  # the background import of MLflow's client (``preload``)
 
 
 class TrackingError(CurvlabError):
@@ -219,30 +217,10 @@ def _chunks(items: Sequence[T], n: int) -> Iterable[Sequence[T]]:
         yield items[i : i + n]
 
 
-def _import_client() -> None:
-    with contextlib.suppress(Exception):  # a broken install fails again, as one line, in Tracker
-        import mlflow.tracking  # noqa: F401
-
-
-def preload(mlflow_cfg: Mapping[str, Any] | None = None) -> None:
-    """Import MLflow's client (≈ 2 s of Python imports) in a background thread while the caller
-    loads its data (numpy releases the GIL there); the first ``Tracker`` waits for it. Nothing
-    is written: the store is opened by ``Tracker`` only."""
-    if (mlflow_cfg or {}).get("enabled", True) is False or _PRELOADS:
-        return
-    if "mlflow.tracking" in sys.modules:
-        return
-    thread = threading.Thread(target=_import_client, name="mlflow-preload")
-    _PRELOADS.append(thread)
-    thread.start()
-
-
 class Tracker:
     """Thin, retrying wrapper around ``MlflowClient`` for one store."""
 
     def __init__(self, mlflow_cfg: Mapping[str, Any] | None = None) -> None:
-        for thread in _PRELOADS:  # a background import of the client finishes first
-            thread.join()
         from mlflow.tracking import MlflowClient
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
