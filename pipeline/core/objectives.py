@@ -171,7 +171,7 @@ class _Smoothness:
         if self._lam_max_cov is None:
             k = self._X.shape[1] + int(self.fit_intercept)
             if k <= 2000:
-                Xt = _cast(self._Xtilde_full(), np.float64)
+                Xt = _float64(self._Xtilde_full())
                 C = Xt.T @ Xt / self.n
                 self._lam_max_cov = largest_eigenvalue(C)
             else:
@@ -190,7 +190,7 @@ class _Smoothness:
         # dense: features without data (inactive, e.g. null directions kept by
         if self.n_rows <= 2000:
             # ridge whitening) have zero Gram rows, but λP still couples them to the others
-            Xt = _cast(self._Xtilde_full(), np.float64)
+            Xt = _float64(self._Xtilde_full())
             if is_numpy(self.xp):
                 M = np.zeros((self.n_rows, self.n_rows))
                 M[np.ix_(rows, rows)] = b * (Xt.T @ Xt) / self.n
@@ -1092,6 +1092,13 @@ def _cast(a: Any, dtype: Any) -> Any:
         return a.astype(dtype)
     xp = namespace(a)
     return xp.astype(a, _xdtype(xp, dtype))
+
+
+def _float64(a: Any) -> Any:
+    """``a`` in float64: itself when it already is (numpy: no copy of a large X), else a copy."""
+    if isinstance(a, np.ndarray):
+        return np.asarray(a, dtype=np.float64)
+    return _cast(a, np.float64)
 
 
 def _dot(xp: Any, a: Any, b: Any) -> float:
