@@ -671,7 +671,8 @@ class HessianOperator:
                 else np.arange(0)
             )
             sq = np.sqrt(dk[keep]).astype(X.dtype)
-            Y = X[keep] * sq[:, None]
+            Y = X[keep]  # a copy: scaled in place (no second temporary of its size)
+            Y *= sq[:, None]
             G = np.zeros((rows.size, rows.size), dtype=np.float64)
             G[:k_act, :k_act] = Y.T @ Y
             if o.fit_intercept:
