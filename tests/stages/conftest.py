@@ -1,10 +1,12 @@
-"""Fixtures of the stage tests: one BLAS thread."""
+"""Fixtures of the stage tests: one BLAS thread, the tiny project prepared."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support.project import TINY, prepare_tiny
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +19,10 @@ def one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@pytest.fixture(scope="module")
+def tiny_work(work: Path) -> Path:
+    """The module's work folder with the tiny data set prepared (preprocess none, in-process)."""
+    prepare_tiny(work / "prepared", ["none"], data=TINY[:3])
+    return work

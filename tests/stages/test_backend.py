@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support.project import TINY, mlflow_runs, paths, prepare_tiny, quiet
+from support.project import TINY, mlflow_runs, paths, quiet
 from support.project import TINY_RUN as RUN
 from support.snapshots import one_error_line, snapshot
 
@@ -25,30 +25,23 @@ from pipeline.store.rundir import read_run_record
 TORCH_RUN = RUN.replace("-gd,", "-gd-torch-cpu,", 1)
 
 
-@pytest.fixture(scope="module")
-def work(work: Path) -> Path:
-    """The module's work folder with the tiny data set prepared (in-process)."""
-    prepare_tiny(work / "prepared", ["none"], data=TINY[:3])
-    return work
-
-
 @pytest.fixture
 def cli(stage_cli: Any) -> Any:
     """``cli(prog, *args)``: ``python -m pipeline.<prog> args`` in-process, no progress bars."""
     return quiet(stage_cli)
 
 
-def _refused(work: Path, cli: Any, *overrides: str) -> str:
+def _refused(tiny_work: Path, cli: Any, *overrides: str) -> str:
     """The one error line of a train refused for its backend: exit 2, no file and no MLflow run
     added or changed."""
-    before, runs = snapshot(work), mlflow_runs(work / "mlflow.db")
-    listing = sorted(os.listdir(work))
-    code, _, err = cli("train", *TINY, "study=b", *overrides, *paths(work))
+    before, runs = snapshot(tiny_work), mlflow_runs(tiny_work / "mlflow.db")
+    listing = sorted(os.listdir(tiny_work))
+    code, _, err = cli("train", *TINY, "study=b", *overrides, *paths(tiny_work))
     assert code == 2
     line = one_error_line(err, "train")
-    assert snapshot(work) == before and sorted(os.listdir(work)) == listing
-    assert mlflow_runs(work / "mlflow.db") == runs
-    assert not (work / "experiments" / "b").exists()
+    assert snapshot(tiny_work) == before and sorted(os.listdir(tiny_work)) == listing
+    assert mlflow_runs(tiny_work / "mlflow.db") == runs
+    assert not (tiny_work / "experiments" / "b").exists()
     return line
 
 
@@ -60,8 +53,8 @@ def _refused(work: Path, cli: Any, *overrides: str) -> str:
     (["backend=cupy", "device=cpu"], None),  # cupy: not installed, or GPU-only
 ])
 def test_a_backend_that_cannot_run_is_one_line_and_nothing_written(
-        work: Path, cli: Any, overrides: list[str], want: str | None) -> None:
-    line = _refused(work, cli, *overrides)
+        tiny_work: Path, cli: Any, overrides: list[str], want: str | None) -> None:
+    line = _refused(tiny_work, cli, *overrides)
     if want is None:
         assert "backend=cupy" in line or "device=cpu" in line
     else:
@@ -69,28 +62,28 @@ def test_a_backend_that_cannot_run_is_one_line_and_nothing_written(
 
 
 @pytest.mark.parametrize("library", ["torch", "cupy"])
-def test_a_missing_library_names_the_extra_to_install(work: Path, cli: Any, library: str,
+def test_a_missing_library_names_the_extra_to_install(tiny_work: Path, cli: Any, library: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, library, None)  # `import <library>` raises ImportError
-    line = _refused(work, cli, f"backend={library}", "device=cuda")
+    line = _refused(tiny_work, cli, f"backend={library}", "device=cuda")
     assert f"backend={library} needs the {library} package, which is not installed" in line
     assert f"pip install -e '.[{library}]'" in line and "backend=numpy" in line
 
 
-def test_device_cuda_without_a_gpu_is_one_line(work: Path, cli: Any) -> None:
+def test_device_cuda_without_a_gpu_is_one_line(tiny_work: Path, cli: Any) -> None:
     torch = pytest.importorskip("torch", reason="torch is an optional extra ('.[torch]')")
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    line = _refused(work, cli, "backend=torch", "device=cuda")
+    line = _refused(tiny_work, cli, "backend=torch", "device=cuda")
     assert "device=cuda: torch sees no CUDA GPU; use device=cpu" in line
 
 
-def test_the_numpy_run_keeps_its_name_and_records_where_it_ran(work: Path, cli: Any) -> None:
+def test_the_numpy_run_keeps_its_name_and_records_where_it_ran(tiny_work: Path, cli: Any) -> None:
     from mlflow.tracking import MlflowClient
 
-    code, _, err = cli("train", *TINY, "study=n", *paths(work))
+    code, _, err = cli("train", *TINY, "study=n", *paths(tiny_work))
     assert code == 0, err
-    out = work / "experiments" / "n" / RUN
+    out = tiny_work / "experiments" / "n" / RUN
     record = json.loads((out / "run.json").read_text())
     assert (record["backend"], record["device"]) == ("numpy", "cpu")
     assert record["versions"] == {"numpy": np.__version__}
@@ -100,14 +93,14 @@ def test_the_numpy_run_keeps_its_name_and_records_where_it_ran(work: Path, cli: 
     config = (out / "config.yaml").read_text()
     assert "backend: numpy\n" in config and "device: cpu\n" in config
     # the backend named on the command line: the same run, the same folder
-    before = sorted(os.listdir(work / "experiments" / "n"))
-    code, _, err = cli("train", *TINY, "study=n", "backend=numpy", "device=cpu", *paths(work))
+    before = sorted(os.listdir(tiny_work / "experiments" / "n"))
+    code, _, err = cli("train", *TINY, "study=n", "backend=numpy", "device=cpu", *paths(tiny_work))
     assert code == 0, err
-    assert sorted(os.listdir(work / "experiments" / "n")) == before == [RUN]
-    row = gather_dirs(work / "experiments", ["n"]).runs.iloc[0]  # what the report reads
+    assert sorted(os.listdir(tiny_work / "experiments" / "n")) == before == [RUN]
+    row = gather_dirs(tiny_work / "experiments", ["n"]).runs.iloc[0]  # what the report reads
     assert (row["backend"], row["device"], row["versions"]) == ("numpy", "cpu",
                                                                 f"numpy {np.__version__}")
-    run = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(
+    run = MlflowClient(f"sqlite:///{tiny_work / 'mlflow.db'}").get_run(
         read_run_record(out / "metrics.json")["mlflow_run_id"])
     tags = run.data.tags
     assert (tags["curvlab.backend"], tags["curvlab.device"]) == ("numpy", "cpu")
@@ -116,16 +109,17 @@ def test_the_numpy_run_keeps_its_name_and_records_where_it_ran(work: Path, cli: 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                     reason="torch is an optional extra ('.[torch]')")
-def test_a_torch_cpu_run_has_its_own_folder_and_the_numpy_optimum(work: Path, cli: Any) -> None:
+def test_a_torch_cpu_run_has_its_own_folder_and_the_numpy_optimum(tiny_work: Path,
+                                                                    cli: Any) -> None:
     import torch
 
-    code, _, err = cli("train", *TINY, "study=x", *paths(work))
+    code, _, err = cli("train", *TINY, "study=x", *paths(tiny_work))
     assert code == 0, err
-    ref = work / "experiments" / "x" / RUN
+    ref = tiny_work / "experiments" / "x" / RUN
     kept = snapshot(ref)
-    code, _, err = cli("train", *TINY, "study=x", "backend=torch", "device=cpu", *paths(work))
+    code, _, err = cli("train", *TINY, "study=x", "backend=torch", "device=cpu", *paths(tiny_work))
     assert code == 0, err
-    out = work / "experiments" / "x" / TORCH_RUN
+    out = tiny_work / "experiments" / "x" / TORCH_RUN
     assert snapshot(ref) == kept  # the numpy run is untouched
     record = read_run_record(out / "metrics.json")
     assert (record["backend"], record["device"]) == ("torch", "cpu")
