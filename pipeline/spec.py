@@ -337,10 +337,11 @@ def objective_id(spec: RunSpec, transform: Any) -> str:
 
 
 def run_objective(model: ModelSpec, dataset: Any, transform: Any,
-                  backend: Backend | None = None) -> LinearModelObjective:
+                  backend: Backend | None = None, copy_X: bool = True) -> LinearModelObjective:
     """f(w) = (1/n) Σ ℓ(y_i, z_iᵀW + b) + λ/2 tr(Wᵀ P W) on the prepared training split
     (P = penalty_of(transform); b only where ``fits_intercept``), computed with the library of
-    the split's arrays (P moved to ``backend``'s device when given)."""
+    the split's arrays (P moved to ``backend``'s device when given); ``copy_X=False``: the split's
+    X_train becomes the objective's matrix in place (the caller must not read it after)."""
     penalty = penalty_of(transform)
     if penalty is not None and backend is not None and backend.name != "numpy":
         penalty = backend.asarray(penalty)
@@ -355,4 +356,5 @@ def run_objective(model: ModelSpec, dataset: Any, transform: Any,
         n_classes=dataset.n_classes if model.name == "softmax" else None,
         dtype=np.dtype(model.dtype),
         penalty=penalty,
+        copy_X=copy_X,
     )

@@ -65,7 +65,8 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path,
     dataset, transform, facts, prep_path = load_prepared_for(spec)
     check_model_fits_data(spec.model.name, dataset.task, spec.data_id)
     dataset = on_backend(backend, dataset)  # the data moved once; numpy: as it is
-    objective = run_objective(spec.model, dataset, transform, backend)
+    # the training inputs become the objective's own matrix (no second copy); read them through it
+    objective = run_objective(spec.model, dataset, transform, backend, copy_X=False)
     # the report pairs the run with the reference f* of this id
     obj_id = objective_id(spec, transform)
     rng = np.random.default_rng(spec.seed)
@@ -260,7 +261,7 @@ def summarize(spec: RunSpec, objective: Any, dataset: Any, result: Any, seconds:
         "train_loss": float(f_w),
         "grad_norm": float(np.linalg.norm(to_numpy(g_w))),
         "train_time_s": float(seconds),
-        "train_accuracy": accuracy(objective.predict(dataset.X_train, w), dataset.y_train)
+        "train_accuracy": accuracy(objective.predict_train(w), dataset.y_train)
         if classify
         else None,
         "test_accuracy": accuracy(objective.predict(dataset.X_test, w), dataset.y_test)

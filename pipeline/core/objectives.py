@@ -242,7 +242,7 @@ class LinearModelObjective(_Smoothness, Objective):
 
     def __init__(self, X: ArrayLike, y: ArrayLike, *, l2: float = 0.0, fit_intercept: bool = True,
                  n_classes: int | None = None, dtype: Any = np.float64,
-                 penalty: ArrayLike | None = None) -> None:
+                 penalty: ArrayLike | None = None, copy_X: bool = True) -> None:
         self.dtype = _as_dtype(dtype)
         X = _check_X(X)
         self.xp, self._device = namespace(X), array_api_compat.device(X)
@@ -257,7 +257,9 @@ class LinearModelObjective(_Smoothness, Objective):
         active = _active_columns(X)  # host int array
         self._all_active = active.size == self.d
         self._active = active
-        if not self._all_active:
+        if not self._all_active and not copy_X and _compactable(X, self.dtype):
+            self._X = _compact_columns(X, active)  # X's own buffer: the caller gave it up
+        elif not self._all_active:
             self._X = _take_columns(X, active, self.dtype)
         elif is_numpy(self.xp):
             self._X = np.ascontiguousarray(X, dtype=self.dtype)
@@ -592,6 +594,14 @@ class LinearModelObjective(_Smoothness, Objective):
 
     def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[Any]:
         """Predictions: class indices (int64) for classifiers, real values for regression."""
+        return self._predictions(self.predict_margins(X, w))
+
+    def predict_train(self, w: ArrayLike) -> NDArray[Any]:
+        """Predictions on the training examples, from the objective's own copy of them (X̃w)."""
+        return self._predictions(self.margins(w))
+
+    def _predictions(self, Z: FloatArray) -> NDArray[Any]:
+        """Predictions from margins Z (n, c)."""
         raise NotImplementedError
 
     def predict_loss(self, X: ArrayLike, y: ArrayLike, w: ArrayLike) -> float:
@@ -747,8 +757,8 @@ class LinearRegression(LinearModelObjective):
     def _curvature(self, Z: FloatArray) -> FloatArray:
         return self.xp.ones_like(Z)
 
-    def predict(self, X: ArrayLike, w: ArrayLike) -> FloatArray:
-        return self.predict_margins(X, w)[:, 0]
+    def _predictions(self, Z: FloatArray) -> FloatArray:
+        return Z[:, 0]
 
     def lipschitz(self, w: ArrayLike | None = None, method: str = "bound") -> float:
         """L = λ_max((1/n) X̃ᵀX̃ + λ I_W), exact: the Hessian is the same everywhere."""
@@ -803,9 +813,8 @@ class _BinaryMixin:
                                    "0 and 1 ({dataset.classes})"))
         return _cast(y, self.dtype)[:, None]  # type: ignore[attr-defined]
 
-    def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
-        positive = self.predict_margins(X, w)[:, 0] > 0  # type: ignore[attr-defined]
-        return _cast(positive, np.int64)
+    def _predictions(self, Z: FloatArray) -> NDArray[np.int64]:
+        return _cast(Z[:, 0] > 0, np.int64)
 
 
 class LogisticRegression(_BinaryMixin, LinearModelObjective):
@@ -986,8 +995,8 @@ class SoftmaxRegression(LinearModelObjective):
             self._P_null = np.ascontiguousarray(V[:, ev <= tol].T)
         return self._P_null
 
-    def predict(self, X: ArrayLike, w: ArrayLike) -> NDArray[np.int64]:
-        return _cast(self.xp.argmax(self.predict_margins(X, w), axis=1), np.int64)
+    def _predictions(self, Z: FloatArray) -> NDArray[np.int64]:
+        return _cast(self.xp.argmax(Z, axis=1), np.int64)
 
     def predict_proba(self, X: ArrayLike, w: ArrayLike) -> FloatArray:
         """Class probabilities softmax(X W + b), shape (n', c)."""
@@ -1013,6 +1022,24 @@ def _take_columns(X: NDArray[Any], cols: NDArray[np.intp], dtype: Any) -> NDArra
     for i in range(0, X.shape[0], 2048):
         out[i:i + 2048] = X[i:i + 2048].take(cols, axis=1)
     return out
+
+
+def _compactable(X: Any, dtype: Any) -> bool:
+    """X can become the objective's own matrix in place: a writeable C-contiguous numpy array
+    already in ``dtype``."""
+    return (isinstance(X, np.ndarray) and X.dtype == np.dtype(dtype) and X.flags.c_contiguous
+            and X.flags.writeable and X.flags.owndata)
+
+
+def _compact_columns(X: NDArray[Any], cols: NDArray[np.intp]) -> NDArray[Any]:
+    """X[:, cols] written over X's own buffer (C order, row blocks: a block's new rows end before
+    the next block's old rows begin, k ≤ d); X itself is garbage after. No second copy of X."""
+    n, k = X.shape[0], cols.size
+    flat = X.reshape(-1)
+    for i in range(0, n, 2048):
+        block = X[i:i + 2048].take(cols, axis=1)
+        flat[i * k:(i + block.shape[0]) * k] = block.reshape(-1)
+    return flat[: n * k].reshape(n, k)
 
 
 def _check_X(X: ArrayLike) -> NDArray[Any]:
@@ -1071,14 +1098,16 @@ def make_objective(
     n_classes: int | None = None,
     dtype: Any = np.float64,
     penalty: ArrayLike | None = None,
+    copy_X: bool = True,
 ) -> LinearModelObjective:
     """The objective of ``model`` ∈ {linear, logistic, logistic_mse, softmax} on (X, y), penalty λ/2
-    tr(Wᵀ P W)."""
+    tr(Wᵀ P W); ``copy_X=False``: a numpy X in the objective's dtype becomes the objective's own
+    matrix in place (its all-zero columns squeezed out; the caller must not use X after)."""
     if model not in MODELS:
         raise ConfigError(worded("{objective}={model!r} is unknown; use one of {names}",
                                  model=model, names=", ".join(MODELS)))
     return MODELS[model](X, y, l2=l2, fit_intercept=fit_intercept, n_classes=n_classes, dtype=dtype,
-                           penalty=penalty)
+                           penalty=penalty, copy_X=copy_X)
 
 
 # ----- helpers shared by the numpy and the other backends' paths ---------------------------------

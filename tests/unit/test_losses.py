@@ -287,3 +287,33 @@ def test_dense_hessian_refused_when_too_big(monkeypatch):
     obj = _obj("softmax")
     with pytest.raises(NumericalError, match="newton_cg"):
         obj.hessian(np.zeros(obj.n_params))
+
+
+@pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
+def test_objective_takes_over_x_in_place_with_the_same_bits(model):
+    """copy_X=False squeezes the all-zero columns out of X's own buffer (no second copy of X):
+    the objective computes exactly what one built on a copy does, and its training predictions
+    are those of predict on the original X."""
+    rng = np.random.default_rng(3)
+    n = 5000  # more than one 2048-row block
+    X = rng.standard_normal((n, 9))
+    X[:, [0, 4, 8]] = 0.0  # constant features, dropped from the products
+    y = {"linear": rng.standard_normal(n), "logistic": (X[:, 1] > 0).astype(float),
+         "softmax": rng.integers(0, 3, n)}[model]
+    kw = {"l2": 1e-2, "n_classes": 3 if model == "softmax" else None}
+    ref = make_objective(model, X.copy(), y, **kw)
+    X_given = X.copy()
+    obj = make_objective(model, X_given, y, copy_X=False, **kw)
+    assert np.shares_memory(obj._X, X_given) and obj._X.shape == (n, 6)
+    w = rng.standard_normal(obj.n_params) * 0.3
+    f, g = obj.value_grad(w)
+    f_ref, g_ref = ref.value_grad(w)
+    assert f == f_ref and np.array_equal(g, g_ref)
+    assert np.array_equal(obj.hvp(w, g), ref.hvp(w, g))
+    np.testing.assert_allclose(obj.predict_train(w), ref.predict(X, w), rtol=1e-12, atol=1e-12)
+    # a view (not the array's own data) or another dtype is copied, never overwritten
+    view = X[:, :]
+    before = X.copy()
+    make_objective(model, view, y, copy_X=False, **kw)
+    make_objective(model, X.astype(np.float32), y, copy_X=False, **kw)
+    assert np.array_equal(X, before)
