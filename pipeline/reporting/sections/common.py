@@ -62,6 +62,17 @@ def devices_in(table: pd.DataFrame) -> int:
     return int(table["device"].nunique()) if "device" in table else 1
 
 
+def device_columns(devices: int) -> dict[str, str]:
+    """A speed table's ``device`` column → header, where its seconds come from several devices."""
+    return {"device": "device (of the seconds)"} if devices > 1 else {}
+
+
+def seconds_header(tol: float, devices: int) -> str:
+    """The header of the seconds to ``tol``: 's to 1e-8', naming the run's device where the seconds
+    of several devices share the column."""
+    return f"s to {tol_text(tol)}" + (" on the run's device" if devices > 1 else "")
+
+
 def one_device_as_before(table: pd.DataFrame) -> pd.DataFrame:
     """A speed table's CSV: without the ``device`` column when every run used one device (the
     file as it was before runs recorded a device), with it when seconds of several devices mix."""

@@ -8,8 +8,10 @@ from pipeline.reporting import analysis
 from pipeline.reporting.context import Context
 from pipeline.reporting.render import Section
 from pipeline.reporting.sections.common import (
+    device_columns,
     devices_in,
     one_device_as_before,
+    seconds_header,
     speed_display,
     tol_text,
     with_percent,
@@ -48,16 +50,13 @@ def factors(ctx: Context) -> pd.DataFrame:
 def columns(ctx: Context, devices: int = 1) -> dict[str, str]:
     """Headline column → header; with runs from more than one device (``devices``), the device
     beside the seconds."""
-    cols = {"run_id": "run", "status": "status", "iterations": "iters run"}
-    mixed = devices > 1
-    if mixed:
-        cols["device"] = "device (of the seconds)"
+    cols = {"run_id": "run", "status": "status", "iterations": "iters run",
+            **device_columns(devices)}
     for tol in ctx.tols:
         t = analysis.tol_key(tol)
         cols |= {f"iters_to_{t}": f"iters to {tol_text(tol)}",
                  f"passes_to_{t}": f"passes to {tol_text(tol)}",
-                 f"seconds_to_{t}": f"s to {tol_text(tol)}"
-                 + (" on the run's device" if mixed else "")}
+                 f"seconds_to_{t}": seconds_header(tol, devices)}
     return cols | {"test_accuracy": "test acc"}
 
 

@@ -10,8 +10,10 @@ from pipeline.reporting.context import Context
 from pipeline.reporting.convergence import add_problem_figures, problems
 from pipeline.reporting.render import Cell, Section
 from pipeline.reporting.sections.common import (
+    device_columns,
     devices_in,
     one_device_as_before,
+    seconds_header,
     speed_display,
     tol_text,
     with_run_cells,
@@ -56,15 +58,12 @@ def theory_cells(ctx: Context, speed: pd.DataFrame) -> list[Cell]:
 def columns(ctx: Context, present: set[str], devices: int = 1) -> dict[str, str]:
     """Speed-table column → header: the fixed ones, then every optional column present; with
     runs from more than one device (``devices``), the device beside the seconds."""
-    cols = {"run_id": "run", "status": "status", "iterations": "iterations"}
-    mixed = devices > 1
-    if mixed:
-        cols["device"] = "device (of the seconds)"
+    cols = {"run_id": "run", "status": "status", "iterations": "iterations",
+            **device_columns(devices)}
     for tol in ctx.tols:
         t = analysis.tol_key(tol)
         cols[f"projected_iters_to_{t}"] = f"iters to {tol_text(tol)}"
-        cols[f"seconds_to_{t}"] = f"s to {tol_text(tol)}" + (" on the run's device" if mixed
-                                                             else "")
+        cols[f"seconds_to_{t}"] = seconds_header(tol, devices)
     cols |= {"kappa": "κ of ∇²f(w*)", "kappa_gd": "κ for GD = 1/(εμ)",
              "rate_measured": "rate measured", "rate_predicted": "1 − 1/κ",
              "rate_check": "theory check"}
