@@ -30,6 +30,9 @@ def namespace(*arrays: Any) -> Any:
     return array_api_compat.array_namespace(*arrays)
 
 
+NUMPY_XP = namespace(np.zeros(0))  # numpy's array API namespace (array-api-compat's wrapper)
+
+
 def is_numpy(xp: Any) -> bool:
     """True for numpy's namespace (the default backend, whose code paths stay numpy's own)."""
     return bool(array_api_compat.is_numpy_namespace(xp)) or xp is np
@@ -43,6 +46,8 @@ def to_numpy(x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
     if array_api_compat.is_cupy_array(x):
         return x.get()
+    if array_api_compat.is_array_api_obj(x):  # another library: through its default (host) device
+        x = x.to_device(namespace(x).__array_namespace_info__().default_device())
     return np.asarray(x)
 
 
@@ -92,7 +97,7 @@ def load_backend(name: str, device: str = "cpu") -> Backend:
         if device != "cpu":
             raise ConfigError(f"device={device} needs backend=torch or backend=cupy; numpy runs on "
                               "the CPU (device=cpu)")
-        return Backend("numpy", namespace(np.zeros(0)), None, "cpu", {"numpy": np.__version__})
+        return Backend("numpy", NUMPY_XP, None, "cpu", {"numpy": np.__version__})
     try:
         lib = importlib.import_module(name)
     except ImportError:

@@ -39,7 +39,7 @@ from scipy.linalg import lapack
 from scipy.special import expit, log_expit
 from threadpoolctl import threadpool_limits
 
-from pipeline.core.backend import is_numpy, namespace, to_numpy
+from pipeline.core.backend import NUMPY_XP, is_numpy, namespace, to_numpy
 from pipeline.core.errors import ConfigError, DataError, NumericalError, OptionError, worded
 from pipeline.core.linalg import (  # largest_eigenvalue, top_eigenvalue: re-exported here
     SingularMatrixError,
@@ -62,7 +62,6 @@ _S_CRIT = ((15.0 - np.sqrt(33.0)) / 24.0, (15.0 + np.sqrt(33.0)) / 24.0)
 MSE_LOGISTIC_CURVATURE = float(max(abs(s * s * (1 - s) * (2 - 3 * s)) for s in _S_CRIT))
 
 FloatArray = NDArray[np.floating[Any]]
-NUMPY_XP = namespace(np.zeros(0))  # numpy's array API namespace (array-api-compat's wrapper)
 
 
 def _as_dtype(dtype: Any) -> type[np.floating[Any]]:
@@ -110,7 +109,7 @@ class Objective:
     n_params: int
     dtype: type[np.floating[Any]] = np.float64
     xp: Any = NUMPY_XP
-    _device: Any = None  # the device of the objective's arrays (None: the namespace's default)
+    device: Any = None  # the device of the objective's arrays (None: the namespace's default)
 
     def value(self, w: ArrayLike) -> float:
         """f(w)."""
@@ -148,7 +147,7 @@ class Objective:
         if is_numpy(self.xp):
             arr = np.asarray(w, dtype=self.dtype)
         else:
-            arr = self.xp.asarray(w, dtype=_xdtype(self.xp, self.dtype), device=self._device)
+            arr = self.xp.asarray(w, dtype=_xdtype(self.xp, self.dtype), device=self.device)
         if tuple(arr.shape) != (self.n_params,):
             raise ConfigError(
                 f"{name} has shape {tuple(arr.shape)}, expected ({self.n_params},) = the flat "
@@ -158,7 +157,7 @@ class Objective:
 
     def _from_host(self, a: NDArray[Any]) -> Any:
         """A host numpy array as an array of this objective's namespace, on its device."""
-        return a if is_numpy(self.xp) else self.xp.asarray(a, device=self._device)
+        return a if is_numpy(self.xp) else self.xp.asarray(a, device=self.device)
 
 
 class _Smoothness:
@@ -245,10 +244,10 @@ class LinearModelObjective(_Smoothness, Objective):
                  penalty: ArrayLike | None = None, copy_X: bool = True) -> None:
         self.dtype = _as_dtype(dtype)
         X = _check_X(X)
-        self.xp, self._device = namespace(X), array_api_compat.device(X)
+        self.xp, self.device = namespace(X), array_api_compat.device(X)
         self.n, self.d = X.shape
         self.l2 = _check_l2(l2)
-        self.P = _check_penalty(penalty, self.d, self.xp, self._device)  # (d, d) or None = I
+        self.P = _check_penalty(penalty, self.d, self.xp, self.device)  # (d, d) or None = I
         self._P_null: FloatArray | None = None
         self._P_diag = None if self.P is None else _diagonal(self.P)
         self.fit_intercept = bool(fit_intercept)
@@ -280,7 +279,7 @@ class LinearModelObjective(_Smoothness, Objective):
 
     def _as_input(self, a: ArrayLike) -> Any:
         """``a`` (labels, targets) as an array of the objective's namespace, on its device."""
-        return np.asarray(a) if is_numpy(self.xp) else self.xp.asarray(a, device=self._device)
+        return np.asarray(a) if is_numpy(self.xp) else self.xp.asarray(a, device=self.device)
 
     # ----- hooks per model --------------------------------------------------------------------
     def _n_outputs(self, n_classes: int | None) -> int:
@@ -408,7 +407,7 @@ class LinearModelObjective(_Smoothness, Objective):
     def penalty_matrix(self) -> FloatArray:
         """The (d, d) matrix P of the penalty λ/2 tr(Wᵀ P W) (I when none was given)."""
         if not is_numpy(self.xp):
-            eye = self.xp.eye(self.d, dtype=self.xp.float64, device=self._device)
+            eye = self.xp.eye(self.d, dtype=self.xp.float64, device=self.device)
             return eye if self.P is None else self.xp.asarray(self.P, copy=True)
         return np.eye(self.d) if self.P is None else self.P.copy()
 
@@ -432,7 +431,7 @@ class LinearModelObjective(_Smoothness, Objective):
         if is_numpy(self.xp):
             Xb, yb = self._X[rows], self.y[rows]
         else:
-            idx = self.xp.asarray(rows, device=self._device)
+            idx = self.xp.asarray(rows, device=self.device)
             Xb, yb = self.xp.take(self._X, idx, axis=0), self.xp.take(self.y, idx, axis=0)
         Z = Xb @ W
         if b is not None:
@@ -498,7 +497,7 @@ class LinearModelObjective(_Smoothness, Objective):
         if not is_numpy(self.xp):
             if not self.fit_intercept:
                 return self._X
-            ones = self.xp.ones((self.n, 1), dtype=self._X.dtype, device=self._device)
+            ones = self.xp.ones((self.n, 1), dtype=self._X.dtype, device=self.device)
             return self.xp.concat([self._X, ones], axis=1)
         cols = [self._X] + ([np.ones((self.n, 1), self.dtype)] if self.fit_intercept else [])
         return np.hstack(cols) if len(cols) > 1 else self._X
@@ -545,7 +544,7 @@ class LinearModelObjective(_Smoothness, Objective):
         if is_numpy(self.xp):
             dg.reshape(self.n_rows, self.c)[: self.d] += self.l2 * pdiag
             return dg
-        top = self.xp.zeros((self.d, self.c), dtype=self.xp.float64, device=self._device)
+        top = self.xp.zeros((self.d, self.c), dtype=self.xp.float64, device=self.device)
         return self._add_top(dg, top + self.l2 * pdiag)
 
     def _diag_curv(self, curv: FloatArray) -> FloatArray:
@@ -583,7 +582,7 @@ class LinearModelObjective(_Smoothness, Objective):
         if not is_numpy(self.xp):
             xp = self.xp
             M = xp.reshape(self._check_w(w), (self.n_rows, self.c))
-            X = xp.asarray(X, dtype=_xdtype(xp, self.dtype), device=self._device)
+            X = xp.asarray(X, dtype=_xdtype(xp, self.dtype), device=self.device)
             Z = X @ M[: self.d, :]
             return Z + M[self.d, :] if self.fit_intercept else Z
         M = self._check_w(w).reshape(self.n_rows, self.c)
@@ -903,7 +902,7 @@ class SoftmaxRegression(LinearModelObjective):
 
     def _onehot(self, y: Any, dtype: Any) -> FloatArray:
         """Non-numpy: the (n, c) indicator of the labels y (Z[i, y_i] = Σ_k Z_ik · onehot_ik)."""
-        classes = self.xp.arange(self.c, dtype=y.dtype, device=self._device)
+        classes = self.xp.arange(self.c, dtype=y.dtype, device=self.device)
         return self.xp.astype(y[:, None] == classes[None, :], dtype)
 
     def _loss_dz(self, Z: FloatArray, y: FloatArray | None = None) -> tuple[float, FloatArray]:
@@ -950,7 +949,7 @@ class SoftmaxRegression(LinearModelObjective):
         k_rows = Xt.shape[1]
         c = self.c
         if not is_numpy(self.xp):
-            Hs = self.xp.empty((k_rows, c, k_rows, c), dtype=Xt.dtype, device=self._device)
+            Hs = self.xp.empty((k_rows, c, k_rows, c), dtype=Xt.dtype, device=self.device)
         else:
             Hs = np.empty((k_rows, c, k_rows, c), dtype=self.dtype)
         for k in range(c):
@@ -1212,10 +1211,10 @@ def _scatter_axis(xp: Any, A: Any, index: Any, axis: int) -> Any:
 def _pack_xp(o: LinearModelObjective, W: Any, b: Any) -> Any:
     """The flat parameter vector of (W, b): [W; bᵀ] raveled row-major."""
     xp, dt = o.xp, _xdtype(o.xp, o.dtype)
-    W = xp.reshape(xp.asarray(W, dtype=dt, device=o._device, copy=True), (o.d, o.c))
+    W = xp.reshape(xp.asarray(W, dtype=dt, device=o.device, copy=True), (o.d, o.c))
     if not o.fit_intercept:
         return xp.reshape(W, (-1,))
-    bb = xp.broadcast_to(xp.asarray(b, dtype=dt, device=o._device), (o.c,))
+    bb = xp.broadcast_to(xp.asarray(b, dtype=dt, device=o.device), (o.c,))
     return xp.reshape(xp.concat([W, bb[None, :]], axis=0), (-1,))
 
 
@@ -1243,8 +1242,8 @@ def _penalty_block_xp(o: LinearModelObjective) -> Any:
     """λ (P ⊗ I_c) (λ I when P = I), the penalty's block of the Hessian on the weights."""
     xp, k, dt = o.xp, o.d * o.c, _xdtype(o.xp, o.dtype)
     if o.P is None:
-        return o.l2 * xp.eye(k, dtype=dt, device=o._device)
-    eye = xp.eye(o.c, dtype=xp.float64, device=o._device)
+        return o.l2 * xp.eye(k, dtype=dt, device=o.device)
+    eye = xp.eye(o.c, dtype=xp.float64, device=o.device)
     kron = xp.reshape(o.P[:, None, :, None] * eye[None, :, None, :], (k, k))
     return xp.astype(o.l2 * kron, dt)
 
@@ -1301,7 +1300,7 @@ def _bound_mv(o: LinearModelObjective) -> Callable[[Any], Any]:
 def _matvec_xp(op: HessianOperator, v: Any) -> Any:
     """∇²f(w) v = (1/n) X̃ᵀ (D · (X̃ V)) + λ [P V; 0], one product with X̃ per side."""
     o, xp = op.obj, op.obj.xp
-    V, b = o._coef(xp.asarray(v, dtype=_xdtype(xp, op.dtype), device=o._device))
+    V, b = o._coef(xp.asarray(v, dtype=_xdtype(xp, op.dtype), device=o.device))
     U = op.X @ V
     if b is not None:
         U = U + b
@@ -1324,7 +1323,7 @@ def _closed_form_xp(o: LinearRegression) -> Any:
     full = o.P is not None and not o._all_active
     if full:
         A, rhs = o._scatter(A, (0, 1)), o._scatter(rhs, (0,))
-    pen = xp.eye(o._X.shape[1], dtype=xp.float64, device=o._device) if o.P is None else o.P
+    pen = xp.eye(o._X.shape[1], dtype=xp.float64, device=o.device) if o.P is None else o.P
     k = pen.shape[0]
     A[:k, :k] += o.l2 * pen
     try:
@@ -1341,7 +1340,7 @@ def _class_block_solver_xp(op: HessianOperator, rel_threshold: float,
                            max_rows: int | None) -> Callable[[Any], Any]:
     """HessianOperator.class_block_solver on a non-numpy backend: the examples below the
     threshold get weight 0 (the same blocks as dropping them), factors by xp.linalg."""
-    o, xp, dev = op.obj, op.obj.xp, op.obj._device
+    o, xp, dev = op.obj, op.obj.xp, op.obj.device
     D = xp.clip(o._diag_curv(op.curv), min=0.0)
     X, scale = op.X, 1.0 / o.n
     if max_rows is not None and max_rows < o.n:  # a fixed, evenly spread subsample of rows
@@ -1376,7 +1375,7 @@ def _block_solve_xp(o: LinearModelObjective, Minv: Any, rows: NDArray[np.intp]
                     ) -> Callable[[Any], Any]:
     """r ↦ M⁻¹ r: the class blocks' inverses Minv (c, m, m) on the rows of data, 1/(λ P_jj) on
     the inactive features."""
-    xp, dev = o.xp, o._device
+    xp, dev = o.xp, o.device
     inactive = np.setdiff1d(np.arange(o.d), rows)
     pd_in = np.ones(inactive.size) if o._P_diag is None else to_numpy(o._P_diag)[inactive]
     lam_inv = xp.asarray((1.0 / np.where(o.l2 * pd_in > 0, o.l2 * pd_in, 1.0))[:, None],

@@ -419,3 +419,28 @@ def test_softmax_regression_reaches_the_numpy_optimum(backend: str, method: str,
     assert namespace(res.w) is namespace(_asarray(xp, X))
     assert res.status == "converged", res.message
     np.testing.assert_allclose(to_numpy(res.w), w_star, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", ["gd", "nesterov", "lbfgs", "newton", "newton_cg", "sgd"])
+def test_a_host_start_point_moves_to_the_objectives_device(method: str) -> None:
+    """An objective on a second device (array_api_strict's 'device1', standing in for a GPU) and
+    a numpy w0: minimize moves w0 to that device once, and the run stays there (mixing devices
+    raises in array_api_strict), ending at the CPU run's optimum."""
+    from pipeline.core.objectives import make_objective
+
+    dev = array_api_strict.Device("device1")
+    rng = np.random.default_rng(SEED)
+    X = rng.standard_normal((80, 4))
+    y = np.argmax(X @ rng.standard_normal((4, 3)) + rng.gumbel(size=(80, 3)), axis=1)
+    kw = {"l2": 1e-1, "n_classes": 3}
+    obj = make_objective("softmax", array_api_strict.asarray(X, device=dev),
+                         array_api_strict.asarray(y, device=dev), **kw)
+    assert obj.device == dev
+    ref = make_objective("softmax", X, y, **kw)
+    opts: dict[str, Any] = {"tol": 1e-9, "max_iter": 2000}
+    if method == "sgd":
+        opts = {"tol": 0.0, "epochs": 2, "seed": SEED}
+    res = minimize(obj, np.zeros(obj.n_params), method, **opts)
+    assert res.w.device == dev
+    want = minimize(ref, np.zeros(ref.n_params), method, **opts).w
+    np.testing.assert_allclose(to_numpy(res.w), want, rtol=1e-8, atol=1e-9)

@@ -14,16 +14,14 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from pipeline.core.backend import is_numpy, namespace, to_numpy
+from pipeline.core.backend import NUMPY_XP, is_numpy, namespace, to_numpy
 from pipeline.core.errors import ConfigError
-
-NUMPY = namespace(np.zeros(0))
 
 
 def solver_namespace(obj: Any) -> Any:
     """The objective's array namespace (its ``xp``; numpy's for an objective without one)."""
     xp = getattr(obj, "xp", None)
-    return NUMPY if xp is None else xp
+    return NUMPY_XP if xp is None else xp
 
 
 def float_dtype(xp: Any, dtype: Any) -> Any:

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.backend import is_numpy
+from pipeline.core.backend import NUMPY_XP, is_numpy
 from pipeline.core.errors import NumericalError
-from pipeline.core.solvers.arrays import NUMPY, as_float64, norm_if_finite, solver_namespace
+from pipeline.core.solvers.arrays import as_float64, norm_if_finite, solver_namespace
 from pipeline.core.solvers.protocols import FloatArray, Gauged, Objective
 
 HISTORY_KEYS = ("iteration", "time_s", "loss", "grad_norm", "step_size", "passes")
@@ -193,7 +193,7 @@ def iterate(m: Method, w: FloatArray, *, max_iter: int, tol: float, budget: floa
     clock = Clock()
     m.clock = clock
     hist = History(clock, callback)
-    xp = getattr(m, "xp", NUMPY)
+    xp = getattr(m, "xp", NUMPY_XP)
     f, g = m.start(w)
     blown, gn = measure(xp, f, g, f, math.inf)
     if blown:
