@@ -343,7 +343,7 @@ def run_objective(model: ModelSpec, dataset: Any, transform: Any,
     the split's arrays (P moved to ``backend``'s device when given); ``copy_X=False``: the split's
     X_train becomes the objective's matrix in place (the caller must not read it after)."""
     penalty = penalty_of(transform)
-    if penalty is not None and backend is not None and backend.name != "numpy":
+    if penalty is not None and backend is not None:
         penalty = backend.asarray(penalty)
     return make_objective(
         model.name,

@@ -71,7 +71,6 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path,
     obj_id = objective_id(spec, transform)
     rng = np.random.default_rng(spec.seed)
     w0 = objective.init(spec.solver.init, float(spec.solver.init_scale), rng)
-    w0 = backend.asarray(to_numpy(w0))  # the start drawn on the host: the same on every backend
     # before an MLflow run exists: a read-only folder is one error, no FAILED run
     check_writable(out_dir)
     tracker, run_id, prep_sha = start_tracking(spec, ctx, out_dir, (prep_path, facts, obj_id),
@@ -109,9 +108,7 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path,
 
 def on_backend(backend: Backend, dataset: Any) -> Any:
     """The data set with its train and test arrays on the backend's device (one host → device
-    copy each); for numpy the data set itself."""
-    if backend.name == "numpy":
-        return dataset
+    copy each; numpy's arrays stay as they are)."""
     moved = {k: backend.asarray(getattr(dataset, k))
              for k in ("X_train", "y_train", "X_test", "y_test")}
     return dataclasses.replace(dataset, **moved)
@@ -122,8 +119,6 @@ def on_backend_val(backend: Backend, facts: dict[str, Any]) -> tuple[Any, Any] |
     None when the data has none."""
     if "X_val" not in facts:
         return None
-    if backend.name == "numpy":
-        return facts["X_val"], facts["y_val"]
     return backend.asarray(facts["X_val"]), backend.asarray(facts["y_val"])
 
 
