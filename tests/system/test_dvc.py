@@ -66,7 +66,7 @@ def test_real_pipeline_outputs_are_where_the_apps_write() -> None:
     trained = {
         (st.name, str(cfg.study), run_name(cfg, ov)) for st, cfg, ov in jobs if st.app == "train"
     }
-    softmax = {t[2] for t in trained if t[0].startswith("train-softmax@")}
+    softmax = {t[2] for t in trained if t[0] == "train-softmax"}
     assert softmax == {
         f"mnist-{p}-softmax-{o}" for p in ("none", "zscore", "whiten")
         for o in ("gd", "newton_cg", "lbfgs", "nesterov")
