@@ -13,7 +13,9 @@ build. Hence tol = 1e-7 for the line-searching Newton-CG cases: their next step 
 by 0-3 ulps (on one build newton_cg_logistic took 3 such steps, t = ½, ¼, ½, where the
 recording machine took 1 with t = 1).
 Their pins are the 56aced6 recordings cut at the first row with ‖∇f‖ ≤ 1e-7 (tol enters only the
-stop test; 56aced6 with the new tol gives exactly that prefix)."""
+stop test; 56aced6 with the new tol gives exactly that prefix). ``newton_cg_softmax_f64_block`` was
+recorded again when the softmax class-block preconditioner was split along the class shifts
+(``objectives.class_shift_split``: a deliberate change of its path, same step count and optimum)."""
 
 from __future__ import annotations
 

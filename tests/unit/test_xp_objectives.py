@@ -175,6 +175,17 @@ def _class_blocks(H: np.ndarray, n_rows: int, c: int) -> np.ndarray:
     return (H4 * np.eye(c)[None, :, None, :]).reshape(H.shape)
 
 
+def _shift_split(M: np.ndarray, r: np.ndarray, obj: Any) -> np.ndarray:
+    """Π M⁻¹ Π r + (I − Π) r / λ (0 on the unpenalized bias row), Π: each row less its mean over
+    the classes — by a dense solve."""
+    R = r.reshape(obj.n_rows, obj.c)
+    mean = R.mean(axis=1, keepdims=True)
+    Z = np.linalg.solve(M, (R - mean).ravel()).reshape(R.shape)
+    gamma = np.full((obj.n_rows, 1), 1.0 / obj.l2)
+    gamma[obj.d:] = 0.0
+    return (Z - Z.mean(axis=1, keepdims=True) + mean * gamma).ravel()
+
+
 def test_class_block_solver_inverts_the_class_blocks(backend: Backend, case) -> None:
     args, w = case
     ref, obj = build(Backend("numpy"), args), build(backend, args)
@@ -186,13 +197,45 @@ def test_class_block_solver_inverts_the_class_blocks(backend: Backend, case) -> 
     backend.assert_mine(out)
     np.testing.assert_allclose(host(out), solve0(v), rtol=1e-8, atol=1e-10)
     if args["penalty"] is None and args["model"] != "logistic_mse":
-        # M v with M the class-diagonal blocks of the Hessian (logistic_mse's curvature can be
-        # negative, which the preconditioner clips at 0)
-        Mv = _class_blocks(host(obj.hessian(wx)), obj.n_rows, obj.c) @ v
-        np.testing.assert_allclose(host(solve(backend.to(Mv))), v, rtol=1e-7, atol=1e-7)
+        # M the class-diagonal blocks of the Hessian (logistic_mse's curvature can be negative,
+        # which the preconditioner clips at 0); softmax: M⁻¹ split along the class shifts
+        M = _class_blocks(host(obj.hessian(wx)), obj.n_rows, obj.c)
+        if obj.class_shift_invariant:
+            np.testing.assert_allclose(host(out), _shift_split(M, v, obj), rtol=1e-7, atol=1e-7)
+        else:
+            np.testing.assert_allclose(host(solve(backend.to(M @ v))), v, rtol=1e-7, atol=1e-7)
     sub = obj.hess_operator(wx).class_block_solver(max_rows=20)(backend.to(v))
     np.testing.assert_allclose(host(sub), ref.hess_operator(w).class_block_solver(max_rows=20)(v),
                                rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_softmax_preconditioner_is_exact_on_the_class_shifts(backend: Backend, variant) -> None:
+    """Along W + V1ᵀ (every class shifted alike) the softmax Hessian is the penalty alone,
+    ∇²f u = λ (P ⊗ I) u, and maps the shifts to themselves; the split class-block preconditioner
+    inverts it there (exactly for P = I, P's diagonal otherwise) and keeps every other direction
+    off the shifts: what the data adds has rows summing to 0 over the classes."""
+    args, w = problem("softmax", variant, True)
+    obj = build(backend, args)
+    wx = backend.to(w)
+    rng = np.random.default_rng(5)
+    U = np.zeros((obj.n_rows, obj.c))
+    U[: obj.d] = rng.standard_normal((obj.d, 1))  # V 1ᵀ on the weights, bias row 0
+    H = host(obj.hessian(wx))
+    Hu = H @ U.ravel()
+    P = np.eye(obj.d) if args["penalty"] is None else np.asarray(args["penalty"])
+    np.testing.assert_allclose(Hu.reshape(U.shape)[: obj.d], obj.l2 * P @ U[: obj.d], rtol=1e-10,
+                               atol=1e-12)
+    solve = obj.hess_operator(wx).class_block_solver()
+    got = host(solve(backend.to(Hu))).reshape(U.shape)
+    if args["penalty"] is None:
+        np.testing.assert_allclose(got, U, rtol=1e-10, atol=1e-12)
+    else:  # λ P u ↦ P u / diag P: on the shifts still
+        np.testing.assert_allclose(got - got.mean(axis=1, keepdims=True), 0.0, atol=1e-10)
+    r = rng.standard_normal(obj.n_params)
+    r.reshape(U.shape)[:] -= r.reshape(U.shape).mean(axis=1, keepdims=True)  # off the shifts
+    z = host(solve(backend.to(r))).reshape(U.shape)
+    np.testing.assert_allclose(z.sum(axis=1), 0.0, atol=1e-10)
 
 
 def test_ridged_inverse_raises_the_same_error_on_every_backend(backend: Backend) -> None:
