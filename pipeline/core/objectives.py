@@ -256,6 +256,10 @@ class LinearModelObjective(_Smoothness, Objective):
         self.c = self._n_outputs(n_classes)
         self.y = self._prepare_y(y, self.n)
         active = _active_columns(X)  # host int array
+        if copy_X and self.l2 > 0 and self.P is None and _compactable(X, self.dtype, owned=False):
+            # no copy of the caller's X only to drop its all-zero columns: with λ > 0 their
+            # weights just shrink (gradient λw, curvature λ), at ~k/d more flops per pass
+            active = np.arange(self.d)
         self._all_active = active.size == self.d
         self._active = active
         if not self._all_active and not copy_X and _compactable(X, self.dtype):
@@ -1057,11 +1061,11 @@ def _take_columns(X: NDArray[Any], cols: NDArray[np.intp], dtype: Any) -> NDArra
     return out
 
 
-def _compactable(X: Any, dtype: Any) -> bool:
-    """X can become the objective's own matrix in place: a writeable C-contiguous numpy array
-    already in ``dtype``."""
+def _compactable(X: Any, dtype: Any, owned: bool = True) -> bool:
+    """X can become the objective's own matrix as it is: a C-contiguous numpy array already in
+    ``dtype`` (``owned``: and writeable, owning its buffer, to be compacted in place)."""
     return (isinstance(X, np.ndarray) and X.dtype == np.dtype(dtype) and X.flags.c_contiguous
-            and X.flags.writeable and X.flags.owndata)
+            and (not owned or (X.flags.writeable and X.flags.owndata)))
 
 
 def _compact_columns(X: NDArray[Any], cols: NDArray[np.intp]) -> NDArray[Any]:

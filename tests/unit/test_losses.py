@@ -290,6 +290,35 @@ def test_dense_hessian_refused_when_too_big(monkeypatch):
 
 
 @pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
+def test_objective_keeps_a_callers_x_with_zero_columns_when_penalized(model):
+    """copy_X=True (the caller keeps X) with λ > 0: X is used as it is, all-zero columns and all,
+    never copied only to drop them; the same f, ∇f and HVP as the compacted objective to rounding,
+    and those columns' weights see only the penalty. Without a penalty they are dropped (their
+    directions would be flat), in a copy."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    X = rng.standard_normal((n, 7))
+    X[:, [2, 5]] = 0.0
+    y = {"linear": rng.standard_normal(n), "logistic": (X[:, 1] > 0).astype(float),
+         "softmax": rng.integers(0, 3, n)}[model]
+    c = 3 if model == "softmax" else 1
+    kw = {"l2": 1e-2, "n_classes": c if model == "softmax" else None}
+    obj = make_objective(model, X, y, **kw)
+    assert obj._X is X
+    compact = make_objective(model, np.asfortranarray(X), y, **kw)
+    assert compact._X.shape == (n, 5) and not np.shares_memory(compact._X, X)
+    w = rng.standard_normal(obj.n_params) * 0.3
+    (f, g), (f_c, g_c) = obj.value_grad(w), compact.value_grad(w)
+    assert f == pytest.approx(f_c, rel=1e-13)
+    np.testing.assert_allclose(g, g_c, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(obj.hvp(w, g), compact.hvp(w, g), rtol=1e-6, atol=1e-9)
+    W, Gz = w.reshape(-1, c)[[2, 5]], g.reshape(-1, c)[[2, 5]]
+    np.testing.assert_allclose(Gz, 1e-2 * W, rtol=1e-12, atol=0)
+    free = make_objective(model, X, y, **{**kw, "l2": 0.0})
+    assert free._X.shape == (n, 5)
+
+
+@pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
 def test_objective_takes_over_x_in_place_with_the_same_bits(model):
     """copy_X=False squeezes the all-zero columns out of X's own buffer (no second copy of X):
     the objective computes exactly what one built on a copy does, and its training predictions
@@ -301,7 +330,8 @@ def test_objective_takes_over_x_in_place_with_the_same_bits(model):
     y = {"linear": rng.standard_normal(n), "logistic": (X[:, 1] > 0).astype(float),
          "softmax": rng.integers(0, 3, n)}[model]
     kw = {"l2": 1e-2, "n_classes": 3 if model == "softmax" else None}
-    ref = make_objective(model, X.copy(), y, **kw)
+    ref = make_objective(model, np.asfortranarray(X), y, **kw)  # copied: Fortran order
+    assert ref._X.shape == (n, 6)
     X_given = X.copy()
     obj = make_objective(model, X_given, y, copy_X=False, **kw)
     assert np.shares_memory(obj._X, X_given) and obj._X.shape == (n, 6)
