@@ -671,12 +671,15 @@ class HessianOperator:
         if not is_numpy(o.xp):
             return _class_block_solver_xp(self, rel_threshold, max_rows)
         D = np.clip(o._diag_curv(self.curv), 0.0, None)
-        X, scale = self.X, 1.0 / o.n
+        X, scale, sel = self.X, 1.0 / o.n, None
         if max_rows is not None and max_rows < o.n:  # a fixed, evenly spread subsample of rows
             sel = np.linspace(0, o.n - 1, max_rows).astype(np.intp)
-            X, D, scale = X[sel], D[sel], 1.0 / max_rows
+            D, scale = D[sel], 1.0 / max_rows
         k_act = X.shape[1]
         rows = o._scatter_rows()
+        # the weighted rows √d_k·x̃_i gathered HVP_ROW_BLOCK at a time into one small buffer (a
+        # copy of every kept row per class would be tens of MB of fresh memory per class)
+        buf = np.empty((min(HVP_ROW_BLOCK, D.shape[0]), k_act), dtype=X.dtype)
         facs = []
         for k in range(o.c):
             dk = D[:, k]
@@ -686,12 +689,17 @@ class HessianOperator:
                 else np.arange(0)
             )
             sq = np.sqrt(dk[keep]).astype(X.dtype)
-            Y = X[keep]  # a copy: scaled in place (no second temporary of its size)
-            Y *= sq[:, None]
+            idx = keep if sel is None else sel[keep]
             G = np.zeros((rows.size, rows.size), dtype=np.float64)
-            G[:k_act, :k_act] = Y.T @ Y
+            for s in range(0, keep.size, HVP_ROW_BLOCK):
+                Y = np.take(X, idx[s: s + HVP_ROW_BLOCK], axis=0, mode="clip",  # valid rows;
+                            out=buf[: min(HVP_ROW_BLOCK, keep.size - s)])  # no "raise" buffer
+                Y *= sq[s: s + HVP_ROW_BLOCK, None]
+                G[:k_act, :k_act] += Y.T @ Y
+                if o.fit_intercept:
+                    G[:k_act, k_act] += Y.T @ sq[s: s + HVP_ROW_BLOCK]
             if o.fit_intercept:
-                G[:k_act, k_act] = G[k_act, :k_act] = Y.T @ sq
+                G[k_act, :k_act] = G[:k_act, k_act]
                 G[k_act, k_act] = float(np.sum(dk[keep], dtype=np.float64))
             G *= scale
             if o.P is None:
