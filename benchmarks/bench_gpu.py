@@ -102,13 +102,14 @@ def timed(be: Backend, fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def curvlab_fit(be: Backend, X: Any, y: Any, max_iter: int) -> tuple[np.ndarray, float, dict]:
+def curvlab_fit(be: Backend, X: Any, y: Any, max_iter: int,
+                preconditioner: str = "auto") -> tuple[np.ndarray, float, dict]:
     """curvlab newton_cg from zeros at tolerance 0 on ``be``'s arrays X, y (objective built inside
     the clock); the result's w brought to the host after it."""
     def solve() -> Any:
         obj = make_objective("softmax", X, y, l2=LAM, fit_intercept=True, n_classes=N_CLASSES)
         return minimize(obj, obj.init("zeros"), "newton_cg", tol=0.0, max_iter=max_iter,
-                        line_search=True)
+                        line_search=True, preconditioner=preconditioner)
 
     res, dt = timed(be, solve)
     check_namespace(be, res.w)
@@ -279,6 +280,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="CPU threads of the numpy row (default: all cores)")
     ap.add_argument("--gd-iters", type=int, default=100, help="iterations of the gd timing")
+    ap.add_argument("--preconditioner", default="auto", choices=("auto", "block", "none"),
+                    help="newton_cg's preconditioner on the device (auto: none off numpy)")
     ap.add_argument("--lbfgs-max-iter", type=int, default=3000, help="cap of the LBFGS scan")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
@@ -322,7 +325,7 @@ def device_rows(args: argparse.Namespace, be: Backend, ds: Any,
     _, w_dev = reference_optimum(obj, be.device_name)
     out["f_star_device_rel_diff"] = abs(ref["obj"].value(w_dev) - f_star) / abs(f_star)
     label = f"curvlab newton_cg [{be.name} {be.device_name}]"
-    fit: Fit = lambda k: curvlab_fit(be, X, y, k)  # noqa: E731
+    fit: Fit = lambda k: curvlab_fit(be, X, y, k, args.preconditioner)  # noqa: E731
     out["newton"], w = time_row(fit, first_reaching(fit, rel_gap, label), args.repeats, label,
                                 rel_gap)
     out["test_accuracy"] = float(np.mean(ref["obj"].predict(ds.X_test, w) == ds.y_test))
