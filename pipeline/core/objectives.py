@@ -255,11 +255,12 @@ class LinearModelObjective(_Smoothness, Objective):
         self.fit_intercept = bool(fit_intercept)
         self.c = self._n_outputs(n_classes)
         self.y = self._prepare_y(y, self.n)
-        active = _active_columns(X)  # host int array
         if copy_X and self.l2 > 0 and self.P is None and _compactable(X, self.dtype, owned=False):
             # no copy of the caller's X only to drop its all-zero columns: with λ > 0 their
             # weights just shrink (gradient λw, curvature λ), at ~k/d more flops per pass
             active = np.arange(self.d)
+        else:
+            active = _active_columns(X)  # host int array
         self._all_active = active.size == self.d
         self._active = active
         if not self._all_active and not copy_X and _compactable(X, self.dtype):
@@ -692,8 +693,8 @@ class HessianOperator:
             idx = keep if sel is None else sel[keep]
             G = np.zeros((rows.size, rows.size), dtype=np.float64)
             for s in range(0, keep.size, HVP_ROW_BLOCK):
-                Y = np.take(X, idx[s: s + HVP_ROW_BLOCK], axis=0, mode="clip",  # valid rows;
-                            out=buf[: min(HVP_ROW_BLOCK, keep.size - s)])  # no "raise" buffer
+                part = idx[s: s + HVP_ROW_BLOCK]  # valid rows: mode "clip" (no "raise" buffer)
+                Y = np.take(X, part, axis=0, out=buf[: part.size], mode="clip")
                 Y *= sq[s: s + HVP_ROW_BLOCK, None]
                 G[:k_act, :k_act] += Y.T @ Y
                 if o.fit_intercept:
@@ -709,8 +710,7 @@ class HessianOperator:
             facs.append(_ridged_inverse(G))
         Minv = np.stack(facs)  # (c, m, m)
         inactive = np.setdiff1d(np.arange(o.d), rows)
-        pd_in = np.ones(inactive.size) if o._P_diag is None else o._P_diag[inactive]
-        lam_inv = (1.0 / np.where(o.l2 * pd_in > 0, o.l2 * pd_in, 1.0))[:, None]
+        lam_inv = _inverse_penalty(o, inactive, 1.0)[:, None]
 
         def solve(r: FloatArray) -> FloatArray:
             R = r.reshape(o.n_rows, o.c)
@@ -743,6 +743,16 @@ def _ridged_inverse(G: FloatArray) -> FloatArray:
     return Minv + np.tril(Minv, -1).T
 
 
+def _inverse_penalty(o: LinearModelObjective, rows: NDArray[np.intp], flat: float
+                     ) -> NDArray[np.float64]:
+    """1/(λ P_jj) on the rows ``rows`` of [W; bᵀ] (host float64), ``flat`` where λ P_jj = 0 (no
+    penalty, or the bias rows)."""
+    pdiag = np.zeros(o.n_rows)
+    pdiag[: o.d] = 1.0 if o._P_diag is None else to_numpy(o._P_diag)
+    pen = o.l2 * pdiag[rows]
+    return np.where(pen > 0, 1.0 / np.where(pen > 0, pen, 1.0), flat)
+
+
 def class_shift_split(o: LinearModelObjective, solve: Callable[[Any], Any]
                       ) -> Callable[[Any], Any]:
     """The class-block preconditioner split along softmax's shift directions: with Π r the rows of
@@ -757,10 +767,7 @@ def class_shift_split(o: LinearModelObjective, solve: Callable[[Any], Any]
     if not o.class_shift_invariant or o.c < 2:
         return solve
     xp = o.xp
-    pdiag = np.zeros(o.n_rows)
-    pdiag[: o.d] = 1.0 if o._P_diag is None else to_numpy(o._P_diag)
-    pen = o.l2 * pdiag
-    gamma = np.where(pen > 0, 1.0 / np.where(pen > 0, pen, 1.0), 0.0)[:, None]
+    gamma = _inverse_penalty(o, np.arange(o.n_rows), 0.0)[:, None]
     if not is_numpy(xp):
         gamma = xp.asarray(gamma, dtype=xp.float64, device=o.device)
 
@@ -1423,9 +1430,8 @@ def _block_solve_xp(o: LinearModelObjective, Minv: Any, rows: NDArray[np.intp]
     the inactive features."""
     xp, dev = o.xp, o.device
     inactive = np.setdiff1d(np.arange(o.d), rows)
-    pd_in = np.ones(inactive.size) if o._P_diag is None else to_numpy(o._P_diag)[inactive]
-    lam_inv = xp.asarray((1.0 / np.where(o.l2 * pd_in > 0, o.l2 * pd_in, 1.0))[:, None],
-                         dtype=xp.float64, device=dev)
+    lam_inv = xp.asarray(_inverse_penalty(o, inactive, 1.0)[:, None], dtype=xp.float64,
+                         device=dev)
     order = xp.asarray(np.argsort(np.concatenate([rows, inactive])), device=dev)
     ridx, iidx = xp.asarray(rows, device=dev), xp.asarray(inactive, device=dev)
 
