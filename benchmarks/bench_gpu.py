@@ -48,10 +48,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# isort: off
+import pipeline  # noqa: E402,F401  (before numpy: curvlab's numpy page setting)
+import numpy as np  # noqa: E402
+# isort: on
 
 from pipeline.core.backend import Backend, load_backend, namespace, to_numpy  # noqa: E402
 from pipeline.core.errors import EXIT_USER_ERROR, CurvlabError  # noqa: E402

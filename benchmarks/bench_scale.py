@@ -25,11 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+# isort: off
+import pipeline  # noqa: E402,F401  (before numpy: curvlab's numpy page setting)
+import numpy as np  # noqa: E402
+# isort: on
+import yaml  # noqa: E402
 
 from pipeline.data.idxsets import load_mnist  # noqa: E402
 

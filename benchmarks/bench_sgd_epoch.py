@@ -19,7 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# isort: off
+import pipeline  # noqa: E402,F401  (before numpy: curvlab's numpy page setting)
 import numpy as np  # noqa: E402
+# isort: on
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from pipeline.core.objectives import make_objective  # noqa: E402

@@ -46,10 +46,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# isort: off
+import pipeline  # noqa: E402,F401  (before numpy: curvlab's numpy page setting)
+import numpy as np  # noqa: E402
+# isort: on
 from pipeline.cli.entry import exit_with  # noqa: E402
 from pipeline.core.errors import CurvlabError  # noqa: E402
 from pipeline.core.objectives import make_objective  # noqa: E402
@@ -289,7 +291,8 @@ def run(args: argparse.Namespace) -> tuple[Any, Any, float, dict[str, list[float
         ds = _load(10_000 if args.quick else None)
         X, y = ds.X_train, ds.y_train
         print(f"MNIST softmax: n={X.shape[0]} d={X.shape[1]} λ={LAM:g} float64, target (f-f*)/|f*| "
-              f"≤ {TARGET:g} (lbfgs rows: {LBFGS_TARGET:g}), threads={args.threads}", flush=True)
+              f"≤ {TARGET:g} (lbfgs rows: {LBFGS_TARGET:g}), threads={args.threads}, "
+              f"NUMPY_MADVISE_HUGEPAGE={os.environ.get('NUMPY_MADVISE_HUGEPAGE')}", flush=True)
         obj = make_objective("softmax", X, y, l2=LAM, fit_intercept=True, n_classes=10)
         f_star = reference_optimum(obj)
 
@@ -343,7 +346,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     by = {row["solver"]: row for row in rows}
     out: dict[str, Any] = {"n_train": int(ds.X_train.shape[0]), "lambda": LAM, "target": TARGET,
                            "lbfgs_target": LBFGS_TARGET, "f_star": f_star,
-                           "threads": args.threads, "rows": rows, **extra}
+                           "threads": args.threads, "rows": rows,
+                           "numpy_madvise_hugepage": os.environ.get("NUMPY_MADVISE_HUGEPAGE"),
+                           **extra}
     lines = []
     if "sklearn lbfgs" in by:
         ratio = by["curvlab lbfgs"]["median_s"] / by["sklearn lbfgs"]["median_s"]
