@@ -56,6 +56,11 @@ DENSE_HESSIAN_MAX_PARAMS = 8000
 # between its forward and backward product, so each product reads X once from memory (≈ 1.6× faster
 # on MNIST)
 HVP_ROW_BLOCK = 2048
+# rows of X̃ per block of a fused (f, ∇f) pass on numpy: Z_B = X̃_B W, ∂ℓ/∂Z_B and X̃_Bᵀ ∂ℓ/∂Z_B
+# while X̃_B (512 × 785 float64 = 3.2 MB) is in cache, so each gradient reads X once (full MNIST,
+# 2 threads: 42 ms against 75 ms for the two whole-matrix products). Smaller objectives take the
+# whole-matrix path: their values and gradients are the same bits as before the blocking.
+FUSED_ROW_BLOCK = 512
 # sup_z |∂²/∂z² ½(σ(z) − y)²| for y ∈ {0, 1}: with s = σ(z), ℓ'' = s²(1−s)(2−3s) (y = 0, the
 # case y = 1 is its mirror image); its extrema are at the roots of 12s² − 15s + 4 = 0.
 _S_CRIT = ((15.0 - np.sqrt(33.0)) / 24.0, (15.0 + np.sqrt(33.0)) / 24.0)
@@ -455,7 +460,28 @@ class LinearModelObjective(_Smoothness, Objective):
     def value_grad(self, w: ArrayLike) -> tuple[float, FloatArray]:
         """(f(w), ∇f(w)) with ∇f = (1/n) X̃ᵀ ∂ℓ/∂Z + λ [W; 0]."""
         w = self._check_w(w)
+        if is_numpy(self.xp) and self.n > FUSED_ROW_BLOCK:
+            return self._value_grad_fused(w)
         return self.value_grad_from_margins(w, self.margins(w))
+
+    def _value_grad_fused(self, w: FloatArray) -> tuple[float, FloatArray]:
+        """(f(w), ∇f(w)) in one pass over X̃: Z_B = X̃_B W, Σ_B ℓ and X̃_Bᵀ ∂ℓ/∂Z_B per block B of
+        FUSED_ROW_BLOCK rows, summed over the blocks (numpy)."""
+        W, b = self._coef(w)
+        loss, G, bias = 0.0, np.zeros((self._X.shape[1], self.c), dtype=self._X.dtype), None
+        for s in range(0, self.n, FUSED_ROW_BLOCK):
+            Xb = self._X[s: s + FUSED_ROW_BLOCK]
+            Z = Xb @ W
+            if b is not None:
+                Z += b
+            part, dZ = self._loss_dz(Z, self.y[s: s + FUSED_ROW_BLOCK])
+            loss += part
+            G += Xb.T @ dZ
+            if self.fit_intercept:
+                col = dZ.sum(axis=0, dtype=np.float64)
+                bias = col if bias is None else bias + col
+        g = self._add_penalty(self._place(G, bias, 1.0 / self.n), w)
+        return loss / self.n + self._penalty(w), g
 
     def hess_operator(self, w: ArrayLike, Z: FloatArray | None = None,
                       precision: str | None = None) -> HessianOperator:

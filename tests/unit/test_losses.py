@@ -143,6 +143,42 @@ def test_row_blocked_hvp_equals_dense_hessian_product(model, fit_intercept, monk
     )
 
 
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_value_and_gradient_over_row_blocks(model, fit_intercept, dtype, monkeypatch):
+    """Past FUSED_ROW_BLOCK rows (f, ∇f) is one blocked pass (the last block ragged; no
+    whole-matrix margins): the value of the naive reference, the gradient of central differences,
+    and the whole-matrix products' value and gradient to rounding; at or below it, the
+    whole-matrix path's bits."""
+    import pipeline.core.objectives as losses
+
+    n = 2 * losses.FUSED_ROW_BLOCK + 37
+    obj = _obj(model, fit_intercept, dtype=dtype, n=n, d=6)
+    X, y = _data(model, n=n, d=6)
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=obj.n_params).astype(dtype)
+    f0, g0 = obj.value_grad_from_margins(w, obj.margins(w))  # two whole-matrix products
+    with monkeypatch.context() as m:
+        m.setattr(obj, "margins", lambda w: pytest.fail("whole-matrix margins in value_grad"))
+        f, g = obj.value_grad(w)
+    tol = 1e-13 if dtype == np.float64 else 1e-5
+    assert f == pytest.approx(f0, rel=tol)
+    np.testing.assert_allclose(g, g0, rtol=tol * 10, atol=tol)
+    assert g.dtype == g0.dtype and g.shape == g0.shape
+    if dtype == np.float64:
+        W, b = obj.unpack(w)
+        assert f == pytest.approx(_reference_value(model, X, y, W, b if fit_intercept else 0.0,
+                                                   0.1), rel=1e-12)
+        np.testing.assert_allclose(g, _fd_grad(lambda v: obj.value(v), w, 1e-6), rtol=1e-6,
+                                   atol=1e-7)
+    small = _obj(model, fit_intercept, dtype=dtype, n=losses.FUSED_ROW_BLOCK, d=6)
+    ws = rng.normal(size=small.n_params).astype(dtype)
+    fs, gs = small.value_grad(ws)
+    fs0, gs0 = small.value_grad_from_margins(ws, small.margins(ws))
+    assert fs == fs0 and np.array_equal(gs, gs0)
+
+
 @pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
 def test_convex_models_have_psd_hessians_and_sound_lipschitz_bound(model):
     obj = _obj(model)
