@@ -179,6 +179,33 @@ def test_fused_value_and_gradient_over_row_blocks(model, fit_intercept, dtype, m
     assert fs == fs0 and np.array_equal(gs, gs0)
 
 
+@pytest.mark.parametrize("model", ["logistic", "logistic_mse", "softmax"])
+def test_lipschitz_bound_of_a_large_x_without_the_augmented_copy(model, monkeypatch):
+    """Past FUSED_ROW_BLOCK rows the bound's second moment (1/n) X̃ᵀX̃ is built from XᵀX, Xᵀ1 and n
+    (no [X, 1] copy): the same L as the eigenvalues of the explicit X̃ᵀX̃ (and of b X̃ᵀX̃/n + λP
+    for a penalty matrix) to rounding; small objectives keep the explicit product."""
+    import pipeline.core.objectives as losses
+
+    n = losses.FUSED_ROW_BLOCK + 300
+    X, y = _data(model, n=n, d=7)
+    X[:, 0] += 3.0  # a large mean: the intercept's row and column matter
+    kw = {"n_classes": 3 if model == "softmax" else None, "l2": 0.1}
+    A = np.random.default_rng(2).normal(size=(7, 7))
+    for P in (None, A @ A.T):  # (linear regression's L is its exact Hessian's, not this bound)
+        obj = make_objective(model, X, y, penalty=P, **kw)
+        Xt = np.hstack([X, np.ones((n, 1))])
+        C = obj.curvature_bound * Xt.T @ Xt / n
+        if P is not None:
+            C[:7, :7] += 0.1 * P
+        expected = np.linalg.eigvalsh(C)[-1] + (0.1 if P is None else 0.0)
+        with monkeypatch.context() as m:
+            m.setattr(obj, "_Xtilde_full", lambda: pytest.fail("X̃ = [X, 1] copied"))
+            assert obj.lipschitz() == pytest.approx(expected, rel=1e-12)
+    small = make_objective(model, X[:200], y[:200], **kw)
+    Xt = np.hstack([X[:200], np.ones((200, 1))])
+    assert small.input_second_moment_max() == losses.largest_eigenvalue(Xt.T @ Xt / 200)
+
+
 @pytest.mark.parametrize("model", ["linear", "logistic", "softmax"])
 def test_convex_models_have_psd_hessians_and_sound_lipschitz_bound(model):
     obj = _obj(model)
