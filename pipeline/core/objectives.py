@@ -28,6 +28,7 @@ so its results do not depend on this.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import array_api_compat
@@ -37,7 +38,7 @@ from scipy import linalg as sla
 from scipy import sparse
 from scipy.linalg import lapack
 from scipy.special import expit, log_expit
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from pipeline.core.backend import NUMPY_XP, is_numpy, namespace, to_numpy
 from pipeline.core.errors import ConfigError, DataError, NumericalError, OptionError, worded
@@ -716,37 +717,50 @@ class HessianOperator:
             D, scale = D[sel], 1.0 / max_rows
         k_act = X.shape[1]
         rows = o._scatter_rows()
-        # the weighted rows √d_k·x̃_i gathered HVP_ROW_BLOCK at a time into one small buffer (a
-        # copy of every kept row per class would be tens of MB of fresh memory per class)
-        buf = np.empty((min(HVP_ROW_BLOCK, D.shape[0]), k_act), dtype=X.dtype)
-        facs = []
-        for k in range(o.c):
-            dk = D[:, k]
-            keep = (
-                np.flatnonzero(dk > rel_threshold * float(dk.max()))
-                if dk.max() > 0
-                else np.arange(0)
-            )
-            sq = np.sqrt(dk[keep]).astype(X.dtype)
-            idx = keep if sel is None else sel[keep]
-            G = np.zeros((rows.size, rows.size), dtype=np.float64)
-            for s in range(0, keep.size, HVP_ROW_BLOCK):
-                part = idx[s: s + HVP_ROW_BLOCK]  # valid rows: mode "clip" (no "raise" buffer)
-                Y = np.take(X, part, axis=0, out=buf[: part.size], mode="clip")
-                Y *= sq[s: s + HVP_ROW_BLOCK, None]
-                G[:k_act, :k_act] += Y.T @ Y
+        Minv = np.empty((o.c, rows.size, rows.size))  # (c, m, m)
+
+        def build(classes: range) -> None:
+            # the weighted rows √d_k·x̃_i gathered HVP_ROW_BLOCK at a time into one small buffer
+            # per thread (a copy of every kept row per class: tens of MB of fresh memory)
+            buf = np.empty((min(HVP_ROW_BLOCK, D.shape[0]), k_act), dtype=X.dtype)
+            for k in classes:
+                dk = D[:, k]
+                keep = (
+                    np.flatnonzero(dk > rel_threshold * float(dk.max()))
+                    if dk.max() > 0
+                    else np.arange(0)
+                )
+                sq = np.sqrt(dk[keep]).astype(X.dtype)
+                idx = keep if sel is None else sel[keep]
+                G = np.zeros((rows.size, rows.size), dtype=np.float64)
+                for s in range(0, keep.size, HVP_ROW_BLOCK):
+                    part = idx[s: s + HVP_ROW_BLOCK]  # valid rows: mode "clip" (no "raise" buffer)
+                    Y = np.take(X, part, axis=0, out=buf[: part.size], mode="clip")
+                    Y *= sq[s: s + HVP_ROW_BLOCK, None]
+                    G[:k_act, :k_act] += Y.T @ Y
+                    if o.fit_intercept:
+                        G[:k_act, k_act] += Y.T @ sq[s: s + HVP_ROW_BLOCK]
                 if o.fit_intercept:
-                    G[:k_act, k_act] += Y.T @ sq[s: s + HVP_ROW_BLOCK]
-            if o.fit_intercept:
-                G[k_act, :k_act] = G[:k_act, k_act]
-                G[k_act, k_act] = float(np.sum(dk[keep], dtype=np.float64))
-            G *= scale
-            if o.P is None:
-                G[np.arange(k_act), np.arange(k_act)] += o.l2
+                    G[k_act, :k_act] = G[:k_act, k_act]
+                    G[k_act, k_act] = float(np.sum(dk[keep], dtype=np.float64))
+                G *= scale
+                if o.P is None:
+                    G[np.arange(k_act), np.arange(k_act)] += o.l2
+                else:
+                    G[:k_act, :k_act] += o.l2 * o.P[np.ix_(rows[:k_act], rows[:k_act])]
+                Minv[k] = _ridged_inverse(G)
+
+        # one BLAS thread per class, the classes spread over the BLAS thread budget: a ~10³ syrk
+        # and Cholesky inverse gain little from threads inside one call (and spin-waiting BLAS
+        # threads on a busy machine make it far slower), while the c classes are independent —
+        # so the build scales with threads, and its bits do not depend on their number
+        workers = min(o.c, _blas_threads())
+        with threadpool_limits(limits=1):
+            if workers <= 1:
+                build(range(o.c))
             else:
-                G[:k_act, :k_act] += o.l2 * o.P[np.ix_(rows[:k_act], rows[:k_act])]
-            facs.append(_ridged_inverse(G))
-        Minv = np.stack(facs)  # (c, m, m)
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    list(pool.map(build, [range(t, o.c, workers) for t in range(workers)]))
         inactive = np.setdiff1d(np.arange(o.d), rows)
         lam_inv = _inverse_penalty(o, inactive, 1.0)[:, None]
 
@@ -765,20 +779,23 @@ def _ridged_inverse(G: FloatArray) -> FloatArray:
     keeps it positive definite without penalty (λ = 0) or for the bias; ×100 until it is."""
     ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
     G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
-    # small LAPACK calls run single-threaded: multi-threaded potrf on a ~10³ matrix gains
-    # nothing and, on a busy machine, spin-waiting BLAS threads make it 100× slower
-    with threadpool_limits(limits=1):
-        for _ in range(8):
-            Lc, info = lapack.dpotrf(G, lower=1, clean=1)
-            if info == 0:
-                break
-            ridge *= 100.0
-            G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
-        else:
-            raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
-        Minv, info = lapack.dpotri(Lc, lower=1)  # G⁻¹ from the Cholesky factor
+    for _ in range(8):
+        Lc, info = lapack.dpotrf(G, lower=1, clean=1)
+        if info == 0:
+            break
+        ridge *= 100.0
+        G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
+    else:
+        raise NumericalError("class-block preconditioner is singular; use preconditioner=none")
+    Minv, info = lapack.dpotri(Lc, lower=1)  # G⁻¹ from the Cholesky factor
     Minv = np.tril(Minv)
     return Minv + np.tril(Minv, -1).T
+
+
+def _blas_threads() -> int:
+    """The BLAS library's current thread budget (threadpoolctl; 1 when it finds none)."""
+    return max((int(i.get("num_threads") or 1) for i in threadpool_info()
+                if i.get("user_api") == "blas"), default=1)
 
 
 def _inverse_penalty(o: LinearModelObjective, rows: NDArray[np.intp], flat: float

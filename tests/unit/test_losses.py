@@ -179,6 +179,46 @@ def test_fused_value_and_gradient_over_row_blocks(model, fit_intercept, dtype, m
     assert fs == fs0 and np.array_equal(gs, gs0)
 
 
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_class_blocks_built_over_threads_have_the_bits_of_one(fit_intercept, monkeypatch):
+    """The softmax class-block preconditioner builds each class on one BLAS thread and spreads the
+    classes over the BLAS thread budget: with 3 workers, M⁻¹r is bit for bit the one-worker
+    result, and it inverts the class-diagonal blocks of the dense Hessian (λ = 0.1, P = I)."""
+    import concurrent.futures
+
+    import pipeline.core.objectives as losses
+
+    n, d, c = losses.HVP_ROW_BLOCK + 700, 6, 5  # two gather chunks per class
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(n, d)), rng.integers(0, c, size=n)
+    obj = make_objective("softmax", X, y, l2=0.1, n_classes=c, fit_intercept=fit_intercept)
+    w, r = 0.3 * rng.normal(size=obj.n_params), rng.normal(size=obj.n_params)
+    op = obj.hess_operator(w)
+    monkeypatch.setattr(losses, "_blas_threads", lambda: 1)
+    one = op.class_block_solver(rel_threshold=0.0)(r)
+    seen: list[int] = []
+
+    class Pool(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, max_workers: int) -> None:
+            seen.append(max_workers)
+            super().__init__(max_workers=max_workers)
+
+    monkeypatch.setattr(losses, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(losses, "_blas_threads", lambda: 3)
+    three = op.class_block_solver(rel_threshold=0.0)(r)
+    assert seen == [3] and np.array_equal(one, three)
+    H = obj.hessian(w)
+    k = obj.n_rows
+    R = r.reshape(k, c)
+    blocks = [H.reshape(k, c, k, c)[:, j, :, j] for j in range(c)]
+    # its class-mean-free part is Π M⁻¹ Π r (M_k the dense Hessian's class-diagonal blocks)
+    Pi = R - R.mean(axis=1, keepdims=True)
+    ref = np.stack([np.linalg.solve(B, Pi[:, j]) for j, B in enumerate(blocks)], axis=1)
+    ref -= ref.mean(axis=1, keepdims=True)
+    got = three.reshape(k, c) - three.reshape(k, c).mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-10)
+
+
 @pytest.mark.parametrize("model", ["logistic", "logistic_mse", "softmax"])
 def test_lipschitz_bound_of_a_large_x_without_the_augmented_copy(model, monkeypatch):
     """Past FUSED_ROW_BLOCK rows the bound's second moment (1/n) X̃ᵀX̃ is built from XᵀX, Xᵀ1 and n
