@@ -59,7 +59,7 @@ DENSE_HESSIAN_MAX_PARAMS = 8000
 HVP_ROW_BLOCK = 2048
 # rows of X̃ per block of a fused (f, ∇f) pass on numpy: Z_B = X̃_B W, ∂ℓ/∂Z_B and X̃_Bᵀ ∂ℓ/∂Z_B
 # while X̃_B (512 × 785 float64 = 3.2 MB) is in cache, so each gradient reads X once (full MNIST,
-# 2 threads: 42 ms against 75 ms for the two whole-matrix products). Smaller objectives take the
+# 2 threads: 52 ms against 67 ms for the two whole-matrix products). Smaller objectives take the
 # whole-matrix path: their values and gradients are the same bits as before the blocking.
 FUSED_ROW_BLOCK = 512
 # sup_z |∂²/∂z² ½(σ(z) − y)²| for y ∈ {0, 1}: with s = σ(z), ℓ'' = s²(1−s)(2−3s) (y = 0, the
@@ -776,7 +776,9 @@ class HessianOperator:
 
 def _ridged_inverse(G: FloatArray) -> FloatArray:
     """(G + ρI)⁻¹ of a symmetric PSD G (in place) by Cholesky: a tiny ridge ρ = 1e-10·mean diag G
-    keeps it positive definite without penalty (λ = 0) or for the bias; ×100 until it is."""
+    keeps it positive definite without penalty (λ = 0) or for the bias; ×100 until it is. Call it
+    under threadpool_limits(1) (class_block_solver does): LAPACK on a ~10³ matrix gains nothing
+    from threads, and spin-waiting BLAS threads on a busy machine make it 100× slower."""
     ridge = 1e-10 * max(float(np.trace(G)) / G.shape[0], 1e-30)
     G[np.arange(G.shape[0]), np.arange(G.shape[0])] += ridge
     for _ in range(8):
