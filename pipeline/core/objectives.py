@@ -364,8 +364,12 @@ class LinearModelObjective(_Smoothness, Objective):
     # ----- products with X̃ -------------------------------------------------------------------
     def margins(self, w: ArrayLike) -> FloatArray:
         """The linear predictor Z = X W + 1 bᵀ, shape (n, c)."""
-        W, b = self._coef(self._check_w(w))
-        Z = self._X @ W
+        return self._rows_margins(self._X, *self._coef(self._check_w(w)))
+
+    @staticmethod
+    def _rows_margins(X: FloatArray, W: FloatArray, b: FloatArray | None) -> FloatArray:
+        """Z = X W + 1 bᵀ for rows X of the objective's matrix (W, b from ``_coef``)."""
+        Z = X @ W
         if b is not None:
             Z += b
         return Z
@@ -458,10 +462,7 @@ class LinearModelObjective(_Smoothness, Objective):
         else:
             idx = self.xp.asarray(rows, device=self.device)
             Xb, yb = self.xp.take(self._X, idx, axis=0), self.xp.take(self.y, idx, axis=0)
-        Z = Xb @ W
-        if b is not None:
-            Z += b
-        _, dZ = self._loss_dz(Z, yb)
+        _, dZ = self._loss_dz(self._rows_margins(Xb, W, b), yb)
         g = self._backward(dZ, 1.0 / rows.shape[0], X=Xb)
         return self._add_penalty(g, w)
 
@@ -484,10 +485,7 @@ class LinearModelObjective(_Smoothness, Objective):
         loss, G, bias = 0.0, np.zeros((self._X.shape[1], self.c), dtype=self._X.dtype), None
         for s in range(0, self.n, FUSED_ROW_BLOCK):
             Xb = self._X[s: s + FUSED_ROW_BLOCK]
-            Z = Xb @ W
-            if b is not None:
-                Z += b
-            part, dZ = self._loss_dz(Z, self.y[s: s + FUSED_ROW_BLOCK])
+            part, dZ = self._loss_dz(self._rows_margins(Xb, W, b), self.y[s: s + FUSED_ROW_BLOCK])
             loss += part
             G += Xb.T @ dZ
             if self.fit_intercept:
