@@ -24,6 +24,7 @@ from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.schemas import PrepareConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.core.memory import MEMORY_GB, check_memory, check_memory_gb, prepare_bytes
+from pipeline.core.rows import STREAM_ROWS, AffineRows, dense_fits
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
 from pipeline.core.whitening import (
     condition_number,
@@ -84,14 +85,24 @@ def prepare(
     memory_gb = check_memory_gb(memory_gb)
     inputs, scale = load_inputs(data_cfg, seed, memory_gb)
     n_rows, d = inputs.X_train.shape[0] + inputs.X_test.shape[0], inputs.n_features
-    check_memory(prepare_bytes(n_rows, d), f"preprocessing {n_rows} rows × {d} features", memory_gb,
+    streamed = scale is not None and not dense_fits(inputs.X_train.shape[0], d)
+    need = prepare_bytes(n_rows, d, inputs.X_train.dtype.itemsize,
+                         STREAM_ROWS if streamed else None)
+    check_memory(need, f"preprocessing {n_rows} rows × {d} features", memory_gb,
                  "use fewer rows or features (data.n_train, data.n_features)")
     rows, val_rows = None, None
     if val_fraction > 0:  # held out before anything is fitted on the training rows
         rows, val_rows = validation_split(inputs.y_train, val_fraction, seed,
                                           inputs.task != "regression")
-    # the float64 training inputs the transform is fitted on; stored are the inputs as read
-    X_fit = scale_inputs(inputs.X_train if rows is None else inputs.X_train[rows], scale)
+    # the float64 training inputs the transform is fitted on (past core.rows.dense_fits: made
+    # block by block from the stored ones); stored are the inputs as read
+    P_fit = inputs.X_train if rows is None else inputs.X_train[rows]
+    if streamed:
+        X_fit = AffineRows(np.ascontiguousarray(P_fit), scale,
+                           Transform(kind="none", offset=np.zeros(d)))
+    else:
+        X_fit = scale_inputs(P_fit, scale)
+    del P_fit
     C_aug = checked_second_moment(X_fit, data_cfg.get("scale"))
     transform = fit_preprocess(preprocess_cfg, X_fit, second_moment_aug=C_aug)
     del X_fit
@@ -143,7 +154,10 @@ def checked_second_moment(X_train: np.ndarray, scale: Any) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         C_aug = second_moment(X_train, augment=True)
     if not np.isfinite(C_aug).all():  # huge inputs: (1/n) XᵀX overflows float64
-        big = float(np.max(np.abs(X_train))) if np.isfinite(X_train).all() else float("inf")
+        if isinstance(X_train, AffineRows):
+            big = X_train.abs_max()
+        else:
+            big = float(np.max(np.abs(X_train))) if np.isfinite(X_train).all() else float("inf")
         raise ConfigError(
             f"data.scale={scale}: the training inputs (largest |x| = {big:.3g}) make "
             "the second moment (1/n) XᵀX overflow float64; use a smaller data.scale, e.g. "

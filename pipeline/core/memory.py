@@ -40,12 +40,17 @@ def synthetic_bytes(n_samples: int, n_features: int) -> int:
     return FLOAT * (3 * d * d + 4 * n * d)
 
 
-def prepare_bytes(n_rows: int, n_features: int) -> int:
-    """Preprocessing n × d rows: the stored inputs (at most 8 bytes an entry), the float64 inputs
-    the transform is fitted on and one temporary of their size (2 n d), and the (d+1)² second
-    moment, its eigendecomposition, the transform and the transformed Hessian (6 (d+1)²)."""
+def prepare_bytes(n_rows: int, n_features: int, stored_bytes: int = FLOAT,
+                  block_rows: int | None = None) -> int:
+    """Preprocessing n × d rows: the stored inputs (``stored_bytes`` an entry), the float64 inputs
+    the transform is fitted on and one temporary of their size (2 n d) — or, streamed
+    (``block_rows``: core.rows.AffineRows), a copy of the stored training rows and two float64
+    blocks — and the (d+1)² second moment, its eigendecomposition, the transform and the
+    transformed Hessian (6 (d+1)²)."""
     n, d = int(n_rows), int(n_features)
-    return FLOAT * (3 * n * d + 6 * (d + 1) ** 2)
+    fit = FLOAT * 2 * n * d if block_rows is None else stored_bytes * n * d + FLOAT * 2 * min(
+        n, int(block_rows)) * d
+    return stored_bytes * n * d + fit + FLOAT * 6 * (d + 1) ** 2
 
 
 def hessian_bytes(n_params: int) -> int:

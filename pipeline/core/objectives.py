@@ -48,6 +48,7 @@ from pipeline.core.linalg import (  # largest_eigenvalue, top_eigenvalue: re-exp
     largest_eigenvalue,
     top_eigenvalue,
 )
+from pipeline.core.rows import AffineRows, compact_columns
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
@@ -239,7 +240,9 @@ class _Smoothness:
 
     def lipschitz_max(self) -> float:
         """max_i L_i = sup‖ℓ''‖ · max_i ‖x̃_i‖² + λ, the worst smoothness of one example's loss."""
-        if is_numpy(self.xp):
+        if isinstance(self._X, AffineRows):
+            top = self._X.square_rows_max()
+        elif is_numpy(self.xp):
             top = float(np.einsum("ij,ij->i", self._X, self._X, dtype=np.float64).max())
         else:
             top = float(self.xp.max(self.xp.sum(self._X * self._X, axis=1, dtype=self.xp.float64)))
@@ -264,7 +267,9 @@ class LinearModelObjective(_Smoothness, Objective):
                  penalty: ArrayLike | None = None, copy_X: bool = True) -> None:
         self.dtype = _as_dtype(dtype)
         X = _check_X(X)
-        self.xp, self.device = namespace(X), array_api_compat.device(X)
+        rows = isinstance(X, AffineRows)  # numpy rows made float64 block by block (core.rows)
+        self.xp = namespace(X.P if rows else X)
+        self.device = array_api_compat.device(X.P if rows else X)
         self.n, self.d = X.shape
         self.l2 = _check_l2(l2)
         self.P = _check_penalty(penalty, self.d, self.xp, self.device)  # (d, d) or None = I
@@ -273,7 +278,9 @@ class LinearModelObjective(_Smoothness, Objective):
         self.fit_intercept = bool(fit_intercept)
         self.c = self._n_outputs(n_classes)
         self.y = self._prepare_y(y, self.n)
-        if copy_X and self.l2 > 0 and self.P is None and _compactable(X, self.dtype, owned=False):
+        if rows:
+            active = X.active_columns()
+        elif copy_X and self.l2 > 0 and self.P is None and _compactable(X, self.dtype, owned=False):
             # no copy of the caller's X only to drop its all-zero columns: with λ > 0 their
             # weights just shrink (gradient λw, curvature λ), at ~k/d more flops per pass
             active = np.arange(self.d)
@@ -281,8 +288,12 @@ class LinearModelObjective(_Smoothness, Objective):
             active = _active_columns(X)  # host int array
         self._all_active = active.size == self.d
         self._active = active
-        if not self._all_active and not copy_X and _compactable(X, self.dtype):
-            self._X = _compact_columns(X, active)  # X's own buffer: the caller gave it up
+        if rows:
+            self._X = X if self._all_active else X.columns(active, in_place=not copy_X)
+            if self.dtype != np.float64:  # a float32 objective holds its rows (4 bytes a pixel)
+                self._X = self._X.astype(self.dtype)
+        elif not self._all_active and not copy_X and _compactable(X, self.dtype):
+            self._X = compact_columns(X, active)  # X's own buffer: the caller gave it up
         elif not self._all_active:
             self._X = _take_columns(X, active, self.dtype)
         elif is_numpy(self.xp):
@@ -543,8 +554,9 @@ class LinearModelObjective(_Smoothness, Objective):
                 return self._X
             ones = self.xp.ones((self.n, 1), dtype=self._X.dtype, device=self.device)
             return self.xp.concat([self._X, ones], axis=1)
-        cols = [self._X] + ([np.ones((self.n, 1), self.dtype)] if self.fit_intercept else [])
-        return np.hstack(cols) if len(cols) > 1 else self._X
+        X = np.asarray(self._X) if isinstance(self._X, AffineRows) else self._X
+        cols = [X] + ([np.ones((self.n, 1), self.dtype)] if self.fit_intercept else [])
+        return np.hstack(cols) if len(cols) > 1 else X
 
     def _scatter_rows(self) -> NDArray[np.intp]:
         rows = self._active if not self._all_active else np.arange(self.d)
@@ -581,7 +593,8 @@ class LinearModelObjective(_Smoothness, Objective):
             dc = _cast(self._diag_curv(curv), np.float32)
         else:
             if self._Xsq is None:
-                self._Xsq = self._X * self._X
+                X = self._X
+                self._Xsq = X.squares() if isinstance(X, AffineRows) else X * X
             Xsq, dc = self._Xsq, self._diag_curv(curv)
         dg = _cast(self._backward(dc, 1.0 / self.n, X=Xsq), np.float64)
         pdiag = 1.0 if self._P_diag is None else self._P_diag[:, None]
@@ -1138,20 +1151,11 @@ def _compactable(X: Any, dtype: Any, owned: bool = True) -> bool:
             and (not owned or (X.flags.writeable and X.flags.owndata)))
 
 
-def _compact_columns(X: NDArray[Any], cols: NDArray[np.intp]) -> NDArray[Any]:
-    """X[:, cols] written over X's own buffer (C order, row blocks: a block's new rows end before
-    the next block's old rows begin, k ≤ d); X itself is garbage after. No second copy of X."""
-    n, k = X.shape[0], cols.size
-    flat = X.reshape(-1)
-    for i in range(0, n, 2048):
-        block = X[i:i + 2048].take(cols, axis=1)
-        flat[i * k:(i + block.shape[0]) * k] = block.reshape(-1)
-    return flat[: n * k].reshape(n, k)
-
-
 def _check_X(X: ArrayLike) -> NDArray[Any]:
     """X as a 2-D numeric finite array: an array-API array stays in its namespace, anything
     else (lists, sparse matrices, data frames) becomes a numpy array."""
+    if isinstance(X, AffineRows):
+        return X  # stored pixels under an elementwise map: finite numbers by construction
     if sparse.issparse(X):
         X = X.toarray()  # type: ignore[union-attr]
     if isinstance(X, np.ndarray) or not array_api_compat.is_array_api_obj(X):
@@ -1225,7 +1229,7 @@ def _xdtype(xp: Any, dtype: Any) -> Any:
 
 def _cast(a: Any, dtype: Any) -> Any:
     """A copy of ``a`` in the dtype named like the numpy dtype ``dtype`` (numpy: ndarray.astype)."""
-    if isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray | AffineRows):
         return a.astype(dtype)
     xp = namespace(a)
     return xp.astype(a, _xdtype(xp, dtype))
@@ -1235,6 +1239,8 @@ def _float64(a: Any) -> Any:
     """``a`` in float64: itself when it already is (numpy: no copy of a large X), else a copy."""
     if isinstance(a, np.ndarray):
         return np.asarray(a, dtype=np.float64)
+    if isinstance(a, AffineRows):
+        return a  # float64 rows already
     return _cast(a, np.float64)
 
 

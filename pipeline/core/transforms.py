@@ -29,6 +29,7 @@ import numpy as np
 from pipeline.core import linalg
 from pipeline.core.backend import foreign_namespace, namespace, to_namespace
 from pipeline.core.errors import DataError, OptionError
+from pipeline.core.rows import AffineRows
 from pipeline.core.whitening import fit_whitening
 
 KINDS = ("none", "zscore", "whiten")
@@ -111,14 +112,15 @@ class Transform:
     def c(self) -> Any:
         return self.offset
 
-    def apply(self, X: Any) -> Any:
+    def apply(self, X: Any, out: Any = None) -> Any:
         """Z = X Aᵀ + cᵀ (rows are examples); ``none`` returns float64 ``X`` itself, uncopied.
-        Z is of X's namespace, computed on X's device."""
+        Z is of X's namespace, computed on X's device. ``out`` (numpy, elementwise kinds): Z is
+        written there (may be X itself), the same operations."""
         xp = foreign_namespace(X)
         if xp is not None:
             return self.on(X)._apply_xp(xp, X)
         if foreign_namespace(self.offset) is not None:
-            return self.on(None).apply(X)
+            return self.on(None).apply(X, out)
         X = np.asarray(X, dtype=np.float64)
         self._check_inputs(X.ndim, X.shape)
         if self.matrix is not None:
@@ -126,8 +128,13 @@ class Transform:
             Z += self.offset
             return Z
         if self.scale is None:
-            return X if not self.offset.any() else X + self.offset
-        Z = X * self.scale
+            if self.offset.any():
+                return np.add(X, self.offset, out=out)
+            if out is None or out is X:
+                return X
+            np.copyto(out, X)
+            return out
+        Z = np.multiply(X, self.scale, out=out)
         Z += self.offset
         return Z
 
@@ -360,10 +367,11 @@ def fit_preprocess(
     validate_preprocess_config(cfg)
     if foreign_namespace(X_train) is not None:
         return _fit_preprocess_xp(cfg, X_train, second_moment_aug)
-    X = np.asarray(X_train, dtype=np.float64)
+    streamed = isinstance(X_train, AffineRows)  # rows made on demand: stored pixels, finite
+    X = X_train if streamed else np.asarray(X_train, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] == 0:
         raise DataError(f"training inputs have shape {X.shape}; need a non-empty (n, d) matrix")
-    if not np.isfinite(X).all():
+    if not streamed and not np.isfinite(X).all():
         raise DataError("training inputs contain NaN or inf; clean the data before preprocessing")
     d = X.shape[1]
     name = cfg.get("name", "none")
@@ -371,9 +379,12 @@ def fit_preprocess(
     if name == "none":
         return Transform(kind="none", offset=np.zeros(d), penalty_space=space)
     if name == "zscore":
-        mu = X.mean(axis=0)
-        sigma = X.std(axis=0)
-        const = np.ptp(X, axis=0) == 0  # a constant feature is centred, never divided by its std 0
+        if streamed:  # over blocks of rows: the same statistics to rounding
+            mu, sigma, const = X.column_stats()
+        else:
+            mu = X.mean(axis=0)
+            sigma = X.std(axis=0)
+            const = np.ptp(X, axis=0) == 0  # a constant feature is centred, never divided by 0
         scale = np.where(const, 1.0, 1.0 / np.where(const, 1.0, sigma))
         return Transform(kind="zscore", offset=-mu * scale, scale=scale, penalty_space=space)
     augment = absorbs_bias(cfg)  # the constant feature is whitened with the inputs: inside z

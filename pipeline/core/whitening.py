@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.core import linalg
 from pipeline.core.backend import foreign_namespace, namespace, to_namespace, to_numpy
 from pipeline.core.errors import NumericalError, OptionError, worded
+from pipeline.core.rows import AffineRows
 
 
 def second_moment(X: Any, augment: bool = False) -> Any:
@@ -27,13 +28,14 @@ def second_moment(X: Any, augment: bool = False) -> Any:
     xp = foreign_namespace(X)
     if xp is not None:
         return _second_moment_xp(xp, X, augment)
-    X = np.asarray(X, dtype=np.float64)
+    streamed = isinstance(X, AffineRows)  # rows made on demand: sums over blocks of rows
+    X = X if streamed else np.asarray(X, dtype=np.float64)
     n, d = X.shape
     if not augment:
         return (X.T @ X) / n
     C = np.empty((d + 1, d + 1), dtype=np.float64)
     C[:d, :d] = (X.T @ X) / n
-    mean = X.mean(axis=0)
+    mean = X.sum(axis=0) / n if streamed else X.mean(axis=0)
     C[:d, d] = mean
     C[d, :d] = mean
     C[d, d] = 1.0

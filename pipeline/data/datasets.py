@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.memory import MEMORY_GB, budget_bytes, check_memory, synthetic_bytes, table_bytes
+from pipeline.core.rows import scaled as scale_inputs  # X = s·P in float64
 from pipeline.data.catalog import complete
 from pipeline.data.idxsets import SPLITS, IdxSpec, load_idx_set
 
@@ -219,13 +220,6 @@ def check_classes(source: str, title: str, y: np.ndarray, names: list[str]) -> N
     if empty:
         raise DataError(f"{source}: {title}'s class {', '.join(empty)} has no training example; "
                         "fix data.classes or data.class_names, or the label files")
-
-
-def scale_inputs(P: np.ndarray, scale: float | None) -> np.ndarray:
-    """X = s·P in float64 (P: stored pixel values, e.g. uint8); ``scale`` None: P is X already."""
-    if scale is None:
-        return np.asarray(P, dtype=np.float64)
-    return np.multiply(P, scale, dtype=np.float64)
 
 
 def _idx(cfg: Mapping[str, Any], rng: np.random.Generator, memory_gb: float) -> Dataset:

@@ -157,3 +157,94 @@ def test_deflated_and_raw_inputs_load_the_same_arrays(tmp_path: Path, mnist_dir:
     assert np.array_equal(loaded[0].X_train, loaded[1].X_train)
     assert np.array_equal(loaded[0].X_test, loaded[1].X_test)
     assert sizes[0] < sizes[1] / 3  # MNIST pixels deflate about 4×
+
+
+@pytest.mark.parametrize("pre", ["none", "zscore", "whiten"])
+def test_past_the_dense_size_loading_streams_rows_with_the_same_bits(
+    tmp_path: Path, mnist_dir: Path, pre: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.core.rows as rows_mod
+    from pipeline.core.rows import AffineRows
+
+    data = {"name": "mnist", "id": "mnist-s", "root": str(mnist_dir), "n_train": 3000,
+            "n_test": 500, "val_fraction": 0.1}
+    prepare(data, PRE[pre], seed=3, prepared_dir=tmp_path)
+    npz = tmp_path / f"mnist-s-{pre}.npz"
+    dense, _tr, dfacts = load_prepared(npz)
+    monkeypatch.setattr(rows_mod, "DENSE_MAX_BYTES", 1 << 20)  # 1 MiB: every split streams
+    monkeypatch.setattr(rows_mod, "STREAM_ROWS", 512)
+    ds, _tr, facts = load_prepared(npz)
+    for got, want in ((ds.X_train, dense.X_train), (ds.X_test, dense.X_test),
+                      (facts["X_val"], dfacts["X_val"])):
+        # a dense map (whiten) cannot be applied row block by row block with its bits: kept whole
+        assert isinstance(got, AffineRows) == (pre != "whiten")
+        assert got.shape == want.shape and np.array_equal(np.asarray(got), want)
+    if pre != "whiten":
+        assert ds.X_train.P.dtype == np.uint8  # 1 byte a pixel in memory, not 8
+
+
+@pytest.mark.parametrize("pre", ["zscore", "whiten"])
+def test_past_the_dense_size_prepare_fits_over_blocks_to_the_same_transform(
+    tmp_path: Path, mnist_dir: Path, pre: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.core.rows as rows_mod
+    from pipeline.store.prepared import load_spectra, load_transform_arrays
+
+    data = {"name": "mnist", "id": "mnist-b", "root": str(mnist_dir), "n_train": 3000,
+            "n_test": 500}
+    prepare(data, PRE[pre], seed=3, prepared_dir=tmp_path / "whole")
+    monkeypatch.setattr(rows_mod, "DENSE_MAX_BYTES", 1 << 20)  # the float64 inputs: 18 MB
+    monkeypatch.setattr(rows_mod, "STREAM_ROWS", 700)
+    prepare(data, PRE[pre], seed=3, prepared_dir=tmp_path / "blocks")
+    whole, blocks = (tmp_path / d / f"mnist-b-{pre}.npz" for d in ("whole", "blocks"))
+    a, b = load_transform_arrays(whole), load_transform_arrays(blocks)
+    assert a.keys() == b.keys()
+    if pre == "whiten":  # eigenvectors of near-equal eigenvalues may turn: compare T̃ᵀT̃ of
+        # the augmented map T̃ = [A c] (a function of the second moment only), not T̃ itself
+        for m in (a, b):
+            T = np.column_stack([m.pop("matrix"), m.pop("offset")])
+            m["gram"] = T.T @ T
+    for k in a:  # the same fit, summed in another order
+        if a[k].dtype.kind == "f":
+            scale = float(np.max(np.abs(a[k]))) if a[k].size else 1.0
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-9, atol=1e-9 * scale, err_msg=k)
+        else:
+            assert np.array_equal(b[k], a[k]), k
+    for k, lam in load_spectra(whole).items():
+        np.testing.assert_allclose(load_spectra(blocks)[k], lam, rtol=1e-9, atol=1e-12)
+
+
+def test_streamed_training_never_holds_the_float64_inputs(
+    tmp_path: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory bounded by design: Newton-CG on streamed rows peaks at what it is stated to hold —
+    the stored uint8 pixels (1 byte a pixel), the float32 copy (4), the c class blocks of
+    (d+1)² and per-row vectors — below the float64 matrix Z (8 bytes a pixel)."""
+    import tracemalloc
+
+    import pipeline.core.rows as rows_mod
+    from pipeline.core.objectives import make_objective
+    from pipeline.core.solvers import minimize
+
+    n, d, c, n_test = 60000, 784, 10, 1000
+    data = {"name": "mnist", "id": "mnist-m", "root": str(mnist_dir), "n_test": n_test}
+    prepare(data, PRE["none"], seed=3, prepared_dir=tmp_path)
+    npz = tmp_path / "mnist-m-none.npz"
+    peaks = {}
+    for mode in ("whole", "streamed"):
+        if mode == "streamed":
+            monkeypatch.setattr(rows_mod, "DENSE_MAX_BYTES", 1 << 20)
+        tracemalloc.start()
+        ds, _tr, _facts = load_prepared(npz)
+        obj = make_objective("softmax", ds.X_train, ds.y_train, l2=1e-4, n_classes=c,
+                             copy_X=False)
+        res = minimize(obj, np.zeros(obj.n_params), "newton_cg", max_iter=2, tol=1e-12,
+                       preconditioner="block")
+        peaks[mode] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del ds, obj
+        assert res.n_iter == 2
+    z_bytes = 8 * n * d
+    stated = (1 + 4) * n * d + 8 * n_test * d + 2 * 8 * c * (d + 1) ** 2 + 16 * n * c * 8
+    assert peaks["whole"] > z_bytes  # the measurement sees the float64 inputs when they exist
+    assert peaks["streamed"] < min(stated, z_bytes), (peaks, stated, z_bytes)

@@ -244,3 +244,32 @@ def test_progress_bar_only_on_a_terminal(
         for i in range(1, 6):
             cb(i, {"loss": 1.0 / i, "grad_norm": 0.1})
     assert "shown" in capsys.readouterr().err
+
+
+def test_streamed_rows_train_and_evaluate_like_the_whole_matrix(
+    work: Path, mnist_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past core.rows.DENSE_MAX_BYTES the stages read uint8 pixels made float64 block by block:
+    the same fit (to rounding: sums over blocks), the same evaluation."""
+    import pipeline.core.rows as rows_mod
+    import pipeline.evaluate as evaluate_mod
+
+    cfg = make_cfg(work, [f"data.root={mnist_dir}", "data=mnist", "data.n_train=3000",
+                          "data.n_test=500", "data.val_fraction=0.1", "preprocess=zscore",
+                          "model=softmax", "model.l2=1.0e-3", "optimizer=newton_cg",
+                          "optimizer.tol=1.0e-9"])
+    prep = ensure_prepared(cfg)
+    whole = train(cfg), evaluate(cfg)
+    monkeypatch.setattr(rows_mod, "DENSE_MAX_BYTES", 1 << 20)  # 2 700 × 784 float64: 17 MB
+    monkeypatch.setattr(rows_mod, "STREAM_ROWS", 500)
+    monkeypatch.setattr(evaluate_mod, "_LAST_SCORING", {})  # no objective kept from the first
+    assert isinstance(load_prepared(prep)[0].X_train, rows_mod.AffineRows)
+    streamed = train(cfg), evaluate(cfg)
+    for a, b in zip(whole, streamed, strict=True):
+        assert a["status" if "status" in a else "run"] == b["status" if "status" in b else "run"]
+        for key in ("train_loss", "test_loss", "val_loss", "train_accuracy", "test_accuracy",
+                    "val_accuracy"):
+            if a.get(key) is not None:
+                assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-12), key
+    assert streamed[0]["status"] == "converged"
+    assert streamed[0]["iterations"] == whole[0]["iterations"]
