@@ -36,7 +36,10 @@ import yaml  # noqa: E402
 
 from pipeline.data.idxsets import load_mnist  # noqa: E402
 
-SHIFTS = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1)]
+# copy j of the training images is shifted by SHIFTS[j] pixels (k ≤ 25: 0, 1 or 2 each way)
+SHIFTS = [(0, 0), (1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1),
+          (2, 0), (0, 2), (-2, 0), (0, -2), (2, 2), (-2, -2), (2, -2), (-2, 2), (2, 1), (1, 2),
+          (-2, 1), (1, -2), (2, -1), (-1, 2), (-2, -1), (-1, -2)]
 NAMES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
          "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
 
@@ -88,8 +91,11 @@ def fit_exponent(n: np.ndarray, y: np.ndarray) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8])
-    ap.add_argument("--memory-gb", type=float, default=64.0, help="limits.memory_gb of prepare")
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 4, 8],
+                    choices=range(1, len(SHIFTS) + 1), metavar="K",
+                    help=f"sizes k·60 000 (+ 10 000 test images), 1 ≤ k ≤ {len(SHIFTS)}")
+    ap.add_argument("--memory-gb", type=float, default=4.0,
+                    help="limits.memory_gb of prepare (4: the default of conf/prepare.yaml)")
     args = ap.parse_args()
     py = sys.executable
     rows = []
