@@ -5,24 +5,27 @@
 Builds, from the shipped MNIST copy, training sets of k·60 000 images (copy j of every image is
 shifted by a few pixels, so the k copies differ) as IDX files in a scratch folder, declares each as
 a data set (a conf/data YAML on hydra.searchpath), then runs, each in its own process,
-``python -m pipeline.prepare`` (raw pixels) and ``python -m pipeline.train`` with softmax
-Newton-CG to ‖∇f‖ ≤ 1e-8 (λ = 1e-4, no MLflow). Peak memory is the child's max RSS (wait4).
+``python -m pipeline.prepare`` (raw pixels), ``python -m pipeline.train`` with softmax
+Newton-CG to ‖∇f‖ ≤ 1e-8 (λ = 1e-4, no MLflow) and ``python -m pipeline.evaluate`` of that run.
+Peak memory is the child's max RSS (wait4).
 
 Prints one line per k and then ``seconds_per_million_images=``, ``peak_gb_per_million_images=``
-(of the largest k, prepare + train; peak: the larger of the two), the fitted exponents b of
-time ∝ n^b and peak ∝ n^b (least squares on log-log) and the marginal cost per million images
-(the slope of a straight-line fit, free of the interpreter's fixed share).
+(of the largest k; seconds: prepare + train; peak: the largest of the three stages), the fitted
+exponents b of time ∝ n^b and peak ∝ n^b (least squares on log-log) and the marginal cost per
+million images (the slope of a straight-line fit, free of the interpreter's fixed share).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,20 +106,25 @@ def main() -> None:
         t = Path(tmp)
         common = [f"hydra.searchpath=[file://{t / 'conf'}]", f"paths.prepared_dir={t / 'prepared'}"]
         for k in args.k:
-            name = build(k, t / "raw", t / "conf")
+            # in a spawned interpreter: the k× images never enter this process, whose resident
+            # size every child started from it would otherwise count in its own max RSS
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+                name = ex.submit(build, k, t / "raw", t / "conf").result()
             prep = run([py, "-m", "pipeline.prepare", f"data={name}", "preprocess=none",
                         "model=softmax", f"limits.memory_gb={args.memory_gb}", *common])
-            train = run([py, "-m", "pipeline.train", f"data={name}", "preprocess=none",
-                         "model=softmax", "model.l2=1.0e-4", "optimizer=newton_cg",
-                         "optimizer.tol=1.0e-8", "optimizer.max_iter=50", "mlflow.enabled=false",
-                         "progress=false", f"paths.experiments_dir={t / 'experiments'}",
-                         *common])
+            run_args = [f"data={name}", "preprocess=none", "model=softmax", "model.l2=1.0e-4",
+                        "optimizer=newton_cg", "optimizer.tol=1.0e-8", "optimizer.max_iter=50",
+                        "mlflow.enabled=false", f"paths.experiments_dir={t / 'experiments'}",
+                        *common]
+            train = run([py, "-m", "pipeline.train", "progress=false", *run_args])
+            score = run([py, "-m", "pipeline.evaluate", *run_args])  # its accuracy and losses
             stem = name.replace("_", "-")
             size = sum(p.stat().st_size for p in (t / "prepared").glob(f"{stem}-*"))
             n = 60000 * k + 10000
-            rows.append((n, prep[0] + train[0], max(prep[1], train[1])))
+            rows.append((n, prep[0] + train[0], max(prep[1], train[1], score[1])))
             print(f"k={k} images={n} prepare_s={prep[0]:.1f} prepare_peak_gb={prep[1]:.2f} "
                   f"train_s={train[0]:.1f} train_peak_gb={train[1]:.2f} "
+                  f"evaluate_s={score[0]:.1f} evaluate_peak_gb={score[1]:.2f} "
                   f"prepared_mb={size / 1e6:.0f}", flush=True)
     n, s, g = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
     print(f"seconds_per_million_images={s[-1] / n[-1] * 1e6:.1f}")

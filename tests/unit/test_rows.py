@@ -138,3 +138,13 @@ def test_a_float32_objective_on_streamed_rows_holds_float32_rows(small_blocks):
     assert obj._X.dtype == np.float32
     w = np.random.default_rng(3).standard_normal(obj.n_params).astype(np.float32)
     np.testing.assert_array_equal(obj.grad(w), ref.grad(w))
+
+
+def test_a_million_streamed_images_fit_the_default_memory_budget_the_float64_ones_do_not():
+    from pipeline.core.memory import MEMORY_GB, budget_bytes, prepare_bytes
+
+    n, d = 1_030_000, 784  # 17× MNIST's training images + its test set
+    assert not rows_mod.dense_fits(n, d)
+    streamed = prepare_bytes(n, d, 1, rows_mod.STREAM_ROWS)  # uint8 pixels, two float64 blocks
+    assert streamed < budget_bytes(MEMORY_GB) < prepare_bytes(n, d, 1)
+    assert streamed < 2.5 * n * d  # bytes: a small constant times the stored size
