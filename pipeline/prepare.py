@@ -149,7 +149,7 @@ def _facts(data_cfg: Mapping[str, Any], preprocess_cfg: Mapping[str, Any], seed:
     }
 
 
-def checked_second_moment(X_train: np.ndarray, scale: Any) -> np.ndarray:
+def checked_second_moment(X_train: np.ndarray | AffineRows, scale: Any) -> np.ndarray:
     """(1/n) X̃ᵀX̃ of the training inputs (X̃ = [X, 1]); a ConfigError when it overflows float64."""
     with np.errstate(over="ignore", invalid="ignore"):
         C_aug = second_moment(X_train, augment=True)
