@@ -48,7 +48,7 @@ from pipeline.core.linalg import (  # largest_eigenvalue, top_eigenvalue: re-exp
     largest_eigenvalue,
     top_eigenvalue,
 )
-from pipeline.core.rows import AffineRows, compact_columns
+from pipeline.core.rows import AffineRows, compact_columns, row_blocks
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 INITS = ("zeros", "random", "saturated")  # starting points of LinearModelObjective.init
@@ -494,8 +494,7 @@ class LinearModelObjective(_Smoothness, Objective):
         FUSED_ROW_BLOCK rows, summed over the blocks (numpy)."""
         W, b = self._coef(w)
         loss, G, bias = 0.0, np.zeros((self._X.shape[1], self.c), dtype=self._X.dtype), None
-        for s in range(0, self.n, FUSED_ROW_BLOCK):
-            Xb = self._X[s: s + FUSED_ROW_BLOCK]
+        for s, Xb in row_blocks(self._X, FUSED_ROW_BLOCK):
             part, dZ = self._loss_dz(self._rows_margins(Xb, W, b), self.y[s: s + FUSED_ROW_BLOCK])
             loss += part
             G += Xb.T @ dZ
@@ -691,8 +690,7 @@ class HessianOperator:
         G = np.zeros((V.shape[0], o.c), dtype=self.dtype)
         bias = np.zeros(o.c, dtype=np.float64) if b is not None else None
         # X̃_B V, then X̃_Bᵀ (D_B ·) while X̃_B is in cache
-        for s in range(0, self.X.shape[0], HVP_ROW_BLOCK):
-            Xb = self.X[s: s + HVP_ROW_BLOCK]
+        for s, Xb in row_blocks(self.X, HVP_ROW_BLOCK):
             U = Xb @ V
             if b is not None:
                 U += b

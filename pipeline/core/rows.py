@@ -55,6 +55,16 @@ def compact_columns(X: NDArray[Any], cols: NDArray[np.intp]) -> NDArray[Any]:
     return flat[: n * k].reshape(n, k)
 
 
+def row_blocks(X: Any, size: int) -> Iterator[tuple[int, NDArray[Any]]]:
+    """(start, X[start:start+size]) over the rows of X: views of a numpy array, or AffineRows'
+    blocks made in one reused buffer (use each block before taking the next)."""
+    if isinstance(X, AffineRows):
+        yield from X.blocks(size)
+        return
+    for s in range(0, X.shape[0], size):
+        yield s, X[s: s + size]
+
+
 @dataclass(frozen=True, eq=False)
 class AffineRows:
     """Z = (s·P) diag(a) + 1cᵀ for stored P (n, k), float64 rows made block by block."""
