@@ -108,9 +108,7 @@ def train_spec(spec: RunSpec, ctx: JobContext, out_dir: Path,
 
 def on_backend(backend: Backend, dataset: Any) -> Any:
     """The data set with its train and test arrays on the backend's device (one host → device
-    copy each; numpy's arrays stay as they are, streamed rows ``core.rows.AffineRows`` too)."""
-    if backend.name == "numpy":
-        return dataset
+    copy each; numpy's arrays stay as they are)."""
     moved = {k: backend.asarray(getattr(dataset, k))
              for k in ("X_train", "y_train", "X_test", "y_test")}
     return dataclasses.replace(dataset, **moved)
@@ -121,8 +119,6 @@ def on_backend_val(backend: Backend, facts: dict[str, Any]) -> tuple[Any, Any] |
     None when the data has none."""
     if "X_val" not in facts:
         return None
-    if backend.name == "numpy":
-        return facts["X_val"], facts["y_val"]
     return backend.asarray(facts["X_val"]), backend.asarray(facts["y_val"])
 
 

@@ -18,6 +18,7 @@ import array_api_compat
 import numpy as np
 
 from pipeline.core.errors import ConfigError
+from pipeline.core.rows import AffineRows
 
 BACKENDS = ("numpy", "torch", "cupy")
 DEVICES = ("cpu", "cuda", "cuda:N")
@@ -67,9 +68,10 @@ class Backend:
     versions: dict[str, str]  # library → version
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
-        """``x`` as an array of this backend on its device (one copy, host → device)."""
+        """``x`` as an array of this backend on its device (one copy, host → device); numpy keeps
+        streamed rows (``core.rows.AffineRows``) as they are."""
         if self.name == "numpy":
-            return np.asarray(x, dtype=dtype)
+            return x if isinstance(x, AffineRows) and dtype is None else np.asarray(x, dtype=dtype)
         dt = None if dtype is None else getattr(self.xp, np.dtype(dtype).name)
         return self.xp.asarray(np.ascontiguousarray(x), dtype=dt, device=self.device)
 

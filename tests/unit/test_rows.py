@@ -148,3 +148,12 @@ def test_a_million_streamed_images_fit_the_default_memory_budget_the_float64_one
     streamed = prepare_bytes(n, d, 1, rows_mod.STREAM_ROWS)  # uint8 pixels, two float64 blocks
     assert streamed < budget_bytes(MEMORY_GB) < prepare_bytes(n, d, 1)
     assert streamed < 2.5 * n * d  # bytes: a small constant times the stored size
+
+
+def test_the_numpy_backend_keeps_streamed_rows_as_they_are():
+    from pipeline.core.backend import load_backend
+
+    R, Z = _rows("none", _pixels()[0])
+    numpy_backend = load_backend("numpy", "cpu")
+    assert numpy_backend.asarray(R) is R  # not made whole on the way to the objective
+    np.testing.assert_array_equal(numpy_backend.asarray(R, dtype=np.float64), Z)
