@@ -24,7 +24,7 @@ from pipeline.config.checks import check_boundary, check_name, config_keys
 from pipeline.config.schemas import PrepareConfig, as_kwargs
 from pipeline.core.errors import ConfigError
 from pipeline.core.memory import MEMORY_GB, check_memory, check_memory_gb, prepare_bytes
-from pipeline.core.rows import STREAM_ROWS, AffineRows, dense_fits
+from pipeline.core.rows import STREAM_ROWS, AffineRows, streams
 from pipeline.core.transforms import Transform, fit_preprocess, validate_preprocess_config
 from pipeline.core.whitening import (
     condition_number,
@@ -85,7 +85,7 @@ def prepare(
     memory_gb = check_memory_gb(memory_gb)
     inputs, scale = load_inputs(data_cfg, seed, memory_gb)
     n_rows, d = inputs.X_train.shape[0] + inputs.X_test.shape[0], inputs.n_features
-    streamed = scale is not None and not dense_fits(inputs.X_train.shape[0], d)
+    streamed = streams(inputs.X_train.shape[0], d, scale)
     need = prepare_bytes(n_rows, d, inputs.X_train.dtype.itemsize,
                          STREAM_ROWS if streamed else None)
     check_memory(need, f"preprocessing {n_rows} rows × {d} features", memory_gb,
@@ -94,7 +94,7 @@ def prepare(
     if val_fraction > 0:  # held out before anything is fitted on the training rows
         rows, val_rows = validation_split(inputs.y_train, val_fraction, seed,
                                           inputs.task != "regression")
-    # the float64 training inputs the transform is fitted on (past core.rows.dense_fits: made
+    # the float64 training inputs the transform is fitted on (past core.rows.streams's size: made
     # block by block from the stored ones); stored are the inputs as read
     P_fit = inputs.X_train if rows is None else inputs.X_train[rows]
     if streamed:

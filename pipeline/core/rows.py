@@ -9,7 +9,8 @@ blocks of ``STREAM_ROWS`` rows: their peak is one block, whatever n; their sums 
 block by block (rounding differs from one product over all rows at the last bits).
 
 The loaders hand a stage an AffineRows only when Z would exceed ``DENSE_MAX_BYTES`` as float64
-(``dense_fits``); below it they build Z itself, the arrays and bits of a float64 copy.
+(``streams``: stored pixels only); below it they build Z itself, the arrays and bits of a float64
+copy.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def scaled(P: NDArray[Any], scale: float | None,
     return np.multiply(P, scale, dtype=np.float64)
 
 
-def dense_fits(n_rows: int, n_cols: int) -> bool:
-    """A float64 n × k matrix of at most DENSE_MAX_BYTES (built whole rather than streamed)."""
-    return 8 * int(n_rows) * int(n_cols) <= DENSE_MAX_BYTES
+def streams(n_rows: int, n_cols: int, scale: float | None) -> bool:
+    """Stored pixels (``scale`` s of x = s·p given) whose float64 n × k form exceeds
+    DENSE_MAX_BYTES: kept as AffineRows rather than built whole (the one rule of the loaders and
+    prepare)."""
+    return scale is not None and 8 * int(n_rows) * int(n_cols) > DENSE_MAX_BYTES
 
 
 def compact_columns(X: NDArray[Any], cols: NDArray[np.intp]) -> NDArray[Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.errors import ConfigError, DataError
-from pipeline.core.rows import AffineRows, dense_fits
+from pipeline.core.rows import AffineRows, streams
 from pipeline.core.transforms import Transform
 from pipeline.data.datasets import Dataset, scale_inputs
 from pipeline.spec import RunSpec
@@ -199,15 +199,14 @@ def _split_rows(npz: Path, arrays: Mapping[str, np.ndarray]) -> tuple[Any, Any]:
 def prepared_rows(transform: Transform, P: np.ndarray, scale: float | None,
                   rows: np.ndarray | None = None) -> np.ndarray | AffineRows:
     """Z = (s·P[rows]) Aᵀ + cᵀ in float64. Elementwise maps (none, zscore) go block by block (the
-    same bits, peak Z plus a block) — or, for stored pixels when Z would not fit
-    ``core.rows.dense_fits``, ``AffineRows`` (P kept as stored, rows made float64 when a product
-    reads them: memory bounded by the stored size); a dense A is one product over all rows, as
-    when prepared (BLAS sums in an order that depends on the shape, so blocks could move the last
-    bit)."""
+    same bits, peak Z plus a block) — or, for stored pixels past ``core.rows.streams``'s size,
+    ``AffineRows`` (P kept as stored, rows made float64 when a product reads them: memory bounded
+    by the stored size); a dense A is one product over all rows, as when prepared (BLAS sums in an
+    order that depends on the shape, so blocks could move the last bit)."""
     if transform.matrix is not None:
         return transform.apply(scale_inputs(P if rows is None else P[rows], scale))
     n = P.shape[0] if rows is None else rows.shape[0]
-    if scale is not None and not dense_fits(n, transform.n_features_out):  # stored pixels
+    if streams(n, transform.n_features_out, scale):
         return AffineRows(np.ascontiguousarray(P if rows is None else P[rows]), scale, transform)
     Z = np.empty((n, transform.n_features_out), dtype=np.float64)
     for i in range(0, n, _BLOCK_ROWS):

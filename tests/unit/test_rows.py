@@ -144,7 +144,7 @@ def test_a_million_streamed_images_fit_the_default_memory_budget_the_float64_one
     from pipeline.core.memory import MEMORY_GB, budget_bytes, prepare_bytes
 
     n, d = 1_030_000, 784  # 17× MNIST's training images + its test set
-    assert not rows_mod.dense_fits(n, d)
+    assert rows_mod.streams(n, d, S) and not rows_mod.streams(n, d, None)
     streamed = prepare_bytes(n, d, 1, rows_mod.STREAM_ROWS)  # uint8 pixels, two float64 blocks
     assert streamed < budget_bytes(MEMORY_GB) < prepare_bytes(n, d, 1)
     assert streamed < 2.5 * n * d  # bytes: a small constant times the stored size
